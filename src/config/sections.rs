@@ -1,0 +1,297 @@
+//! The smaller sections: `[Monitor]`, `[Messaging]`, `[License]`, `[Api]`, `[Identity]`,
+//! `[Cluster]` and `[Log]`, with their defaults and key setters.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::SetError;
+use super::value::{boolean, count, list, nonzero_duration, one_of, optional, positive, url, word};
+
+/// Monitor event names accepted in `[Monitor] events`.
+pub const MONITOR_EVENTS: [&str; 6] = [
+    "subscribe",
+    "unsubscribe",
+    "connect",
+    "disconnect",
+    "message",
+    "command",
+];
+
+/// Log levels accepted in `[Log] level`.
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// `[Monitor]`: webhooks (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// Endpoint for the POSTs; `None` = no monitor.
+    pub url: Option<String>,
+    /// Which events are posted: lower-case names from [`MONITOR_EVENTS`], no duplicates.
+    pub events: Vec<String>,
+    /// HMAC key for `X-Realtime-Signature`.
+    pub secret: Option<String>,
+    pub queue: usize,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            url: None,
+            events: vec!["subscribe".to_owned(), "unsubscribe".to_owned()],
+            secret: None,
+            queue: 10_000,
+            timeout: Duration::from_secs(5),
+            retries: 3,
+        }
+    }
+}
+
+impl MonitorConfig {
+    pub(super) fn set(&mut self, key: &str, v: &str) -> Result<(), SetError> {
+        match key {
+            "url" => {
+                self.url = optional(v)
+                    .map(|u| url(&u, &["http", "https"]))
+                    .transpose()?
+            }
+            "events" => {
+                let mut events = Vec::new();
+                for name in list(v) {
+                    let name = one_of(&name, &MONITOR_EVENTS)?;
+                    if !events.contains(&name) {
+                        events.push(name);
+                    }
+                }
+                self.events = events;
+            }
+            "secret" => self.secret = optional(v),
+            "queue" => self.queue = positive(v)?,
+            "timeout" => self.timeout = nonzero_duration(v)?,
+            "retries" => self.retries = count(v)?,
+            _ => return Err(SetError::UnknownKey),
+        }
+        Ok(())
+    }
+}
+
+/// `[Messaging]`: per-identity cache and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagingConfig {
+    /// Messages kept for an identity that dropped (SPEC §3.5); 0 keeps none.
+    pub message_cache_limit: usize,
+    /// Outbound queue length after which a slow client is disconnected.
+    pub client_queue: usize,
+    /// Channels one connection may be subscribed to.
+    pub max_channels: usize,
+    /// Longest channel name, in bytes.
+    pub max_channel_name: usize,
+    /// Longest identity, in bytes.
+    pub max_identity: usize,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        MessagingConfig {
+            message_cache_limit: 100,
+            client_queue: 4096,
+            max_channels: 100,
+            max_channel_name: 256,
+            max_identity: 256,
+        }
+    }
+}
+
+impl MessagingConfig {
+    pub(super) fn set(&mut self, key: &str, v: &str) -> Result<(), SetError> {
+        match key {
+            "message-cache-limit" => self.message_cache_limit = count(v)?,
+            "client-queue" => self.client_queue = positive(v)?,
+            "max-channels" => self.max_channels = positive(v)?,
+            "max-channel-name" => self.max_channel_name = positive(v)?,
+            "max-identity" => self.max_identity = positive(v)?,
+            _ => return Err(SetError::UnknownKey),
+        }
+        Ok(())
+    }
+}
+
+/// `[License]`: origin check (SPEC §6).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicenseConfig {
+    /// License key file; `None` = the caller's default location.
+    pub file: Option<PathBuf>,
+    /// Key secret; `None` = the original's built-in secret.
+    pub secret: Option<String>,
+    /// Plain allowlist: `https://app.example.com`, `*.example.com`, `*`.
+    pub allowed_origins: Vec<String>,
+}
+
+impl LicenseConfig {
+    pub(super) fn set(&mut self, key: &str, v: &str) -> Result<(), SetError> {
+        match key {
+            "file" => self.file = optional(v).map(PathBuf::from),
+            "secret" => self.secret = optional(v),
+            "allowed-origins" => self.allowed_origins = list(v),
+            _ => return Err(SetError::UnknownKey),
+        }
+        Ok(())
+    }
+}
+
+/// `[Api]`: bearer keys for `/api/*`; empty = origin/license check instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub keys: Vec<String>,
+}
+
+impl ApiConfig {
+    pub(super) fn set(&mut self, key: &str, v: &str) -> Result<(), SetError> {
+        match key {
+            "keys" => self.keys = list(v),
+            _ => return Err(SetError::UnknownKey),
+        }
+        Ok(())
+    }
+}
+
+/// `[Identity]`: JWT proof of identities (SPEC §3.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// HS256 key; when set, an identity needs a valid token.
+    pub secret: Option<String>,
+    /// Refuse connections that name no identity.
+    pub require: bool,
+}
+
+impl IdentityConfig {
+    pub(super) fn set(&mut self, key: &str, v: &str) -> Result<(), SetError> {
+        match key {
+            "secret" => self.secret = optional(v),
+            "require" => self.require = boolean(v)?,
+            _ => return Err(SetError::UnknownKey),
+        }
+        Ok(())
+    }
+}
+
+/// `[Cluster]`: Redis backplane (SPEC §11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://` or `rediss://` URL; `None` = single node.
+    pub redis: Option<String>,
+    /// Prefix of every Redis key and channel.
+    pub prefix: String,
+    /// This node's name; `None` = generated at start.
+    pub node_id: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: None,
+            prefix: "realtime".to_owned(),
+            node_id: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub(super) fn set(&mut self, key: &str, v: &str) -> Result<(), SetError> {
+        match key {
+            "redis" => {
+                self.redis = optional(v)
+                    .map(|u| url(&u, &["redis", "rediss"]))
+                    .transpose()?
+            }
+            "prefix" => self.prefix = word(v, "a key prefix without spaces")?,
+            "node-id" => {
+                self.node_id = optional(v)
+                    .map(|n| word(&n, "a node id without spaces"))
+                    .transpose()?
+            }
+            _ => return Err(SetError::UnknownKey),
+        }
+        Ok(())
+    }
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogTarget {
+    /// journald when stderr is the journal (`JOURNAL_STREAM`), else stderr.
+    #[default]
+    Auto,
+    Journald,
+    Syslog,
+    Stderr,
+}
+
+/// `[Log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub target: LogTarget,
+    /// One of [`LOG_LEVELS`], lower-case.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            target: LogTarget::Auto,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl LogConfig {
+    pub(super) fn set(&mut self, key: &str, v: &str) -> Result<(), SetError> {
+        match key {
+            "target" => {
+                self.target = match one_of(v, &["auto", "journald", "syslog", "stderr"])?.as_str() {
+                    "journald" => LogTarget::Journald,
+                    "syslog" => LogTarget::Syslog,
+                    "stderr" => LogTarget::Stderr,
+                    _ => LogTarget::Auto,
+                }
+            }
+            "level" => self.level = one_of(v, &LOG_LEVELS)?,
+            _ => return Err(SetError::UnknownKey),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitor_events_are_checked_and_deduplicated() {
+        let mut m = MonitorConfig::default();
+        assert!(m.set("events", "Connect, message connect").is_ok());
+        assert_eq!(m.events, ["connect", "message"]);
+        assert!(m.set("events", "").is_ok());
+        assert!(m.events.is_empty());
+        assert!(
+            matches!(m.set("events", "subscribe, join"), Err(SetError::Invalid(e)) if e.contains("\"join\""))
+        );
+    }
+
+    #[test]
+    fn log_target_and_level() {
+        let mut l = LogConfig::default();
+        assert!(l.set("target", "Syslog").is_ok() && l.set("level", "DEBUG").is_ok());
+        assert_eq!((l.target, l.level.as_str()), (LogTarget::Syslog, "debug"));
+        assert!(l.set("target", "file").is_err() && l.set("level", "verbose").is_err());
+    }
+
+    #[test]
+    fn cluster_values() {
+        let mut c = ClusterConfig::default();
+        assert!(c.set("redis", "rediss://h:6380/1").is_ok());
+        assert!(c.set("redis", "http://h").is_err());
+        assert!(c.set("prefix", "").is_err());
+        assert!(c.set("node-id", "").is_ok() && c.node_id.is_none());
+    }
+}
