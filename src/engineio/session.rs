@@ -1,0 +1,425 @@
+//! The task that owns one Engine.IO session: its transport, heartbeat and outbound queue.
+//!
+//! All session state lives in this one task, so nothing here is locked: HTTP requests and
+//! the WebSocket upgrade talk to it through `Control` messages, the layers above through
+//! the bounded queue of [`Socket`].
+
+use std::collections::VecDeque;
+use std::future::pending;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tracing::debug;
+
+use super::packet::{self, Frame, Packet, Str};
+use super::socket::{CloseReason, Outgoing, Socket, TransportKind};
+use super::{Connection, Inner, Message};
+
+pub(crate) type WsStream = WebSocketStream<TokioIo<Upgraded>>;
+
+/// How many queued items a writer takes before it flushes once.
+const DRAIN_BATCH: usize = 256;
+
+/// Requests to the session task from the HTTP side.
+pub(crate) enum Control {
+    /// A polling GET waits here for frames.
+    Poll(oneshot::Sender<Result<Bytes, PollError>>),
+    /// Packets of a polling POST, already decoded.
+    Post(Vec<Packet>, oneshot::Sender<Result<(), PollError>>),
+    /// The WebSocket being upgraded answered the probe: release the pending GET.
+    Probe,
+    /// The upgrade completed: the session moves to this WebSocket.
+    Upgrade(Box<WsStream>),
+}
+
+/// Why a polling request was refused by the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PollError {
+    /// The request breaks the transport's rules (e.g. a second concurrent GET).
+    BadRequest,
+}
+
+pub(crate) struct Session {
+    socket: Arc<Socket>,
+    inner: Arc<Inner>,
+    /// The layer above's state for this session, set once the session starts.
+    conn: Option<Box<dyn Connection>>,
+    queue: mpsc::Receiver<Outgoing>,
+    control: mpsc::Receiver<Control>,
+    /// Frames taken from the queue that wait for the next polling GET.
+    pending: VecDeque<Frame>,
+    /// The polling GET being held open, if any.
+    waiting: Option<oneshot::Sender<Result<Bytes, PollError>>>,
+    ws: Option<Box<WsStream>>,
+    upgrading: bool,
+    /// When the next ping goes out (if no pong is awaited).
+    ping_at: Instant,
+    /// When the awaited pong is late.
+    pong_deadline: Option<Instant>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        socket: Arc<Socket>,
+        inner: Arc<Inner>,
+        queue: mpsc::Receiver<Outgoing>,
+        control: mpsc::Receiver<Control>,
+        ws: Option<Box<WsStream>>,
+    ) -> Session {
+        let ping_at = Instant::now() + inner.config.ping_interval;
+        Session {
+            socket,
+            inner,
+            conn: None,
+            queue,
+            control,
+            pending: VecDeque::new(),
+            waiting: None,
+            ws,
+            upgrading: false,
+            ping_at,
+            pong_deadline: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        // A session born on a WebSocket greets first; a polling one was greeted by its GET.
+        let hello = if self.ws.is_some() {
+            let open = self.inner.open_packet(&self.socket.id, false).encode();
+            self.write_frames(std::iter::once(open)).await
+        } else {
+            Ok(())
+        };
+        // Called here, in the session task, so no message can overtake it.
+        self.conn = Some(self.inner.handler.on_open(&self.socket));
+        let served = match hello {
+            Ok(()) => self.serve().await,
+            Err(reason) => Err(reason),
+        };
+        let reason = match served {
+            Ok(()) => self.socket.close_reason(),
+            Err(reason) => reason,
+        };
+        self.finish(reason).await;
+    }
+
+    async fn serve(&mut self) -> Result<(), CloseReason> {
+        let closing = self.socket.closing_token().clone();
+        loop {
+            let timer = self.pong_deadline.unwrap_or(self.ping_at);
+            let can_write = self.ws.is_some() || self.waiting.is_some();
+            tokio::select! {
+                biased;
+                _ = closing.cancelled() => return Ok(()),
+                Some(control) = self.control.recv() => self.on_control(control).await?,
+                msg = ws_next(&mut self.ws) => self.on_ws_message(msg)?,
+                Some(item) = self.queue.recv(), if can_write => self.write(item).await?,
+                _ = waiting_closed(&mut self.waiting) => {
+                    debug!(sid = %self.socket.id, "polling request aborted by the client");
+                    return Err(CloseReason::TransportClose);
+                }
+                _ = sleep_until(timer) => {
+                    if self.pong_deadline.is_some() {
+                        return Err(CloseReason::PingTimeout);
+                    }
+                    self.pong_deadline = Some(Instant::now() + self.inner.config.ping_timeout);
+                    self.write_frames(std::iter::once(Packet::Ping(Str::from_static("")).encode())).await?;
+                }
+            }
+        }
+    }
+
+    async fn on_control(&mut self, control: Control) -> Result<(), CloseReason> {
+        // A request may beat the timer to a deadline already passed: it must see the session gone.
+        if self.pong_deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(CloseReason::PingTimeout);
+        }
+        match control {
+            Control::Poll(reply) => {
+                if self.ws.is_some() {
+                    let _ = reply.send(Err(PollError::BadRequest));
+                } else if let Some(first) = self.waiting.take() {
+                    // Two GETs at once: the first ends with a close packet, the second is refused.
+                    let _ = first.send(Ok(Packet::Close.encode_bytes()));
+                    let _ = reply.send(Err(PollError::BadRequest));
+                    return Err(CloseReason::BadRequest);
+                } else {
+                    self.waiting = Some(reply);
+                    self.take_ready();
+                    self.flush_poll()?;
+                }
+            }
+            Control::Post(packets, reply) => {
+                let result = self.on_packets(packets);
+                let _ = reply.send(Ok(()));
+                result?;
+            }
+            Control::Probe => {
+                self.upgrading = true;
+                self.flush_poll()?;
+            }
+            Control::Upgrade(ws) => {
+                if let Some(w) = self.waiting.take() {
+                    let _ = w.send(Ok(Packet::Noop.encode_bytes()));
+                }
+                self.ws = Some(ws);
+                self.upgrading = false;
+                self.socket.set_transport(TransportKind::WebSocket);
+                debug!(sid = %self.socket.id, "upgraded to websocket");
+                let backlog: Vec<Frame> = self.pending.drain(..).collect();
+                self.write_frames(backlog).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Packets from the client, in order.
+    fn on_packets(&mut self, packets: Vec<Packet>) -> Result<(), CloseReason> {
+        if self.pong_deadline.is_some() {
+            // Data while a pong is due shows the client alive; engine.io refreshes the deadline too.
+            self.pong_deadline = Some(Instant::now() + self.inner.config.ping_timeout);
+        }
+        for p in packets {
+            match p {
+                Packet::Message(text) => self.deliver(Message::Text(text)),
+                Packet::Binary(data) => self.deliver(Message::Binary(data)),
+                Packet::Pong(_) => {
+                    self.pong_deadline = None;
+                    self.ping_at = Instant::now() + self.inner.config.ping_interval;
+                }
+                Packet::Close => return Err(CloseReason::ClientClose),
+                Packet::Ping(_) | Packet::Noop | Packet::Upgrade => {}
+                Packet::Open(_) => return Err(CloseReason::ParseError),
+            }
+            if self.socket.is_closing() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, msg: Message) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.on_message(msg);
+        }
+    }
+
+    fn on_ws_message(
+        &mut self,
+        msg: Option<Result<WsMessage, tungstenite::Error>>,
+    ) -> Result<(), CloseReason> {
+        match msg {
+            Some(Ok(WsMessage::Text(text))) => match Packet::decode_text(text) {
+                Ok(p) => self.on_packets(vec![p]),
+                Err(e) => {
+                    debug!(sid = %self.socket.id, error = %e, "bad packet on websocket");
+                    Err(CloseReason::ParseError)
+                }
+            },
+            Some(Ok(WsMessage::Binary(data))) => {
+                self.deliver(Message::Binary(data));
+                Ok(())
+            }
+            Some(Ok(WsMessage::Close(_))) | None => Err(CloseReason::TransportClose),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => {
+                debug!(sid = %self.socket.id, error = %e, "websocket read failed");
+                Err(CloseReason::TransportError)
+            }
+        }
+    }
+
+    /// Moves whatever is already queued into `pending`, without waiting.
+    fn take_ready(&mut self) {
+        for _ in 0..DRAIN_BATCH {
+            match self.queue.try_recv() {
+                Ok(item) => push_item(&mut self.pending, item),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Writes one queued item plus whatever else is ready, then flushes once.
+    async fn write(&mut self, item: Outgoing) -> Result<(), CloseReason> {
+        if self.ws.is_some() {
+            let mut frames = VecDeque::new();
+            push_item(&mut frames, item);
+            for _ in 0..DRAIN_BATCH {
+                match self.queue.try_recv() {
+                    Ok(item) => push_item(&mut frames, item),
+                    Err(_) => break,
+                }
+            }
+            self.write_frames(frames).await
+        } else {
+            push_item(&mut self.pending, item);
+            self.take_ready();
+            self.flush_poll()
+        }
+    }
+
+    async fn write_frames(
+        &mut self,
+        frames: impl IntoIterator<Item = Frame>,
+    ) -> Result<(), CloseReason> {
+        let Some(ws) = self.ws.as_mut() else {
+            self.pending.extend(frames);
+            return self.flush_poll();
+        };
+        let limit = self.inner.config.write_timeout;
+        let sid = &self.socket.id;
+        let written = timeout(limit, async {
+            for f in frames {
+                ws.feed(ws_message(f)).await?;
+            }
+            ws.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!(%sid, error = %e, "websocket write failed");
+                Err(CloseReason::TransportError)
+            }
+            Err(_) => {
+                debug!(%sid, "websocket write timed out");
+                Err(CloseReason::SlowClient)
+            }
+        }
+    }
+
+    /// Answers the waiting GET if there is something to say.
+    fn flush_poll(&mut self) -> Result<(), CloseReason> {
+        if self.waiting.is_none() {
+            return Ok(());
+        }
+        let body = if self.pending.is_empty() {
+            if !self.upgrading {
+                return Ok(());
+            }
+            // A fast upgrade: release the GET so the client can pause polling.
+            Packet::Noop.encode_bytes()
+        } else {
+            self.take_payload()
+        };
+        if let Some(w) = self.waiting.take()
+            && w.send(Ok(body)).is_err()
+        {
+            return Err(CloseReason::TransportClose);
+        }
+        Ok(())
+    }
+
+    /// Takes pending frames up to the max payload (at least one frame).
+    fn take_payload(&mut self) -> Bytes {
+        let max = self.inner.config.max_payload;
+        let mut size = 0;
+        let mut n = 0;
+        for f in &self.pending {
+            let len = packet::payload_len(f) + usize::from(n > 0);
+            if n > 0 && size + len > max {
+                break;
+            }
+            size += len;
+            n += 1;
+        }
+        let body = packet::encode_payload(self.pending.iter().take(n));
+        self.pending.drain(..n);
+        body
+    }
+
+    /// Ends the session: say goodbye where the reason allows it, then tell the layer above.
+    async fn finish(mut self, reason: CloseReason) {
+        let graceful = matches!(reason, CloseReason::ServerClose);
+        if graceful {
+            self.take_ready();
+        }
+        if let Some(mut ws) = self.ws.take() {
+            if graceful {
+                let frames: Vec<Frame> = self.pending.drain(..).collect();
+                let limit = self.inner.config.write_timeout;
+                let _ = timeout(limit, async {
+                    for f in frames {
+                        ws.feed(ws_message(f)).await?;
+                    }
+                    ws.close().await
+                })
+                .await;
+            }
+        } else {
+            let body = match reason {
+                // The client said goodbye itself; engine.io answers the pending GET with a noop.
+                CloseReason::ClientClose => Packet::Noop.encode_bytes(),
+                _ => {
+                    self.pending.push_back(Packet::Close.encode());
+                    let n = self.pending.len();
+                    packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
+                }
+            };
+            if let Some(w) = self.waiting.take() {
+                let _ = w.send(Ok(body));
+            } else if graceful {
+                // Give the client one poll to collect what was queued before the close.
+                let wait = self.inner.config.close_grace;
+                if let Ok(Some(Control::Poll(reply))) = timeout(wait, self.control.recv()).await {
+                    let _ = reply.send(Ok(body));
+                }
+            }
+        }
+        self.control.close();
+        self.inner.remove(&self.socket.id);
+        self.socket.mark_closed();
+        debug!(sid = %self.socket.id, reason = reason.as_str(), "session closed");
+        if let Some(conn) = self.conn.take() {
+            conn.on_close(reason);
+        }
+    }
+}
+
+impl Packet {
+    /// A single packet as a polling body.
+    fn encode_bytes(&self) -> Bytes {
+        packet::encode_payload(std::iter::once(&self.encode()))
+    }
+}
+
+fn push_item(into: &mut VecDeque<Frame>, item: Outgoing) {
+    match item {
+        Outgoing::One(f) => into.push_back(f),
+        Outgoing::Many(fs) => into.extend(fs),
+    }
+}
+
+fn ws_message(f: Frame) -> WsMessage {
+    match f {
+        Frame::Text(s) => WsMessage::Text(s),
+        Frame::Binary(b) => WsMessage::Binary(b),
+    }
+}
+
+async fn ws_next(ws: &mut Option<Box<WsStream>>) -> Option<Result<WsMessage, tungstenite::Error>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => pending().await,
+    }
+}
+
+async fn waiting_closed<T>(w: &mut Option<oneshot::Sender<T>>) {
+    match w {
+        Some(tx) => tx.closed().await,
+        None => pending().await,
+    }
+}
+
+/// How long a graceful close may wait for the client.
+pub(crate) fn default_close_grace(ping_timeout: Duration) -> Duration {
+    ping_timeout.min(Duration::from_secs(2))
+}

@@ -1,0 +1,272 @@
+//! The handle of one Engine.IO session that the layers above hold: id, peer, outbound queue, close.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::packet::{Frame, Str};
+
+/// A session id: 20 characters of base64url over 15 bytes from the OS CSPRNG.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Sid(Box<str>);
+
+impl Sid {
+    pub fn random() -> Sid {
+        let mut raw = [0u8; 15];
+        // The OS CSPRNG failing is not something a server can carry on from.
+        getrandom::fill(&mut raw).expect("the OS random number generator failed");
+        Sid(URL_SAFE_NO_PAD.encode(raw).into_boxed_str())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Sid {
+    fn from(s: &str) -> Sid {
+        Sid(s.into())
+    }
+}
+
+/// Which transport currently carries a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TransportKind {
+    Polling = 0,
+    WebSocket = 1,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Polling => "polling",
+            TransportKind::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Why a session ended. These are the documented disconnect reasons of the Engine.IO layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close packet.
+    ClientClose,
+    /// The connection went away (socket closed, aborted poll).
+    TransportClose,
+    /// The transport failed (I/O error, write timeout, oversized WebSocket frame).
+    TransportError,
+    /// No pong within the ping timeout.
+    PingTimeout,
+    /// The client sent bytes that are not Engine.IO (or the layer above rejected them).
+    ParseError,
+    /// The client broke the polling rules (two GETs at once, wrong transport).
+    BadRequest,
+    /// The outbound queue overflowed: the client does not read fast enough.
+    SlowClient,
+    /// The server closed it (the layer above asked, or shutdown).
+    ServerClose,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClose => "client close",
+            CloseReason::TransportClose => "transport close",
+            CloseReason::TransportError => "transport error",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ParseError => "parse error",
+            CloseReason::BadRequest => "bad request",
+            CloseReason::SlowClient => "slow client",
+            CloseReason::ServerClose => "server close",
+        }
+    }
+}
+
+/// One item of the outbound queue: frames that must go out together and in order
+/// (a Socket.IO binary event is a text frame followed by its attachments).
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    One(Frame),
+    Many(Vec<Frame>),
+}
+
+impl Outgoing {
+    pub fn text(s: Str) -> Outgoing {
+        Outgoing::One(Frame::Text(s))
+    }
+
+    pub fn binary(b: Bytes) -> Outgoing {
+        Outgoing::One(Frame::Binary(b))
+    }
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("session closed")]
+    Closed,
+    #[error("outbound queue full")]
+    Full,
+}
+
+/// The shared handle of a session. The session task owns the transport; everyone else
+/// talks to it through this handle.
+pub struct Socket {
+    pub id: Sid,
+    /// Peer address of the connection that opened the session.
+    pub peer: Option<SocketAddr>,
+    /// Bounded, so that a client that does not read costs bounded memory (STYLE habit 5).
+    queue: mpsc::Sender<Outgoing>,
+    /// Cancelled once, by whoever closes first; the session task then winds down.
+    closing: CancellationToken,
+    /// The first close reason wins; read by the session task when it winds down.
+    reason: Mutex<Option<CloseReason>>,
+    transport: AtomicU8,
+    /// Set once the session task has finished and the layer above was told.
+    closed: AtomicBool,
+    /// Set while a WebSocket upgrade is under way, so that a second one is refused.
+    pub(crate) upgrading: AtomicBool,
+}
+
+impl Socket {
+    pub(crate) fn new(
+        id: Sid,
+        peer: Option<SocketAddr>,
+        transport: TransportKind,
+        queue: mpsc::Sender<Outgoing>,
+    ) -> Socket {
+        Socket {
+            id,
+            peer,
+            queue,
+            closing: CancellationToken::new(),
+            reason: Mutex::new(None),
+            transport: AtomicU8::new(transport as u8),
+            closed: AtomicBool::new(false),
+            upgrading: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues frames without waiting. A full queue closes the session as a slow client:
+    /// one slow reader must never stall a broadcast.
+    pub fn send(&self, item: Outgoing) -> Result<(), SendError> {
+        match self.queue.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(CloseReason::SlowClient);
+                Err(SendError::Full)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        }
+    }
+
+    /// Asks the session to close; the first reason given is the one reported.
+    pub fn close(&self, reason: CloseReason) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(reason);
+        }
+        self.closing.cancel();
+    }
+
+    /// Resolves once the session is asked to close.
+    pub async fn closing(&self) {
+        self.closing.cancelled().await
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        match self.transport.load(Ordering::Acquire) {
+            0 => TransportKind::Polling,
+            _ => TransportKind::WebSocket,
+        }
+    }
+
+    pub(crate) fn set_transport(&self, t: TransportKind) {
+        self.transport.store(t as u8, Ordering::Release);
+    }
+
+    pub(crate) fn closing_token(&self) -> &CancellationToken {
+        &self.closing
+    }
+
+    pub(crate) fn close_reason(&self) -> CloseReason {
+        self.reason
+            .lock()
+            .ok()
+            .and_then(|r| *r)
+            .unwrap_or(CloseReason::ServerClose)
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("transport", &self.transport())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sids_are_random_and_url_safe() {
+        let a = Sid::random();
+        let b = Sid::random();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 20);
+        assert!(
+            a.as_str()
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+    }
+
+    #[test]
+    fn full_queue_closes_as_slow_client() {
+        let (tx, _rx) = mpsc::channel(1);
+        let s = Socket::new(Sid::random(), None, TransportKind::Polling, tx);
+        assert_eq!(s.send(Outgoing::text(Str::from("4a"))), Ok(()));
+        assert_eq!(
+            s.send(Outgoing::text(Str::from("4b"))),
+            Err(SendError::Full)
+        );
+        assert!(s.is_closing());
+        assert_eq!(s.close_reason(), CloseReason::SlowClient);
+        s.close(CloseReason::ServerClose);
+        assert_eq!(s.close_reason(), CloseReason::SlowClient);
+    }
+}
