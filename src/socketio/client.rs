@@ -1,0 +1,182 @@
+//! The Socket.IO state of one Engine.IO session: its namespaces and a binary packet being
+//! reassembled. Owned by the session task, so it needs no lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tracing::debug;
+
+use super::packet::{Packet, PacketType};
+use super::socket::{DisconnectReason, SioSocket};
+use super::{App, Event, SocketIoConfig};
+use crate::engineio::{self, CloseReason, Connection, Message, Outgoing};
+
+pub(crate) struct Client {
+    engine: Arc<engineio::Socket>,
+    app: Arc<dyn App>,
+    nsps: HashMap<String, Arc<SioSocket>>,
+    /// A binary packet waiting for its attachments.
+    partial: Option<(Packet, Vec<Bytes>, usize)>,
+    max_attachment_bytes: usize,
+    /// Read by the connect-timeout task.
+    connected: Arc<AtomicBool>,
+}
+
+impl Client {
+    pub(crate) fn new(
+        engine: Arc<engineio::Socket>,
+        app: Arc<dyn App>,
+        config: &SocketIoConfig,
+    ) -> Client {
+        let connected = Arc::new(AtomicBool::new(false));
+        let (flag, socket, wait) = (connected.clone(), engine.clone(), config.connect_timeout);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {
+                    if !flag.load(Ordering::Acquire) {
+                        debug!(sid = %socket.id, "no CONNECT in time");
+                        socket.close(CloseReason::ServerClose);
+                    }
+                }
+                _ = socket.closing() => {}
+            }
+        });
+        Client {
+            engine,
+            app,
+            nsps: HashMap::new(),
+            partial: None,
+            max_attachment_bytes: config.max_attachment_bytes,
+            connected,
+        }
+    }
+
+    /// Ends the whole session for a protocol violation.
+    fn reject(&self, why: &dyn std::fmt::Display) {
+        debug!(sid = %self.engine.id, peer = ?self.engine.peer, error = %why, "closing: bad socket.io packet");
+        self.engine.close(CloseReason::ParseError);
+    }
+
+    fn on_text(&mut self, text: &str) {
+        if self.partial.is_some() {
+            return self.reject(&"text packet while binary attachments were due");
+        }
+        let packet = match Packet::decode(text) {
+            Ok(p) => p,
+            Err(e) => return self.reject(&e),
+        };
+        if packet.kind.is_binary() && packet.attachments > 0 {
+            self.partial = Some((packet, Vec::new(), 0));
+        } else {
+            self.on_packet(packet, Vec::new());
+        }
+    }
+
+    fn on_binary(&mut self, data: Bytes) {
+        let Some((_, attachments, size)) = self.partial.as_mut() else {
+            return self.reject(&"binary message with no packet waiting for it");
+        };
+        *size += data.len();
+        if *size > self.max_attachment_bytes {
+            return self.reject(&"attachments over max payload");
+        }
+        attachments.push(data);
+        if let Some((p, a, _)) = self.partial.take_if(|(p, a, _)| a.len() == p.attachments) {
+            self.on_packet(p, a);
+        }
+    }
+
+    fn on_packet(&mut self, packet: Packet, attachments: Vec<Bytes>) {
+        match packet.kind {
+            PacketType::Connect => self.on_connect(packet),
+            PacketType::Disconnect => match self.nsps.remove(&packet.nsp) {
+                Some(socket) => self
+                    .app
+                    .on_disconnect(&socket, DisconnectReason::ClientNamespaceDisconnect),
+                None => self.reject(&"DISCONNECT for a namespace not joined"),
+            },
+            PacketType::Event | PacketType::BinaryEvent => {
+                let Some(socket) = self.nsps.get(&packet.nsp).cloned() else {
+                    return self.reject(&"EVENT for a namespace not joined");
+                };
+                let Some(Value::Array(mut args)) = packet.data else {
+                    return self.reject(&"EVENT without an array");
+                };
+                let name = match args.remove(0) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                let event = Event {
+                    name,
+                    args,
+                    attachments,
+                    ack: packet.id,
+                };
+                self.app.on_event(&socket, event);
+            }
+            // This server asks clients for no acks, so an ACK has nothing to answer.
+            PacketType::Ack | PacketType::BinaryAck => {
+                if !self.nsps.contains_key(&packet.nsp) {
+                    self.reject(&"ACK for a namespace not joined");
+                }
+            }
+            PacketType::ConnectError => self.reject(&"CONNECT_ERROR from a client"),
+        }
+    }
+
+    fn on_connect(&mut self, packet: Packet) {
+        if self.nsps.contains_key(&packet.nsp) {
+            return self.reject(&"CONNECT to a namespace already joined");
+        }
+        let refuse = |message: &str| {
+            let p = Packet::new(
+                PacketType::ConnectError,
+                &packet.nsp,
+                Some(json!({"message": message})),
+            );
+            let _ = self.engine.send(Outgoing::One(p.to_frame()));
+        };
+        if !self.app.has_namespace(&packet.nsp) {
+            debug!(sid = %self.engine.id, nsp = %packet.nsp, "CONNECT to unknown namespace");
+            return refuse("Invalid namespace");
+        }
+        if let Err(message) = self
+            .app
+            .authorize(&packet.nsp, packet.data.as_ref(), &self.engine)
+        {
+            debug!(sid = %self.engine.id, nsp = %packet.nsp, %message, "CONNECT refused");
+            return refuse(&message);
+        }
+        let socket = Arc::new(SioSocket::new(packet.nsp.clone(), self.engine.clone()));
+        let reply = Packet::new(
+            PacketType::Connect,
+            &packet.nsp,
+            Some(json!({"sid": socket.sid.as_str()})),
+        );
+        if self.engine.send(Outgoing::One(reply.to_frame())).is_err() {
+            return;
+        }
+        self.connected.store(true, Ordering::Release);
+        self.nsps.insert(packet.nsp, socket.clone());
+        self.app.on_connect(&socket, packet.data);
+    }
+}
+
+impl Connection for Client {
+    fn on_message(&mut self, msg: Message) {
+        match msg {
+            Message::Text(t) => self.on_text(&t),
+            Message::Binary(b) => self.on_binary(b),
+        }
+    }
+
+    fn on_close(self: Box<Self>, reason: CloseReason) {
+        for socket in self.nsps.values() {
+            self.app
+                .on_disconnect(socket, DisconnectReason::Transport(reason));
+        }
+    }
+}
