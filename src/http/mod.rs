@@ -1,0 +1,94 @@
+//! The one routing function for the HTTP port: Engine.IO paths, health, and plain pages.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::engineio::{Body, Engine};
+
+/// What answers on the HTTP port.
+#[derive(Clone, Default)]
+pub struct Router {
+    /// Engine.IO servers by path (with trailing slash), e.g. `/socket.io/`.
+    engines: Vec<(String, Engine)>,
+    /// The page at `/`, if any.
+    index: Option<Bytes>,
+}
+
+impl Router {
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Serves an Engine.IO server under `path` (with or without its trailing slash).
+    pub fn mount(mut self, path: &str, engine: Engine) -> Router {
+        let mut path = path.to_owned();
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        self.engines.push((path, engine));
+        self
+    }
+
+    pub fn index(mut self, html: Bytes) -> Router {
+        self.index = Some(html);
+        self
+    }
+
+    pub fn engines(&self) -> impl Iterator<Item = &Engine> {
+        self.engines.iter().map(|(_, e)| e)
+    }
+
+    /// Routes one request.
+    pub async fn handle(&self, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
+        let path = req.uri().path();
+        for (mount, engine) in &self.engines {
+            if path == mount || path == mount.trim_end_matches('/') {
+                return engine.handle(req, peer).await;
+            }
+        }
+        match (req.method(), path) {
+            (&Method::GET | &Method::HEAD, "/healthz") => {
+                json_response(StatusCode::OK, json!({"ok": true}))
+            }
+            (&Method::GET | &Method::HEAD, "/") => match &self.index {
+                Some(html) => {
+                    let mut res = Response::new(Body::from(html.clone()));
+                    res.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
+                    res
+                }
+                None => not_found(),
+            },
+            (_, "/healthz" | "/") => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"ok": false, "error": "method not allowed"}),
+            ),
+            _ => not_found(),
+        }
+    }
+}
+
+fn not_found() -> Response<Body> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        json!({"ok": false, "error": "not found"}),
+    )
+}
+
+/// A JSON response with the given status.
+pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    let mut res = Response::new(Body::from(body.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}

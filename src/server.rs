@@ -1,0 +1,177 @@
+//! Listeners in, connections served, shutdown out: `serve(listeners, router, shutdown)`.
+//!
+//! `main` binds (or, later, inherits) the listeners and passes them in, so tests can pass
+//! port-0 sockets; shutdown flows signal → cancellation → sessions closed → bounded wait.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, Transport};
+use crate::engineio::{CloseReason, Engine, EngineConfig};
+use crate::http::Router;
+use crate::hub::{Hub, HubApp, HubConfig};
+use crate::socketio::{SocketIo, SocketIoConfig};
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `addr` (`host:port`); `[::]` listens on IPv4 too, and falls back to `0.0.0.0`
+/// where IPv6 is off.
+pub fn bind(addr: &str) -> io::Result<StdListener> {
+    let resolved: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {addr}: {e}")))?
+        .collect();
+    let first = *resolved.first().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{addr} resolves to nothing"),
+        )
+    })?;
+    match bind_one(first) {
+        Err(e) if first.ip().is_unspecified() && first.is_ipv6() => {
+            warn!(%addr, error = %e, "IPv6 unavailable, listening on IPv4 only");
+            bind_one(SocketAddr::from(([0, 0, 0, 0], first.port())))
+        }
+        other => other,
+    }
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<StdListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// The product: the hub behind Socket.IO at the configured path.
+pub fn product_router(config: &Config) -> Router {
+    let s = &config.server;
+    let engine_config = EngineConfig {
+        ping_interval: s.ping_interval,
+        ping_timeout: s.ping_timeout,
+        max_payload: s.max_payload,
+        allow_polling: s.allowed_types.contains(&Transport::Polling),
+        allow_websocket: s.allowed_types.contains(&Transport::Websocket),
+        queue_capacity: config.messaging.client_queue,
+        max_sessions: s.max_connections,
+        ..EngineConfig::default()
+    };
+    let hub = Arc::new(Hub::new(HubConfig {
+        max_channel_name: config.messaging.max_channel_name,
+        max_identity: config.messaging.max_identity,
+        max_channels: config.messaging.max_channels,
+    }));
+    let sio = SocketIo::new(
+        Arc::new(HubApp::new(hub)),
+        SocketIoConfig {
+            connect_timeout: s.connect_timeout,
+            max_attachment_bytes: s.max_payload,
+        },
+    );
+    let engine = Engine::new(engine_config, Arc::new(sio));
+    Router::new()
+        .mount(&s.path, engine)
+        .index(Bytes::from_static(include_bytes!("index.html")))
+}
+
+/// Serves HTTP on every listener until `shutdown` is cancelled, then closes every session
+/// and waits for them (at most `grace`).
+pub async fn serve(
+    listeners: Vec<StdListener>,
+    router: Arc<Router>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> io::Result<()> {
+    let mut accept_loops = Vec::new();
+    for std_listener in listeners {
+        let listener = TcpListener::from_std(std_listener)?;
+        info!("listening on {}", listener.local_addr()?);
+        accept_loops.push(tokio::spawn(accept_loop(
+            listener,
+            router.clone(),
+            shutdown.clone(),
+        )));
+    }
+    shutdown.cancelled().await;
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    let engines: Vec<Engine> = router.engines().cloned().collect();
+    for engine in &engines {
+        for socket in engine.sockets() {
+            socket.close(CloseReason::ServerClose);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while engines.iter().any(|e| e.session_count() > 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left: usize = engines.iter().map(Engine::session_count).sum();
+    if left > 0 {
+        warn!(
+            sessions = left,
+            "shutdown grace period over; sessions dropped"
+        );
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, router: Arc<Router>, shutdown: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let router = router.clone();
+                async move { Ok::<_, std::convert::Infallible>(router.handle(req, Some(peer)).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+}
