@@ -276,13 +276,18 @@ impl Session {
         };
         let limit = self.inner.config.write_timeout;
         let sid = &self.socket.id;
-        let written = timeout(limit, async {
+        let closing = self.socket.closing_token();
+        let write = timeout(limit, async {
             for f in frames {
                 ws.feed(ws_message(f)).await?;
             }
             ws.flush().await
-        })
-        .await;
+        });
+        // A client that stopped reading must not keep its session alive past a close.
+        let written = tokio::select! {
+            w = write => w,
+            _ = closing.cancelled() => return Err(self.socket.close_reason()),
+        };
         match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {

@@ -1,0 +1,120 @@
+//! Bad input at the Socket.IO layer: malformed packets close the session; the server goes on.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+async fn assert_closes(server: &mut Server, packets: &[&str]) {
+    let mut ws = sio_connect(server.port, "").await;
+    for p in packets {
+        send(&mut ws, p).await;
+    }
+    assert!(
+        closes_within(&mut ws, Duration::from_secs(3)).await,
+        "{packets:?} did not close"
+    );
+}
+
+#[tokio::test]
+async fn malformed_packets_close_the_websocket_session() {
+    let mut server = Server::start("");
+    let cases: &[&[&str]] = &[
+        &["4abc"],                       // unknown packet type
+        &["47"],                         // unknown packet type
+        &["42[\"publish\",\"chat\""],    // bad JSON
+        &["42{}"],                       // event payload not an array
+        &["42[]"],                       // event without a name
+        &["42abc[\"subscribe\",\"x\"]"], // non-numeric ack id
+        &["451-[\"publish\"]", "4x"],    // text where an attachment was due
+        &["459999-[\"publish\"]"],       // absurd attachment count
+        &["41/other,"],                  // leaving a namespace never joined
+        &["40"],                         // joining a namespace twice
+    ];
+    for packets in cases {
+        assert_closes(&mut server, packets).await;
+    }
+    assert!(
+        server
+            .wait_log("bad socket.io packet", Duration::from_secs(2))
+            .await
+    );
+    server.assert_serving().await;
+}
+
+#[tokio::test]
+async fn binary_without_a_packet_closes() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut server = Server::start("");
+    let mut ws = sio_connect(server.port, "").await;
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert!(closes_within(&mut ws, Duration::from_secs(3)).await);
+    server.assert_serving().await;
+}
+
+#[tokio::test]
+async fn unknown_namespace_gets_connect_error_and_events_to_it_close() {
+    let mut server = Server::start("");
+    let (mut ws, _) = ws_open(server.port).await;
+    send(&mut ws, "40/random").await;
+    assert_eq!(
+        next_sio(&mut ws).await.as_deref(),
+        Some(r#"4/random,{"message":"Invalid namespace"}"#)
+    );
+    send(&mut ws, "42/random,[\"publish\",\"x\"]").await;
+    assert!(closes_within(&mut ws, Duration::from_secs(3)).await);
+    server.assert_serving().await;
+}
+
+#[tokio::test]
+async fn malformed_packets_over_polling_close_the_session() {
+    let mut server = Server::start("");
+    let p = server.port;
+    for body in ["4abc", "42{}", "40\x1e42abc[\"x\"]"] {
+        let sid = handshake(p).await;
+        let (status, _) = post(p, &polling(&sid), body.as_bytes()).await;
+        assert_eq!(status, 200, "{body}");
+        // The close packet ends the session; after it, the sid is gone.
+        let (status, reply) = get(p, &polling(&sid)).await;
+        assert!(
+            (status == 200 && reply.ends_with('1')) || status == 400,
+            "{body}: {status} {reply}"
+        );
+        assert_eq!(get(p, &polling(&sid)).await.0, 400, "{body}");
+    }
+    server.assert_serving().await;
+}
+
+#[tokio::test]
+async fn no_connect_in_time_closes() {
+    let mut server = Server::start("[Server]\nconnect-timeout = 300ms\n");
+    let (mut ws, _) = ws_open(server.port).await;
+    assert!(closes_within(&mut ws, Duration::from_secs(3)).await);
+    assert!(
+        server
+            .wait_log("no CONNECT in time", Duration::from_secs(2))
+            .await
+    );
+    server.assert_serving().await;
+}
+
+#[tokio::test]
+async fn bad_identity_is_a_connect_error() {
+    let mut server = Server::start("[Messaging]\nmax-identity = 8\n");
+    let (mut ws, _) = ws_open(server.port).await;
+    send(&mut ws, r#"40{"identity":42}"#).await;
+    assert_eq!(
+        next_sio(&mut ws).await.as_deref(),
+        Some(r#"4{"message":"identity must be a string"}"#)
+    );
+    send(&mut ws, r#"40{"identity":"much-too-long"}"#).await;
+    assert_eq!(
+        next_sio(&mut ws).await.as_deref(),
+        Some(r#"4{"message":"identity longer than 8 bytes"}"#)
+    );
+    send(&mut ws, r#"40{"identity":"alice"}"#).await;
+    assert!(next_sio(&mut ws).await.unwrap().starts_with("0{\"sid\""));
+    server.assert_serving().await;
+}
