@@ -1,5 +1,6 @@
 //! A subscriber that never reads is disconnected as a slow client; the channel's other
 //! members get every message, in order.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -116,8 +116,8 @@ impl Session {
         loop {
             let timer = self.pong_deadline.unwrap_or(self.ping_at);
             let can_write = self.ws.is_some() || self.waiting.is_some();
+            // Unbiased: a client flooding one direction cannot starve the other, or the timers.
             tokio::select! {
-                biased;
                 _ = closing.cancelled() => return Ok(()),
                 Some(control) = self.control.recv() => self.on_control(control).await?,
                 msg = ws_next(&mut self.ws) => self.on_ws_message(msg)?,

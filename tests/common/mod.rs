@@ -1,5 +1,6 @@
 //! Test harness: starts the real `realtime` binary on a free port and speaks raw HTTP,
 //! Engine.IO and Socket.IO to it, so tests can send exactly the bytes they mean.
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
