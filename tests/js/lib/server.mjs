@@ -1,0 +1,286 @@
+// Test helpers: start/stop the realtime server binary, connect clients, and
+// wait for things with bounded timeouts.
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, afterEach, before, test as nodeTest } from "node:test";
+import { io } from "socket.io-client";
+
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+export const BINARY = process.env.REALTIME_BIN || join(REPO_ROOT, "target/debug/realtime");
+
+const STARTUP_TIMEOUT_MS = 10_000;
+const KILL_GRACE_MS = 3_000;
+const MAX_LOG_CHARS = 200_000;
+const LISTEN_RE = /listening on \S*:(\d+)/;
+const ANSI_RE = /\x1b\[[0-9;]*[A-Za-z]/g;
+
+const running = new Set();
+process.on("exit", () => {
+  for (const child of running) signalGroup(child, "SIGKILL");
+});
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.once(sig, () => {
+    for (const child of running) signalGroup(child, "SIGKILL");
+    process.exit(sig === "SIGINT" ? 130 : 143);
+  });
+}
+
+function signalGroup(child, sig) {
+  try {
+    process.kill(-child.pid, sig);
+  } catch {
+    try { child.kill(sig); } catch { /* already gone */ }
+  }
+}
+
+/**
+ * Start `realtime --port 0 [--config FILE]` and wait for its "listening on" line.
+ * `config` is the INI text of a config file (written to a temp dir), or undefined.
+ * Resolves to {url, port, proc, log(), stop()}.
+ */
+export async function startServer({ config, args = [] } = {}) {
+  if (!existsSync(BINARY)) {
+    throw new Error(`realtime binary not found at ${BINARY} (build it with \`cargo build\`, or set REALTIME_BIN)`);
+  }
+  const dir = mkdtempSync(join(tmpdir(), "realtime-test-"));
+  const argv = ["--port", "0", ...args];
+  if (config !== undefined) {
+    const file = join(dir, "realtime.conf");
+    writeFileSync(file, config);
+    argv.push("--config", file);
+  }
+  // cwd is an empty temp dir so that no ./etc/realtime.conf of the checkout is picked up.
+  const proc = spawn(BINARY, argv, {
+    cwd: dir,
+    env: { ...process.env, NO_COLOR: "1", RUST_BACKTRACE: "1" },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true, // own process group: stop() signals the group, grandchildren included
+  });
+  running.add(proc);
+  let log = "";
+  const append = (chunk) => {
+    log += chunk.toString();
+    if (log.length > MAX_LOG_CHARS) log = log.slice(-MAX_LOG_CHARS);
+  };
+  proc.stdout.on("data", append);
+  proc.stderr.on("data", append);
+  let exited = null;
+  const exitPromise = new Promise((res) => {
+    proc.on("exit", (code, signal) => {
+      exited = { code, signal };
+      // a grandchild could hold the pipes open and keep this test process alive
+      setTimeout(() => { proc.stdout.destroy(); proc.stderr.destroy(); }, 200).unref();
+      running.delete(proc);
+      res(exited);
+    });
+  });
+
+  const stop = async () => {
+    if (exited) return exited;
+    signalGroup(proc, "SIGTERM");
+    let timer;
+    const killed = new Promise((res) => {
+      timer = setTimeout(() => {
+        if (!exited) signalGroup(proc, "SIGKILL");
+        res();
+      }, KILL_GRACE_MS);
+    });
+    await Promise.race([exitPromise, killed]);
+    clearTimeout(timer);
+    const result = await exitPromise;
+    rmSync(dir, { recursive: true, force: true });
+    return result;
+  };
+
+  try {
+    const port = await new Promise((res, rej) => {
+      const timer = setTimeout(
+        () => rej(new Error(`server did not print "listening on ...:PORT" within ${STARTUP_TIMEOUT_MS} ms`)),
+        STARTUP_TIMEOUT_MS,
+      );
+      const check = () => {
+        const m = log.replace(ANSI_RE, "").match(LISTEN_RE);
+        if (m) {
+          clearTimeout(timer);
+          proc.stdout.off("data", check);
+          proc.stderr.off("data", check);
+          res(Number(m[1]));
+        }
+      };
+      proc.stdout.on("data", check);
+      proc.stderr.on("data", check);
+      proc.on("error", (err) => { clearTimeout(timer); rej(err); });
+      exitPromise.then(({ code, signal }) => {
+        clearTimeout(timer);
+        rej(new Error(`server exited during startup (code ${code}, signal ${signal})`));
+      });
+      check();
+    });
+    return { url: `http://127.0.0.1:${port}`, port, proc, log: () => log, stop, exited: () => exited };
+  } catch (err) {
+    await stop();
+    err.message += `\n--- server output ---\n${log}`;
+    throw err;
+  }
+}
+
+/**
+ * Per test file: start one server before the tests and stop it after them (always).
+ * Returns a handle {url, log(), test(name, [opts], fn), connect(path?, opts)} where
+ * `test` prints the server's output when the test fails and closes every client
+ * that the test opened with `connect`.
+ */
+export function useServer(options = {}) {
+  const handle = { server: null, url: null };
+  const clients = new Set();
+
+  before(async () => {
+    handle.server = await startServer(options);
+    handle.url = handle.server.url;
+  });
+  afterEach(() => closeAll(clients));
+  after(async () => {
+    closeAll(clients);
+    if (handle.server) {
+      const { code, signal } = await handle.server.stop();
+      if (signal === "SIGKILL") {
+        console.error("realtime did not exit within 3 s of SIGTERM; it was killed");
+      } else if (code !== 0 && code !== null) {
+        console.error(`realtime exited with code ${code} after SIGTERM`);
+      }
+    }
+  });
+
+  handle.log = () => (handle.server ? handle.server.log() : "");
+
+  handle.connect = (path = "", opts = {}) => {
+    if (!handle.url) throw new Error("server is not running");
+    const socket = io(handle.url + path, {
+      forceNew: true,
+      reconnection: false,
+      timeout: 5000,
+      ...opts,
+    });
+    clients.add(socket);
+    return socket;
+  };
+
+  handle.test = (name, opts, fn) => {
+    if (typeof opts === "function") { fn = opts; opts = {}; }
+    nodeTest(name, { timeout: 30_000, ...opts }, async (t) => {
+      try {
+        await fn(t);
+      } catch (err) {
+        const log = handle.log();
+        console.error(`--- realtime output (test "${name}" failed) ---\n${log.slice(-20_000)}\n--- end ---`);
+        throw err;
+      }
+    });
+  };
+  return handle;
+}
+
+function closeAll(clients) {
+  for (const s of clients) {
+    try { s.io.opts.reconnection = false; s.io.reconnection(false); } catch { /* ignore */ }
+    try { s.disconnect(); } catch { /* ignore */ }
+    try { s.io.engine?.close(); } catch { /* ignore */ }
+  }
+  clients.clear();
+}
+
+/** Reject after `ms` with a message naming what we were waiting for. */
+export function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, rej) => {
+    timer = setTimeout(() => {
+      const desc = typeof what === "function" ? what() : what;
+      rej(new Error(`timed out after ${ms} ms waiting for ${desc}`));
+    }, ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Wait for one `event` on an emitter; resolves to the first argument (or all with `all`). */
+export function once(emitter, event, ms = 5000, { all = false } = {}) {
+  let handler;
+  const p = new Promise((res) => {
+    handler = (...args) => res(all ? args : args[0]);
+    emitter.once(event, handler);
+  });
+  return withTimeout(p, ms, `"${event}"`).finally(() => emitter.off(event, handler));
+}
+
+/** Resolve when the socket is connected (or reject on connect_error / timeout). */
+export function connected(socket, ms = 5000) {
+  if (socket.connected) return Promise.resolve(socket);
+  let onConnect, onError;
+  const p = new Promise((res, rej) => {
+    onConnect = () => res(socket);
+    onError = (err) => rej(new Error(`connect_error: ${err && err.message}`));
+    socket.once("connect", onConnect);
+    socket.once("connect_error", onError);
+  });
+  return withTimeout(p, ms, "connect").finally(() => {
+    socket.off("connect", onConnect);
+    socket.off("connect_error", onError);
+  });
+}
+
+/** Emit with an ack, bounded. */
+export function ack(socket, ...args) {
+  return socket.timeout(5000).emitWithAck(...args);
+}
+
+/**
+ * Collect `message` envelopes. `inbox.next(pred?, ms)` waits for the next envelope
+ * (matching pred); `inbox.waitCount(n, ms)` waits until n envelopes are there.
+ */
+export function collect(socket, event = "message") {
+  const items = [];
+  const waiters = new Set();
+  socket.on(event, (env) => {
+    items.push(env);
+    for (const w of waiters) w();
+  });
+  const waitUntil = (cond, ms, what) => {
+    let w;
+    const p = new Promise((res) => {
+      w = () => { const r = cond(); if (r !== undefined) res(r); };
+      waiters.add(w);
+      w();
+    });
+    return withTimeout(p, ms, what).finally(() => waiters.delete(w));
+  };
+  let cursor = 0;
+  return {
+    items,
+    next(pred = () => true, ms = 5000) {
+      return waitUntil(() => {
+        while (cursor < items.length) {
+          const env = items[cursor++];
+          if (pred(env)) return env;
+        }
+        return undefined;
+      }, ms, `a "${event}" event`);
+    },
+    waitCount(n, ms = 5000) {
+      return waitUntil(() => (items.length >= n ? items : undefined), ms,
+        () => `${n} "${event}" events (got ${items.length})`);
+    },
+  };
+}
+
+export const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+
+let counter = 0;
+/** A channel name unique to this process. */
+export function uniqueChannel(prefix = "chan") {
+  counter += 1;
+  return `${prefix}-${process.pid}-${counter}-${Date.now().toString(36)}`;
+}
+
+export const TIMESTAMP_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
