@@ -1,7 +1,6 @@
 //! The `realtime` binary: parse the command line and config, bind, serve until a signal.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -81,8 +80,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        let router = Arc::new(server::product_router(&config));
-        server::serve(listeners, router, shutdown, SHUTDOWN_GRACE).await
+        let product = server::product(&config);
+        server::serve(listeners, product.router, shutdown, SHUTDOWN_GRACE).await
     });
     match result {
         Ok(()) => {

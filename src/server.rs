@@ -61,8 +61,15 @@ fn bind_one(addr: SocketAddr) -> io::Result<StdListener> {
     Ok(socket.into())
 }
 
+/// The product's parts, for `main` (serving) and the systemd glue (status, watchdog).
+pub struct Product {
+    pub router: Arc<Router>,
+    pub engine: Engine,
+    pub hub: Arc<Hub>,
+}
+
 /// The product: the hub behind Socket.IO at the configured path.
-pub fn product_router(config: &Config) -> Router {
+pub fn product(config: &Config) -> Product {
     let s = &config.server;
     let engine_config = EngineConfig {
         ping_interval: s.ping_interval,
@@ -80,16 +87,21 @@ pub fn product_router(config: &Config) -> Router {
         max_channels: config.messaging.max_channels,
     }));
     let sio = SocketIo::new(
-        Arc::new(HubApp::new(hub)),
+        Arc::new(HubApp::new(hub.clone())),
         SocketIoConfig {
             connect_timeout: s.connect_timeout,
             max_attachment_bytes: s.max_payload,
         },
     );
     let engine = Engine::new(engine_config, Arc::new(sio));
-    Router::new()
-        .mount(&s.path, engine)
-        .index(Bytes::from_static(include_bytes!("index.html")))
+    let router = Router::new()
+        .mount(&s.path, engine.clone())
+        .index(Bytes::from_static(include_bytes!("index.html")));
+    Product {
+        router: Arc::new(router),
+        engine,
+        hub,
+    }
 }
 
 /// Serves HTTP on every listener until `shutdown` is cancelled, then closes every session

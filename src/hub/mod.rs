@@ -56,6 +56,14 @@ pub enum HubError {
     NotSubscribed(String),
 }
 
+/// Counts for status lines and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    pub channels: usize,
+    /// Channel memberships (a member in three channels counts three times).
+    pub subscriptions: usize,
+}
+
 /// One subscriber: a connection and the member (identity or the connection itself) it counts as.
 struct Subscriber {
     socket: Arc<SioSocket>,
@@ -160,6 +168,24 @@ impl Hub {
             .ok()
             .and_then(|m| m.get(channel).map(|c| c.members.len()))
             .unwrap_or(0)
+    }
+
+    /// Takes every shard's lock once: returns true when all answered (a stuck shard never
+    /// returns, which is what a watchdog built on this must detect).
+    pub fn probe(&self) -> bool {
+        self.shards.iter().all(|s| s.channels.lock().is_ok())
+    }
+
+    /// Channels and members (distinct member keys per channel, summed) right now.
+    pub fn stats(&self) -> HubStats {
+        let mut stats = HubStats::default();
+        for shard in self.shards.iter() {
+            if let Ok(map) = shard.channels.lock() {
+                stats.channels += map.len();
+                stats.subscriptions += map.values().map(|c| c.members.len()).sum::<usize>();
+            }
+        }
+        stats
     }
 
     /// Delivers an envelope to every subscriber of its channel; returns how many got it.
