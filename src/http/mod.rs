@@ -83,9 +83,25 @@ impl Router {
                 return engine.handle(req, peer).await;
             }
         }
+        if path == "/api" || path.starts_with("/api/") {
+            return match &self.api {
+                Some(api) => api.handle(req).await,
+                None => not_found(),
+            };
+        }
         match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => {
                 json_response(StatusCode::OK, json!({"ok": true}))
+            }
+            (&Method::GET | &Method::HEAD, "/readyz") => {
+                if self.ready.load(Ordering::Acquire) {
+                    json_response(StatusCode::OK, json!({"ok": true}))
+                } else {
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"ok": false, "error": "shutting down"}),
+                    )
+                }
             }
             (&Method::GET | &Method::HEAD, "/") => match &self.index {
                 Some(html) => {
