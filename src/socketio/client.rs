@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use tokio::sync::oneshot;
 use serde_json::{Value, json};
 use tracing::debug;
 
@@ -21,8 +21,8 @@ pub(crate) struct Client {
     /// A binary packet waiting for its attachments.
     partial: Option<(Packet, Vec<Bytes>, usize)>,
     max_attachment_bytes: usize,
-    /// Read by the connect-timeout task.
-    connected: Arc<AtomicBool>,
+    /// Dropped on the first CONNECT, which stops the connect-timeout task.
+    connected: Option<oneshot::Sender<()>>,
 }
 
 impl Client {
@@ -31,16 +31,17 @@ impl Client {
         app: Arc<dyn App>,
         config: &SocketIoConfig,
     ) -> Client {
-        let connected = Arc::new(AtomicBool::new(false));
-        let (flag, socket, wait) = (connected.clone(), engine.clone(), config.connect_timeout);
+        // The timer ends as soon as a namespace is joined (the sender is dropped), so an
+        // idle connection carries no task for it.
+        let (connected, joined) = oneshot::channel::<()>();
+        let (socket, wait) = (engine.clone(), config.connect_timeout);
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {
-                    if !flag.load(Ordering::Acquire) {
-                        debug!(sid = %socket.id, "no CONNECT in time");
-                        socket.close(CloseReason::ServerClose);
-                    }
+                    debug!(sid = %socket.id, "no CONNECT in time");
+                    socket.close(CloseReason::ServerClose);
                 }
+                _ = joined => {}
                 _ = socket.closing() => {}
             }
         });
@@ -50,7 +51,7 @@ impl Client {
             nsps: HashMap::new(),
             partial: None,
             max_attachment_bytes: config.max_attachment_bytes,
-            connected,
+            connected: Some(connected),
         }
     }
 
@@ -170,7 +171,7 @@ impl Client {
         if self.engine.send(Outgoing::one(reply.to_frame())).is_err() {
             return;
         }
-        self.connected.store(true, Ordering::Release);
+        self.connected.take();
         self.nsps.insert(packet.nsp, socket.clone());
         self.app.on_connect(&socket, packet.data, accept.state);
     }
