@@ -8,7 +8,6 @@ use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -96,7 +95,7 @@ pub fn product(config: &Config) -> Product {
     let engine = Engine::new(engine_config, Arc::new(sio));
     let router = Router::new()
         .mount(&s.path, engine.clone())
-        .index(Bytes::from_static(include_bytes!("index.html")));
+        .www(s.www.clone());
     Product {
         router: Arc::new(router),
         engine,
