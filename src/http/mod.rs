@@ -1,10 +1,13 @@
-//! The one routing function for the HTTP port: Engine.IO paths, health, the demo page and
-//! the client bundle.
+//! The one routing function for the HTTP port: Engine.IO paths, the API, health, the demo
+//! page and the client bundle.
 
+mod api;
 mod assets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -12,20 +15,47 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::engineio::{Body, Engine};
+
+pub use api::Api;
 pub use assets::Assets;
 
 /// What answers on the HTTP port.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Router {
     /// Engine.IO servers by path (with trailing slash), e.g. `/socket.io/`.
     engines: Vec<(String, Engine)>,
     /// The demo at `/` and the client bundle at `/realtime.js`.
     assets: Assets,
+    /// `/api/*`, if any.
+    api: Option<Arc<Api>>,
+    /// Cleared when shutdown starts: `/readyz` then says not ready.
+    ready: Arc<AtomicBool>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new()
+    }
 }
 
 impl Router {
     pub fn new() -> Router {
-        Router::default()
+        Router {
+            engines: Vec::new(),
+            assets: Assets::default(),
+            api: None,
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    pub fn api(mut self, api: Api) -> Router {
+        self.api = Some(Arc::new(api));
+        self
+    }
+
+    /// Marks the server as no longer accepting (shutdown).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
     }
 
     /// Serves an Engine.IO server under `path` (with or without its trailing slash).
@@ -66,7 +96,7 @@ impl Router {
             (&Method::GET | &Method::HEAD, "/healthz") => {
                 json_response(StatusCode::OK, json!({"ok": true}))
             }
-            (_, "/healthz") => method_not_allowed(),
+            (_, "/healthz" | "/readyz") => method_not_allowed(),
             _ => not_found(),
         }
     }

@@ -24,14 +24,20 @@ class Client:
     def __init__(self, url, transports=None, identity=None):
         self.sio = socketio.Client(reconnection=False)
         self.inbox = queue.Queue()
+        self.commands = queue.Queue()
         self.sio.on("message", self._on_message)
         auth = {"identity": identity} if identity is not None else None
         self.sio.connect(url, transports=transports, auth=auth, namespaces=["/"],
                          wait_timeout=WAIT)
 
     def _on_message(self, *args):
-        # the envelope is the first argument (a recovery offset may follow)
-        self.inbox.put(args[0] if args else None)
+        # the envelope is the first argument (a recovery offset may follow); channel
+        # messages go to the inbox, commands (onSubscribe, ...) to their own queue
+        env = args[0] if args else None
+        if isinstance(env, dict) and env.get("type") == "command":
+            self.commands.put(env)
+        else:
+            self.inbox.put(env)
 
     def call(self, event, data):
         return self.sio.call(event, data, timeout=WAIT)
