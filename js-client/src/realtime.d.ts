@@ -78,7 +78,17 @@ export type RealtimeErrorCode =
   | "handler"
   | "invalid";
 
+export interface RealtimeErrorDetails {
+  code: RealtimeErrorCode;
+  channel?: string;
+  envelope?: Envelope | Record<string, unknown>;
+  cause?: unknown;
+  fatal?: boolean;
+  data?: unknown;
+}
+
 export class RealtimeError extends Error {
+  constructor(message: string, details: RealtimeErrorDetails);
   name: "RealtimeError";
   code: RealtimeErrorCode;
   /** The channel the error is about, if any. */
