@@ -113,6 +113,9 @@ export class Realtime {
   /** @param {import("./realtime.d.ts").ConnectOptions} [options] */
   constructor(options = {}) {
     const { url, identity, token, subscription = [], path, transports, requestTimeout, socketOptions = {} } = options;
+    if (url === undefined && typeof location === "undefined") {
+      throw new RealtimeError("a url is needed outside a browser, e.g. http://localhost:8001", { code: "invalid" });
+    }
     /** @type {Record<string, Channel>} */
     this.channels = Object.create(null);
     this.identity = identity ?? null;

@@ -2,7 +2,7 @@
 // SPEC §9, dispatch of envelopes to channel handlers, reconnects, and errors.
 import assert from "node:assert/strict";
 import { sleep, uniqueChannel, useServer, TIMESTAMP_RE } from "./lib/server.mjs";
-import { assertRejects, inbox, record, useClients, waitFor } from "./lib/realtime.mjs";
+import { assertRejects, inbox, Realtime, record, useClients, waitFor } from "./lib/realtime.mjs";
 
 const srv = useServer();
 const clients = useClients(srv);
@@ -147,6 +147,7 @@ srv.test("bad arguments reject at once, without asking the server", async () => 
     await assertRejects(ch.trigger(reserved), "invalid", /reserved/);
   }
   assert.throws(() => rt.createChannel(""), { name: "RealtimeError", code: "invalid" });
+  assert.throws(() => Realtime.connect({ identity: "no url" }), { code: "invalid", message: /a url is needed/ });
 });
 
 srv.test("a message for a channel without an onReceive handler is an error event, not a throw", async () => {
