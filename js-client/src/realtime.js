@@ -97,7 +97,7 @@ export class Channel {
 /**
  * A connection to a Realtime server. Create one with `Realtime.connect(options)`.
  *
- * Events (`on(event, fn)`): `connect` (first connection), `reconnect` ({recovered}) after
+ * Events (`on(event, fn)`): `connect` (first connection), `reconnect` ({recovered, resubscribed}) after
  * every later one, `disconnect` (reason), `error` (a RealtimeError), and `state` (the new
  * `state`: "connecting", "connected", "reconnecting" or "disconnected").
  */
