@@ -436,10 +436,13 @@ impl Backlog {
         }
     }
 
-    /// Every tagged item, in the order it was queued. The queue is closed first, so a
-    /// sender that comes later is refused rather than lost in silence.
-    pub fn into_tagged(mut self) -> VecDeque<Outgoing> {
+    /// Every tagged item, in the order it was queued, and how many of them (at the front)
+    /// the session had already taken for writing: the rest never left the server. The
+    /// queue is closed first, so a sender that comes later is refused rather than lost in
+    /// silence.
+    pub fn into_tagged(mut self) -> (VecDeque<Outgoing>, usize) {
         let mut items = std::mem::take(&mut self.history);
+        let taken = items.len();
         if let Some(mut queue) = self.queue.take() {
             queue.close();
             while let Ok(item) = queue.try_recv() {
@@ -448,7 +451,7 @@ impl Backlog {
                 }
             }
         }
-        items
+        (items, taken)
     }
 }
 

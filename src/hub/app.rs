@@ -302,11 +302,12 @@ impl App for HubApp {
         let Some((conn, _)) = Self::conn(socket) else {
             return;
         };
+        // As socket.io decides it: a lost or closed transport may come back (a client that
+        // means to leave sends a Socket.IO DISCONNECT first); a protocol error may not.
         let recoverable = match reason {
-            DisconnectReason::Transport(r) => !matches!(
-                r,
-                CloseReason::ClientClose | CloseReason::ParseError | CloseReason::BadRequest
-            ),
+            DisconnectReason::Transport(r) => {
+                !matches!(r, CloseReason::ParseError | CloseReason::BadRequest)
+            }
             _ => false,
         };
         if reason == DisconnectReason::Transport(CloseReason::SlowClient) {

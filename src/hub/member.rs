@@ -70,6 +70,9 @@ struct Detached {
     pid: Option<Sid>,
     /// Tagged items the lost session had queued, oldest first.
     backlog: VecDeque<Outgoing>,
+    /// Where in `backlog` the items the session never took begin: those surely never
+    /// reached the client.
+    unsent: usize,
     /// Items that arrived since, at most the cache limit (the newest are kept).
     kept: VecDeque<Outgoing>,
     /// More arrived than the cache holds: an exact replay is impossible.
@@ -150,7 +153,7 @@ impl Slot {
     pub(crate) fn detach(
         &self,
         socket: &Arc<SioSocket>,
-        backlog: VecDeque<Outgoing>,
+        backlog: (VecDeque<Outgoing>, usize),
         grace: bool,
     ) -> Detach {
         let Ok(mut state) = self.state.lock() else {
@@ -176,7 +179,7 @@ impl Slot {
             return Detach::Ended;
         };
         // What the session had queued came before anything kept since.
-        d.backlog = backlog;
+        (d.backlog, d.unsent) = backlog;
         d.closed = true;
         Detach::Waiting(d.epoch)
     }
@@ -238,6 +241,7 @@ impl Slot {
             },
         };
         d.backlog.drain(..start);
+        d.unsent = 0;
         d.claimed = true;
         Some(Claim {
             slot: self.clone(),
@@ -246,8 +250,9 @@ impl Slot {
         })
     }
 
-    /// Hands the slot to a new connection: first what was kept for it (with `with_backlog`,
-    /// also what the lost session had queued), then everything new.
+    /// Hands the slot to a new connection: first what the lost session had queued (all of
+    /// it from the replay point with `with_backlog`, else only what it never took), then
+    /// what was kept since, then everything new.
     pub(crate) fn attach(&self, socket: &Arc<SioSocket>, with_backlog: bool, limit: usize) -> bool {
         let Ok(mut state) = self.state.lock() else {
             return false;
@@ -255,12 +260,11 @@ impl Slot {
         let SlotState::Detached(d) = &mut *state else {
             return false;
         };
-        let mut items = std::mem::take(&mut d.kept);
-        if with_backlog {
-            let mut backlog = std::mem::take(&mut d.backlog);
-            backlog.append(&mut items);
-            items = backlog;
+        let mut items = std::mem::take(&mut d.backlog);
+        if !with_backlog {
+            items.drain(..d.unsent.min(items.len()));
         }
+        items.append(&mut d.kept);
         let mut next = SlotState::Live(socket.clone());
         while let Some(item) = items.pop_front() {
             if let Err((_, item)) = socket.offer(item) {
@@ -291,6 +295,7 @@ impl Detached {
             sid: socket.sid.clone(),
             pid: socket.pid.clone(),
             backlog: VecDeque::new(),
+            unsent: 0,
             kept: VecDeque::new(),
             overflowed: false,
             claimed: false,

@@ -337,11 +337,12 @@ impl Hub {
 
     /// A connection ended. When `recoverable`, its session waits out the grace window
     /// (keeping what arrives); else it is gone at once.
+    /// `backlog` is what the session had queued, and how many of those it had taken.
     pub(crate) fn detach(
         self: &Arc<Self>,
         conn: &Conn,
         socket: &Arc<SioSocket>,
-        backlog: VecDeque<Outgoing>,
+        backlog: (VecDeque<Outgoing>, usize),
         recoverable: bool,
     ) {
         let grace = recoverable && !self.config.grace.is_zero();

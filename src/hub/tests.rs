@@ -180,7 +180,7 @@ async fn a_reload_within_the_window_gets_the_kept_messages_and_no_churn() {
     hub.subscribe(&alice.conn, "chat", Value::Null).unwrap();
     received(&mut bob.rx);
 
-    hub.detach(&alice.conn, &alice.socket, VecDeque::new(), true);
+    hub.detach(&alice.conn, &alice.socket, (VecDeque::new(), 0), true);
     publish(&hub, "chat", 1);
     publish(&hub, "chat", 2);
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -209,7 +209,7 @@ async fn past_the_window_the_member_leaves() {
     hub.subscribe(&bob.conn, "chat", Value::Null).unwrap();
     hub.subscribe(&alice.conn, "chat", Value::Null).unwrap();
     received(&mut bob.rx);
-    hub.detach(&alice.conn, &alice.socket, VecDeque::new(), true);
+    hub.detach(&alice.conn, &alice.socket, (VecDeque::new(), 0), true);
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert!(commands(&received(&mut bob.rx)).is_empty());
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -227,7 +227,7 @@ async fn an_explicit_disconnect_leaves_at_once() {
     hub.subscribe(&bob.conn, "chat", Value::Null).unwrap();
     hub.subscribe(&anon.conn, "chat", Value::Null).unwrap();
     received(&mut bob.rx);
-    hub.detach(&anon.conn, &anon.socket, VecDeque::new(), false);
+    hub.detach(&anon.conn, &anon.socket, (VecDeque::new(), 0), false);
     assert_eq!(
         commands(&received(&mut bob.rx)),
         [("onUnsubscribe".to_owned(), 1)]
@@ -253,7 +253,7 @@ async fn recovery_replays_exactly_what_followed_the_offset() {
     let backlog = backlog_of(&mut t.rx);
     // The client saw up to the message 1 (the onSubscribe, then 1).
     let seen: u64 = decode(&backlog[1]).1.unwrap().parse().unwrap();
-    hub.detach(&t.conn, &t.socket, backlog, true);
+    hub.detach(&t.conn, &t.socket, (backlog, 0), true);
     publish(&hub, "c", 3);
 
     let pid = t.socket.pid.clone().unwrap();
@@ -286,14 +286,14 @@ async fn recovery_is_refused_when_the_offset_is_unknown_or_the_cache_overflowed(
     hub.subscribe(&t.conn, "c", Value::Null).unwrap();
     publish(&hub, "c", 1);
     let backlog = backlog_of(&mut t.rx);
-    hub.detach(&t.conn, &t.socket, backlog, true);
+    hub.detach(&t.conn, &t.socket, (backlog, 0), true);
     let pid = t.socket.pid.clone().unwrap();
     assert!(hub.claim(pid.as_str(), Some(999_999), None).is_none());
 
     let mut u = tab(&hub, None);
     hub.subscribe(&u.conn, "d", Value::Null).unwrap();
     let backlog = backlog_of(&mut u.rx);
-    hub.detach(&u.conn, &u.socket, backlog, true);
+    hub.detach(&u.conn, &u.socket, (backlog, 0), true);
     for n in 0..6 {
         publish(&hub, "d", n);
     }
@@ -313,7 +313,7 @@ async fn a_full_queue_keeps_what_it_could_not_take() {
     assert!(slow.socket.engine().is_closing(), "closed as a slow client");
     // The session ends with what was queued; the rest was kept, in order.
     let backlog = backlog_of(&mut slow.rx);
-    hub.detach(&slow.conn, &slow.socket, backlog, true);
+    hub.detach(&slow.conn, &slow.socket, (backlog, 0), true);
     publish(&hub, "c", 3);
     let claim = hub
         .claim(
@@ -355,4 +355,19 @@ async fn offsets_increase_and_tag_the_items() {
     let tags: Vec<u64> = items.iter().map(|i| i.tag).collect();
     assert!(tags[0] > 0 && tags[1] > tags[0]);
     assert_eq!(decode(&items[1]).1, Some(tags[1].to_string()));
+}
+
+#[tokio::test]
+async fn a_takeover_replays_what_never_left_the_server_but_not_what_did() {
+    let hub = hub();
+    let mut gone = tab(&hub, Some("kim"));
+    hub.subscribe(&gone.conn, "c", Value::Null).unwrap();
+    publish(&hub, "c", 1);
+    publish(&hub, "c", 2);
+    // The session had written the onSubscribe and 1; 2 was still queued.
+    let backlog = backlog_of(&mut gone.rx);
+    hub.detach(&gone.conn, &gone.socket, (backlog, 2), true);
+    publish(&hub, "c", 3);
+    let mut back = tab(&hub, Some("kim"));
+    assert_eq!(data(&received(&mut back.rx)), [json!(2), json!(3)]);
 }
