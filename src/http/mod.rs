@@ -86,6 +86,12 @@ impl Router {
                 return engine.handle(req, peer).await;
             }
         }
+        if path == "/api" || path.starts_with("/api/") {
+            return match &self.api {
+                Some(api) => api.handle(req).await,
+                None => not_found(),
+            };
+        }
         if let Some(asset) = Assets::lookup(path) {
             return match *req.method() {
                 Method::GET | Method::HEAD => self.assets.serve(asset, req.headers()).await,
@@ -95,6 +101,16 @@ impl Router {
         match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => {
                 json_response(StatusCode::OK, json!({"ok": true}))
+            }
+            (&Method::GET | &Method::HEAD, "/readyz") => {
+                if self.ready.load(Ordering::Acquire) {
+                    json_response(StatusCode::OK, json!({"ok": true}))
+                } else {
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"ok": false, "error": "shutting down"}),
+                    )
+                }
             }
             (_, "/healthz" | "/readyz") => method_not_allowed(),
             _ => not_found(),
