@@ -268,7 +268,10 @@ impl Hub {
             let member = {
                 // Nothing panics while holding these locks; if something ever did, the
                 // maps are still consistent enough to go on with.
-                let mut reg = self.registry(&key).lock().unwrap_or_else(PoisonError::into_inner);
+                let mut reg = self
+                    .registry(&key)
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 reg.entry(Arc::from(key.as_str()))
                     .or_insert_with(|| Arc::new(Member::new(identity.clone(), &socket.sid)))
                     .clone()
