@@ -1,18 +1,12 @@
 //! One Socket.IO client over a WebSocket: connect (WebSocket, Engine.IO OPEN, Socket.IO
-//! CONNECT), subscribe with acks, and read frames while answering the server's pings.
+//! CONNECT), and subscribe with acks while answering the server's pings.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::wire::{self, Incoming};
-
-pub type Ws = WebSocketStream<TcpStream>;
+use crate::ws::Ws;
 
 /// How long one step of a handshake or a subscribe may take before the client gives up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,8 +16,8 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Target {
     /// `host:port` for the TCP connect.
     pub addr: String,
-    /// The full WebSocket URL of the Engine.IO endpoint.
-    pub url: String,
+    /// Path and query of the Engine.IO WebSocket endpoint.
+    pub path: String,
 }
 
 impl Target {
@@ -37,47 +31,39 @@ impl Target {
         if addr.is_empty() || addr.contains('/') {
             bail!("--url must be ws://host:port, with the path in --path: {url}");
         }
-        let path = format!("/{}/", path.trim_matches('/'));
         Ok(Target {
-            url: format!("ws://{addr}{path}?EIO=4&transport=websocket"),
+            path: format!("/{}/?EIO=4&transport=websocket", path.trim_matches('/')),
             addr,
         })
     }
 }
 
-/// A small read buffer (tungstenite allocates it eagerly): ten thousand idle connections
-/// must fit in the load generator too, and 16 KiB still takes dozens of frames per read.
-/// Writes are buffered until a flush, so a publisher's batch goes out in one syscall.
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(16 * 1024)
-}
-
 /// Opens a connection and joins namespace `/`: ready for subscribe and publish.
 pub async fn connect(target: &Target) -> Result<Ws> {
-    let stream = TcpStream::connect(&target.addr)
+    let mut ws = tokio::time::timeout(STEP_TIMEOUT, Ws::connect(&target.addr, &target.path))
         .await
-        .with_context(|| format!("connect to {}", target.addr))?;
-    stream.set_nodelay(true)?;
-    let (mut ws, _) = tokio::time::timeout(
-        STEP_TIMEOUT,
-        client_async_with_config(target.url.as_str(), stream, Some(ws_config())),
-    )
-    .await
-    .context("websocket handshake timed out")?
-    .context("websocket handshake")?;
+        .context("websocket handshake timed out")??;
     let open = next_text(&mut ws).await?;
     match wire::classify(&open) {
         Incoming::Open(json) if wire::open_sid(json).is_some() => {}
-        _ => bail!("expected the Engine.IO OPEN packet, got {open:?}"),
+        _ => bail!(
+            "expected the Engine.IO OPEN packet, got {:?}",
+            String::from_utf8_lossy(&open)
+        ),
     }
-    ws.send(Message::text(wire::CONNECT)).await?;
+    ws.send_text(wire::CONNECT).await?;
     loop {
         let text = next_text(&mut ws).await?;
         match wire::classify(&text) {
             Incoming::Connected => return Ok(ws),
-            Incoming::Ping => ws.send(Message::text(wire::PONG)).await?,
-            Incoming::ConnectError(why) => bail!("CONNECT refused: {why}"),
-            _ => bail!("expected the CONNECT reply, got {text:?}"),
+            Incoming::Ping => ws.send_text(wire::PONG).await?,
+            Incoming::ConnectError(why) => {
+                bail!("CONNECT refused: {}", String::from_utf8_lossy(why))
+            }
+            _ => bail!(
+                "expected the CONNECT reply, got {:?}",
+                String::from_utf8_lossy(&text)
+            ),
         }
     }
 }
@@ -86,8 +72,7 @@ pub async fn connect(target: &Target) -> Result<Ws> {
 /// Events arriving meanwhile (other members' join notices) are counted, not checked.
 pub async fn subscribe(ws: &mut Ws, channels: &[&str]) -> Result<u64> {
     for (i, ch) in channels.iter().enumerate() {
-        ws.feed(Message::text(wire::subscribe(ch, i as u64 + 1)))
-            .await?;
+        ws.queue_text(&wire::subscribe(ch, i as u64 + 1));
     }
     ws.flush().await?;
     let mut acked = vec![false; channels.len()];
@@ -101,7 +86,7 @@ pub async fn subscribe(ws: &mut Ws, channels: &[&str]) -> Result<u64> {
                 match slot {
                     Some(done) if !*done => {
                         if !wire::ack_ok(args) {
-                            bail!("subscribe refused: {args}");
+                            bail!("subscribe refused: {}", String::from_utf8_lossy(args));
                         }
                         *done = true;
                         left -= 1;
@@ -109,7 +94,7 @@ pub async fn subscribe(ws: &mut Ws, channels: &[&str]) -> Result<u64> {
                     _ => bail!("unexpected ack {id}"),
                 }
             }
-            Incoming::Ping => ws.send(Message::text(wire::PONG)).await?,
+            Incoming::Ping => ws.send_text(wire::PONG).await?,
             Incoming::Event(_) => events += 1,
             Incoming::Close => bail!("server closed the session while subscribing"),
             _ => {}
@@ -118,19 +103,18 @@ pub async fn subscribe(ws: &mut Ws, channels: &[&str]) -> Result<u64> {
     Ok(events)
 }
 
-/// The next text frame (binary frames and WebSocket pings are skipped), within the step timeout.
-async fn next_text(ws: &mut Ws) -> Result<String> {
-    loop {
-        let msg = tokio::time::timeout(STEP_TIMEOUT, ws.next())
-            .await
-            .context("server did not answer in time")?
-            .ok_or_else(|| anyhow!("server closed the connection"))??;
-        match msg {
-            Message::Text(t) => return Ok(t.as_str().to_owned()),
-            Message::Close(_) => bail!("server closed the connection"),
-            _ => continue,
-        }
+/// The next text message, copied out, within the step timeout.
+async fn next_text(ws: &mut Ws) -> Result<Vec<u8>> {
+    let msg = tokio::time::timeout(STEP_TIMEOUT, ws.next())
+        .await
+        .context("server did not answer in time")??
+        .ok_or_else(|| anyhow!("server closed the connection"))?
+        .text
+        .to_vec();
+    if ws.wants_flush() {
+        ws.flush().await?;
     }
+    Ok(msg)
 }
 
 #[cfg(test)]
@@ -141,15 +125,9 @@ mod tests {
     fn targets() {
         let t = Target::new("ws://127.0.0.1:8001", "/socket.io/").unwrap();
         assert_eq!(t.addr, "127.0.0.1:8001");
-        assert_eq!(
-            t.url,
-            "ws://127.0.0.1:8001/socket.io/?EIO=4&transport=websocket"
-        );
+        assert_eq!(t.path, "/socket.io/?EIO=4&transport=websocket");
         let t = Target::new("http://localhost:3000/", "realtime").unwrap();
-        assert_eq!(
-            t.url,
-            "ws://localhost:3000/realtime/?EIO=4&transport=websocket"
-        );
+        assert_eq!(t.path, "/realtime/?EIO=4&transport=websocket");
         assert!(Target::new("wss://x:1", "/").is_err());
         assert!(Target::new("ws://x:1/socket.io/", "/socket.io/").is_err());
     }

@@ -3,7 +3,8 @@
 //! Realtime and any other server implementing those two events (the Node reference peer of
 //! `tests/bench/`) the same way. Also writes BENCHMARKS.md from the runs' JSON.
 //!
-//! Layout: `wire` is the pure packet codec; `conn` one client; `run` the subscriber and
+//! Layout: `wire` is the pure packet codec; `ws` a lean WebSocket client; `conn` one
+//! Socket.IO client; `run` the subscriber and
 //! publisher tasks and the completion bookkeeping; `scenarios` the four scenarios; `check`
 //! and `stats` the exactly-once check and the percentiles; `procfs` the server's RSS and
 //! CPU time; `report` (with `svg`) the Markdown and the plots.
@@ -17,6 +18,7 @@ mod scenarios;
 mod stats;
 mod svg;
 mod wire;
+mod ws;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -12,15 +12,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::check::{Counts, OrderCheck, Seen};
-use crate::conn::{self, Target, Ws};
+use crate::conn::{self, Target};
 use crate::wire::{self, Incoming};
+use crate::ws::Ws;
 
 /// Tasks that have passed a point, awaited from the main task.
 #[derive(Default)]
@@ -266,6 +265,7 @@ impl Subscriber {
             .map(|_| OrderCheck::new(self.tracker.per_channel))
             .collect();
         let mut stop = pin!(self.phases.stop.cancelled());
+        let epoch = self.tracker.epoch;
         loop {
             // Biased towards the socket: the stop signal is only looked at when no frame
             // is ready, so it costs nothing per delivery.
@@ -274,48 +274,53 @@ impl Subscriber {
                 msg = ws.next() => msg,
                 _ = &mut stop => break,
             };
-            let text = match msg {
-                Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Close(_))) | None => {
+            let received = match msg {
+                Ok(Some(r)) => r,
+                Ok(None) => {
                     out.error = Some("server closed the connection".into());
                     break;
                 }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    out.error = Some(format!("read: {e}"));
+                Err(e) => {
+                    out.error = Some(format!("read: {e:#}"));
                     break;
                 }
             };
-            match wire::classify(text.as_str()) {
-                Incoming::Event(ev) => {
-                    let Some(mark) = wire::delivery(ev) else {
-                        out.other_events += 1;
-                        continue;
-                    };
-                    let slot = self.channels.iter().position(|&c| c == mark.channel);
-                    let Some(check) = slot.and_then(|i| checks.get_mut(i)) else {
-                        // A delivery for a channel this client never joined.
-                        out.counts.unexpected += 1;
-                        continue;
-                    };
-                    if check.record(mark.seq) == Seen::New {
-                        let now = self.tracker.now_us();
-                        out.latencies
-                            .push(now.saturating_sub(mark.sent_us).min(u64::from(u32::MAX)) as u32);
-                        self.tracker.receipt(mark.channel, mark.seq);
+            let mut pong = false;
+            match wire::classify(received.text) {
+                Incoming::Event(ev) => match wire::delivery(ev) {
+                    None => out.other_events += 1,
+                    Some(mark) => {
+                        let slot = self.channels.iter().position(|&c| c == mark.channel);
+                        match slot.and_then(|i| checks.get_mut(i)) {
+                            // A delivery for a channel this client never joined.
+                            None => out.counts.unexpected += 1,
+                            Some(check) => {
+                                if check.record(mark.seq) == Seen::New {
+                                    // Arrival is when the bytes were read, not when parsed.
+                                    let at =
+                                        received.read_at.duration_since(epoch).as_micros() as u64;
+                                    let us =
+                                        at.saturating_sub(mark.sent_us).min(u64::from(u32::MAX));
+                                    out.latencies.push(us as u32);
+                                    self.tracker.receipt(mark.channel, mark.seq);
+                                }
+                            }
+                        }
                     }
-                }
-                Incoming::Ping => {
-                    if ws.send(Message::text(wire::PONG)).await.is_err() {
-                        out.error = Some("write failed".into());
-                        break;
-                    }
-                }
+                },
+                Incoming::Ping => pong = true,
                 Incoming::Close => {
                     out.error = Some("server closed the session".into());
                     break;
                 }
                 _ => out.other_events += 1,
+            }
+            if pong {
+                ws.queue_text(wire::PONG);
+            }
+            if ws.wants_flush() && ws.flush().await.is_err() {
+                out.error = Some("write failed".into());
+                break;
             }
         }
         let unexpected = out.counts.unexpected;
@@ -327,7 +332,7 @@ impl Subscriber {
             out.counts.add(&c.counts());
         }
         // Hang up politely so the server does not count a transport error.
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close()).await;
         out
     }
 }
@@ -340,16 +345,15 @@ async fn idle_until(ws: &mut Ws, until: &CancellationToken) -> Result<()> {
             _ = &mut until => return Ok(()),
             msg = ws.next() => msg,
         };
-        match msg {
-            Some(Ok(Message::Text(t))) => match wire::classify(t.as_str()) {
-                Incoming::Ping => ws.send(Message::text(wire::PONG)).await?,
-                Incoming::Close => bail!("server closed the session"),
-                _ => {}
-            },
-            Some(Ok(Message::Close(_))) | None => bail!("server closed the connection"),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.into()),
+        let Some(received) = msg? else {
+            bail!("server closed the connection");
+        };
+        match wire::classify(received.text) {
+            Incoming::Ping => ws.queue_text(wire::PONG),
+            Incoming::Close => bail!("server closed the session"),
+            _ => {}
         }
+        ws.flush().await?;
     }
 }
 
@@ -410,24 +414,24 @@ impl Publisher {
             };
             tokio::select! {
                 biased;
-                msg = ws.next() => match msg {
-                    Some(Ok(Message::Text(t))) => match wire::classify(t.as_str()) {
-                        Incoming::Ping => ws.send(Message::text(wire::PONG)).await?,
+                msg = ws.next() => {
+                    let Some(received) = msg? else {
+                        bail!("server closed the publisher's connection");
+                    };
+                    match wire::classify(received.text) {
+                        Incoming::Ping => ws.queue_text(wire::PONG),
                         Incoming::Close => bail!("server closed the publisher's session"),
                         _ => {}
-                    },
-                    Some(Ok(Message::Close(_))) | None => bail!("server closed the publisher's connection"),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e.into()),
-                },
+                    }
+                    ws.flush().await?;
+                }
                 _ = &mut stop => break,
                 n = room, if sent < total => {
                     // A batch goes out in one write: at most 64, so pings are still answered.
                     let k = channels.len() as u64;
                     for _ in 0..n.min(total - sent).min(64) {
                         let (c, seq) = (channels[(sent % k) as usize], (sent / k) as u32);
-                        let frame = wire::publish(&names[c as usize], c, seq, tracker.now_us(), size);
-                        ws.feed(Message::text(frame)).await?;
+                        ws.queue_text(&wire::publish(&names[c as usize], c, seq, tracker.now_us(), size));
                         tracker.published.fetch_add(1, Ordering::AcqRel);
                         sent += 1;
                     }
@@ -435,7 +439,7 @@ impl Publisher {
                 }
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close()).await;
         Ok(sent)
     }
 }

@@ -7,12 +7,15 @@
 //! those two events can be driven.
 
 use std::fmt::Write as _;
+use std::sync::LazyLock;
 
-/// A text frame from the server, classified.
+use memchr::memmem;
+
+/// A text frame from the server, classified. Payloads are the frame's own bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Incoming<'a> {
     /// Engine.IO OPEN: the handshake JSON.
-    Open(&'a str),
+    Open(&'a [u8]),
     /// Engine.IO PING: must be answered with PONG (`3`).
     Ping,
     /// Engine.IO CLOSE.
@@ -22,19 +25,18 @@ pub enum Incoming<'a> {
     /// Socket.IO CONNECT reply on `/` (`40{"sid":...}`, maybe with `pid`).
     Connected,
     /// Socket.IO CONNECT_ERROR: the reason JSON.
-    ConnectError(&'a str),
+    ConnectError(&'a [u8]),
     /// Socket.IO ACK: its id and the JSON array of its arguments.
-    Ack { id: u64, args: &'a str },
+    Ack { id: u64, args: &'a [u8] },
     /// Socket.IO EVENT: the JSON array `[name, ...args]`.
-    Event(&'a str),
+    Event(&'a [u8]),
     /// Anything else (another namespace, a binary event, a DISCONNECT).
-    Other(&'a str),
+    Other(&'a [u8]),
 }
 
 /// Classifies one text frame. Cheap: nothing is JSON-parsed here.
-pub fn classify(frame: &str) -> Incoming<'_> {
-    let b = frame.as_bytes();
-    match b.first() {
+pub fn classify(frame: &[u8]) -> Incoming<'_> {
+    match frame.first() {
         Some(b'0') => Incoming::Open(&frame[1..]),
         Some(b'1') => Incoming::Close,
         Some(b'2') => Incoming::Ping,
@@ -44,25 +46,35 @@ pub fn classify(frame: &str) -> Incoming<'_> {
     }
 }
 
-fn classify_sio(p: &str) -> Incoming<'_> {
-    let b = p.as_bytes();
-    match b.first() {
+fn classify_sio(p: &[u8]) -> Incoming<'_> {
+    match p.first() {
         // `/` namespace replies have no namespace part, so the JSON (if any) follows at once.
-        Some(b'0') if b.get(1).is_none_or(|c| *c == b'{') => Incoming::Connected,
-        Some(b'4') if b.get(1) == Some(&b'{') || b.get(1) == Some(&b'"') => {
-            Incoming::ConnectError(&p[1..])
-        }
-        Some(b'2') if b.get(1) == Some(&b'[') => Incoming::Event(&p[1..]),
-        Some(b'3') => {
-            let digits = b[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-            let rest = &p[1 + digits..];
-            match p[1..1 + digits].parse::<u64>() {
-                Ok(id) if rest.starts_with('[') => Incoming::Ack { id, args: rest },
-                _ => Incoming::Other(p),
-            }
-        }
+        Some(b'0') if p.get(1).is_none_or(|c| *c == b'{') => Incoming::Connected,
+        Some(b'4') if matches!(p.get(1), Some(b'{' | b'"')) => Incoming::ConnectError(&p[1..]),
+        Some(b'2') if p.get(1) == Some(&b'[') => Incoming::Event(&p[1..]),
+        Some(b'3') => match number(&p[1..]) {
+            Some((id, used)) if p.get(1 + used) == Some(&b'[') => Incoming::Ack {
+                id,
+                args: &p[1 + used..],
+            },
+            _ => Incoming::Other(p),
+        },
         _ => Incoming::Other(p),
     }
+}
+
+/// The decimal number at the start of `b` and how many digits it took.
+fn number(b: &[u8]) -> Option<(u64, usize)> {
+    let mut n: u64 = 0;
+    let mut used = 0;
+    for &c in b.iter().take(20) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        used += 1;
+    }
+    (used > 0).then_some((n, used))
 }
 
 /// The PONG answering a server PING.
@@ -115,37 +127,42 @@ pub struct Mark {
     pub sent_us: u64,
 }
 
+/// The marker's key; nothing else a server sends contains it.
+static MARKER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"lg\":["));
+
 /// Finds the marker in the JSON array of an EVENT: `["message", {envelope}, ...]`.
 ///
 /// The envelope's keys come in whatever order the server writes them (Node keeps
 /// insertion order, serde_json sorts), so instead of parsing the whole envelope once per
 /// delivery, which would cost the load generator more than the server spends on it, this
 /// looks for the `"lg":[` marker only the load generator puts in `data`.
-pub fn delivery(event: &str) -> Option<Mark> {
-    let rest = event.strip_prefix("[\"message\",")?;
-    let at = rest.find("\"lg\":[")?;
-    let mut nums = rest[at + 6..].splitn(4, [',', ']']);
-    let channel = nums.next()?.trim().parse().ok()?;
-    let seq = nums.next()?.trim().parse().ok()?;
-    let sent_us = nums.next()?.trim().parse().ok()?;
+pub fn delivery(event: &[u8]) -> Option<Mark> {
+    let rest = event.strip_prefix(b"[\"message\",")?;
+    let at = MARKER.find(rest)? + 6;
+    let (channel, a) = number(&rest[at..])?;
+    let at = at + a;
+    let (seq, b) = number(rest[at..].strip_prefix(b",")?)?;
+    let at = at + 1 + b;
+    let (sent_us, _) = number(rest[at..].strip_prefix(b",")?)?;
     Some(Mark {
-        channel,
-        seq,
+        channel: u32::try_from(channel).ok()?,
+        seq: u32::try_from(seq).ok()?,
         sent_us,
     })
 }
 
 /// Whether an ACK's arguments say `{ok: true}` (the form of SPEC §3.2).
-pub fn ack_ok(args: &str) -> bool {
+pub fn ack_ok(args: &[u8]) -> bool {
     matches!(
-        serde_json::from_str::<serde_json::Value>(args),
+        serde_json::from_slice::<serde_json::Value>(args),
         Ok(serde_json::Value::Array(a)) if a.first().and_then(|v| v.get("ok")) == Some(&serde_json::Value::Bool(true))
     )
 }
 
 /// The session id of an OPEN handshake: its presence shows an Engine.IO v4 server answered.
-pub fn open_sid(open: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(open).ok()?;
+pub fn open_sid(open: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(open).ok()?;
     v.get("sid")?.as_str().map(str::to_owned)
 }
 
@@ -157,46 +174,46 @@ mod tests {
     #[test]
     fn classifies_engine_io_packets() {
         assert_eq!(
-            classify(r#"0{"sid":"abc","pingInterval":25000}"#),
-            Incoming::Open(r#"{"sid":"abc","pingInterval":25000}"#)
+            classify(br#"0{"sid":"abc","pingInterval":25000}"#),
+            Incoming::Open(br#"{"sid":"abc","pingInterval":25000}"#)
         );
-        assert_eq!(classify("2"), Incoming::Ping);
-        assert_eq!(classify("1"), Incoming::Close);
-        assert_eq!(classify("6"), Incoming::Noop);
-        assert_eq!(classify(""), Incoming::Other(""));
-        assert_eq!(classify("x"), Incoming::Other("x"));
+        assert_eq!(classify(b"2"), Incoming::Ping);
+        assert_eq!(classify(b"1"), Incoming::Close);
+        assert_eq!(classify(b"6"), Incoming::Noop);
+        assert_eq!(classify(b""), Incoming::Other(b""));
+        assert_eq!(classify(b"x"), Incoming::Other(b"x"));
     }
 
     #[test]
     fn classifies_socket_io_packets() {
-        assert_eq!(classify(r#"40{"sid":"s"}"#), Incoming::Connected);
-        assert_eq!(classify(r#"40{"sid":"s","pid":"p"}"#), Incoming::Connected);
-        assert_eq!(classify("40"), Incoming::Connected);
+        assert_eq!(classify(br#"40{"sid":"s"}"#), Incoming::Connected);
+        assert_eq!(classify(br#"40{"sid":"s","pid":"p"}"#), Incoming::Connected);
+        assert_eq!(classify(b"40"), Incoming::Connected);
         assert_eq!(
-            classify(r#"44{"message":"no"}"#),
-            Incoming::ConnectError(r#"{"message":"no"}"#)
+            classify(br#"44{"message":"no"}"#),
+            Incoming::ConnectError(br#"{"message":"no"}"#)
         );
         assert_eq!(
-            classify(r#"4312[{"ok":true}]"#),
+            classify(br#"4312[{"ok":true}]"#),
             Incoming::Ack {
                 id: 12,
-                args: r#"[{"ok":true}]"#
+                args: br#"[{"ok":true}]"#
             }
         );
         assert_eq!(
-            classify(r#"42["message",{}]"#),
-            Incoming::Event(r#"["message",{}]"#)
+            classify(br#"42["message",{}]"#),
+            Incoming::Event(br#"["message",{}]"#)
         );
         // Another namespace, a binary event, an ACK with no id: not ours.
         assert!(matches!(
-            classify(r#"40/admin,{"sid":"s"}"#),
+            classify(br#"40/admin,{"sid":"s"}"#),
             Incoming::Other(_)
         ));
         assert!(matches!(
-            classify(r#"451-["message",{}]"#),
+            classify(br#"451-["message",{}]"#),
             Incoming::Other(_)
         ));
-        assert!(matches!(classify("43[]"), Incoming::Other(_)));
+        assert!(matches!(classify(b"43[]"), Incoming::Other(_)));
     }
 
     #[test]
@@ -236,25 +253,37 @@ mod tests {
             seq: 9,
             sent_us: 77,
         });
-        assert_eq!(delivery(&sorted.to_string()), want);
-        assert_eq!(delivery(&node_order), want);
-        assert_eq!(delivery(&with_offset), want);
+        assert_eq!(delivery(sorted.to_string().as_bytes()), want);
+        assert_eq!(delivery(node_order.as_bytes()), want);
+        assert_eq!(delivery(with_offset.as_bytes()), want);
         // Not a delivery of ours: a command envelope, another event, a broken marker.
         let command = json!(["message", {"type": "command", "channel": "c",
             "data": {"command": "onSubscribe", "options": null, "count": 2}}]);
-        assert_eq!(delivery(&command.to_string()), None);
-        assert_eq!(delivery(r#"["other",{"data":{"lg":[1,2,3]}}]"#), None);
-        assert_eq!(delivery(r#"["message",{"data":{"lg":[1,"x",3]}}]"#), None);
-        assert_eq!(delivery(r#"["message",{"data":{"lg":[1,2"#), None);
+        assert_eq!(delivery(command.to_string().as_bytes()), None);
+        assert_eq!(delivery(br#"["other",{"data":{"lg":[1,2,3]}}]"#), None);
+        assert_eq!(delivery(br#"["message",{"data":{"lg":[1,"x",3]}}]"#), None);
+        assert_eq!(delivery(br#"["message",{"data":{"lg":[1,2"#), None);
+        assert_eq!(
+            delivery(br#"["message",{"data":{"lg":[1,99999999999,3]}}]"#),
+            None
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(number(b"123]"), Some((123, 3)));
+        assert_eq!(number(b"x"), None);
+        assert_eq!(number(b""), None);
+        assert_eq!(number(b"99999999999999999999999"), None);
     }
 
     #[test]
     fn acks_are_read() {
-        assert!(ack_ok(r#"[{"ok":true,"channel":"c","count":1}]"#));
-        assert!(!ack_ok(r#"[{"ok":false,"error":"no"}]"#));
-        assert!(!ack_ok("[]"));
-        assert!(!ack_ok("not json"));
-        assert_eq!(open_sid(r#"{"sid":"abc"}"#).as_deref(), Some("abc"));
-        assert_eq!(open_sid("{}"), None);
+        assert!(ack_ok(br#"[{"ok":true,"channel":"c","count":1}]"#));
+        assert!(!ack_ok(br#"[{"ok":false,"error":"no"}]"#));
+        assert!(!ack_ok(b"[]"));
+        assert!(!ack_ok(b"not json"));
+        assert_eq!(open_sid(br#"{"sid":"abc"}"#).as_deref(), Some("abc"));
+        assert_eq!(open_sid(b"{}"), None);
     }
 }
