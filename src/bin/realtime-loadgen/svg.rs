@@ -42,7 +42,8 @@ impl Chart<'_> {
         let (lo_dec, hi_dec) = if values.is_empty() {
             (0, 1)
         } else {
-            let l = lo.log10().floor() as i32;
+            // Half a decade of room below the smallest bar, so it is never a sliver.
+            let l = (lo / 3.0).log10().floor() as i32;
             let h = hi.log10().ceil() as i32;
             (l, h.max(l + 1))
         };
@@ -101,6 +102,13 @@ impl Chart<'_> {
                     bar_w - 2.0,
                     (H - BOTTOM - top).max(0.0),
                     esc(self.series.get(bi).map_or("", String::as_str)),
+                    si(b.median)
+                );
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text>"#,
+                    x + (bar_w - 2.0) / 2.0,
+                    y(b.max.max(b.median)) - 3.0,
                     si(b.median)
                 );
                 if b.min.is_finite() && b.max.is_finite() && b.min > 0.0 {
