@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, Transport};
 use crate::engineio::{CloseReason, Engine, EngineConfig};
-use crate::http::Router;
+use crate::http::{Api, Router};
 use crate::hub::{Hub, HubApp, HubConfig};
 use crate::socketio::{SocketIo, SocketIoConfig};
 
@@ -79,12 +79,16 @@ pub fn product(config: &Config) -> Product {
         allow_websocket: s.allowed_types.contains(&Transport::Websocket),
         queue_capacity: config.messaging.client_queue,
         max_sessions: s.max_connections,
+        // Enough history to replay what a lost transport may not have delivered.
+        history: config.messaging.message_cache_limit,
         ..EngineConfig::default()
     };
     let hub = Arc::new(Hub::new(HubConfig {
         max_channel_name: config.messaging.max_channel_name,
         max_identity: config.messaging.max_identity,
         max_channels: config.messaging.max_channels,
+        cache_limit: config.messaging.message_cache_limit,
+        grace: s.reconnect_timeout,
     }));
     let sio = SocketIo::new(
         Arc::new(HubApp::new(hub.clone())),
@@ -96,6 +100,7 @@ pub fn product(config: &Config) -> Product {
     let engine = Engine::new(engine_config, Arc::new(sio));
     let router = Router::new()
         .mount(&s.path, engine.clone())
+        .api(Api::new(hub.clone(), s.max_payload))
         .index(Bytes::from_static(include_bytes!("index.html")));
     Product {
         router: Arc::new(router),
@@ -123,6 +128,7 @@ pub async fn serve(
         )));
     }
     shutdown.cancelled().await;
+    router.set_ready(false);
     for l in accept_loops {
         let _ = l.await;
     }

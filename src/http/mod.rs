@@ -1,6 +1,11 @@
-//! The one routing function for the HTTP port: Engine.IO paths, health, and plain pages.
+//! The one routing function for the HTTP port: Engine.IO paths, the API, health, and
+//! plain pages.
+
+mod api;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -10,18 +15,45 @@ use serde_json::json;
 
 use crate::engineio::{Body, Engine};
 
+pub use api::Api;
+
 /// What answers on the HTTP port.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Router {
     /// Engine.IO servers by path (with trailing slash), e.g. `/socket.io/`.
     engines: Vec<(String, Engine)>,
     /// The page at `/`, if any.
     index: Option<Bytes>,
+    /// `/api/*`, if any.
+    api: Option<Arc<Api>>,
+    /// Cleared when shutdown starts: `/readyz` then says not ready.
+    ready: Arc<AtomicBool>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new()
+    }
 }
 
 impl Router {
     pub fn new() -> Router {
-        Router::default()
+        Router {
+            engines: Vec::new(),
+            index: None,
+            api: None,
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    pub fn api(mut self, api: Api) -> Router {
+        self.api = Some(Arc::new(api));
+        self
+    }
+
+    /// Marks the server as no longer accepting (shutdown).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
     }
 
     /// Serves an Engine.IO server under `path` (with or without its trailing slash).
@@ -51,9 +83,25 @@ impl Router {
                 return engine.handle(req, peer).await;
             }
         }
+        if path == "/api" || path.starts_with("/api/") {
+            return match &self.api {
+                Some(api) => api.handle(req).await,
+                None => not_found(),
+            };
+        }
         match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => {
                 json_response(StatusCode::OK, json!({"ok": true}))
+            }
+            (&Method::GET | &Method::HEAD, "/readyz") => {
+                if self.ready.load(Ordering::Acquire) {
+                    json_response(StatusCode::OK, json!({"ok": true}))
+                } else {
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"ok": false, "error": "shutting down"}),
+                    )
+                }
             }
             (&Method::GET | &Method::HEAD, "/") => match &self.index {
                 Some(html) => {
@@ -66,7 +114,7 @@ impl Router {
                 }
                 None => not_found(),
             },
-            (_, "/healthz" | "/") => json_response(
+            (_, "/healthz" | "/readyz" | "/") => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"ok": false, "error": "method not allowed"}),
             ),
