@@ -8,7 +8,6 @@ use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -101,7 +100,7 @@ pub fn product(config: &Config) -> Product {
     let router = Router::new()
         .mount(&s.path, engine.clone())
         .api(Api::new(hub.clone(), s.max_payload))
-        .index(Bytes::from_static(include_bytes!("index.html")));
+        .www(s.www.clone());
     Product {
         router: Arc::new(router),
         engine,

@@ -37,16 +37,16 @@ function signalGroup(child, sig) {
 }
 
 /**
- * Start `realtime --port 0 [--config FILE]` and wait for its "listening on" line.
- * `config` is the INI text of a config file (written to a temp dir), or undefined.
- * Resolves to {url, port, proc, log(), stop()}.
+ * Start `realtime --port PORT [--config FILE]` and wait for its "listening on" line.
+ * `config` is the INI text of a config file (written to a temp dir), or undefined;
+ * `port` defaults to 0 (any free port). Resolves to {url, port, proc, log(), stop()}.
  */
-export async function startServer({ config, args = [] } = {}) {
+export async function startServer({ config, args = [], port: wantPort = 0 } = {}) {
   if (!existsSync(BINARY)) {
     throw new Error(`realtime binary not found at ${BINARY} (build it with \`cargo build\`, or set REALTIME_BIN)`);
   }
   const dir = mkdtempSync(join(tmpdir(), "realtime-test-"));
-  const argv = ["--port", "0", ...args];
+  const argv = ["--port", String(wantPort), ...args];
   if (config !== undefined) {
     const file = join(dir, "realtime.conf");
     writeFileSync(file, config);
