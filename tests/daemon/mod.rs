@@ -254,3 +254,23 @@ pub fn listening_port(log: &str) -> Option<u16> {
         .filter_map(|rest| rest.trim().rsplit(':').next())
         .find_map(|p| p.trim().parse().ok())
 }
+
+/// Starts the binary directly (no systemd) with this config text on a free HTTP port;
+/// returns it and the HTTP port once it listens.
+pub fn start(dir: &TempDir, config: &str, env: &[(&str, &str)]) -> (Daemon, u16) {
+    let path = dir.write("realtime.conf", config);
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(&path).args(["--port", "0"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let daemon = Daemon::spawn(cmd);
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Some(port) = listening_port(&daemon.log()) {
+            return (daemon, port);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("daemon did not start; log:\n{}", daemon.log());
+}
