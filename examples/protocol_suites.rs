@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use realtime::engineio::{self, CloseReason, Connection, Engine, EngineConfig, Message, Outgoing};
+use realtime::engineio::{
+    self, Backlog, CloseReason, Connection, Engine, EngineConfig, Message, Outgoing,
+};
 use realtime::http::Router;
 use realtime::server;
 use realtime::socketio::{App, DisconnectReason, Event, SioSocket, SocketIo, SocketIoConfig};
@@ -29,12 +31,12 @@ impl engineio::Handler for Echo {
 impl Connection for EchoConnection {
     fn on_message(&mut self, msg: Message) {
         let _ = self.0.send(match msg {
-            Message::Text(t) => Outgoing::One(engineio::Frame::message(&t)),
+            Message::Text(t) => Outgoing::one(engineio::Frame::message(&t)),
             Message::Binary(b) => Outgoing::binary(b),
         });
     }
 
-    fn on_close(self: Box<Self>, _reason: CloseReason) {}
+    fn on_close(self: Box<Self>, _reason: CloseReason, _backlog: Backlog) {}
 }
 
 /// The Socket.IO application of the suite.
@@ -45,7 +47,12 @@ impl App for SuiteApp {
         nsp == "/" || nsp == "/custom"
     }
 
-    fn on_connect(&self, socket: &Arc<SioSocket>, auth: Option<Value>) {
+    fn on_connect(
+        &self,
+        socket: &Arc<SioSocket>,
+        auth: Option<Value>,
+        _state: Option<Box<dyn std::any::Any + Send>>,
+    ) {
         let _ = socket.emit("auth", vec![auth.unwrap_or_else(|| json!({}))]);
     }
 
@@ -63,7 +70,7 @@ impl App for SuiteApp {
         }
     }
 
-    fn on_disconnect(&self, _socket: &Arc<SioSocket>, _reason: DisconnectReason) {}
+    fn on_disconnect(&self, _: &Arc<SioSocket>, _: DisconnectReason, _: Backlog) {}
 }
 
 fn main() -> std::io::Result<()> {

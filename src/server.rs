@@ -8,7 +8,6 @@ use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -21,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, Transport};
 use crate::engineio::{CloseReason, Engine, EngineConfig};
-use crate::http::Router;
+use crate::http::{Api, Router};
 use crate::hub::{Hub, HubApp, HubConfig};
 use crate::socketio::{SocketIo, SocketIoConfig};
 
@@ -83,12 +82,16 @@ pub fn product(config: &Config) -> Product {
         allow_websocket: s.allowed_types.contains(&Transport::Websocket),
         queue_capacity: config.messaging.client_queue,
         max_sessions: s.max_connections,
+        // Enough history to replay what a lost transport may not have delivered.
+        history: config.messaging.message_cache_limit,
         ..EngineConfig::default()
     };
     let hub = Arc::new(Hub::new(HubConfig {
         max_channel_name: config.messaging.max_channel_name,
         max_identity: config.messaging.max_identity,
         max_channels: config.messaging.max_channels,
+        cache_limit: config.messaging.message_cache_limit,
+        grace: s.reconnect_timeout,
     }));
     let sio = SocketIo::new(
         Arc::new(HubApp::new(hub.clone())),
@@ -100,7 +103,8 @@ pub fn product(config: &Config) -> Product {
     let engine = Engine::new(engine_config, Arc::new(sio));
     let router = Router::new()
         .mount(&s.path, engine.clone())
-        .index(Bytes::from_static(include_bytes!("index.html")));
+        .api(Api::new(hub.clone(), s.max_payload))
+        .www(s.www.clone());
     Product {
         router: Arc::new(router),
         engine,
@@ -132,6 +136,7 @@ pub async fn serve(
         )));
     }
     shutdown.cancelled().await;
+    router.set_ready(false);
     for l in accept_loops {
         let _ = l.await;
     }

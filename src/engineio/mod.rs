@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 pub use packet::{Frame, Packet, Str};
+pub use session::Backlog;
 pub use socket::{CloseReason, Outgoing, SendError, Sid, Socket, TransportKind};
 
 use session::{Control, PollError, Session};
@@ -50,7 +51,8 @@ pub trait Handler: Send + Sync + 'static {
 /// must not block (queue work, never wait on a client).
 pub trait Connection: Send + 'static {
     fn on_message(&mut self, msg: Message);
-    fn on_close(self: Box<Self>, reason: CloseReason);
+    /// The session ended; `backlog` holds what it had queued, for a later replay.
+    fn on_close(self: Box<Self>, reason: CloseReason, backlog: Backlog);
 }
 
 /// Engine.IO settings; every bound is configurable (STYLE habit 9).
@@ -74,6 +76,9 @@ pub struct EngineConfig {
     pub close_grace: Duration,
     /// How long a POST body may take to arrive.
     pub body_timeout: Duration,
+    /// Tagged items each session keeps after taking them from its queue, for replay
+    /// after a lost transport (0: none).
+    pub history: usize,
 }
 
 impl Default for EngineConfig {
@@ -91,6 +96,7 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_secs(10),
             close_grace: session::default_close_grace(ping_timeout),
             body_timeout: Duration::from_secs(30),
+            history: 0,
         }
     }
 }

@@ -56,6 +56,8 @@ pub(crate) struct Session {
     control: mpsc::Receiver<Control>,
     /// Frames taken from the queue that wait for the next polling GET.
     pending: VecDeque<Frame>,
+    /// The last tagged items taken from the queue, oldest first (at most `config.history`).
+    history: VecDeque<Outgoing>,
     /// The polling GET being held open, if any.
     waiting: Option<oneshot::Sender<Result<Bytes, PollError>>>,
     ws: Option<Box<WsStream>>,
@@ -82,6 +84,7 @@ impl Session {
             queue,
             control,
             pending: VecDeque::new(),
+            history: VecDeque::new(),
             waiting: None,
             ws,
             upgrading: false,
@@ -241,26 +244,44 @@ impl Session {
     fn take_ready(&mut self) {
         for _ in 0..DRAIN_BATCH {
             match self.queue.try_recv() {
-                Ok(item) => push_item(&mut self.pending, item),
+                Ok(item) => {
+                    self.remember(&item);
+                    self.pending.extend(item.frames().iter().cloned());
+                }
                 Err(_) => break,
             }
         }
     }
 
+    /// Keeps a tagged item in the history, dropping the oldest past the limit.
+    fn remember(&mut self, item: &Outgoing) {
+        let limit = self.inner.config.history;
+        if item.tag == 0 || limit == 0 {
+            return;
+        }
+        if self.history.len() == limit {
+            self.history.pop_front();
+        }
+        self.history.push_back(item.clone());
+    }
+
     /// Writes one queued item plus whatever else is ready, then flushes once.
     async fn write(&mut self, item: Outgoing) -> Result<(), CloseReason> {
+        self.remember(&item);
         if self.ws.is_some() {
-            let mut frames = VecDeque::new();
-            push_item(&mut frames, item);
+            let mut frames: Vec<Frame> = item.frames().to_vec();
             for _ in 0..DRAIN_BATCH {
                 match self.queue.try_recv() {
-                    Ok(item) => push_item(&mut frames, item),
+                    Ok(item) => {
+                        self.remember(&item);
+                        frames.extend(item.frames().iter().cloned());
+                    }
                     Err(_) => break,
                 }
             }
             self.write_frames(frames).await
         } else {
-            push_item(&mut self.pending, item);
+            self.pending.extend(item.frames().iter().cloned());
             self.take_ready();
             self.flush_poll()
         }
@@ -382,9 +403,13 @@ impl Session {
         self.control.close();
         self.inner.remove(&self.socket.id);
         self.socket.mark_closed();
-        debug!(sid = %self.socket.id, reason = reason.as_str(), "session closed");
+        debug!(sid = %self.socket.id, peer = ?self.socket.peer, reason = reason.as_str(), "session closed");
+        let backlog = Backlog {
+            history: std::mem::take(&mut self.history),
+            queue: Some(self.queue),
+        };
         if let Some(conn) = self.conn.take() {
-            conn.on_close(reason);
+            conn.on_close(reason, backlog);
         }
     }
 }
@@ -396,10 +421,37 @@ impl Packet {
     }
 }
 
-fn push_item(into: &mut VecDeque<Frame>, item: Outgoing) {
-    match item {
-        Outgoing::One(f) => into.push_back(f),
-        Outgoing::Many(fs) => into.extend(fs),
+/// What a closed session leaves for the layer above: the tagged items it already took
+/// from its queue (its history), and the queue with whatever was never taken.
+pub struct Backlog {
+    history: VecDeque<Outgoing>,
+    queue: Option<mpsc::Receiver<Outgoing>>,
+}
+
+impl Backlog {
+    pub fn empty() -> Backlog {
+        Backlog {
+            history: VecDeque::new(),
+            queue: None,
+        }
+    }
+
+    /// Every tagged item, in the order it was queued, and how many of them (at the front)
+    /// the session had already taken for writing: the rest never left the server. The
+    /// queue is closed first, so a sender that comes later is refused rather than lost in
+    /// silence.
+    pub fn into_tagged(mut self) -> (VecDeque<Outgoing>, usize) {
+        let mut items = std::mem::take(&mut self.history);
+        let taken = items.len();
+        if let Some(mut queue) = self.queue.take() {
+            queue.close();
+            while let Ok(item) = queue.try_recv() {
+                if item.tag != 0 {
+                    items.push_back(item);
+                }
+            }
+        }
+        (items, taken)
     }
 }
 

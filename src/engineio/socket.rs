@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -101,21 +101,56 @@ impl CloseReason {
     }
 }
 
-/// One item of the outbound queue: frames that must go out together and in order
-/// (a Socket.IO binary event is a text frame followed by its attachments).
+/// One item of the outbound queue: frames that must go out together and in order (a
+/// Socket.IO binary event is a text frame followed by its attachments), cheap to clone so
+/// that one encoded broadcast is shared by every recipient.
 #[derive(Debug, Clone)]
-pub enum Outgoing {
+pub struct Outgoing {
+    frames: Frames,
+    /// Non-zero: a sequence number the layer above gave this item. Tagged items are kept in
+    /// the session's history, so they can be replayed after the transport is lost.
+    pub tag: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Frames {
     One(Frame),
-    Many(Vec<Frame>),
+    Many(Arc<[Frame]>),
 }
 
 impl Outgoing {
+    pub fn one(frame: Frame) -> Outgoing {
+        Outgoing {
+            frames: Frames::One(frame),
+            tag: 0,
+        }
+    }
+
+    pub fn many(frames: Vec<Frame>) -> Outgoing {
+        Outgoing {
+            frames: Frames::Many(frames.into()),
+            tag: 0,
+        }
+    }
+
     pub fn text(s: Str) -> Outgoing {
-        Outgoing::One(Frame::Text(s))
+        Outgoing::one(Frame::Text(s))
     }
 
     pub fn binary(b: Bytes) -> Outgoing {
-        Outgoing::One(Frame::Binary(b))
+        Outgoing::one(Frame::Binary(b))
+    }
+
+    pub fn tagged(mut self, tag: u64) -> Outgoing {
+        self.tag = tag;
+        self
+    }
+
+    pub fn frames(&self) -> &[Frame] {
+        match &self.frames {
+            Frames::One(f) => std::slice::from_ref(f),
+            Frames::Many(fs) => fs,
+        }
     }
 }
 
@@ -169,13 +204,18 @@ impl Socket {
     /// Queues frames without waiting. A full queue closes the session as a slow client:
     /// one slow reader must never stall a broadcast.
     pub fn send(&self, item: Outgoing) -> Result<(), SendError> {
+        self.offer(item).map_err(|(e, _)| e)
+    }
+
+    /// Like [`Socket::send`], but hands a refused item back, so the caller can keep it.
+    pub fn offer(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
         match self.queue.try_send(item) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(mpsc::error::TrySendError::Full(item)) => {
                 self.close(CloseReason::SlowClient);
-                Err(SendError::Full)
+                Err((SendError::Full, item))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+            Err(mpsc::error::TrySendError::Closed(item)) => Err((SendError::Closed, item)),
         }
     }
 

@@ -1,8 +1,14 @@
-//! The one routing function for the HTTP port: Engine.IO paths, health, and plain pages.
+//! The one routing function for the HTTP port: Engine.IO paths, the API, health, the demo
+//! page and the client bundle.
+
+mod api;
+mod assets;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -10,18 +16,46 @@ use serde_json::json;
 
 use crate::engineio::{Body, Engine};
 
+pub use api::Api;
+pub use assets::Assets;
+
 /// What answers on the HTTP port.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Router {
     /// Engine.IO servers by path (with trailing slash), e.g. `/socket.io/`.
     engines: Vec<(String, Engine)>,
-    /// The page at `/`, if any.
-    index: Option<Bytes>,
+    /// The demo at `/` and the client bundle at `/realtime.js`.
+    assets: Assets,
+    /// `/api/*`, if any.
+    api: Option<Arc<Api>>,
+    /// Cleared when shutdown starts: `/readyz` then says not ready.
+    ready: Arc<AtomicBool>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new()
+    }
 }
 
 impl Router {
     pub fn new() -> Router {
-        Router::default()
+        Router {
+            engines: Vec::new(),
+            assets: Assets::default(),
+            api: None,
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    pub fn api(mut self, api: Api) -> Router {
+        self.api = Some(Arc::new(api));
+        self
+    }
+
+    /// Marks the server as no longer accepting (shutdown).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
     }
 
     /// Serves an Engine.IO server under `path` (with or without its trailing slash).
@@ -34,8 +68,9 @@ impl Router {
         self
     }
 
-    pub fn index(mut self, html: Bytes) -> Router {
-        self.index = Some(html);
+    /// Serves `/` and `/realtime.js` from `www` (`[Server] www`) when set, else built-in.
+    pub fn www(mut self, www: Option<PathBuf>) -> Router {
+        self.assets = Assets::new(www);
         self
     }
 
@@ -51,28 +86,43 @@ impl Router {
                 return engine.handle(req, peer).await;
             }
         }
+        if path == "/api" || path.starts_with("/api/") {
+            return match &self.api {
+                Some(api) => api.handle(req).await,
+                None => not_found(),
+            };
+        }
+        if let Some(asset) = Assets::lookup(path) {
+            return match *req.method() {
+                Method::GET | Method::HEAD => self.assets.serve(asset, req.headers()).await,
+                _ => method_not_allowed(),
+            };
+        }
         match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => {
                 json_response(StatusCode::OK, json!({"ok": true}))
             }
-            (&Method::GET | &Method::HEAD, "/") => match &self.index {
-                Some(html) => {
-                    let mut res = Response::new(Body::from(html.clone()));
-                    res.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/html; charset=utf-8"),
-                    );
-                    res
+            (&Method::GET | &Method::HEAD, "/readyz") => {
+                if self.ready.load(Ordering::Acquire) {
+                    json_response(StatusCode::OK, json!({"ok": true}))
+                } else {
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"ok": false, "error": "shutting down"}),
+                    )
                 }
-                None => not_found(),
-            },
-            (_, "/healthz" | "/") => json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"ok": false, "error": "method not allowed"}),
-            ),
+            }
+            (_, "/healthz" | "/readyz") => method_not_allowed(),
             _ => not_found(),
         }
     }
+}
+
+fn method_not_allowed() -> Response<Body> {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        json!({"ok": false, "error": "method not allowed"}),
+    )
 }
 
 fn not_found() -> Response<Body> {

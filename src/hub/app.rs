@@ -1,24 +1,22 @@
-//! The client events of SPEC §3.2 on top of Socket.IO: what a connection may ask of the hub.
+//! The client side of the hub on Socket.IO: CONNECT with identity and recovery, the events
+//! of SPEC §3.2 with their acks, and the legacy 2012 envelope (§3.4).
 
-use std::collections::HashSet;
+use std::any::Any;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use tracing::debug;
+use tracing::{debug, warn};
 
-use super::envelope::error_envelope;
-use super::{Envelope, Hub, HubError};
-use crate::engineio;
-use crate::socketio::{App, DisconnectReason, Event, SioSocket};
+use super::{Conn, Envelope, Hub, HubError, RESERVED_COMMANDS, error_envelope};
+use crate::engineio::{self, Backlog, CloseReason, Sid};
+use crate::socketio::{Accept, App, DisconnectReason, Event, SioSocket};
 
-/// What the hub keeps per connection.
-struct Member {
-    /// The identity from the CONNECT auth payload, if any.
-    identity: Option<Arc<str>>,
-    /// The key this connection counts under in a channel: its identity, or its own id.
-    key: Arc<str>,
-    /// Channels this connection is in, so a disconnect leaves them all. Locked briefly.
-    channels: Mutex<HashSet<String>>,
+/// What a socket carries for the hub.
+struct State {
+    /// Replaced only by a legacy `init` that names an identity.
+    conn: Mutex<Conn>,
+    /// The legacy protocol needs `init` first; an identity from CONNECT counts as one.
+    legacy_ready: Mutex<bool>,
 }
 
 /// The Socket.IO application of the product: one namespace, `/`, and the hub behind it.
@@ -31,147 +29,300 @@ impl HubApp {
         HubApp { hub }
     }
 
-    fn identity_of(&self, auth: Option<&Value>) -> Result<Option<String>, String> {
-        match auth.and_then(|a| a.get("identity")) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) if s.len() > self.hub.config().max_identity => Err(format!(
-                "identity longer than {} bytes",
-                self.hub.config().max_identity
-            )),
-            Some(Value::String(s)) if s.chars().any(char::is_control) => {
-                Err("identity contains control characters".into())
-            }
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err("identity must be a string".into()),
-        }
+    fn recovery_on(&self) -> bool {
+        !self.hub.config().grace.is_zero()
+    }
+
+    fn conn(socket: &SioSocket) -> Option<(Conn, &State)> {
+        let state = socket.data::<State>()?;
+        let conn = state.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Some((conn, state))
     }
 
     fn subscribe(
         &self,
-        socket: &Arc<SioSocket>,
-        member: &Member,
-        ev: &Event,
+        conn: &Conn,
+        channel: Option<&Value>,
+        options: Option<&Value>,
     ) -> Result<Value, HubError> {
-        let channel = self.hub.validate_channel(ev.args.first())?;
-        {
-            let Ok(mut channels) = member.channels.lock() else {
-                return Err(HubError::NotSubscribed(channel.to_owned()));
-            };
-            let max = self.hub.config().max_channels;
-            if !channels.contains(channel) && channels.len() >= max {
-                return Err(HubError::TooManyChannels(max));
-            }
-            channels.insert(channel.to_owned());
-        }
-        let count = self.hub.subscribe(channel, socket, &member.key);
+        let channel = self.hub.validate_channel(channel)?;
+        let options = options.cloned().unwrap_or(Value::Null);
+        let count = self.hub.subscribe(conn, channel, options)?;
         Ok(json!({"ok": true, "channel": channel, "count": count}))
     }
 
     fn unsubscribe(
         &self,
-        socket: &Arc<SioSocket>,
-        member: &Member,
-        ev: &Event,
+        conn: &Conn,
+        channel: Option<&Value>,
+        options: Option<&Value>,
     ) -> Result<Value, HubError> {
-        let channel = self.hub.validate_channel(ev.args.first())?;
-        let was_in = member
-            .channels
-            .lock()
-            .map(|mut c| c.remove(channel))
-            .unwrap_or(false);
-        if !was_in {
-            return Err(HubError::NotSubscribed(channel.to_owned()));
-        }
-        let count = self.hub.unsubscribe(channel, &socket.sid).unwrap_or(0);
+        let channel = self.hub.validate_channel(channel)?;
+        let options = options.cloned().unwrap_or(Value::Null);
+        let count = self.hub.unsubscribe(conn, channel, options)?;
         Ok(json!({"ok": true, "channel": channel, "count": count}))
     }
 
-    fn publish(&self, member: &Member, ev: Event) -> Result<Value, HubError> {
-        let channel = self.hub.validate_channel(ev.args.first())?;
-        let data = ev.args.get(1).cloned().unwrap_or(Value::Null);
-        let envelope = Envelope::message(channel, member.identity.clone(), data);
-        self.hub.publish(&envelope, ev.attachments);
+    fn publish(
+        &self,
+        conn: &Conn,
+        channel: Option<&Value>,
+        data: Value,
+        ev_attachments: Vec<bytes::Bytes>,
+    ) -> Result<Value, HubError> {
+        let channel = self.hub.validate_channel(channel)?;
+        let envelope = Envelope::message(channel, conn.member.identity.clone(), data);
+        self.hub.publish(&envelope, ev_attachments);
+        Ok(json!({"ok": true}))
+    }
+
+    fn command(
+        &self,
+        conn: &Conn,
+        channel: Option<&Value>,
+        name: Option<&Value>,
+        options: Value,
+        attachments: Vec<bytes::Bytes>,
+    ) -> Result<Value, HubError> {
+        let channel = self.hub.validate_channel(channel)?;
+        let name = match name {
+            Some(Value::String(s)) if !s.is_empty() => s.as_str(),
+            _ => return Err(HubError::CommandNotString),
+        };
+        if RESERVED_COMMANDS.contains(&name) {
+            return Err(HubError::ReservedCommand(name.to_owned()));
+        }
+        let envelope = Envelope::command(channel, conn.member.identity.clone(), name, options);
+        self.hub.publish(&envelope, attachments);
+        Ok(json!({"ok": true}))
+    }
+
+    /// The 2012 envelope: `{type: "command", data: {command, options}, channel}` or
+    /// `{type: "message", channel, data}`, handled as the original server did.
+    fn legacy(
+        &self,
+        socket: &Arc<SioSocket>,
+        state: &State,
+        conn: Conn,
+        msg: &Value,
+        attachments: Vec<bytes::Bytes>,
+    ) -> Result<Value, String> {
+        let msg = match msg {
+            // Old clients sent the envelope as a JSON string.
+            Value::String(s) => &serde_json::from_str::<Value>(s)
+                .map_err(|_| "Malformed message: not JSON".to_owned())?,
+            other => other,
+        };
+        let kind = msg.get("type").and_then(Value::as_str).unwrap_or("");
+        let channel = msg.get("channel");
+        let data = msg.get("data").cloned().unwrap_or(Value::Null);
+        let command = data.get("command").and_then(Value::as_str).unwrap_or("");
+        let options = data.get("options").cloned().unwrap_or(Value::Null);
+        let ready = *state.legacy_ready.lock().unwrap_or_else(|e| e.into_inner());
+        if kind == "command" && command == "init" {
+            return self.legacy_init(socket, state, conn, msg, &data);
+        }
+        if !ready {
+            return Err("Client has not sent init command yet!".into());
+        }
+        let err = |e: HubError| e.to_string();
+        match (kind, command) {
+            ("command", "") => Err("Malformed command message".into()),
+            ("command", "subscribe") => self.subscribe(&conn, channel, Some(&options)).map_err(err),
+            ("command", "unsubscribe") => self
+                .unsubscribe(&conn, channel, Some(&options))
+                .map_err(err),
+            ("command", name) => self
+                .command(
+                    &conn,
+                    channel,
+                    Some(&Value::from(name)),
+                    options,
+                    attachments,
+                )
+                .map_err(err),
+            ("message", _) => {
+                if data.is_null() {
+                    return Err("msg either has no channel or no data. not publishing".into());
+                }
+                self.publish(&conn, channel, data, attachments).map_err(err)
+            }
+            _ => Err("Malformed command message".into()),
+        }
+    }
+
+    /// `init`: names the identity (once, on a connection that has none) and may subscribe
+    /// to `data.channels` (or `data.options.channels`).
+    fn legacy_init(
+        &self,
+        socket: &Arc<SioSocket>,
+        state: &State,
+        conn: Conn,
+        msg: &Value,
+        data: &Value,
+    ) -> Result<Value, String> {
+        let identity = self
+            .hub
+            .validate_identity(msg.get("identity"))
+            .map_err(|e| e.to_string())?;
+        let mut conn = conn;
+        if let Some(id) = identity
+            && conn.member.identity.as_deref() != Some(&*id)
+        {
+            if conn.member.identity.is_some() {
+                return Err("identity already set for this connection".into());
+            }
+            // An anonymous connection becomes its identity's: its anonymous member leaves.
+            self.hub.detach(&conn, socket, Default::default(), false);
+            conn = self.hub.attach(socket, Some(id), None);
+            *state.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn.clone();
+        }
+        *state.legacy_ready.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        let channels = data
+            .get("channels")
+            .or_else(|| data.get("options").and_then(|o| o.get("channels")));
+        if let Some(Value::Array(list)) = channels {
+            for ch in list {
+                self.subscribe(&conn, Some(ch), None)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         Ok(json!({"ok": true}))
     }
 }
 
 impl App for HubApp {
-    fn authorize(
+    fn accept(
         &self,
         _nsp: &str,
         auth: Option<&Value>,
         _engine: &engineio::Socket,
-    ) -> Result<(), String> {
-        self.identity_of(auth).map(|_| ())
+    ) -> Result<Accept, String> {
+        let identity = self
+            .hub
+            .validate_identity(auth.and_then(|a| a.get("identity")))
+            .map_err(|e| e.to_string())?;
+        if !self.recovery_on() {
+            return Ok(Accept::default());
+        }
+        // A client back from a lost connection presents its pid and the last offset it saw.
+        if let Some(pid) = auth.and_then(|a| a.get("pid")).and_then(Value::as_str) {
+            let offset = match auth.and_then(|a| a.get("offset")) {
+                None | Some(Value::Null) => Some(None),
+                Some(Value::String(s)) => s.parse::<u64>().ok().map(Some),
+                Some(_) => None,
+            };
+            if let Some(offset) = offset
+                && let Some(claim) = self.hub.claim(pid, offset, identity.as_deref())
+            {
+                return Ok(Accept {
+                    sid: Some(claim.sid.clone()),
+                    pid: claim.pid.clone(),
+                    state: Some(Box::new(claim)),
+                });
+            }
+            debug!(%pid, "connection state not recoverable; new session");
+        }
+        Ok(Accept {
+            sid: None,
+            pid: Some(Sid::random()),
+            state: None,
+        })
     }
 
-    fn on_connect(&self, socket: &Arc<SioSocket>, auth: Option<Value>) {
-        let identity: Option<Arc<str>> = self
-            .identity_of(auth.as_ref())
+    fn on_connect(
+        &self,
+        socket: &Arc<SioSocket>,
+        auth: Option<Value>,
+        state: Option<Box<dyn Any + Send>>,
+    ) {
+        let identity = self
+            .hub
+            .validate_identity(auth.as_ref().and_then(|a| a.get("identity")))
             .ok()
-            .flatten()
-            .map(Into::into);
-        // Anonymous connections are their own member; `#` cannot start a client identity key.
-        let key = match &identity {
-            Some(id) => Arc::from(format!("@{id}")),
-            None => Arc::from(format!("#{}", socket.sid)),
-        };
-        socket.set_data(Member {
-            identity,
-            key,
-            channels: Mutex::new(HashSet::new()),
+            .flatten();
+        let claim = state
+            .and_then(|s| s.downcast::<super::member::Claim>().ok())
+            .map(|c| *c);
+        let ready = identity.is_some();
+        let conn = self.hub.attach(socket, identity, claim);
+        socket.set_data(State {
+            conn: Mutex::new(conn),
+            legacy_ready: Mutex::new(ready),
         });
     }
 
     fn on_event(&self, socket: &Arc<SioSocket>, ev: Event) {
-        let Some(member) = socket.data::<Member>() else {
+        let Some((conn, state)) = Self::conn(socket) else {
             return;
         };
         let ack = ev.ack;
-        let channel_hint = ev.args.first().and_then(Value::as_str).map(str::to_owned);
-        let result = match ev.name.as_str() {
-            "subscribe" => self.subscribe(socket, member, &ev),
-            "unsubscribe" => self.unsubscribe(socket, member, &ev),
-            "publish" => self.publish(member, ev),
-            other => {
-                debug!(sid = %socket.sid, event = other, "unknown event");
-                if let Some(id) = ack {
-                    let error = format!("unknown event {other:?}");
-                    let _ = socket.ack(id, json!([{"ok": false, "error": error}]), Vec::new());
-                }
-                return;
+        let args = &ev.args;
+        let channel_hint = args.first().and_then(Value::as_str).map(str::to_owned);
+        let result: Result<Value, String> = match ev.name.as_str() {
+            "subscribe" => self
+                .subscribe(&conn, args.first(), args.get(1))
+                .map_err(|e| e.to_string()),
+            "unsubscribe" => self
+                .unsubscribe(&conn, args.first(), args.get(1))
+                .map_err(|e| e.to_string()),
+            "publish" => {
+                let data = args.get(1).cloned().unwrap_or(Value::Null);
+                self.publish(&conn, args.first(), data, ev.attachments)
+                    .map_err(|e| e.to_string())
             }
-        };
-        let reply = match result {
-            Ok(v) => v,
-            Err(e) => {
-                debug!(sid = %socket.sid, error = %e, "request refused");
-                if ack.is_none() {
-                    let env = error_envelope(channel_hint.as_deref(), &e.to_string());
-                    let _ = socket.emit("message", vec![env]);
-                    return;
-                }
-                json!({"ok": false, "error": e.to_string()})
+            "command" => {
+                let options = args.get(2).cloned().unwrap_or(Value::Null);
+                self.command(&conn, args.first(), args.get(1), options, ev.attachments)
+                    .map_err(|e| e.to_string())
             }
+            "message" => match args.first() {
+                Some(msg) => self.legacy(socket, state, conn, msg, ev.attachments),
+                None => Err("Malformed message".into()),
+            },
+            other => Err(format!("unknown event {other:?}")),
         };
-        if let Some(id) = ack {
-            let _ = socket.ack(id, json!([reply]), Vec::new());
+        match (result, ack) {
+            (Ok(reply), Some(id)) => {
+                let _ = socket.ack(id, json!([reply]), Vec::new());
+            }
+            (Ok(_), None) => {}
+            (Err(e), Some(id)) => {
+                debug!(sid = %socket.sid, event = %ev.name, error = %e, "request refused");
+                let _ = socket.ack(id, json!([{"ok": false, "error": e}]), Vec::new());
+            }
+            (Err(e), None) => {
+                debug!(sid = %socket.sid, event = %ev.name, error = %e, "request refused");
+                let _ = socket.emit("message", vec![error_envelope(channel_hint.as_deref(), &e)]);
+            }
         }
     }
 
-    fn on_disconnect(&self, socket: &Arc<SioSocket>, reason: DisconnectReason) {
-        debug!(sid = %socket.sid, reason = reason.as_str(), "socket disconnected");
-        let Some(member) = socket.data::<Member>() else {
+    fn on_disconnect(&self, socket: &Arc<SioSocket>, reason: DisconnectReason, backlog: Backlog) {
+        let Some((conn, _)) = Self::conn(socket) else {
             return;
         };
-        let channels: Vec<String> = member
-            .channels
-            .lock()
-            .map(|mut c| c.drain().collect())
-            .unwrap_or_default();
-        for channel in channels {
-            self.hub.unsubscribe(&channel, &socket.sid);
+        // As socket.io decides it: a lost or closed transport may come back (a client that
+        // means to leave sends a Socket.IO DISCONNECT first); a protocol error may not.
+        let recoverable = match reason {
+            DisconnectReason::Transport(r) => {
+                !matches!(r, CloseReason::ParseError | CloseReason::BadRequest)
+            }
+            _ => false,
+        };
+        if reason == DisconnectReason::Transport(CloseReason::SlowClient) {
+            self.hub
+                .counters
+                .slow_clients
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            warn!(sid = %socket.sid, peer = ?socket.engine().peer, "disconnected a slow client: its outbound queue was full");
         }
+        debug!(sid = %socket.sid, reason = reason.as_str(), recoverable, "socket disconnected");
+        let items = if recoverable {
+            backlog.into_tagged()
+        } else {
+            Default::default()
+        };
+        self.hub.detach(&conn, socket, items, recoverable);
     }
 }

@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use tokio::sync::oneshot;
 use serde_json::{Value, json};
 use tracing::debug;
 
 use super::packet::{Packet, PacketType};
 use super::socket::{DisconnectReason, SioSocket};
 use super::{App, Event, SocketIoConfig};
-use crate::engineio::{self, CloseReason, Connection, Message, Outgoing};
+use crate::engineio::{self, Backlog, CloseReason, Connection, Message, Outgoing, Sid};
 
 pub(crate) struct Client {
     engine: Arc<engineio::Socket>,
@@ -21,8 +21,8 @@ pub(crate) struct Client {
     /// A binary packet waiting for its attachments.
     partial: Option<(Packet, Vec<Bytes>, usize)>,
     max_attachment_bytes: usize,
-    /// Read by the connect-timeout task.
-    connected: Arc<AtomicBool>,
+    /// Dropped on the first CONNECT, which stops the connect-timeout task.
+    connected: Option<oneshot::Sender<()>>,
 }
 
 impl Client {
@@ -31,16 +31,17 @@ impl Client {
         app: Arc<dyn App>,
         config: &SocketIoConfig,
     ) -> Client {
-        let connected = Arc::new(AtomicBool::new(false));
-        let (flag, socket, wait) = (connected.clone(), engine.clone(), config.connect_timeout);
+        // The timer ends as soon as a namespace is joined (the sender is dropped), so an
+        // idle connection carries no task for it.
+        let (connected, joined) = oneshot::channel::<()>();
+        let (socket, wait) = (engine.clone(), config.connect_timeout);
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {
-                    if !flag.load(Ordering::Acquire) {
-                        debug!(sid = %socket.id, "no CONNECT in time");
-                        socket.close(CloseReason::ServerClose);
-                    }
+                    debug!(sid = %socket.id, "no CONNECT in time");
+                    socket.close(CloseReason::ServerClose);
                 }
+                _ = joined => {}
                 _ = socket.closing() => {}
             }
         });
@@ -50,7 +51,7 @@ impl Client {
             nsps: HashMap::new(),
             partial: None,
             max_attachment_bytes: config.max_attachment_bytes,
-            connected,
+            connected: Some(connected),
         }
     }
 
@@ -93,9 +94,11 @@ impl Client {
         match packet.kind {
             PacketType::Connect => self.on_connect(packet),
             PacketType::Disconnect => match self.nsps.remove(&packet.nsp) {
-                Some(socket) => self
-                    .app
-                    .on_disconnect(&socket, DisconnectReason::ClientNamespaceDisconnect),
+                Some(socket) => self.app.on_disconnect(
+                    &socket,
+                    DisconnectReason::ClientNamespaceDisconnect,
+                    Backlog::empty(),
+                ),
                 None => self.reject(&"DISCONNECT for a namespace not joined"),
             },
             PacketType::Event | PacketType::BinaryEvent => {
@@ -137,31 +140,40 @@ impl Client {
                 &packet.nsp,
                 Some(json!({"message": message})),
             );
-            let _ = self.engine.send(Outgoing::One(p.to_frame()));
+            let _ = self.engine.send(Outgoing::one(p.to_frame()));
         };
         if !self.app.has_namespace(&packet.nsp) {
             debug!(sid = %self.engine.id, nsp = %packet.nsp, "CONNECT to unknown namespace");
             return refuse("Invalid namespace");
         }
-        if let Err(message) = self
+        let accept = match self
             .app
-            .authorize(&packet.nsp, packet.data.as_ref(), &self.engine)
+            .accept(&packet.nsp, packet.data.as_ref(), &self.engine)
         {
-            debug!(sid = %self.engine.id, nsp = %packet.nsp, %message, "CONNECT refused");
-            return refuse(&message);
+            Ok(a) => a,
+            Err(message) => {
+                debug!(sid = %self.engine.id, nsp = %packet.nsp, %message, "CONNECT refused");
+                return refuse(&message);
+            }
+        };
+        let sid = accept.sid.unwrap_or_else(Sid::random);
+        let socket = Arc::new(SioSocket::new(
+            packet.nsp.clone(),
+            self.engine.clone(),
+            sid,
+            accept.pid,
+        ));
+        let mut reply = json!({"sid": socket.sid.as_str()});
+        if let Some(pid) = &socket.pid {
+            reply["pid"] = Value::from(pid.as_str());
         }
-        let socket = Arc::new(SioSocket::new(packet.nsp.clone(), self.engine.clone()));
-        let reply = Packet::new(
-            PacketType::Connect,
-            &packet.nsp,
-            Some(json!({"sid": socket.sid.as_str()})),
-        );
-        if self.engine.send(Outgoing::One(reply.to_frame())).is_err() {
+        let reply = Packet::new(PacketType::Connect, &packet.nsp, Some(reply));
+        if self.engine.send(Outgoing::one(reply.to_frame())).is_err() {
             return;
         }
-        self.connected.store(true, Ordering::Release);
+        self.connected.take();
         self.nsps.insert(packet.nsp, socket.clone());
-        self.app.on_connect(&socket, packet.data);
+        self.app.on_connect(&socket, packet.data, accept.state);
     }
 }
 
@@ -173,10 +185,16 @@ impl Connection for Client {
         }
     }
 
-    fn on_close(self: Box<Self>, reason: CloseReason) {
-        for socket in self.nsps.values() {
+    fn on_close(self: Box<Self>, reason: CloseReason, backlog: Backlog) {
+        // The backlog is the session's; it goes with the main namespace, which carries
+        // the application's broadcasts.
+        let mut backlog = Some(backlog);
+        let mut sockets: Vec<&Arc<SioSocket>> = self.nsps.values().collect();
+        sockets.sort_by_key(|s| s.nsp != "/");
+        for socket in sockets {
+            let b = backlog.take().unwrap_or_else(Backlog::empty);
             self.app
-                .on_disconnect(socket, DisconnectReason::Transport(reason));
+                .on_disconnect(socket, DisconnectReason::Transport(reason), b);
         }
     }
 }

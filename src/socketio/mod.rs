@@ -6,13 +6,14 @@ mod client;
 pub mod packet;
 mod socket;
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::engineio::{self, Connection};
+use crate::engineio::{self, Backlog, Connection, Sid};
 
 pub use packet::{Packet, PacketType};
 pub use socket::{DisconnectReason, SioSocket, with_attachments};
@@ -36,22 +37,43 @@ pub trait App: Send + Sync + 'static {
         nsp == "/"
     }
 
-    /// Checks a CONNECT before it is answered; `Err(message)` becomes CONNECT_ERROR.
-    fn authorize(
+    /// Decides a CONNECT before it is answered: `Err(message)` becomes CONNECT_ERROR.
+    /// Must not emit: the reply has not been queued yet.
+    fn accept(
         &self,
         _nsp: &str,
         _auth: Option<&Value>,
         _engine: &engineio::Socket,
-    ) -> Result<(), String> {
-        Ok(())
+    ) -> Result<Accept, String> {
+        Ok(Accept::default())
     }
 
-    /// The client joined a namespace; the CONNECT reply is already queued.
-    fn on_connect(&self, socket: &Arc<SioSocket>, auth: Option<Value>);
+    /// The client joined a namespace; the CONNECT reply is already queued. `state` is what
+    /// [`App::accept`] put in [`Accept::state`].
+    fn on_connect(
+        &self,
+        socket: &Arc<SioSocket>,
+        auth: Option<Value>,
+        state: Option<Box<dyn Any + Send>>,
+    );
 
     fn on_event(&self, socket: &Arc<SioSocket>, event: Event);
 
-    fn on_disconnect(&self, socket: &Arc<SioSocket>, reason: DisconnectReason);
+    /// The socket left; `backlog` holds what its session had queued (for the main
+    /// namespace's socket; empty for others).
+    fn on_disconnect(&self, socket: &Arc<SioSocket>, reason: DisconnectReason, backlog: Backlog);
+}
+
+/// How a CONNECT is answered.
+#[derive(Default)]
+pub struct Accept {
+    /// Reuse this socket id (connection state recovery); `None`: a new one.
+    pub sid: Option<Sid>,
+    /// The private session id sent with the reply for connection state recovery; `None`
+    /// leaves it out of the reply (and the client will not try to recover).
+    pub pid: Option<Sid>,
+    /// Handed to [`App::on_connect`].
+    pub state: Option<Box<dyn Any + Send>>,
 }
 
 /// Socket.IO settings.

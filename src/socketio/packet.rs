@@ -220,6 +220,21 @@ impl Packet {
         Frame::Text(Str::from(out))
     }
 
+    /// An EVENT frame on the main namespace whose array body (the text between `[` and
+    /// `]`) the caller writes itself: how a broadcast is encoded once, without building a
+    /// JSON tree first.
+    pub fn event_frame(attachments: usize, write_body: impl FnOnce(&mut String)) -> Frame {
+        let mut out = String::with_capacity(256);
+        if attachments > 0 {
+            let _ = write!(out, "45{attachments}-[");
+        } else {
+            out.push_str("42[");
+        }
+        write_body(&mut out);
+        out.push(']');
+        Frame::Text(Str::from(out))
+    }
+
     fn encode_into(&self, out: &mut String) {
         out.push(self.kind.digit());
         if self.kind.is_binary() {
@@ -240,7 +255,7 @@ impl Packet {
 }
 
 /// Lets serde_json write straight into a String (it only ever writes valid UTF-8).
-fn string_writer(out: &mut String) -> impl std::io::Write + '_ {
+pub fn string_writer(out: &mut String) -> impl std::io::Write + '_ {
     struct W<'a>(&'a mut String);
     impl std::io::Write for W<'_> {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -313,6 +328,17 @@ mod tests {
         let p = Packet::decode(r#"2/nsp,12["ev"]"#).unwrap();
         assert_eq!((p.nsp.as_str(), p.id), ("/nsp", Some(12)));
         assert_eq!(Packet::decode("1").unwrap().kind, PacketType::Disconnect);
+    }
+
+    #[test]
+    fn event_frame_matches_the_codec() {
+        let raw = Packet::event_frame(0, |o| o.push_str(r#""a",{"b":1}"#));
+        assert_eq!(
+            raw,
+            Packet::event("/", json!(["a", {"b": 1}]), 0).to_frame()
+        );
+        let raw = Packet::event_frame(2, |o| o.push_str(r#""a""#));
+        assert_eq!(raw, Packet::event("/", json!(["a"]), 2).to_frame());
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::engineio::{self, CloseReason, Frame, Outgoing, SendError, Sid};
 pub struct SioSocket {
     /// The Socket.IO id sent in the CONNECT reply (not the Engine.IO session id).
     pub sid: Sid,
+    /// The private id a client presents to recover this socket's state (if offered).
+    pub pid: Option<Sid>,
     pub nsp: String,
     engine: Arc<engineio::Socket>,
     /// The application's state for this socket, set once on connect; typed by the app.
@@ -43,9 +45,15 @@ impl DisconnectReason {
 }
 
 impl SioSocket {
-    pub(crate) fn new(nsp: String, engine: Arc<engineio::Socket>) -> SioSocket {
+    pub(crate) fn new(
+        nsp: String,
+        engine: Arc<engineio::Socket>,
+        sid: Sid,
+        pid: Option<Sid>,
+    ) -> SioSocket {
         SioSocket {
-            sid: Sid::random(),
+            sid,
+            pid,
             nsp,
             engine,
             data: OnceLock::new(),
@@ -92,10 +100,15 @@ impl SioSocket {
         self.engine.send(item)
     }
 
+    /// Like [`SioSocket::send`], but hands a refused item back.
+    pub fn offer(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
+        self.engine.offer(item)
+    }
+
     /// Tells the client it is disconnected, then closes the session once that is written.
     pub fn disconnect(&self) {
         let p = Packet::new(PacketType::Disconnect, &self.nsp, None);
-        let _ = self.engine.send(Outgoing::One(p.to_frame()));
+        let _ = self.engine.send(Outgoing::one(p.to_frame()));
         self.engine.close(CloseReason::ServerClose);
     }
 }
@@ -103,12 +116,12 @@ impl SioSocket {
 /// A packet and its attachments as one queue item, so nothing can come between them.
 pub fn with_attachments(p: &Packet, attachments: Vec<Bytes>) -> Outgoing {
     if attachments.is_empty() {
-        return Outgoing::One(p.to_frame());
+        return Outgoing::one(p.to_frame());
     }
     let mut frames = Vec::with_capacity(attachments.len() + 1);
     frames.push(p.to_frame());
     frames.extend(attachments.into_iter().map(Frame::Binary));
-    Outgoing::Many(frames)
+    Outgoing::many(frames)
 }
 
 impl fmt::Debug for SioSocket {

@@ -20,10 +20,9 @@ const STATUS_PERIOD: Duration = Duration::from_secs(5);
 
 /// The STATUS= text.
 pub fn status_line(connections: usize, stats: HubStats) -> String {
-    // `subscriptions` stands for members until the hub counts members across channels.
     format!(
         "{connections} connections, {} members, {} channels",
-        stats.subscriptions, stats.channels
+        stats.members, stats.channels
     )
 }
 
@@ -85,11 +84,12 @@ mod tests {
     fn status_names_the_three_counts() {
         let stats = HubStats {
             channels: 2,
+            members: 4,
             subscriptions: 5,
         };
         assert_eq!(
             status_line(3, stats),
-            "3 connections, 5 members, 2 channels"
+            "3 connections, 4 members, 2 channels"
         );
     }
 }

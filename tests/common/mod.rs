@@ -249,3 +249,13 @@ pub async fn sio_connect(port: u16, auth: &str) -> Ws {
     );
     ws
 }
+
+/// The next ACK packet (`3...`), skipping events that come before it.
+pub async fn next_ack(ws: &mut Ws) -> String {
+    loop {
+        let p = next_sio(ws).await.expect("socket closed before the ack");
+        if p.starts_with('3') {
+            return p;
+        }
+    }
+}

@@ -24,14 +24,20 @@ class Client:
     def __init__(self, url, transports=None, identity=None):
         self.sio = socketio.Client(reconnection=False)
         self.inbox = queue.Queue()
+        self.commands = queue.Queue()
         self.sio.on("message", self._on_message)
         auth = {"identity": identity} if identity is not None else None
         self.sio.connect(url, transports=transports, auth=auth, namespaces=["/"],
                          wait_timeout=WAIT)
 
     def _on_message(self, *args):
-        # the envelope is the first argument (a recovery offset may follow)
-        self.inbox.put(args[0] if args else None)
+        # the envelope is the first argument (a recovery offset may follow); channel
+        # messages go to the inbox, commands (onSubscribe, ...) to their own queue
+        env = args[0] if args else None
+        if isinstance(env, dict) and env.get("type") == "command":
+            self.commands.put(env)
+        else:
+            self.inbox.put(env)
 
     def call(self, event, data):
         return self.sio.call(event, data, timeout=WAIT)
@@ -161,3 +167,45 @@ def test_invalid_namespace(server):
     assert errors, "no connect_error for /nope"
     msg = errors[0]["message"] if isinstance(errors[0], dict) else errors[0]
     assert msg == "Invalid namespace"
+
+
+def next_command(client, name):
+    """The next command envelope named `name` (others are skipped)."""
+    while True:
+        try:
+            env = client.commands.get(timeout=WAIT)
+        except queue.Empty:
+            pytest.fail(f"no {name} command within {WAIT} s")
+        if env["data"]["command"] == name:
+            return env
+
+
+def test_tabs_of_one_identity_are_one_member(clients):
+    ch = channel_name("tabs")
+    tab1 = clients(transports=["websocket"], identity="pia")
+    tab2 = clients(identity="pia")
+    other = clients(transports=["websocket"], identity="quinn")
+    assert tab1.call("subscribe", ch)["count"] == 1
+    assert tab2.call("subscribe", ch)["count"] == 1
+    assert other.call("subscribe", ch)["count"] == 2
+    ev = next_command(tab2, "onSubscribe")
+    assert (ev["identity"], ev["data"]["count"]) == ("pia", 1)
+    ev = next_command(tab2, "onSubscribe")
+    assert (ev["identity"], ev["data"]["count"]) == ("quinn", 2)
+    # a publish from one tab reaches the other tab too
+    assert tab1.call("publish", (ch, "to every tab")) == {"ok": True}
+    assert_envelope(tab2.next_message(), ch, "pia", "to every tab")
+    assert other.call("unsubscribe", ch) == {"ok": True, "channel": ch, "count": 1}
+    ev = next_command(tab1, "onUnsubscribe")
+    assert (ev["identity"], ev["data"]["count"]) == ("quinn", 1)
+
+
+def test_commands(clients):
+    ch = channel_name("cmd")
+    a = clients(transports=["websocket"], identity="rae")
+    a.call("subscribe", ch)
+    assert a.call("command", (ch, "ping", {"n": 1})) == {"ok": True}
+    ev = next_command(a, "ping")
+    assert ev["data"] == {"command": "ping", "options": {"n": 1}}
+    refused = a.call("command", (ch, "onSubscribe", None))
+    assert refused["ok"] is False and "reserved" in refused["error"]

@@ -37,16 +37,16 @@ function signalGroup(child, sig) {
 }
 
 /**
- * Start `realtime --port 0 [--config FILE]` and wait for its "listening on" line.
- * `config` is the INI text of a config file (written to a temp dir), or undefined.
- * Resolves to {url, port, proc, log(), stop()}.
+ * Start `realtime --port PORT [--config FILE]` and wait for its "listening on" line.
+ * `config` is the INI text of a config file (written to a temp dir), or undefined;
+ * `port` defaults to 0 (any free port). Resolves to {url, port, proc, log(), stop()}.
  */
-export async function startServer({ config, args = [] } = {}) {
+export async function startServer({ config, args = [], port: wantPort = 0 } = {}) {
   if (!existsSync(BINARY)) {
     throw new Error(`realtime binary not found at ${BINARY} (build it with \`cargo build\`, or set REALTIME_BIN)`);
   }
   const dir = mkdtempSync(join(tmpdir(), "realtime-test-"));
-  const argv = ["--port", "0", ...args];
+  const argv = ["--port", String(wantPort), ...args];
   if (config !== undefined) {
     const file = join(dir, "realtime.conf");
     writeFileSync(file, config);
@@ -238,12 +238,18 @@ export function ack(socket, ...args) {
 /**
  * Collect `message` envelopes. `inbox.next(pred?, ms)` waits for the next envelope
  * (matching pred); `inbox.waitCount(n, ms)` waits until n envelopes are there.
+ * By default only channel messages (`type: "message"`) are collected; `{ types: null }`
+ * collects every envelope (commands such as onSubscribe, errors), `{ types: [...] }` those.
+ * `inbox.offsets` holds the extra last argument (the recovery offset) of each one.
  */
-export function collect(socket, event = "message") {
+export function collect(socket, event = "message", { types = ["message"] } = {}) {
   const items = [];
+  const offsets = [];
   const waiters = new Set();
-  socket.on(event, (env) => {
+  socket.on(event, (env, offset) => {
+    if (types && !(env && types.includes(env.type))) return;
     items.push(env);
+    offsets.push(offset);
     for (const w of waiters) w();
   });
   const waitUntil = (cond, ms, what) => {
@@ -258,6 +264,7 @@ export function collect(socket, event = "message") {
   let cursor = 0;
   return {
     items,
+    offsets,
     next(pred = () => true, ms = 5000) {
       return waitUntil(() => {
         while (cursor < items.length) {

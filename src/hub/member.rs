@@ -1,0 +1,318 @@
+//! Members and their sessions. A member is an identity (all its tabs) or one anonymous
+//! connection; each of its sessions is a [`Slot`] that channels deliver to. A slot outlives
+//! its connection for the grace window: it keeps what arrives, so a recovered connection or
+//! a new tab of the identity gets it, in order, with nothing lost.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::engineio::{Outgoing, Sid};
+use crate::socketio::SioSocket;
+
+/// One identity, or one anonymous connection.
+pub(crate) struct Member {
+    /// `@identity` or `#socket-id`: a client identity can never be mistaken for an
+    /// anonymous connection.
+    pub(crate) key: Arc<str>,
+    pub(crate) identity: Option<Arc<str>>,
+    /// Locked before any channel shard (lock order: member → channel → slot).
+    pub(crate) state: Mutex<MemberState>,
+}
+
+#[derive(Default)]
+pub(crate) struct MemberState {
+    pub(crate) channels: HashSet<String>,
+    pub(crate) slots: Vec<Arc<Slot>>,
+    /// Set once the member left everything; a newcomer must make a new one.
+    pub(crate) gone: bool,
+}
+
+impl Member {
+    pub(crate) fn new(identity: Option<Arc<str>>, sid: &Sid) -> Member {
+        let key = match &identity {
+            Some(id) => Arc::from(format!("@{id}")),
+            None => Arc::from(format!("#{sid}")),
+        };
+        Member {
+            key,
+            identity,
+            state: Mutex::new(MemberState::default()),
+        }
+    }
+
+    pub(crate) fn key_for(identity: Option<&str>, sid: &Sid) -> String {
+        match identity {
+            Some(id) => format!("@{id}"),
+            None => format!("#{sid}"),
+        }
+    }
+}
+
+/// One session of a member, as channels see it.
+pub(crate) struct Slot {
+    pub(crate) id: u64,
+    pub(crate) member: Arc<Member>,
+    /// Taken for every delivery: it orders deliveries against the switch between live and
+    /// detached, which is what makes a replay exact.
+    state: Mutex<SlotState>,
+}
+
+enum SlotState {
+    Live(Arc<SioSocket>),
+    Detached(Detached),
+    Gone,
+}
+
+/// A session whose connection went away, waiting out the grace window.
+struct Detached {
+    sid: Sid,
+    pid: Option<Sid>,
+    /// Tagged items the lost session had queued, oldest first.
+    backlog: VecDeque<Outgoing>,
+    /// Where in `backlog` the items the session never took begin: those surely never
+    /// reached the client.
+    unsent: usize,
+    /// Items that arrived since, at most the cache limit (the newest are kept).
+    kept: VecDeque<Outgoing>,
+    /// More arrived than the cache holds: an exact replay is impossible.
+    overflowed: bool,
+    /// A recovering connection claimed it; it keeps everything until handed over.
+    claimed: bool,
+    /// Distinguishes this detachment from a later one (for the expiry timer).
+    epoch: u64,
+    /// The connection's end has been seen (its backlog is in).
+    closed: bool,
+}
+
+static SLOT_IDS: AtomicU64 = AtomicU64::new(1);
+static EPOCHS: AtomicU64 = AtomicU64::new(1);
+
+/// What a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    Queued,
+    Kept,
+    Dropped,
+}
+
+/// What became of a slot whose connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detach {
+    /// It waits out the grace window; its expiry must match this epoch.
+    Waiting(u64),
+    /// It is over.
+    Ended,
+    /// Another connection had already taken it over.
+    TakenOver,
+}
+
+/// A detached session handed to a recovering connection.
+pub(crate) struct Claim {
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) sid: Sid,
+    pub(crate) pid: Option<Sid>,
+}
+
+impl Slot {
+    pub(crate) fn live(member: Arc<Member>, socket: Arc<SioSocket>) -> Slot {
+        Slot {
+            id: SLOT_IDS.fetch_add(1, Ordering::Relaxed),
+            member,
+            state: Mutex::new(SlotState::Live(socket)),
+        }
+    }
+
+    /// Delivers one item: queued on the live connection, or kept while detached.
+    pub(crate) fn deliver(&self, item: &Outgoing, limit: usize) -> Delivery {
+        let Ok(mut state) = self.state.lock() else {
+            return Delivery::Dropped;
+        };
+        match &mut *state {
+            SlotState::Live(socket) => match socket.offer(item.clone()) {
+                Ok(()) => Delivery::Queued,
+                Err((_, item)) => {
+                    // The connection is closing (too slow, or gone): keep what it could
+                    // not take, so its recovery still gets everything in order.
+                    let mut d = Detached::new(socket);
+                    d.keep(item, limit);
+                    *state = SlotState::Detached(d);
+                    Delivery::Kept
+                }
+            },
+            SlotState::Detached(d) => {
+                d.keep(item.clone(), limit);
+                Delivery::Kept
+            }
+            SlotState::Gone => Delivery::Dropped,
+        }
+    }
+
+    /// The live socket's connection ended. With `grace`, the slot keeps deliveries until
+    /// its expiry; without, it is over.
+    pub(crate) fn detach(
+        &self,
+        socket: &Arc<SioSocket>,
+        backlog: (VecDeque<Outgoing>, usize),
+        grace: bool,
+    ) -> Detach {
+        let Ok(mut state) = self.state.lock() else {
+            return Detach::Ended;
+        };
+        let ours = match &*state {
+            SlotState::Live(s) => Arc::ptr_eq(s, socket),
+            SlotState::Detached(d) => d.sid == socket.sid && !d.claimed && !d.closed,
+            SlotState::Gone => false,
+        };
+        if !ours {
+            // Another connection already took this slot over.
+            return Detach::TakenOver;
+        }
+        if !grace {
+            *state = SlotState::Gone;
+            return Detach::Ended;
+        }
+        if let SlotState::Live(s) = &*state {
+            *state = SlotState::Detached(Detached::new(s));
+        }
+        let SlotState::Detached(d) = &mut *state else {
+            return Detach::Ended;
+        };
+        // What the session had queued came before anything kept since.
+        (d.backlog, d.unsent) = backlog;
+        d.closed = true;
+        Detach::Waiting(d.epoch)
+    }
+
+    /// Whether this slot is detached and unclaimed with this epoch.
+    fn detached_at(&self, epoch: u64) -> bool {
+        matches!(self.state.lock().as_deref(), Ok(SlotState::Detached(d)) if d.epoch == epoch && !d.claimed)
+    }
+
+    /// Ends the slot if it still waits in detachment `epoch`; true when it did.
+    pub(crate) fn expire(&self, epoch: u64) -> bool {
+        if !self.detached_at(epoch) {
+            return false;
+        }
+        if let Ok(mut state) = self.state.lock() {
+            *state = SlotState::Gone;
+        }
+        true
+    }
+
+    pub(crate) fn is_live(&self) -> bool {
+        matches!(self.state.lock().as_deref(), Ok(SlotState::Live(_)))
+    }
+
+    /// The detachment epoch, if detached and unclaimed.
+    pub(crate) fn detached_epoch(&self) -> Option<u64> {
+        match self.state.lock().as_deref() {
+            Ok(SlotState::Detached(d)) if !d.claimed => Some(d.epoch),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn pid(&self) -> Option<Sid> {
+        match self.state.lock().as_deref() {
+            Ok(SlotState::Detached(d)) => d.pid.clone(),
+            Ok(SlotState::Live(s)) => s.pid.clone(),
+            _ => None,
+        }
+    }
+
+    /// Claims a detached slot for connection state recovery when an exact replay from
+    /// `offset` (the last tag the client saw) is possible.
+    pub(crate) fn claim(self: &Arc<Self>, pid: &str, offset: Option<u64>) -> Option<Claim> {
+        let mut state = self.state.lock().ok()?;
+        let SlotState::Detached(d) = &mut *state else {
+            return None;
+        };
+        if d.claimed || d.overflowed || !d.closed || d.pid.as_ref().map(Sid::as_str) != Some(pid) {
+            return None;
+        }
+        let start = match offset {
+            None => 0,
+            Some(seen) => match d.backlog.iter().position(|i| i.tag == seen) {
+                Some(p) => p + 1,
+                // Nothing was queued since that offset: nothing to replay from the backlog.
+                None if d.backlog.is_empty() => 0,
+                // The offset fell out of the history: what followed it is unknown.
+                None => return None,
+            },
+        };
+        d.backlog.drain(..start);
+        d.unsent = 0;
+        d.claimed = true;
+        Some(Claim {
+            slot: self.clone(),
+            sid: d.sid.clone(),
+            pid: d.pid.clone(),
+        })
+    }
+
+    /// Hands the slot to a new connection: first what the lost session had queued (all of
+    /// it from the replay point with `with_backlog`, else only what it never took), then
+    /// what was kept since, then everything new.
+    pub(crate) fn attach(&self, socket: &Arc<SioSocket>, with_backlog: bool, limit: usize) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let SlotState::Detached(d) = &mut *state else {
+            return false;
+        };
+        let mut items = std::mem::take(&mut d.backlog);
+        if !with_backlog {
+            items.drain(..d.unsent.min(items.len()));
+        }
+        items.append(&mut d.kept);
+        let mut next = SlotState::Live(socket.clone());
+        while let Some(item) = items.pop_front() {
+            if let Err((_, item)) = socket.offer(item) {
+                // Too much for the new connection's queue: it is closing as slow; keep the rest.
+                let mut d = Detached::new(socket);
+                d.keep(item, limit);
+                for rest in items.drain(..) {
+                    d.keep(rest, limit);
+                }
+                next = SlotState::Detached(d);
+                break;
+            }
+        }
+        *state = next;
+        true
+    }
+
+    pub(crate) fn end(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            *state = SlotState::Gone;
+        }
+    }
+}
+
+impl Detached {
+    fn new(socket: &SioSocket) -> Detached {
+        Detached {
+            sid: socket.sid.clone(),
+            pid: socket.pid.clone(),
+            backlog: VecDeque::new(),
+            unsent: 0,
+            kept: VecDeque::new(),
+            overflowed: false,
+            claimed: false,
+            epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
+            closed: false,
+        }
+    }
+
+    fn keep(&mut self, item: Outgoing, limit: usize) {
+        // A claimed slot is about to be handed over: dropping now would break the replay.
+        if !self.claimed && self.kept.len() >= limit {
+            self.kept.pop_front();
+            self.overflowed = true;
+            if limit == 0 {
+                return;
+            }
+        }
+        self.kept.push_back(item);
+    }
+}
