@@ -1,4 +1,4 @@
-// Builds the browser bundle: `npm run build` writes ../www/realtime.js, a minified IIFE that
+// Builds the browser bundle: `npm run build` writes www/realtime.js, a minified IIFE that
 // sets `window.Realtime`, with socket.io-client inside. `www/` is what the server serves
 // (the demo and this bundle, built into the binary; `[Server] www` may point at a copy).
 // The output depends only on the sources and the locked package versions (esbuild is
@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const { values } = parseArgs({ options: { outfile: { type: "string" } } });
-const outfile = values.outfile ?? join(root, "../www/realtime.js");
+const outfile = values.outfile ?? join(root, "www/realtime.js");
 
 await build({
   absWorkingDir: root,

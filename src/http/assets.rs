@@ -1,4 +1,4 @@
-//! The files of `www/`: the demo page at `/` and the client bundle at `/realtime.js`.
+//! The files of `js-client/www/`: the demo page at `/` and the client bundle at `/realtime.js`.
 //!
 //! Both are built into the binary, so a checkout (`cargo run`) and a package serve them with
 //! no file to install. When `[Server] www` names a directory, its `index.html` and
@@ -18,7 +18,7 @@ use crate::engineio::Body;
 
 /// One file that may be served.
 pub struct Asset {
-    /// Its name in `www/`.
+    /// Its name in `js-client/www/` (and in `[Server] www`).
     file: &'static str,
     content_type: &'static str,
     /// The copy built into the binary.
@@ -28,14 +28,14 @@ pub struct Asset {
 const INDEX: Asset = Asset {
     file: "index.html",
     content_type: "text/html; charset=utf-8",
-    embedded: include_bytes!("../../www/index.html"),
+    embedded: include_bytes!("../../js-client/www/index.html"),
 };
 
 /// Built from `js-client/` with `npm run build`; a test checks it matches the sources.
 const BUNDLE: Asset = Asset {
     file: "realtime.js",
     content_type: "application/javascript; charset=utf-8",
-    embedded: include_bytes!("../../www/realtime.js"),
+    embedded: include_bytes!("../../js-client/www/realtime.js"),
 };
 
 /// Where the files come from: the binary, or a `www` directory over it.

@@ -14,7 +14,7 @@ mod member;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -266,16 +266,14 @@ impl Hub {
         let key = Member::key_for(identity.as_deref(), &socket.sid);
         loop {
             let member = {
-                let Ok(mut reg) = self.registry(&key).lock() else {
-                    continue;
-                };
+                // Nothing panics while holding these locks; if something ever did, the
+                // maps are still consistent enough to go on with.
+                let mut reg = self.registry(&key).lock().unwrap_or_else(PoisonError::into_inner);
                 reg.entry(Arc::from(key.as_str()))
                     .or_insert_with(|| Arc::new(Member::new(identity.clone(), &socket.sid)))
                     .clone()
             };
-            let Ok(mut st) = member.state.lock() else {
-                continue;
-            };
+            let mut st = member.state.lock().unwrap_or_else(PoisonError::into_inner);
             if st.gone {
                 // It left between the lookup and the lock; a fresh member will be made.
                 drop(st);

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::packet::{Packet, PacketType};

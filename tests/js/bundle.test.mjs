@@ -32,9 +32,9 @@ srv.test("GET /realtime.js is byte-identical to a fresh `npm run build` of js-cl
   assert.equal(res.headers.get("cache-control"), "no-cache");
   assert.match(res.headers.get("etag"), /^"[0-9a-f]+-[0-9a-f]+"$/);
   const served = Buffer.from(await res.arrayBuffer());
-  const committed = readFileSync(join(ROOT, "www/realtime.js"));
+  const committed = readFileSync(join(ROOT, "js-client/www/realtime.js"));
   assert.ok(committed.equals(fresh),
-    "www/realtime.js is not what js-client builds: run `npm run build` in js-client/ and commit www/realtime.js");
+    "js-client/www/realtime.js is not what js-client builds: run `npm run build` in js-client/ and commit js-client/www/realtime.js");
   assert.ok(served.equals(fresh),
     `the served bundle (${served.length} bytes) differs from a fresh build (${fresh.length} bytes): rebuild the server`);
 });
@@ -73,7 +73,7 @@ srv.test("GET / is the demo page, loading /realtime.js", async () => {
   const html = await res.text();
   assert.ok(html.startsWith("<!doctype html>"));
   assert.match(html, /<script src="\/realtime\.js"><\/script>/);
-  assert.equal(html, readFileSync(join(ROOT, "www/index.html"), "utf8"));
+  assert.equal(html, readFileSync(join(ROOT, "js-client/www/index.html"), "utf8"));
 });
 
 srv.test("[Server] www serves its own files, and the built-in ones where it has none", async () => {
@@ -83,7 +83,7 @@ srv.test("[Server] www serves its own files, and the built-in ones where it has 
   try {
     assert.equal(await (await fetch(`${server.url}/`)).text(), "<!doctype html><title>mine</title>");
     let bundle = Buffer.from(await (await fetch(`${server.url}/realtime.js`)).arrayBuffer());
-    assert.ok(bundle.equals(fresh), "without www/realtime.js the built-in bundle is served");
+    assert.ok(bundle.equals(fresh), "without js-client/www/realtime.js the built-in bundle is served");
     writeFileSync(join(www, "realtime.js"), "window.Realtime = 'custom';");
     bundle = await (await fetch(`${server.url}/realtime.js`)).text();
     assert.equal(bundle, "window.Realtime = 'custom';", "edits show without a restart");
