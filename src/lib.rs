@@ -9,11 +9,22 @@
 //! - [`http`]: the one routing function for everything on the HTTP port;
 //! - [`server`]: listeners in, connections served, shutdown out;
 //! - [`config`]: the INI file and its defaults; [`cli`]: the command line.
+//!
+//! Around the product, the daemon (SPEC §7, §10): [`service`] (sockets in, signals, run),
+//! [`systemd`] (named sockets, sd_notify, watchdog), [`reload`] (SIGHUP), [`log`]
+//! (journald, syslog, stderr), [`privileges`] (dropping root), [`flash`] (the Flash
+//! socket policy responder).
 
 pub mod cli;
 pub mod config;
 pub mod engineio;
+pub mod flash;
 pub mod http;
 pub mod hub;
+pub mod log;
+pub mod privileges;
+pub mod reload;
 pub mod server;
+pub mod service;
 pub mod socketio;
+pub mod systemd;

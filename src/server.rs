@@ -13,7 +13,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Transport};
@@ -24,6 +26,8 @@ use crate::socketio::{SocketIo, SocketIoConfig};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// At shutdown, how long a connection accepted without a request yet may take to send one.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// Binds `addr` (`host:port`); `[::]` listens on IPv4 too, and falls back to `0.0.0.0`
 /// where IPv6 is off.
@@ -116,6 +120,10 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> io::Result<()> {
+    // Every accepted connection, so shutdown can let the ones in flight finish: a
+    // connection accepted just before the signal would otherwise be reset, and under
+    // socket activation a restart must fail no request.
+    let connections = TaskTracker::new();
     let mut accept_loops = Vec::new();
     for std_listener in listeners {
         let listener = TcpListener::from_std(std_listener)?;
@@ -124,6 +132,7 @@ pub async fn serve(
             listener,
             router.clone(),
             shutdown.clone(),
+            connections.clone(),
         )));
     }
     shutdown.cancelled().await;
@@ -148,10 +157,25 @@ pub async fn serve(
             "shutdown grace period over; sessions dropped"
         );
     }
+    connections.close();
+    if tokio::time::timeout_at(deadline, connections.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            connections = connections.len(),
+            "shutdown grace period over; HTTP connections dropped"
+        );
+    }
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, router: Arc<Router>, shutdown: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Arc<Router>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -168,8 +192,12 @@ async fn accept_loop(listener: TcpListener, router: Arc<Router>, shutdown: Cance
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
+            // Signalled by every request; a stored permit means one has arrived.
+            let requested = Arc::new(Notify::new());
+            let on_request = requested.clone();
             let service = service_fn(move |req| {
+                on_request.notify_one();
                 let router = router.clone();
                 async move { Ok::<_, std::convert::Infallible>(router.handle(req, Some(peer)).await) }
             });
@@ -180,10 +208,25 @@ async fn accept_loop(listener: TcpListener, router: Arc<Router>, shutdown: Cance
                 .with_upgrades();
             tokio::pin!(conn);
             let result = tokio::select! {
+                biased;
                 r = conn.as_mut() => r,
                 _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+                    // hyper closes a connection that has no request yet at once. One
+                    // accepted just before the shutdown may have its request still in
+                    // flight: wait for it (briefly) so it is answered, not reset.
+                    let first = tokio::time::timeout(FIRST_REQUEST_GRACE, requested.notified());
+                    let ended = tokio::select! {
+                        biased;
+                        r = conn.as_mut() => Some(r),
+                        _ = first => None,
+                    };
+                    match ended {
+                        Some(r) => r,
+                        None => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    }
                 }
             };
             if let Err(e) = result {

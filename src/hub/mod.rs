@@ -634,6 +634,22 @@ impl Hub {
             && self.members.iter().all(|m| m.lock().is_ok())
     }
 
+    /// TEST ONLY, reached through `REALTIME_TEST_HOOKS=1` and SIGUSR2 (see `service`): holds
+    /// every shard's lock for `d` on a thread of its own, so tests can show that a stuck
+    /// hub stops the systemd watchdog pings.
+    pub fn hang_shards_for_test(self: &Arc<Self>, d: std::time::Duration) {
+        let hub = self.clone();
+        std::thread::spawn(move || {
+            let held: Vec<_> = hub
+                .shards
+                .iter()
+                .filter_map(|s| s.channels.lock().ok())
+                .collect();
+            std::thread::sleep(d);
+            drop(held);
+        });
+    }
+
     /// Channels, members and subscriptions right now.
     pub fn stats(&self) -> HubStats {
         let mut stats = HubStats::default();
