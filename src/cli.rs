@@ -1,8 +1,10 @@
-//! The command line: flags that override the config file, and the helper commands.
+//! The command line: flags that override the config file, and the helper commands; and
+//! the man page, realtime(8), generated from this definition (`realtime man`).
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
 
@@ -62,12 +64,115 @@ pub enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Print the man page, realtime(8), as roff (the packages install it).
+    #[command(hide = true)]
+    Man,
 }
+
+/// realtime(8): NAME, SYNOPSIS and OPTIONS from the clap definition, COMMANDS from its
+/// visible subcommands, then what a daemon's page needs besides. No date, so the same
+/// binary always writes the same bytes.
+pub fn write_man_page(out: &mut dyn Write) -> io::Result<()> {
+    let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd.clone())
+        .section("8")
+        .manual("System Manager's Manual");
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    out.write_all(MAN_DESCRIPTION.as_bytes())?;
+    man.render_options_section(out)?;
+    out.write_all(b".SH COMMANDS\n")?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let args: Vec<String> = sub
+            .get_positionals()
+            .map(|a| format!(" \\fI{}\\fR", a.get_id().as_str().to_uppercase()))
+            .collect();
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        writeln!(
+            out,
+            ".TP\n\\fBrealtime {}\\fR{}\n{about}",
+            sub.get_name(),
+            args.concat()
+        )?;
+    }
+    out.write_all(MAN_SECTIONS.as_bytes())?;
+    man.render_version_section(out)
+}
+
+const MAN_DESCRIPTION: &str = r#".SH DESCRIPTION
+\fBrealtime\fR is a message server for web clients. Browsers and backends connect with
+the stock Socket.IO client (Engine.IO v4, Socket.IO v5, over WebSocket or HTTP long-polling),
+join named channels and publish to them; every member of a channel hears every message.
+The same port serves an HTTP API (\fB/api/publish\fR, \fB/api/channels\fR, \fB/healthz\fR,
+\fB/readyz\fR), the client bundle (\fB/realtime.js\fR) and a chat demo (\fB/\fR).
+A Flash socket policy responder answers on port 843 when it can bind it.
+.PP
+Under systemd, \fBrealtime.socket\fR and \fBrealtime\-flash.socket\fR hold the ports and
+pass them to \fBrealtime.service\fR, which reports readiness, status and watchdog pings
+with sd_notify(3); a restart refuses no connection. Started as root (supervisord,
+\fBsudo realtime\fR), it binds its ports, then switches to \fB[Server] user\fR.
+"#;
+
+const MAN_SECTIONS: &str = r#".SH FILES
+.TP
+\fI/etc/realtime/realtime.conf\fR
+The configuration (INI). Without \fB\-\-config\fR, this file is read if it exists, else
+\fI./etc/realtime.conf\fR, else built\-in defaults. Every key is listed with its default
+in the sample file. An unknown key or a bad value stops the server with an error naming
+the file, line and key.
+.TP
+\fI/etc/realtime/license.txt\fR
+License keys, one a line: hex sha1 of a domain and \fB[License] secret\fR.
+.TP
+\fI/usr/share/realtime/www/\fR
+The demo page and client bundle of the packages (\fB[Server] www\fR); the binary
+carries its own copies.
+.TP
+\fI/usr/share/doc/realtime/examples/supervisor/\fR
+supervisord configuration and \fBstart\fR, \fBstop\fR, \fBstatus\fR, \fBrestart\fR
+commands, for machines without systemd.
+.SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop accepting, tell every client to disconnect, flush the monitor queue briefly, exit 0.
+.TP
+\fBSIGHUP\fR
+Reload the configuration file: what can change live is applied, every other changed key
+is named in the log as needing a restart. A file with errors is not applied.
+.SH ENVIRONMENT
+.TP
+\fBLISTEN_FDS\fR, \fBLISTEN_FDNAMES\fR, \fBLISTEN_PID\fR
+Sockets passed by the service manager, by name: \fBhttp\fR and \fBflash\fR.
+What was not passed is bound from the configuration.
+.TP
+\fBNOTIFY_SOCKET\fR, \fBWATCHDOG_USEC\fR
+Where READY=1, STATUS=, RELOADING=1, STOPPING=1 and WATCHDOG=1 go.
+.TP
+\fBJOURNAL_STREAM\fR
+When it matches standard error, log lines carry journal priorities.
+.TP
+\fBREALTIME_SYSLOG_SOCKET\fR
+The syslog socket for \fB[Log] target = syslog\fR (default \fI/dev/log\fR).
+.TP
+\fBRUST_LOG\fR
+A log filter that wins over \fB[Log] level\fR.
+.SH EXIT STATUS
+0 after a clean stop; 64 for a configuration error; 1 for any other failure.
+.SH EXAMPLES
+.nf
+systemctl enable \-\-now realtime.socket
+systemctl reload realtime
+journalctl \-u realtime
+realtime check\-config /etc/realtime/realtime.conf
+.fi
+.SH SEE ALSO
+systemctl(1), journalctl(1), systemd.socket(5), sd_notify(3), supervisord(1)
+"#;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn definition_is_consistent() {
@@ -85,5 +190,29 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::CheckConfig { .. })));
         assert!(Cli::try_parse_from(["realtime", "--port", "x"]).is_err());
         assert!(Cli::try_parse_from(["realtime", "--port", "70000"]).is_err());
+    }
+
+    #[test]
+    fn man_page_is_section_8_with_every_visible_command() {
+        let mut page = Vec::new();
+        write_man_page(&mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.contains("\n.TH realtime 8 "), "{page}");
+        for want in [
+            ".SH NAME",
+            ".SH OPTIONS",
+            "check-config",
+            ".SH FILES",
+            "\\-\\-config",
+        ] {
+            assert!(page.contains(want), "no {want:?} in\n{page}");
+        }
+        assert!(
+            !page.contains("realtime man"),
+            "the hidden command is listed"
+        );
+        let mut again = Vec::new();
+        write_man_page(&mut again).unwrap();
+        assert_eq!(page.as_bytes(), again, "not deterministic");
     }
 }

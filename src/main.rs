@@ -20,8 +20,10 @@ const RUNTIME_WIND_DOWN: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::CheckConfig { file }) = &cli.command {
-        return check_config(file);
+    match &cli.command {
+        Some(Command::CheckConfig { file }) => return check_config(file),
+        Some(Command::Man) => return man_page(),
+        None => {}
     }
 
     let overrides = cli.overrides();
@@ -99,6 +101,18 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `realtime man`: realtime(8) as roff on stdout, for the packages.
+fn man_page() -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match realtime::cli::write_man_page(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("realtime: cannot write the man page: {e}");
             ExitCode::FAILURE
         }
     }
