@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The supervisord way, as a tarball user runs it: packaging/supervisor/ copied into a
+# temporary tree beside bin/realtime and etc/realtime.conf; its start brings the server up
+# (a stock Socket.IO client round trip works), status says RUNNING, restart replaces the
+# process, stop ends it and supervisord. As root (CI), in a network namespace of its own,
+# the server also binds 843 and drops to user nobody (checked in /proc/PID/status).
+#
+#   tests/packaging/supervisor.sh      (needs supervisord, node and tests/node_modules)
+#
+# Prints "supervisord: N passed, M failed"; exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+BIN=${REALTIME_BIN:-$REPO/target/debug/realtime}
+
+for tool in supervisord supervisorctl node curl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (tests/run installs it)" >&2; exit 1; }
+done
+[[ -x $BIN ]] || { echo "no binary at $BIN: cargo build first" >&2; exit 1; }
+[[ -d tests/node_modules/socket.io-client ]] || { echo "run npm ci --prefix tests first" >&2; exit 1; }
+
+ROOT_RUN=0
+if [[ $(id -u) -eq 0 ]]; then
+  ROOT_RUN=1
+  # Port 843 and the HTTP port in a network namespace of this test alone.
+  if [[ -z ${REALTIME_TEST_NETNS:-} ]]; then
+    exec env REALTIME_TEST_NETNS=1 unshare --net -- "$0" "$@"
+  fi
+  ip link set lo up
+fi
+
+PASS=0 FAIL=0
+ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
+not_ok() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
+check() { local name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; fi; }
+has() { [[ $1 == *"$2"* ]]; }
+
+T=$(mktemp -d /tmp/realtime-supervisor.XXXXXX)
+cleanup() {
+  set +e
+  local pid
+  pid=$(cat "$T/run/supervisord.pid" 2>/dev/null)
+  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+    pkill -KILL -P "$pid"
+    kill -KILL "$pid"
+  fi
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- a tarball's tree
+mkdir -p "$T/packaging" "$T/bin" "$T/etc"
+cp -r packaging/supervisor "$T/packaging/"
+install -m 0755 "$BIN" "$T/bin/realtime"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+if ((ROOT_RUN)); then
+  FLASH=843
+  USER_LINE="user = nobody"
+else
+  FLASH=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  USER_LINE="#user = (not root: no change)"
+fi
+cat >"$T/etc/realtime.conf" <<EOF
+[Server]
+bind = 127.0.0.1:$PORT
+$USER_LINE
+
+[Flash]
+port = $FLASH
+EOF
+CMD=$T/packaging/supervisor
+URL=http://127.0.0.1:$PORT
+
+# program_pid: the pid supervisorctl status shows ("realtime RUNNING pid 123, uptime ...").
+program_pid() { "$CMD/status" 2>/dev/null | sed -n 's/.*RUNNING *pid \([0-9]*\),.*/\1/p'; }
+roundtrip() { node tests/packaging/client.mjs roundtrip "$URL" 2>&1 || true; }
+flash() {
+  timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$1; printf "<policy-file-request/>\0" >&3; cat <&3' _ "$1" 2>/dev/null | tr '\0' '@' || true
+}
+
+# ---------------------------------------------------------------- start
+out=$("$CMD/start" 2>&1) && rc=0 || rc=$?
+echo "$out" | sed 's/^/    /'
+check "start exits 0" test "$rc" = 0
+check "start waits for RUNNING" has "$out" "RUNNING"
+out=$("$CMD/status" 2>&1) && rc=0 || rc=$?
+check "status says RUNNING and exits 0 ($out)" bash -c '[[ $1 == 0 && $2 == *RUNNING* ]]' _ "$rc" "$out"
+pid=$(program_pid)
+check "the program runs the tree's bin/realtime" \
+  bash -c '[[ $(readlink "/proc/$1/exe") == "$2" ]]' _ "$pid" "$T/bin/realtime"
+out=$(roundtrip)
+check "a stock Socket.IO client round trip works ($out)" has "$out" '"ok":true'
+check "the Flash policy port answers" has "$(flash "$FLASH")" "</cross-domain-policy>"
+check "the server's log goes to log/realtime.log" \
+  bash -c 'grep -q "listening on" "$1"' _ "$T/log/realtime.log"
+check "supervisord's socket and pid file are in run/" \
+  test -S "$T/run/supervisord.sock" -a -f "$T/run/supervisord.pid"
+
+if ((ROOT_RUN)); then
+  nobody_uid=$(id -u nobody) nobody_gid=$(id -g nobody)
+  status=$(cat "/proc/$pid/status")
+  check "started as root, the server runs as nobody" \
+    bash -c 'grep -Eq "^Uid:\s+$2\s+$2\s+$2\s+$2$" <<<"$1"' _ "$status" "$nobody_uid"
+  check "with nobody's group and no supplementary groups" \
+    bash -c 'grep -Eq "^Gid:\s+$2\s+$2\s+$2\s+$2$" <<<"$1" && grep -Eq "^Groups:\s*$" <<<"$1"' _ "$status" "$nobody_gid"
+  check "it bound 843 before dropping root" \
+    bash -c 'grep -q "dropped root privileges" "$1"' _ "$T/log/realtime.log"
+fi
+
+# ---------------------------------------------------------------- restart
+out=$("$CMD/restart" 2>&1) && rc=0 || rc=$?
+echo "$out" | sed 's/^/    /'
+check "restart exits 0 and is RUNNING" bash -c '[[ $1 == 0 && $2 == *RUNNING* ]]' _ "$rc" "$out"
+pid2=$(program_pid)
+check "restart replaced the process ($pid -> $pid2)" bash -c '[[ -n $2 && $1 != "$2" ]] && ! kill -0 "$1" 2>/dev/null' _ "$pid" "$pid2"
+check "the old process stopped cleanly on SIGTERM" \
+  bash -c 'grep -q "SIGTERM: shutting down" "$1" && grep -q "stopped: realtime (exit status 0)" "$2"' _ \
+  "$T/log/realtime.log" "$T/log/supervisord.log"
+out=$(roundtrip)
+check "the round trip works after the restart" has "$out" '"ok":true'
+
+# ---------------------------------------------------------------- stop
+sv_pid=$(cat "$T/run/supervisord.pid")
+out=$("$CMD/stop" 2>&1) && rc=0 || rc=$?
+echo "$out" | sed 's/^/    /'
+check "stop exits 0" test "$rc" = 0
+check "stop ended the server and supervisord" \
+  bash -c '! kill -0 "$1" 2>/dev/null && ! kill -0 "$2" 2>/dev/null' _ "$pid2" "$sv_pid"
+check "the port is closed" bash -c '! curl -fsS -m 2 -o /dev/null "$1/healthz" 2>/dev/null' _ "$URL"
+out=$("$CMD/status" 2>&1) && rc=0 || rc=$?
+check "status then says STOPPED and exits 3 ($out)" bash -c '[[ $1 == 3 && $2 == *STOPPED* ]]' _ "$rc" "$out"
+out=$("$CMD/stop" 2>&1) && rc=0 || rc=$?
+check "stop when stopped is not an error ($out)" test "$rc" = 0
+
+echo
+echo "supervisord: $PASS passed, $FAIL failed"
+if ((FAIL)); then
+  echo "--- log/realtime.log ---"; tail -n 30 "$T/log/realtime.log" 2>/dev/null || true
+  echo "--- log/supervisord.log ---"; tail -n 30 "$T/log/supervisord.log" 2>/dev/null || true
+  exit 1
+fi
