@@ -6,6 +6,7 @@
 //! this file routes an HTTP request to the right session and maps errors to the
 //! reference server's responses.
 
+mod buffered;
 pub mod packet;
 pub(crate) mod queue;
 pub mod session;

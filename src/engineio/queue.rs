@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 
 use super::socket::{Outgoing, SendError};
 
-/// Capacity kept after a burst has drained; more is given back.
-const KEEP_CAPACITY: usize = 64;
+/// Capacity kept after a burst has drained; more is given back (idle connections are many).
+const KEEP_CAPACITY: usize = 8;
 
 pub(crate) struct Queue {
     /// Held only to push or pop; never across an await.

@@ -19,12 +19,13 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::debug;
 
+use super::buffered::Buffered;
 use super::packet::{self, Frame, Packet, Str};
 use super::queue::Queue;
 use super::socket::{CloseReason, Outgoing, Socket, TransportKind};
 use super::{Connection, Inner, Message};
 
-pub(crate) type WsStream = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type WsStream = WebSocketStream<Buffered<TokioIo<Upgraded>>>;
 
 /// How many queued items a writer takes before it flushes once.
 const DRAIN_BATCH: usize = 256;
