@@ -129,6 +129,12 @@ impl Session {
                 Some(control) = self.control.recv() => self.on_control(control).await?,
                 msg = ws_next(&mut self.ws) => self.on_ws_message(msg)?,
                 n = self.queue.wait_take(DRAIN_BATCH, &mut batch), if can_write => {
+                    if n > 0 && n < DRAIN_BATCH && self.ws.is_some() {
+                        // Let the broadcasts already under way land too: one write for
+                        // several of them costs less than a write for each.
+                        tokio::task::yield_now().await;
+                        self.queue.take(DRAIN_BATCH - n, &mut batch);
+                    }
                     if n > 0 {
                         self.write(batch).await?;
                     }
