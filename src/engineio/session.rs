@@ -27,6 +27,9 @@ use super::{Connection, Inner, Message};
 
 pub(crate) type WsStream = WebSocketStream<Buffered<TokioIo<Upgraded>>>;
 
+/// How long a client's close waits for a GET it sent alongside.
+const CLIENT_CLOSE_GRACE: Duration = Duration::from_millis(100);
+
 /// How many queued items a writer takes before it flushes once.
 const DRAIN_BATCH: usize = 256;
 
@@ -402,14 +405,20 @@ impl Session {
                     packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
                 }
             };
+            // A server close gives the client one poll to collect what was queued before it.
+            // A client close answers a GET sent together with it (a client that closes
+            // while polling does so) even when the close overtook it on the way in.
+            let wait = match reason {
+                _ if graceful => Some(self.inner.config.close_grace),
+                CloseReason::ClientClose => Some(CLIENT_CLOSE_GRACE),
+                _ => None,
+            };
             if let Some(w) = self.waiting.take() {
                 let _ = w.send(Ok(body));
-            } else if graceful {
-                // Give the client one poll to collect what was queued before the close.
-                let wait = self.inner.config.close_grace;
-                if let Ok(Some(Control::Poll(reply))) = timeout(wait, self.control.recv()).await {
-                    let _ = reply.send(Ok(body));
-                }
+            } else if let Some(wait) = wait
+                && let Ok(Some(Control::Poll(reply))) = timeout(wait, self.control.recv()).await
+            {
+                let _ = reply.send(Ok(body));
             }
         }
         self.control.close();
