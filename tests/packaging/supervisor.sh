@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 BIN=${REALTIME_BIN:-$REPO/target/debug/realtime}
+# The scripts take these as overrides; this test wants the tarball's own choices.
+unset REALTIME_BIN REALTIME_CONFIG REALTIME_RUN_DIR REALTIME_LOG_DIR REALTIME_MANAGER
 
 for tool in supervisord supervisorctl node curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (tests/run installs it)" >&2; exit 1; }
