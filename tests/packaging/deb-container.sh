@@ -20,7 +20,6 @@
 # on exit. Prints "packages in systemd: N passed, M failed"; non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-REPO=$PWD
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "SKIPPED: the package container test needs root (CI runs as root)"
@@ -39,7 +38,7 @@ check() { local name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; f
 has() { [[ $1 == *"$2"* ]]; }
 
 W=$(mktemp -d /tmp/realtime-pkgct.XXXXXX)
-NS= LOOP=
+NS='' LOOP=''
 cleanup() {
   set +e
   [[ -n $LOOP ]] && kill "$LOOP" 2>/dev/null && wait "$LOOP" 2>/dev/null
@@ -70,7 +69,7 @@ RPM1=$(cd "$IN" && ls realtime-*-1.*.rpm) RPM2=$(cd "$IN" && ls realtime-*-2.*.r
 echo "packages: $DEB1 $DEB2 $RPM1 $RPM2"
 
 # ---------------------------------------------------------------- the container's root
-mount -t overlay overlay -o lowerdir=/,upperdir="$W/upper",workdir="$W/work" "$W/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$W/upper,workdir=$W/work" "$W/root"
 R=$W/root
 rm -f "$R/usr/sbin/policy-rc.d"                  # this image blocks starts from package scripts
 # Services this machine has enabled that have no business in the test.
