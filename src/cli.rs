@@ -1,6 +1,7 @@
 //! The command line: flags that override the config file, and the helper commands.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,23 @@ pub enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Print the license key of a domain, for the license file ([License] secret from the config).
+    License {
+        /// A domain (`mydomain.com`) or an origin (`https://www.mydomain.com`); keys are
+        /// issued for the last two labels of a name, or a whole IP address.
+        domain: String,
+    },
+    /// Print an identity token signed with [Identity] secret from the config.
+    Token {
+        /// The identity (the token's `sub`).
+        identity: String,
+        /// Channels the token allows (names or `prefix*`), comma-separated; default: all.
+        #[arg(long, value_delimiter = ',')]
+        channels: Option<Vec<String>>,
+        /// How long the token is valid (e.g. 90s, 15m, 1h, 7d).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
 }
 
 #[cfg(test)]
@@ -53,6 +71,31 @@ mod tests {
         assert_eq!(cli.config, Some(PathBuf::from("x.conf")));
         let cli = Cli::try_parse_from(["realtime", "check-config", "a.conf"]).unwrap();
         assert!(matches!(cli.command, Some(Command::CheckConfig { .. })));
+        let cli = Cli::try_parse_from(["realtime", "license", "mydomain.com"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::License { domain }) if domain == "mydomain.com")
+        );
+        let cli = Cli::try_parse_from([
+            "realtime",
+            "token",
+            "alice",
+            "--channels",
+            "chat,room-*",
+            "--ttl",
+            "15m",
+        ])
+        .unwrap();
+        let Some(Command::Token {
+            identity,
+            channels,
+            ttl,
+        }) = cli.command
+        else {
+            panic!("not a token command")
+        };
+        assert_eq!(identity, "alice");
+        assert_eq!(channels.unwrap(), ["chat", "room-*"]);
+        assert_eq!(ttl, Duration::from_secs(900));
         assert!(Cli::try_parse_from(["realtime", "--port", "x"]).is_err());
         assert!(Cli::try_parse_from(["realtime", "--port", "70000"]).is_err());
     }

@@ -24,6 +24,14 @@ fn main() -> ExitCode {
                 for w in c.warnings() {
                     eprintln!("warning: {w}");
                 }
+                // The license file it names (or finds) must be readable too.
+                match realtime::auth::Rules::from_config(&c) {
+                    Ok((_, warnings)) => warnings.iter().for_each(|w| eprintln!("warning: {w}")),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -44,6 +52,31 @@ fn main() -> ExitCode {
     if let Some(port) = cli.port {
         config.server.websocket_port = Some(port);
     }
+    match &cli.command {
+        Some(Command::License { domain }) => {
+            let (key, reduced) = realtime::auth::license_key(domain, &config);
+            eprintln!("license key for {reduced}:");
+            println!("{key}");
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Token {
+            identity,
+            channels,
+            ttl,
+        }) => {
+            return match realtime::auth::mint_token(&config, identity, channels.clone(), *ttl) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("realtime: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
+        }
+        _ => {}
+    }
     let level = if cli.debug || config.server.debug {
         "debug".to_owned()
     } else {
@@ -57,6 +90,14 @@ fn main() -> ExitCode {
     for w in config.warnings() {
         warn!("{w}");
     }
+    // Everything the config names (license file, monitor) is checked before binding.
+    let product = match server::product(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("realtime: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
 
     // Bind before the runtime starts, so a port in use fails fast and plainly.
     let mut listeners = Vec::new();
@@ -80,7 +121,6 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        let product = server::product(&config);
         server::serve(listeners, product.router, shutdown, SHUTDOWN_GRACE).await
     });
     match result {
