@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::Config;
+
 /// Realtime: a message server for web clients over Socket.IO.
 #[derive(Debug, Parser)]
 #[command(name = "realtime", version, about, long_about = None)]
@@ -24,6 +26,34 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The flags that override the file, kept so a reload applies them again.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            port: self.port,
+            debug: self.debug,
+        }
+    }
+}
+
+/// Command-line settings that win over the configuration file, at start and on reload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    pub port: Option<u16>,
+    pub debug: bool,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(port) = self.port {
+            config.server.websocket_port = Some(port);
+        }
+        if self.debug {
+            config.server.debug = true;
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,11 @@
 //! - [`server`]: listeners in, connections served, shutdown out;
 //! - [`config`]: the INI file and its defaults; [`cli`]: the command line.
 //!
+//! Around the product, the daemon (SPEC §7, §10): [`service`] (sockets in, signals, run),
+//! [`systemd`] (named sockets, sd_notify, watchdog), [`reload`] (SIGHUP), [`log`]
+//! (journald, syslog, stderr), [`privileges`] (dropping root), [`flash`] (the Flash
+//! socket policy responder).
+//!
 //! Beside the request path: [`auth`] (origins, license keys, API keys, identity tokens)
 //! and [`monitor`] (webhooks for what happens in the hub).
 
@@ -17,9 +22,15 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod engineio;
+pub mod flash;
 pub mod http;
 pub mod hub;
+pub mod log;
 pub mod monitor;
+pub mod privileges;
 pub mod ratelimit;
+pub mod reload;
 pub mod server;
+pub mod service;
 pub mod socketio;
+pub mod systemd;

@@ -1,47 +1,30 @@
-//! The `realtime` binary: parse the command line and config, bind, serve until a signal.
+//! The `realtime` binary: read the config, take or bind the sockets, drop root, serve
+//! until a signal. Each step lives in its module; this file is their order.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use realtime::cli::{Cli, Command};
 use realtime::config::Config;
-use realtime::server;
+use realtime::reload::{self, Reloader};
+use realtime::{flash, log, privileges, service, systemd};
 
 /// sysexits EX_USAGE: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
-/// How long shutdown waits for sessions to say goodbye.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long the runtime may take to wind down once serving is over (a probe of a stuck
+/// hub never returns; it must not keep the process alive).
+const RUNTIME_WIND_DOWN: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        return match Config::load(file) {
-            Ok(c) => {
-                for w in c.warnings() {
-                    eprintln!("warning: {w}");
-                }
-                // The license file it names (or finds) must be readable too.
-                match realtime::auth::Rules::from_config(&c) {
-                    Ok((_, warnings)) => warnings.iter().for_each(|w| eprintln!("warning: {w}")),
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return ExitCode::from(EXIT_CONFIG);
-                    }
-                }
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        };
+        return check_config(file);
     }
 
+    let overrides = cli.overrides();
     let (mut config, path) = match Config::discover(cli.config.as_deref()) {
         Ok(found) => found,
         Err(e) => {
@@ -49,40 +32,21 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(port) = cli.port {
-        config.server.websocket_port = Some(port);
-    }
+    overrides.apply(&mut config);
     match &cli.command {
-        Some(Command::License { domain }) => {
-            let (key, reduced) = realtime::auth::license_key(domain, &config);
-            eprintln!("license key for {reduced}:");
-            println!("{key}");
-            return ExitCode::SUCCESS;
-        }
+        Some(Command::License { domain }) => return print_license(domain, &config),
         Some(Command::Token {
             identity,
             channels,
             ttl,
-        }) => {
-            return match realtime::auth::mint_token(&config, identity, channels.clone(), *ttl) {
-                Ok(token) => {
-                    println!("{token}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("realtime: {e}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            };
-        }
+        }) => return print_token(&config, identity, channels.clone(), *ttl),
         _ => {}
     }
-    let level = if cli.debug || config.server.debug {
-        "debug".to_owned()
-    } else {
-        config.log.level.clone()
-    };
-    init_logging(&level);
+
+    let logging = log::init(config.log.target, reload::log_level(&config));
+    if let Some(why) = &logging.fallback {
+        warn!("{why}");
+    }
     match &path {
         Some(p) => info!("configuration from {}", p.display()),
         None => info!("no configuration file; using built-in defaults"),
@@ -90,75 +54,118 @@ fn main() -> ExitCode {
     for w in config.warnings() {
         warn!("{w}");
     }
-    // Everything the config names (license file, monitor) is checked before binding.
-    let product = match server::product(&config) {
-        Ok(p) => p,
+    // The license file the configuration names (or finds) must be readable.
+    if let Err(e) = realtime::auth::Rules::from_config(&config) {
+        error!("{e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let account = match privileges::resolve(config.server.user.as_deref()) {
+        Ok(a) => a,
         Err(e) => {
-            eprintln!("realtime: {e}");
+            error!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
 
-    // Bind before the runtime starts, so a port in use fails fast and plainly.
-    let mut listeners = Vec::new();
-    for addr in config.server.listen_addrs() {
-        match server::bind(&addr) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                eprintln!("realtime: {e}");
-                return ExitCode::FAILURE;
-            }
+    // Sockets before the runtime: systemd's fds are taken while this is the only thread,
+    // and a port in use fails fast and plainly.
+    let inherited = match systemd::inherited_listeners() {
+        Ok(i) => i,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
         }
+    };
+    let listeners = match service::listeners(&config, inherited) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let policy = match flash::policy(config.flash.policy_file.as_deref(), &listeners.http_ports()) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // Every port is bound: root is no longer needed.
+    if let Err(e) = privileges::drop_to(account.as_ref()) {
+        error!("{e}");
+        return ExitCode::FAILURE;
     }
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("realtime: cannot start the runtime: {e}");
+            error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
-        server::serve(listeners, product.router, shutdown, SHUTDOWN_GRACE).await
-    });
+    let reloader = Reloader::new(path, overrides, config.clone(), logging);
+    let result = runtime.block_on(service::run(config, listeners, policy, reloader));
+    runtime.shutdown_timeout(RUNTIME_WIND_DOWN);
     match result {
         Ok(()) => {
             info!("stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("realtime: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("realtime={level},{level}"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+/// `realtime check-config FILE`: 0 and `FILE: ok` if valid, 64 and the error if not.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(c) => {
+            for w in c.warnings() {
+                eprintln!("warning: {w}");
+            }
+            // The license file it names (or finds) must be readable too.
+            match realtime::auth::Rules::from_config(&c) {
+                Ok((_, warnings)) => warnings.iter().for_each(|w| eprintln!("warning: {w}")),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
+/// `realtime license DOMAIN`: the key on stdout, the domain it is for on stderr.
+fn print_license(domain: &str, config: &Config) -> ExitCode {
+    let (key, reduced) = realtime::auth::license_key(domain, config);
+    eprintln!("license key for {reduced}:");
+    println!("{key}");
+    ExitCode::SUCCESS
+}
+
+/// `realtime token IDENTITY`: a token signed with `[Identity] secret`, on stdout.
+fn print_token(
+    config: &Config,
+    identity: &str,
+    channels: Option<Vec<String>>,
+    ttl: Duration,
+) -> ExitCode {
+    match realtime::auth::mint_token(config, identity, channels, ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("realtime: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
-    shutdown.cancel();
 }

@@ -13,7 +13,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, Security};
@@ -26,6 +28,8 @@ use crate::socketio::{SocketIo, SocketIoConfig};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// At shutdown, how long a connection accepted without a request yet may take to send one.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 /// How long shutdown keeps posting queued monitor events (SPEC §5: a few seconds).
 const MONITOR_FLUSH: Duration = Duration::from_secs(3);
 
@@ -149,6 +153,10 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> io::Result<()> {
+    // Every accepted connection, so shutdown can let the ones in flight finish: a
+    // connection accepted just before the signal would otherwise be reset, and under
+    // socket activation a restart must fail no request.
+    let connections = TaskTracker::new();
     let mut accept_loops = Vec::new();
     for std_listener in listeners {
         let listener = TcpListener::from_std(std_listener)?;
@@ -157,6 +165,7 @@ pub async fn serve(
             listener,
             router.clone(),
             shutdown.clone(),
+            connections.clone(),
         )));
     }
     shutdown.cancelled().await;
@@ -181,6 +190,16 @@ pub async fn serve(
             "shutdown grace period over; sessions dropped"
         );
     }
+    connections.close();
+    if tokio::time::timeout_at(deadline, connections.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            connections = connections.len(),
+            "shutdown grace period over; HTTP connections dropped"
+        );
+    }
     // Last, so what happened while sessions closed is posted too (bounded).
     if let Some(monitor) = router.monitor_handle() {
         monitor.flush(MONITOR_FLUSH).await;
@@ -188,7 +207,12 @@ pub async fn serve(
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, router: Arc<Router>, shutdown: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Arc<Router>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -205,8 +229,12 @@ async fn accept_loop(listener: TcpListener, router: Arc<Router>, shutdown: Cance
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
+            // Signalled by every request; a stored permit means one has arrived.
+            let requested = Arc::new(Notify::new());
+            let on_request = requested.clone();
             let service = service_fn(move |req| {
+                on_request.notify_one();
                 let router = router.clone();
                 async move { Ok::<_, std::convert::Infallible>(router.handle(req, Some(peer)).await) }
             });
@@ -217,10 +245,25 @@ async fn accept_loop(listener: TcpListener, router: Arc<Router>, shutdown: Cance
                 .with_upgrades();
             tokio::pin!(conn);
             let result = tokio::select! {
+                biased;
                 r = conn.as_mut() => r,
                 _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+                    // hyper closes a connection that has no request yet at once. One
+                    // accepted just before the shutdown may have its request still in
+                    // flight: wait for it (briefly) so it is answered, not reset.
+                    let first = tokio::time::timeout(FIRST_REQUEST_GRACE, requested.notified());
+                    let ended = tokio::select! {
+                        biased;
+                        r = conn.as_mut() => Some(r),
+                        _ = first => None,
+                    };
+                    match ended {
+                        Some(r) => r,
+                        None => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    }
                 }
             };
             if let Err(e) = result {

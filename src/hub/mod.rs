@@ -15,7 +15,7 @@ mod observer;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -290,16 +290,17 @@ impl Hub {
         let key = Member::key_for(identity.as_deref(), &socket.sid);
         loop {
             let member = {
-                let Ok(mut reg) = self.registry(&key).lock() else {
-                    continue;
-                };
+                // Nothing panics while holding these locks; if something ever did, the
+                // maps are still consistent enough to go on with.
+                let mut reg = self
+                    .registry(&key)
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 reg.entry(Arc::from(key.as_str()))
                     .or_insert_with(|| Arc::new(Member::new(identity.clone(), &socket.sid)))
                     .clone()
             };
-            let Ok(mut st) = member.state.lock() else {
-                continue;
-            };
+            let mut st = member.state.lock().unwrap_or_else(PoisonError::into_inner);
             if st.gone {
                 // It left between the lookup and the lock; a fresh member will be made.
                 drop(st);
@@ -681,6 +682,22 @@ impl Hub {
     pub fn probe(&self) -> bool {
         self.shards.iter().all(|s| s.channels.lock().is_ok())
             && self.members.iter().all(|m| m.lock().is_ok())
+    }
+
+    /// TEST ONLY, reached through `REALTIME_TEST_HOOKS=1` and SIGUSR2 (see `service`): holds
+    /// every shard's lock for `d` on a thread of its own, so tests can show that a stuck
+    /// hub stops the systemd watchdog pings.
+    pub fn hang_shards_for_test(self: &Arc<Self>, d: std::time::Duration) {
+        let hub = self.clone();
+        std::thread::spawn(move || {
+            let held: Vec<_> = hub
+                .shards
+                .iter()
+                .filter_map(|s| s.channels.lock().ok())
+                .collect();
+            std::thread::sleep(d);
+            drop(held);
+        });
     }
 
     /// Channels, members and subscriptions right now.

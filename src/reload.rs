@@ -1,0 +1,320 @@
+//! SIGHUP (SPEC §8): re-read the configuration file used at start, apply what can change
+//! live, and name every changed key that needs a restart.
+//!
+//! [`KEYS`] lists every key with whether it is [`Apply::Live`]. The running configuration
+//! takes a live key's new value; a restart-only key keeps the value the daemon runs with,
+//! so it is reported again on every reload until the restart. Making a key live later is a
+//! one-word change in the table plus its effect in [`Reloader::apply_live`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use crate::auth::Security;
+use crate::cli::Overrides;
+use crate::config::Config;
+use crate::log::Logging;
+
+/// When a key's new value takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    /// On reload.
+    Live,
+    /// At the next start.
+    Restart,
+}
+
+/// One configuration key, as written in the file.
+pub struct Key {
+    pub section: &'static str,
+    pub name: &'static str,
+    pub apply: Apply,
+    changed: fn(&Config, &Config) -> bool,
+    /// Copies this key's value from the new configuration into the running one.
+    take: fn(&mut Config, &Config),
+}
+
+macro_rules! key {
+    ($section:literal, $name:literal, $apply:ident, $($field:ident).+) => {
+        Key {
+            section: $section,
+            name: $name,
+            apply: Apply::$apply,
+            changed: |old, new| old.$($field).+ != new.$($field).+,
+            take: |running, new| running.$($field).+ = new.$($field).+.clone(),
+        }
+    };
+}
+
+/// Every key of SPEC §8. The monitor becomes live when it can be rebuilt in place.
+pub const KEYS: &[Key] = &[
+    key!("Server", "debug", Live, server.debug),
+    key!("Server", "bind", Restart, server.bind),
+    key!("Server", "websocket-port", Restart, server.websocket_port),
+    key!("Server", "path", Restart, server.path),
+    key!("Server", "ping-interval", Restart, server.ping_interval),
+    key!("Server", "ping-timeout", Restart, server.ping_timeout),
+    key!("Server", "max-payload", Restart, server.max_payload),
+    key!("Server", "max-connections", Restart, server.max_connections),
+    key!(
+        "Server",
+        "reconnect-timeout",
+        Restart,
+        server.reconnect_timeout
+    ),
+    key!("Server", "allowed-types", Restart, server.allowed_types),
+    key!("Server", "user", Restart, server.user),
+    key!("Server", "www", Restart, server.www),
+    key!("Server", "connect-timeout", Restart, server.connect_timeout),
+    key!("Flash", "enabled", Restart, flash.enabled),
+    key!("Flash", "port", Restart, flash.port),
+    key!("Flash", "policy-file", Restart, flash.policy_file),
+    key!("Monitor", "url", Restart, monitor.url),
+    key!("Monitor", "events", Restart, monitor.events),
+    key!("Monitor", "secret", Restart, monitor.secret),
+    key!("Monitor", "queue", Restart, monitor.queue),
+    key!("Monitor", "timeout", Restart, monitor.timeout),
+    key!("Monitor", "retries", Restart, monitor.retries),
+    key!(
+        "Messaging",
+        "message-cache-limit",
+        Restart,
+        messaging.message_cache_limit
+    ),
+    key!("Messaging", "client-queue", Restart, messaging.client_queue),
+    key!("Messaging", "max-channels", Restart, messaging.max_channels),
+    key!(
+        "Messaging",
+        "max-channel-name",
+        Restart,
+        messaging.max_channel_name
+    ),
+    key!("Messaging", "max-identity", Restart, messaging.max_identity),
+    key!("License", "file", Live, license.file),
+    key!("License", "secret", Live, license.secret),
+    key!("License", "allowed-origins", Live, license.allowed_origins),
+    key!("Api", "keys", Live, api.keys),
+    key!("Identity", "secret", Live, identity.secret),
+    key!("Identity", "require", Live, identity.require),
+    key!("Cluster", "redis", Restart, cluster.redis),
+    key!("Cluster", "prefix", Restart, cluster.prefix),
+    key!("Cluster", "node-id", Restart, cluster.node_id),
+    key!("Log", "target", Restart, log.target),
+    key!("Log", "level", Live, log.level),
+];
+
+/// The keys whose value differs between `old` and `new`.
+pub fn changed<'k>(old: &Config, new: &Config) -> Vec<&'k Key> {
+    KEYS.iter().filter(|k| (k.changed)(old, new)).collect()
+}
+
+/// The log level a configuration asks for: `[Server] debug` (or `--debug`) means debug.
+pub fn log_level(config: &Config) -> &str {
+    if config.server.debug {
+        "debug"
+    } else {
+        &config.log.level
+    }
+}
+
+/// Holds what a reload needs: the file, the command-line overrides, the running settings
+/// and the handles of whatever changes live.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    overrides: Overrides,
+    running: Config,
+    logging: Logging,
+    /// Origins, license keys, API keys and identity rules, once the product exists.
+    security: Option<Arc<Security>>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        overrides: Overrides,
+        running: Config,
+        logging: Logging,
+    ) -> Reloader {
+        Reloader {
+            path,
+            overrides,
+            running,
+            logging,
+            security: None,
+        }
+    }
+
+    /// Reloads apply the license, API and identity rules to `security` too.
+    pub fn guard(&mut self, security: Arc<Security>) {
+        self.security = Some(security);
+    }
+
+    /// Re-reads the file and applies it; a file that does not parse changes nothing.
+    /// Everything is logged, nothing is returned: a reload never stops the service.
+    pub fn reload(&mut self) {
+        let Some(path) = &self.path else {
+            info!("reload: no configuration file was used at start; nothing to reload");
+            return;
+        };
+        let mut new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload failed; keeping the running configuration: {e}");
+                return;
+            }
+        };
+        self.overrides.apply(&mut new);
+        for w in new.warnings() {
+            warn!("{w}");
+        }
+        let changes = changed(&self.running, &new);
+        let mut live = false;
+        for key in &changes {
+            match key.apply {
+                Apply::Live => {
+                    (key.take)(&mut self.running, &new);
+                    live = true;
+                    info!("reload: [{}] {} changed; applied", key.section, key.name);
+                }
+                Apply::Restart => warn!(
+                    "reload: [{}] {} changed; it takes effect after a restart",
+                    key.section, key.name
+                ),
+            }
+        }
+        if live {
+            self.apply_live();
+        }
+        // Every time, even with no key changed: new license keys go in the license file.
+        if let Some(security) = &self.security
+            && let Err(e) = security.reload(&self.running)
+        {
+            error!("reload: keeping the previous origin, API and identity rules: {e}");
+        }
+        info!(
+            changed = changes.len(),
+            "configuration reloaded from {}",
+            path.display()
+        );
+    }
+
+    /// Hands the live settings to the parts that use them.
+    fn apply_live(&self) {
+        if let Err(e) = self.logging.set_level(log_level(&self.running)) {
+            warn!("reload: [Log] level not applied: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_listed_once() {
+        let mut seen = std::collections::HashSet::new();
+        for k in KEYS {
+            assert!(seen.insert((k.section, k.name)), "{} {}", k.section, k.name);
+        }
+        // Every field of every section: a new key must be classified here.
+        assert_eq!(KEYS.len(), 38);
+    }
+
+    #[test]
+    fn each_key_maps_to_its_own_setting() {
+        let values = [
+            ("Server", "debug", "true"),
+            ("Server", "bind", "127.0.0.1:1"),
+            ("Server", "websocket-port", "1"),
+            ("Server", "path", "/x/"),
+            ("Server", "ping-interval", "1s"),
+            ("Server", "ping-timeout", "1s"),
+            ("Server", "max-payload", "1"),
+            ("Server", "max-connections", "1"),
+            ("Server", "reconnect-timeout", "1s"),
+            ("Server", "allowed-types", "websocket"),
+            ("Server", "user", "nobody"),
+            ("Server", "www", "/www"),
+            ("Server", "connect-timeout", "1s"),
+            ("Flash", "enabled", "false"),
+            ("Flash", "port", "1"),
+            ("Flash", "policy-file", "/p.xml"),
+            ("Monitor", "url", "http://h/"),
+            ("Monitor", "events", "connect"),
+            ("Monitor", "secret", "s"),
+            ("Monitor", "queue", "1"),
+            ("Monitor", "timeout", "1s"),
+            ("Monitor", "retries", "1"),
+            ("Messaging", "message-cache-limit", "1"),
+            ("Messaging", "client-queue", "1"),
+            ("Messaging", "max-channels", "1"),
+            ("Messaging", "max-channel-name", "1"),
+            ("Messaging", "max-identity", "1"),
+            ("License", "file", "/l.txt"),
+            ("License", "secret", "s"),
+            ("License", "allowed-origins", "*"),
+            ("Api", "keys", "k"),
+            ("Identity", "secret", "s"),
+            ("Identity", "require", "true"),
+            ("Cluster", "redis", "redis://h/"),
+            ("Cluster", "prefix", "p"),
+            ("Cluster", "node-id", "n"),
+            ("Log", "target", "stderr"),
+            ("Log", "level", "debug"),
+        ];
+        assert_eq!(values.len(), KEYS.len());
+        for (section, name, value) in values {
+            let new = Config::parse(&format!("[{section}]\n{name} = {value}\n"), "t").unwrap();
+            let got: Vec<_> = changed(&Config::default(), &new)
+                .iter()
+                .map(|k| (k.section, k.name))
+                .collect();
+            assert_eq!(got, [(section, name)]);
+        }
+    }
+
+    #[test]
+    fn changes_are_named_by_section_and_key() {
+        let old = Config::default();
+        let new = Config::parse(
+            "[Log]\nlevel = debug\n[Server]\nping-interval = 5s\n",
+            "t.conf",
+        )
+        .unwrap();
+        let names: Vec<_> = changed(&old, &new)
+            .iter()
+            .map(|k| (k.section, k.name, k.apply))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("Server", "ping-interval", Apply::Restart),
+                ("Log", "level", Apply::Live)
+            ]
+        );
+        assert!(changed(&old, &Config::default()).is_empty());
+    }
+
+    #[test]
+    fn taking_a_live_key_leaves_the_others() {
+        let mut running = Config::default();
+        let new = Config::parse("[Log]\nlevel = warn\n[Server]\npath = /x/\n", "t.conf").unwrap();
+        for k in changed(&running, &new) {
+            if k.apply == Apply::Live {
+                (k.take)(&mut running, &new);
+            }
+        }
+        assert_eq!(running.log.level, "warn");
+        assert_eq!(running.server.path, "/socket.io/");
+        assert_eq!(changed(&running, &new).len(), 1);
+    }
+
+    #[test]
+    fn debug_means_debug_level() {
+        let mut c = Config::default();
+        assert_eq!(log_level(&c), "info");
+        c.server.debug = true;
+        assert_eq!(log_level(&c), "debug");
+    }
+}

@@ -1,0 +1,171 @@
+//! The daemon around the product: which sockets it serves (inherited or bound), and the
+//! run itself: serve, tell systemd, reload on SIGHUP, stop on SIGTERM/SIGINT.
+//!
+//! `main` calls [`listeners`] before the runtime starts (systemd's fds must be taken while
+//! the process has one thread, and privileges are dropped after binding), then [`run`].
+
+use std::future::pending;
+use std::io;
+use std::net::TcpListener as StdListener;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::hub::HubStats;
+use crate::reload::Reloader;
+use crate::systemd::{self, Inherited, notify};
+use crate::{flash, server};
+
+/// How long shutdown waits for sessions to say goodbye.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long the test hook holds the hub's locks.
+const TEST_HANG: Duration = Duration::from_secs(3);
+
+/// The listening sockets, by role.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub http: Vec<StdListener>,
+    pub flash: Vec<StdListener>,
+}
+
+impl Listeners {
+    /// The ports HTTP is served on (for the Flash policy).
+    pub fn http_ports(&self) -> Vec<u16> {
+        self.http
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.port())
+            .collect()
+    }
+}
+
+/// Takes what systemd passed and binds the rest: HTTP on `[Server] bind` unless `http`
+/// sockets were passed; Flash on `[Flash] port` unless `flash` sockets were passed, and
+/// only when enabled. A Flash port that cannot be bound (843 needs root) is a warning.
+pub fn listeners(config: &Config, inherited: Inherited) -> io::Result<Listeners> {
+    let http = if inherited.http.is_empty() {
+        config
+            .server
+            .listen_addrs()
+            .iter()
+            .map(|addr| server::bind(addr))
+            .collect::<io::Result<Vec<_>>>()?
+    } else {
+        info!(
+            sockets = inherited.http.len(),
+            "HTTP sockets passed by the service manager; [Server] bind is not used"
+        );
+        inherited.http
+    };
+    let flash = if !config.flash.enabled {
+        if !inherited.flash.is_empty() {
+            warn!("flash sockets were passed but [Flash] enabled = false; not answering on them");
+        }
+        Vec::new()
+    } else if !inherited.flash.is_empty() {
+        inherited.flash
+    } else {
+        match server::bind(&format!("[::]:{}", config.flash.port)) {
+            Ok(l) => vec![l],
+            Err(e) => {
+                warn!("{e}; Flash policy requests will not be answered");
+                Vec::new()
+            }
+        }
+    };
+    Ok(Listeners { http, flash })
+}
+
+/// Serves until SIGTERM or SIGINT, then closes every session and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    policy: Bytes,
+    mut reloader: Reloader,
+) -> io::Result<()> {
+    // Handlers first: SIGHUP's default action would kill the process.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hang = match std::env::var("REALTIME_TEST_HOOKS").as_deref() {
+        Ok("1") => {
+            warn!("REALTIME_TEST_HOOKS=1: SIGUSR2 makes the hub hang (tests only)");
+            Some(signal(SignalKind::user_defined2())?)
+        }
+        _ => None,
+    };
+
+    let product = server::product(&config).map_err(io::Error::other)?;
+    reloader.guard(product.security.clone());
+    let shutdown = CancellationToken::new();
+    let mut http = tokio::spawn(server::serve(
+        listeners.http,
+        product.router.clone(),
+        shutdown.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    let flash = if listeners.flash.is_empty() {
+        None
+    } else {
+        Some(tokio::spawn(flash::serve(
+            listeners.flash,
+            policy,
+            shutdown.clone(),
+        )))
+    };
+    tokio::spawn(systemd::supervise(
+        product.hub.clone(),
+        product.engine.clone(),
+        shutdown.clone(),
+    ));
+    // The sockets are bound and listening: connections wait in their backlog until the
+    // accept loops (already spawned) take them.
+    notify::ready(&systemd::status_line(0, HubStats::default()));
+
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                notify::reloading();
+                reloader.reload();
+                notify::ready_again();
+            }
+            _ = term.recv() => {
+                info!("SIGTERM: shutting down");
+                break;
+            }
+            _ = int.recv() => {
+                info!("SIGINT: shutting down");
+                break;
+            }
+            _ = recv(&mut hang) => {
+                warn!(seconds = TEST_HANG.as_secs(), "SIGUSR2 test hook: holding every hub shard");
+                product.hub.hang_shards_for_test(TEST_HANG);
+            }
+            ended = &mut http => {
+                // Only an error ends serving before shutdown is asked for.
+                return ended.map_err(io::Error::other).and_then(|r| r);
+            }
+        }
+    }
+    notify::stopping();
+    shutdown.cancel();
+    if let Some(flash) = flash {
+        let _ = flash.await;
+    }
+    http.await.map_err(io::Error::other)?
+}
+
+/// The next signal of an optional handler; never, without one.
+async fn recv(signal: &mut Option<Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => pending().await,
+    }
+}

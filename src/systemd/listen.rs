@@ -1,0 +1,76 @@
+//! Sockets passed by the service manager (`LISTEN_FDS`, `LISTEN_FDNAMES`), sorted by name.
+//!
+//! systemd names each fd after its unit's `FileDescriptorName=`; the order of fds between
+//! two .socket units is not stable across starts, so only the name counts, and one name may
+//! carry several fds (e.g. an IPv4 and an IPv6 `ListenStream=`).
+
+use std::io;
+use std::net::TcpListener as StdListener;
+use std::os::fd::{FromRawFd, RawFd};
+
+use nix::sys::socket::{getsockopt, sockopt};
+use socket2::{Socket, Type};
+use tracing::warn;
+
+/// Listening sockets inherited from the service manager, by role.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// Named `http`, or anything but `flash`.
+    pub http: Vec<StdListener>,
+    /// Named `flash`.
+    pub flash: Vec<StdListener>,
+}
+
+/// Takes the passed sockets. Call before any thread starts: the fds are process-wide and
+/// `LISTEN_PID` must still be ours. Without socket activation, returns nothing.
+pub fn inherited_listeners() -> io::Result<Inherited> {
+    let mut inherited = Inherited::default();
+    for (fd, name) in sd_notify::listen_fds_with_names()? {
+        let listener = adopt(fd).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("inherited socket {fd} ({name}) is unusable: {e}"),
+            )
+        })?;
+        match name.as_str() {
+            "flash" => inherited.flash.push(listener),
+            "http" => inherited.http.push(listener),
+            // systemd's default name is the unit's name: a socket unit written without
+            // FileDescriptorName= most likely means the main port.
+            other => {
+                warn!(
+                    fd,
+                    name = other,
+                    "inherited socket has no known name (http, flash); serving HTTP on it"
+                );
+                inherited.http.push(listener);
+            }
+        }
+    }
+    Ok(inherited)
+}
+
+/// Turns a passed fd into a listener, after checking it is a listening TCP socket (the
+/// accept loop would otherwise spin on errors).
+fn adopt(fd: RawFd) -> io::Result<StdListener> {
+    let socket = own(fd);
+    if socket.r#type()? != Type::STREAM {
+        return Err(io::Error::other("not a stream socket"));
+    }
+    if socket.local_addr()?.as_socket().is_none() {
+        return Err(io::Error::other("not a TCP socket (IPv4 or IPv6)"));
+    }
+    if !getsockopt(&socket, sockopt::AcceptConn)? {
+        return Err(io::Error::other("not listening"));
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+#[allow(unsafe_code)]
+fn own(fd: RawFd) -> Socket {
+    // SAFETY: `fd` comes from `sd_notify::listen_fds_with_names`, which yields only the
+    // descriptors the service manager passed to this very process (3 .. 3+LISTEN_FDS, after
+    // checking LISTEN_PID); nothing else in the process owns them, and each is taken once.
+    unsafe { Socket::from_raw_fd(fd) }
+}

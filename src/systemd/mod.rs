@@ -1,0 +1,12 @@
+//! The systemd glue (SPEC §10): sockets passed by name, sd_notify state changes, and the
+//! watchdog that pings only while the hub answers.
+//!
+//! Everything here is a no-op without systemd (no `LISTEN_FDS`, no `NOTIFY_SOCKET`, no
+//! `WATCHDOG_USEC`), so the daemon runs the same from a shell.
+
+mod listen;
+pub mod notify;
+mod watchdog;
+
+pub use listen::{Inherited, inherited_listeners};
+pub use watchdog::{status_line, supervise};

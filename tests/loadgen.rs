@@ -1,0 +1,128 @@
+//! The load generator against a small run of the real server: its counts add up, and a
+//! server that drops deliveries makes the run fail.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::Server;
+use serde_json::Value;
+
+/// Runs one scenario; returns its exit status and JSON.
+fn loadgen(server: &Server, scenario: &str, args: &[&str]) -> (bool, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_realtime-loadgen"))
+        .arg(scenario)
+        .args(["--url", &format!("ws://127.0.0.1:{}", server.port)])
+        .args(["--server-pid", &server.pid().to_string()])
+        .args(["--label", "realtime", "--stall-timeout", "3"])
+        .args(args)
+        .output()
+        .expect("run realtime-loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("no JSON ({e}); stdout {stdout}\nstderr {stderr}"));
+    assert_eq!(json["scenario"], scenario);
+    assert!(
+        stderr.contains(&format!("{scenario} on realtime")),
+        "no table: {stderr}"
+    );
+    (out.status.success(), json)
+}
+
+fn clean(json: &Value, expected: u64) {
+    let c = &json["check"];
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(c["expected"], expected, "{json}");
+    assert_eq!(c["received"], expected, "{json}");
+    for k in [
+        "lost",
+        "duplicated",
+        "reordered",
+        "unexpected",
+        "failed_clients",
+    ] {
+        assert_eq!(c[k], 0, "{k}: {json}");
+    }
+}
+
+#[test]
+fn every_scenario_counts_every_delivery() {
+    let server = Server::start("");
+    let (ok, j) = loadgen(
+        &server,
+        "fanout",
+        &["--subscribers", "10", "--messages", "100", "--window", "8"],
+    );
+    assert!(ok);
+    clean(&j, 10 * 100);
+    assert!(j["metrics"]["deliveries_per_s"].as_f64().unwrap() > 0.0);
+    assert!(j["metrics"]["latency_p99_ms"].as_f64().unwrap() > 0.0);
+
+    let (ok, j) = loadgen(
+        &server,
+        "rate",
+        &["--subscribers", "5", "--rate", "50", "--duration", "0.5"],
+    );
+    assert!(ok);
+    clean(&j, 5 * 25);
+    assert!(j["metrics"]["elapsed_s"].as_f64().unwrap() >= 0.4, "{j}");
+
+    let (ok, j) = loadgen(
+        &server,
+        "channels",
+        &[
+            "--connections",
+            "60",
+            "--channels",
+            "6",
+            "--per-connection",
+            "2",
+            "--publishers",
+            "3",
+            "--messages",
+            "5",
+        ],
+    );
+    assert!(ok);
+    clean(&j, 60 * 2 * 5);
+
+    let (ok, j) = loadgen(
+        &server,
+        "idle",
+        &["--connections", "50", "--channels", "5", "--settle", "0"],
+    );
+    assert!(ok);
+    clean(&j, 0);
+    let m = &j["metrics"];
+    assert!(m["rss_after_kib"].as_f64().unwrap() > 0.0, "{j}");
+    assert!(m["handshakes_per_s"].as_f64().unwrap() > 0.0);
+    assert!(m["subscribe_acks_per_s"].as_f64().unwrap() > 0.0);
+    assert!(m["server_cpu_per_handshake_us"].is_number(), "{j}");
+}
+
+/// With a one-message client queue and a window of every message at once, the server
+/// drops subscribers as slow: the load generator must report the loss and fail the run.
+#[test]
+fn a_lossy_server_fails_the_run() {
+    let server = Server::start("[Messaging]\nclient-queue = 1\n");
+    let (ok, j) = loadgen(
+        &server,
+        "fanout",
+        &[
+            "--subscribers",
+            "5",
+            "--messages",
+            "1000",
+            "--window",
+            "1000",
+            "--size",
+            "1000",
+        ],
+    );
+    assert!(!ok, "{j}");
+    assert_eq!(j["ok"], false);
+    assert!(j["check"]["lost"].as_u64().unwrap() > 0, "{j}");
+    assert!(j["check"]["failed_clients"].as_u64().unwrap() > 0, "{j}");
+}
