@@ -184,8 +184,17 @@ impl Hub {
         self
     }
 
+    /// Tells the observer.
+    fn observe(&self, event: HubEvent, envelope: &Envelope) {
+        if let Some(o) = &self.observer
+            && o.wants(event)
+        {
+            o.observe(event, envelope);
+        }
+    }
+
     /// Tells the observer, building the envelope only when it is wanted.
-    fn observe(&self, event: HubEvent, envelope: impl FnOnce() -> Envelope) {
+    fn observe_with(&self, event: HubEvent, envelope: impl FnOnce() -> Envelope) {
         if let Some(o) = &self.observer
             && o.wants(event)
         {
@@ -311,7 +320,7 @@ impl Hub {
             let first = st.slots.is_empty();
             let slot = self.join_member(&member, &mut st, socket);
             if first {
-                self.observe(HubEvent::Connect, || {
+                self.observe_with(HubEvent::Connect, || {
                     observer::presence(member.identity.clone(), "onConnect")
                 });
             }
@@ -448,7 +457,7 @@ impl Hub {
                 self.leave(&member, &ch, Value::Null, &[]);
             }
             st.gone = true;
-            self.observe(HubEvent::Disconnect, || {
+            self.observe_with(HubEvent::Disconnect, || {
                 observer::presence(member.identity.clone(), "onDisconnect")
             });
         }
@@ -500,7 +509,7 @@ impl Hub {
             options,
             count,
         );
-        self.observe(HubEvent::Subscribe, || event.clone());
+        self.observe(HubEvent::Subscribe, &event);
         let item = event.encode(self.next_offset(), Vec::new());
         let f = ch.deliver(&item, self.config.cache_limit);
         self.count_fanout(f);
@@ -552,7 +561,7 @@ impl Hub {
             options,
             count,
         );
-        self.observe(HubEvent::Unsubscribe, || event.clone());
+        self.observe(HubEvent::Unsubscribe, &event);
         let item = event.encode(self.next_offset(), Vec::new());
         let mut f = ch.deliver(&item, self.config.cache_limit);
         for s in also {
@@ -586,7 +595,7 @@ impl Hub {
             return 0;
         };
         // Under the channel lock, so the monitor hears a channel's events in their order.
-        self.observe(Self::kind_of(envelope), || envelope.clone());
+        self.observe(Self::kind_of(envelope), envelope);
         let Some(ch) = map.get(channel) else {
             return 0;
         };
@@ -609,7 +618,7 @@ impl Hub {
     /// Delivers an envelope to every session of one identity; returns how many got it.
     pub fn send_to(&self, identity: &str, envelope: &Envelope, attachments: Vec<Bytes>) -> usize {
         self.counters.published.fetch_add(1, Ordering::Relaxed);
-        self.observe(Self::kind_of(envelope), || envelope.clone());
+        self.observe(Self::kind_of(envelope), envelope);
         let key = Member::key_for(Some(identity), &Sid::from(""));
         let Some(member) = self
             .registry(&key)

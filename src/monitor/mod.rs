@@ -60,6 +60,8 @@ pub struct Monitor {
     tx: SyncSender<Job>,
     /// Which events are posted, by [`HubEvent`] index.
     events: [bool; 6],
+    /// The queue's bound: past it an event is dropped before it is even copied.
+    capacity: u64,
     shared: Arc<Shared>,
     /// Drops happen in bursts when the endpoint is down: one warning per period.
     drop_log: LogLimit,
@@ -90,6 +92,7 @@ impl Monitor {
         Ok(Some(Arc::new(Monitor {
             tx,
             events,
+            capacity: config.queue.max(1) as u64,
             shared,
             drop_log: LogLimit::new(Duration::from_secs(10)),
         })))
@@ -158,7 +161,13 @@ impl Observer for Monitor {
             return self.drop_one("shutting down");
         }
         // Counted before the send, so the sender's decrement can never go below zero.
-        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let queued = self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if queued >= self.capacity {
+            // Surely full: drop without copying the envelope (the common case while
+            // the endpoint is down, on the publish path).
+            self.shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            return self.drop_one("queue full (endpoint slow or down)");
+        }
         let job = Job {
             envelope: envelope.clone(),
         };
