@@ -26,6 +26,9 @@ use crate::hub::{Hub, HubApp, HubConfig, Observer};
 use crate::monitor::Monitor;
 use crate::socketio::{SocketIo, SocketIoConfig};
 
+/// Broadcasts each session keeps after writing them, for connection state recovery.
+const HISTORY: usize = 32;
+
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// At shutdown, how long a connection accepted without a request yet may take to send one.
@@ -98,8 +101,9 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
         allow_websocket: s.allowed_types.contains(&Transport::Websocket),
         queue_capacity: config.messaging.client_queue,
         max_sessions: s.max_connections,
-        // Enough history to replay what a lost transport may not have delivered.
-        history: config.messaging.message_cache_limit,
+        // Enough history to replay what a lost transport may not have delivered: what was in
+        // flight when it went, not a whole cache (it costs memory on every connection).
+        history: config.messaging.message_cache_limit.min(HISTORY),
         ..EngineConfig::default()
     };
     let security = Arc::new(Security::from_config(config)?);

@@ -89,8 +89,27 @@ async fn closed_sid_is_unknown() {
     let p = server.port;
     let sid = handshake(p).await;
     assert_eq!(post(p, &polling(&sid), b"1").await, (200, "ok".into()));
+    // A GET racing the close (sent with it) still gets the noop; after it, the sid is gone.
+    let (status, body) = get(p, &polling(&sid)).await;
+    assert!(
+        (status, body.as_str()) == (200, "6") || status == 400,
+        "{status} {body}"
+    );
     let (status, body) = get(p, &polling(&sid)).await;
     assert_eq!((status, error_body(&body)["code"].clone()), (400, json!(1)));
+    server.assert_serving().await;
+}
+
+#[tokio::test]
+async fn a_close_that_overtakes_its_get_still_answers_it() {
+    let mut server = Server::start("");
+    let p = server.port;
+    let sid = handshake(p).await;
+    // The close arrives first; the GET the client sent with it comes right after.
+    assert_eq!(post(p, &polling(&sid), b"1").await, (200, "ok".into()));
+    assert_eq!(get(p, &polling(&sid)).await, (200, "6".into()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(p, &polling(&sid)).await.0, 400);
     server.assert_serving().await;
 }
 

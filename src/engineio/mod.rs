@@ -6,7 +6,9 @@
 //! this file routes an HTTP request to the right session and maps errors to the
 //! reference server's responses.
 
+mod buffered;
 pub mod packet;
+pub(crate) mod queue;
 pub mod session;
 pub mod socket;
 mod websocket;
@@ -154,9 +156,9 @@ impl Inner {
         transport: TransportKind,
         ws: Option<Box<session::WsStream>>,
     ) -> Result<Arc<Socket>, EngineError> {
-        let (queue_tx, queue_rx) = mpsc::channel(self.config.queue_capacity.max(1));
+        let queue = Arc::new(queue::Queue::new(self.config.queue_capacity));
         let (control_tx, control_rx) = mpsc::channel(8);
-        let socket = Arc::new(Socket::new(Sid::random(), peer, transport, queue_tx));
+        let socket = Arc::new(Socket::new(Sid::random(), peer, transport, queue.clone()));
         {
             let mut map = self.sessions.lock().map_err(|_| EngineError::Internal)?;
             if map.len() >= self.config.max_sessions {
@@ -170,7 +172,7 @@ impl Inner {
                 },
             );
         }
-        let session = Session::new(socket.clone(), self.clone(), queue_rx, control_rx, ws);
+        let session = Session::new(socket.clone(), self.clone(), queue, control_rx, ws);
         tokio::spawn(session.run());
         debug!(sid = %socket.id, ?peer, transport = transport.as_str(), "session opened");
         Ok(socket)

@@ -19,11 +19,16 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::debug;
 
+use super::buffered::Buffered;
 use super::packet::{self, Frame, Packet, Str};
+use super::queue::Queue;
 use super::socket::{CloseReason, Outgoing, Socket, TransportKind};
 use super::{Connection, Inner, Message};
 
-pub(crate) type WsStream = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type WsStream = WebSocketStream<Buffered<TokioIo<Upgraded>>>;
+
+/// How long a client's close waits for a GET it sent alongside.
+const CLIENT_CLOSE_GRACE: Duration = Duration::from_millis(100);
 
 /// How many queued items a writer takes before it flushes once.
 const DRAIN_BATCH: usize = 256;
@@ -52,7 +57,7 @@ pub(crate) struct Session {
     inner: Arc<Inner>,
     /// The layer above's state for this session, set once the session starts.
     conn: Option<Box<dyn Connection>>,
-    queue: mpsc::Receiver<Outgoing>,
+    queue: Arc<Queue>,
     control: mpsc::Receiver<Control>,
     /// Frames taken from the queue that wait for the next polling GET.
     pending: VecDeque<Frame>,
@@ -72,7 +77,7 @@ impl Session {
     pub(crate) fn new(
         socket: Arc<Socket>,
         inner: Arc<Inner>,
-        queue: mpsc::Receiver<Outgoing>,
+        queue: Arc<Queue>,
         control: mpsc::Receiver<Control>,
         ws: Option<Box<WsStream>>,
     ) -> Session {
@@ -119,12 +124,24 @@ impl Session {
         loop {
             let timer = self.pong_deadline.unwrap_or(self.ping_at);
             let can_write = self.ws.is_some() || self.waiting.is_some();
+            // Filled only when the queue branch wins (no allocation until then).
+            let mut batch = Vec::new();
             // Unbiased: a client flooding one direction cannot starve the other, or the timers.
             tokio::select! {
                 _ = closing.cancelled() => return Ok(()),
                 Some(control) = self.control.recv() => self.on_control(control).await?,
                 msg = ws_next(&mut self.ws) => self.on_ws_message(msg)?,
-                Some(item) = self.queue.recv(), if can_write => self.write(item).await?,
+                n = self.queue.wait_take(DRAIN_BATCH, &mut batch), if can_write => {
+                    if n > 0 && n < DRAIN_BATCH && self.ws.is_some() {
+                        // Let the broadcasts already under way land too: one write for
+                        // several of them costs less than a write for each.
+                        tokio::task::yield_now().await;
+                        self.queue.take(DRAIN_BATCH - n, &mut batch);
+                    }
+                    if n > 0 {
+                        self.write(batch).await?;
+                    }
+                }
                 _ = waiting_closed(&mut self.waiting) => {
                     debug!(sid = %self.socket.id, "polling request aborted by the client");
                     return Err(CloseReason::TransportClose);
@@ -242,19 +259,16 @@ impl Session {
 
     /// Moves whatever is already queued into `pending`, without waiting.
     fn take_ready(&mut self) {
-        for _ in 0..DRAIN_BATCH {
-            match self.queue.try_recv() {
-                Ok(item) => {
-                    self.remember(&item);
-                    self.pending.extend(item.frames().iter().cloned());
-                }
-                Err(_) => break,
-            }
+        let mut items = Vec::new();
+        self.queue.take(DRAIN_BATCH, &mut items);
+        for item in items {
+            self.pending.extend(item.frames().iter().cloned());
+            self.remember(item);
         }
     }
 
     /// Keeps a tagged item in the history, dropping the oldest past the limit.
-    fn remember(&mut self, item: &Outgoing) {
+    fn remember(&mut self, item: Outgoing) {
         let limit = self.inner.config.history;
         if item.tag == 0 || limit == 0 {
             return;
@@ -262,26 +276,27 @@ impl Session {
         if self.history.len() == limit {
             self.history.pop_front();
         }
-        self.history.push_back(item.clone());
+        self.history.push_back(item);
     }
 
-    /// Writes one queued item plus whatever else is ready, then flushes once.
-    async fn write(&mut self, item: Outgoing) -> Result<(), CloseReason> {
-        self.remember(&item);
+    /// Writes a batch taken from the queue plus whatever else is ready, then flushes once.
+    async fn write(&mut self, items: Vec<Outgoing>) -> Result<(), CloseReason> {
         if self.ws.is_some() {
-            let mut frames: Vec<Frame> = item.frames().to_vec();
-            for _ in 0..DRAIN_BATCH {
-                match self.queue.try_recv() {
-                    Ok(item) => {
-                        self.remember(&item);
-                        frames.extend(item.frames().iter().cloned());
-                    }
-                    Err(_) => break,
-                }
+            let frames: Vec<Frame> = items
+                .iter()
+                .flat_map(|i| i.frames().iter().cloned())
+                .collect();
+            let written = self.write_frames(frames).await;
+            // Taken is taken, written or not: a replay decides by what the client saw.
+            for item in items {
+                self.remember(item);
             }
-            self.write_frames(frames).await
+            written
         } else {
-            self.pending.extend(item.frames().iter().cloned());
+            for item in items {
+                self.pending.extend(item.frames().iter().cloned());
+                self.remember(item);
+            }
             self.take_ready();
             self.flush_poll()
         }
@@ -390,14 +405,20 @@ impl Session {
                     packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
                 }
             };
+            // A server close gives the client one poll to collect what was queued before it.
+            // A client close answers a GET sent together with it (a client that closes
+            // while polling does so) even when the close overtook it on the way in.
+            let wait = match reason {
+                _ if graceful => Some(self.inner.config.close_grace),
+                CloseReason::ClientClose => Some(CLIENT_CLOSE_GRACE),
+                _ => None,
+            };
             if let Some(w) = self.waiting.take() {
                 let _ = w.send(Ok(body));
-            } else if graceful {
-                // Give the client one poll to collect what was queued before the close.
-                let wait = self.inner.config.close_grace;
-                if let Ok(Some(Control::Poll(reply))) = timeout(wait, self.control.recv()).await {
-                    let _ = reply.send(Ok(body));
-                }
+            } else if let Some(wait) = wait
+                && let Ok(Some(Control::Poll(reply))) = timeout(wait, self.control.recv()).await
+            {
+                let _ = reply.send(Ok(body));
             }
         }
         self.control.close();
@@ -406,7 +427,7 @@ impl Session {
         debug!(sid = %self.socket.id, peer = ?self.socket.peer, reason = reason.as_str(), "session closed");
         let backlog = Backlog {
             history: std::mem::take(&mut self.history),
-            queue: Some(self.queue),
+            queue: Some(self.queue.clone()),
         };
         if let Some(conn) = self.conn.take() {
             conn.on_close(reason, backlog);
@@ -425,7 +446,7 @@ impl Packet {
 /// from its queue (its history), and the queue with whatever was never taken.
 pub struct Backlog {
     history: VecDeque<Outgoing>,
-    queue: Option<mpsc::Receiver<Outgoing>>,
+    queue: Option<Arc<Queue>>,
 }
 
 impl Backlog {
@@ -443,13 +464,11 @@ impl Backlog {
     pub fn into_tagged(mut self) -> (VecDeque<Outgoing>, usize) {
         let mut items = std::mem::take(&mut self.history);
         let taken = items.len();
-        if let Some(mut queue) = self.queue.take() {
+        if let Some(queue) = self.queue.take() {
             queue.close();
-            while let Ok(item) = queue.try_recv() {
-                if item.tag != 0 {
-                    items.push_back(item);
-                }
-            }
+            let mut rest = Vec::new();
+            queue.take(usize::MAX, &mut rest);
+            items.extend(rest.into_iter().filter(|i| i.tag != 0));
         }
         (items, taken)
     }

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::packet::{Frame, Str};
+use super::queue::Queue;
 
 /// A session id: 20 characters of base64url over 15 bytes from the OS CSPRNG.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -170,7 +170,7 @@ pub struct Socket {
     /// Peer address of the connection that opened the session.
     pub peer: Option<SocketAddr>,
     /// Bounded, so that a client that does not read costs bounded memory (STYLE habit 5).
-    queue: mpsc::Sender<Outgoing>,
+    queue: Arc<Queue>,
     /// Cancelled once, by whoever closes first; the session task then winds down.
     closing: CancellationToken,
     /// The first close reason wins; read by the session task when it winds down.
@@ -187,7 +187,7 @@ impl Socket {
         id: Sid,
         peer: Option<SocketAddr>,
         transport: TransportKind,
-        queue: mpsc::Sender<Outgoing>,
+        queue: Arc<Queue>,
     ) -> Socket {
         Socket {
             id,
@@ -209,13 +209,12 @@ impl Socket {
 
     /// Like [`Socket::send`], but hands a refused item back, so the caller can keep it.
     pub fn offer(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
-        match self.queue.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(item)) => {
+        match self.queue.push(item) {
+            Err((SendError::Full, item)) => {
                 self.close(CloseReason::SlowClient);
                 Err((SendError::Full, item))
             }
-            Err(mpsc::error::TrySendError::Closed(item)) => Err((SendError::Closed, item)),
+            other => other,
         }
     }
 
@@ -297,8 +296,12 @@ mod tests {
 
     #[test]
     fn full_queue_closes_as_slow_client() {
-        let (tx, _rx) = mpsc::channel(1);
-        let s = Socket::new(Sid::random(), None, TransportKind::Polling, tx);
+        let s = Socket::new(
+            Sid::random(),
+            None,
+            TransportKind::Polling,
+            Arc::new(Queue::new(1)),
+        );
         assert_eq!(s.send(Outgoing::text(Str::from("4a"))), Ok(()));
         assert_eq!(
             s.send(Outgoing::text(Str::from("4b"))),

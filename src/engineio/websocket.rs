@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tracing::debug;
 
+use super::buffered::Buffered;
 use super::session::{Control, WsStream};
 use super::socket::TransportKind;
 use super::{Body, EngineError, Entry, Inner};
@@ -62,7 +63,7 @@ pub(crate) fn accept(
             }
         };
         let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
+            Buffered::new(TokioIo::new(upgraded)),
             Role::Server,
             Some(ws_config(inner.config.max_payload)),
         )
@@ -87,10 +88,13 @@ pub(crate) fn accept(
     Ok(res)
 }
 
-/// Buffers sized for idle connections (grown on demand); messages bounded by max payload.
+/// Buffers sized for idle connections: the read buffer grows for a large message, and each
+/// frame goes straight down to [`Buffered`], which gathers a batch into one write and frees
+/// its memory after the flush. Messages are bounded by max payload.
 fn ws_config(max_payload: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
         .max_message_size(Some(max_payload))
         .max_frame_size(Some(max_payload))
 }

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use super::*;
+use crate::engineio::queue::Queue;
 use crate::engineio::{self, Frame, Outgoing, Sid, TransportKind};
 use crate::socketio::SioSocket;
 
 struct Tab {
     socket: Arc<SioSocket>,
-    rx: mpsc::Receiver<Outgoing>,
+    rx: Arc<Queue>,
     conn: Conn,
 }
 
@@ -26,13 +26,13 @@ fn hub() -> Arc<Hub> {
     }))
 }
 
-fn socket(queue: usize) -> (Arc<SioSocket>, mpsc::Receiver<Outgoing>) {
-    let (tx, rx) = mpsc::channel(queue);
+fn socket(queue: usize) -> (Arc<SioSocket>, Arc<Queue>) {
+    let rx = Arc::new(Queue::new(queue));
     let engine = Arc::new(engineio::Socket::new(
         Sid::random(),
         None,
         TransportKind::WebSocket,
-        tx,
+        rx.clone(),
     ));
     (
         Arc::new(SioSocket::new(
@@ -56,12 +56,10 @@ fn tab_with_queue(hub: &Hub, identity: Option<&str>, queue: usize) -> Tab {
 }
 
 /// Decodes `42["message", envelope, "offset"?]` items: (envelope, offset).
-fn received(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<(Value, Option<String>)> {
-    let mut out = Vec::new();
-    while let Ok(item) = rx.try_recv() {
-        out.push(decode(&item));
-    }
-    out
+fn received(rx: &mut Arc<Queue>) -> Vec<(Value, Option<String>)> {
+    let mut items = Vec::new();
+    rx.take(usize::MAX, &mut items);
+    items.iter().map(decode).collect()
 }
 
 fn decode(item: &Outgoing) -> (Value, Option<String>) {
@@ -235,12 +233,10 @@ async fn an_explicit_disconnect_leaves_at_once() {
 }
 
 /// Everything the first socket was sent, as its engine session would hand it back.
-fn backlog_of(rx: &mut mpsc::Receiver<Outgoing>) -> VecDeque<Outgoing> {
-    let mut v = VecDeque::new();
-    while let Ok(item) = rx.try_recv() {
-        v.push_back(item);
-    }
-    v
+fn backlog_of(rx: &mut Arc<Queue>) -> VecDeque<Outgoing> {
+    let mut v = Vec::new();
+    rx.take(usize::MAX, &mut v);
+    v.into()
 }
 
 #[tokio::test]
