@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -64,6 +65,23 @@ pub enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Print the license key of a domain, for the license file ([License] secret from the config).
+    License {
+        /// A domain (`mydomain.com`) or an origin (`https://www.mydomain.com`); keys are
+        /// issued for the last two labels of a name, or a whole IP address.
+        domain: String,
+    },
+    /// Print an identity token signed with [Identity] secret from the config.
+    Token {
+        /// The identity (the token's `sub`).
+        identity: String,
+        /// Channels the token allows (names or `prefix*`), comma-separated; default: all.
+        #[arg(long, value_delimiter = ',')]
+        channels: Option<Vec<String>>,
+        /// How long the token is valid (e.g. 90s, 15m, 1h, 7d).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
     /// Print the man page, realtime(8), as roff (the packages install it).
     #[command(hide = true)]
     Man,
@@ -84,20 +102,57 @@ pub fn write_man_page(out: &mut dyn Write) -> io::Result<()> {
     man.render_options_section(out)?;
     out.write_all(b".SH COMMANDS\n")?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let args: Vec<String> = sub
-            .get_positionals()
-            .map(|a| format!(" \\fI{}\\fR", a.get_id().as_str().to_uppercase()))
+        let args: Vec<&clap::Arg> = sub
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && a.get_long() != Some("help"))
             .collect();
+        let mut usage = format!("\\fBrealtime {}\\fR", sub.get_name());
+        for a in &args {
+            match a.get_long() {
+                Some(long) => {
+                    usage += &format!(" [\\fB\\-\\-{long}\\fR \\fI{}\\fR]", value_name(a))
+                }
+                None => usage += &format!(" \\fI{}\\fR", value_name(a)),
+            }
+        }
         let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
-        writeln!(
-            out,
-            ".TP\n\\fBrealtime {}\\fR{}\n{about}",
-            sub.get_name(),
-            args.concat()
-        )?;
+        writeln!(out, ".TP\n{usage}\n{}", roff_text(&about))?;
+        for a in args.iter().filter(|a| a.get_long().is_some()) {
+            let long = a.get_long().unwrap_or_default();
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            writeln!(
+                out,
+                ".RS\n.TP\n\\fB\\-\\-{long}\\fR \\fI{}\\fR\n{}\n.RE",
+                value_name(a),
+                roff_text(&help)
+            )?;
+        }
     }
     out.write_all(MAN_SECTIONS.as_bytes())?;
     man.render_version_section(out)
+}
+
+/// An argument's value name as the usage line shows it: `DOMAIN`, `CHANNELS`.
+fn value_name(arg: &clap::Arg) -> String {
+    arg.get_value_names()
+        .and_then(|names| names.first())
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| arg.get_id().as_str().to_uppercase())
+}
+
+/// Help text as roff body text: backslashes escaped, no line read as a request.
+fn roff_text(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let line = line.replace('\\', "\\e");
+            if line.starts_with('.') || line.starts_with('\'') {
+                format!("\\&{line}")
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 const MAN_DESCRIPTION: &str = r#".SH DESCRIPTION
@@ -123,7 +178,8 @@ in the sample file. An unknown key or a bad value stops the server with an error
 the file, line and key.
 .TP
 \fI/etc/realtime/license.txt\fR
-License keys, one a line: hex sha1 of a domain and \fB[License] secret\fR.
+License keys, one a line: hex sha1 of a domain and \fB[License] secret\fR
+(\fBrealtime license\fR prints one). Read when \fB[License] file\fR is unset.
 .TP
 \fI/usr/share/realtime/www/\fR
 The demo page and client bundle of the packages (\fB[Server] www\fR); the binary
@@ -188,6 +244,31 @@ mod tests {
         assert_eq!(cli.config, Some(PathBuf::from("x.conf")));
         let cli = Cli::try_parse_from(["realtime", "check-config", "a.conf"]).unwrap();
         assert!(matches!(cli.command, Some(Command::CheckConfig { .. })));
+        let cli = Cli::try_parse_from(["realtime", "license", "mydomain.com"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::License { domain }) if domain == "mydomain.com")
+        );
+        let cli = Cli::try_parse_from([
+            "realtime",
+            "token",
+            "alice",
+            "--channels",
+            "chat,room-*",
+            "--ttl",
+            "15m",
+        ])
+        .unwrap();
+        let Some(Command::Token {
+            identity,
+            channels,
+            ttl,
+        }) = cli.command
+        else {
+            panic!("not a token command")
+        };
+        assert_eq!(identity, "alice");
+        assert_eq!(channels.unwrap(), ["chat", "room-*"]);
+        assert_eq!(ttl, Duration::from_secs(900));
         assert!(Cli::try_parse_from(["realtime", "--port", "x"]).is_err());
         assert!(Cli::try_parse_from(["realtime", "--port", "70000"]).is_err());
     }
@@ -198,14 +279,15 @@ mod tests {
         write_man_page(&mut page).unwrap();
         let page = String::from_utf8(page).unwrap();
         assert!(page.contains("\n.TH realtime 8 "), "{page}");
-        for want in [
-            ".SH NAME",
-            ".SH OPTIONS",
-            "check-config",
-            ".SH FILES",
-            "\\-\\-config",
-        ] {
+        for want in [".SH NAME", ".SH OPTIONS", ".SH FILES", "\\-\\-config"] {
             assert!(page.contains(want), "no {want:?} in\n{page}");
+        }
+        for sub in Cli::command()
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+        {
+            let usage = format!("\\fBrealtime {}\\fR", sub.get_name());
+            assert!(page.contains(&usage), "no {usage:?} in\n{page}");
         }
         assert!(
             !page.contains("realtime man"),

@@ -6,7 +6,7 @@
 //! - [`socketio`]: Socket.IO v5 on top of it (packet codec, namespaces, acks, binary
 //!   attachments);
 //! - [`hub`]: channels, members and the message envelope;
-//! - [`http`]: the one routing function for everything on the HTTP port;
+//! - [`http`]: the one routing function for everything on the HTTP port, and `/metrics`;
 //! - [`server`]: listeners in, connections served, shutdown out;
 //! - [`config`]: the INI file and its defaults; [`cli`]: the command line.
 //!
@@ -14,7 +14,11 @@
 //! [`systemd`] (named sockets, sd_notify, watchdog), [`reload`] (SIGHUP), [`log`]
 //! (journald, syslog, stderr), [`privileges`] (dropping root), [`flash`] (the Flash
 //! socket policy responder).
+//!
+//! Beside the request path: [`auth`] (origins, license keys, API keys, identity tokens)
+//! and [`monitor`] (webhooks for what happens in the hub).
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod engineio;
@@ -22,7 +26,9 @@ pub mod flash;
 pub mod http;
 pub mod hub;
 pub mod log;
+pub mod monitor;
 pub mod privileges;
+pub mod ratelimit;
 pub mod reload;
 pub mod server;
 pub mod service;

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::CheckConfig { file }) => return check_config(file),
         Some(Command::Man) => return man_page(),
-        None => {}
+        _ => {}
     }
 
     let overrides = cli.overrides();
@@ -35,6 +35,15 @@ fn main() -> ExitCode {
         }
     };
     overrides.apply(&mut config);
+    match &cli.command {
+        Some(Command::License { domain }) => return print_license(domain, &config),
+        Some(Command::Token {
+            identity,
+            channels,
+            ttl,
+        }) => return print_token(&config, identity, channels.clone(), *ttl),
+        _ => {}
+    }
 
     let logging = log::init(config.log.target, reload::log_level(&config));
     if let Some(why) = &logging.fallback {
@@ -46,6 +55,11 @@ fn main() -> ExitCode {
     }
     for w in config.warnings() {
         warn!("{w}");
+    }
+    // The license file the configuration names (or finds) must be readable.
+    if let Err(e) = realtime::auth::Rules::from_config(&config) {
+        error!("{e}");
+        return ExitCode::from(EXIT_CONFIG);
     }
     let account = match privileges::resolve(config.server.user.as_deref()) {
         Ok(a) => a,
@@ -125,11 +139,46 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             for w in c.warnings() {
                 eprintln!("warning: {w}");
             }
+            // The license file it names (or finds) must be readable too.
+            match realtime::auth::Rules::from_config(&c) {
+                Ok((_, warnings)) => warnings.iter().for_each(|w| eprintln!("warning: {w}")),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
             println!("{}: ok", file.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// `realtime license DOMAIN`: the key on stdout, the domain it is for on stderr.
+fn print_license(domain: &str, config: &Config) -> ExitCode {
+    let (key, reduced) = realtime::auth::license_key(domain, config);
+    eprintln!("license key for {reduced}:");
+    println!("{key}");
+    ExitCode::SUCCESS
+}
+
+/// `realtime token IDENTITY`: a token signed with `[Identity] secret`, on stdout.
+fn print_token(
+    config: &Config,
+    identity: &str,
+    channels: Option<Vec<String>>,
+    ttl: Duration,
+) -> ExitCode {
+    match realtime::auth::mint_token(config, identity, channels, ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("realtime: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
     }

@@ -7,9 +7,11 @@
 //! one-word change in the table plus its effect in [`Reloader::apply_live`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
+use crate::auth::Security;
 use crate::cli::Overrides;
 use crate::config::Config;
 use crate::log::Logging;
@@ -45,8 +47,7 @@ macro_rules! key {
     };
 }
 
-/// Every key of SPEC §8. License keys, origins, API keys and the monitor become live when
-/// those features land.
+/// Every key of SPEC §8. The monitor becomes live when it can be rebuilt in place.
 pub const KEYS: &[Key] = &[
     key!("Server", "debug", Live, server.debug),
     key!("Server", "bind", Restart, server.bind),
@@ -90,17 +91,12 @@ pub const KEYS: &[Key] = &[
         messaging.max_channel_name
     ),
     key!("Messaging", "max-identity", Restart, messaging.max_identity),
-    key!("License", "file", Restart, license.file),
-    key!("License", "secret", Restart, license.secret),
-    key!(
-        "License",
-        "allowed-origins",
-        Restart,
-        license.allowed_origins
-    ),
-    key!("Api", "keys", Restart, api.keys),
-    key!("Identity", "secret", Restart, identity.secret),
-    key!("Identity", "require", Restart, identity.require),
+    key!("License", "file", Live, license.file),
+    key!("License", "secret", Live, license.secret),
+    key!("License", "allowed-origins", Live, license.allowed_origins),
+    key!("Api", "keys", Live, api.keys),
+    key!("Identity", "secret", Live, identity.secret),
+    key!("Identity", "require", Live, identity.require),
     key!("Cluster", "redis", Restart, cluster.redis),
     key!("Cluster", "prefix", Restart, cluster.prefix),
     key!("Cluster", "node-id", Restart, cluster.node_id),
@@ -129,6 +125,8 @@ pub struct Reloader {
     overrides: Overrides,
     running: Config,
     logging: Logging,
+    /// Origins, license keys, API keys and identity rules, once the product exists.
+    security: Option<Arc<Security>>,
 }
 
 impl Reloader {
@@ -143,7 +141,13 @@ impl Reloader {
             overrides,
             running,
             logging,
+            security: None,
         }
+    }
+
+    /// Reloads apply the license, API and identity rules to `security` too.
+    pub fn guard(&mut self, security: Arc<Security>) {
+        self.security = Some(security);
     }
 
     /// Re-reads the file and applies it; a file that does not parse changes nothing.
@@ -181,6 +185,12 @@ impl Reloader {
         }
         if live {
             self.apply_live();
+        }
+        // Every time, even with no key changed: new license keys go in the license file.
+        if let Some(security) = &self.security
+            && let Err(e) = security.reload(&self.running)
+        {
+            error!("reload: keeping the previous origin, API and identity rules: {e}");
         }
         info!(
             changed = changes.len(),

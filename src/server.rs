@@ -18,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::auth::{AuthError, Security};
 use crate::config::{Config, Transport};
 use crate::engineio::{CloseReason, Engine, EngineConfig};
-use crate::http::{Api, Router};
-use crate::hub::{Hub, HubApp, HubConfig};
+use crate::http::{Api, Metrics, Router, metrics};
+use crate::hub::{Hub, HubApp, HubConfig, Observer};
+use crate::monitor::Monitor;
 use crate::socketio::{SocketIo, SocketIoConfig};
 
 /// Broadcasts each session keeps after writing them, for connection state recovery.
@@ -31,6 +33,17 @@ const HISTORY: usize = 32;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// At shutdown, how long a connection accepted without a request yet may take to send one.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// How long shutdown keeps posting queued monitor events (SPEC §5: a few seconds).
+const MONITOR_FLUSH: Duration = Duration::from_secs(3);
+
+/// What stops the product from being built: a config that is valid text but unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("cannot start the monitor: {0}")]
+    Monitor(io::Error),
+}
 
 /// Binds `addr` (`host:port`); `[::]` listens on IPv4 too, and falls back to `0.0.0.0`
 /// where IPv6 is off.
@@ -72,10 +85,13 @@ pub struct Product {
     pub router: Arc<Router>,
     pub engine: Engine,
     pub hub: Arc<Hub>,
+    /// The rules of who may connect; `reload` it on SIGHUP.
+    pub security: Arc<Security>,
+    pub monitor: Option<Arc<Monitor>>,
 }
 
 /// The product: the hub behind Socket.IO at the configured path.
-pub fn product(config: &Config) -> Product {
+pub fn product(config: &Config) -> Result<Product, StartError> {
     let s = &config.server;
     let engine_config = EngineConfig {
         ping_interval: s.ping_interval,
@@ -90,30 +106,47 @@ pub fn product(config: &Config) -> Product {
         history: config.messaging.message_cache_limit.min(HISTORY),
         ..EngineConfig::default()
     };
-    let hub = Arc::new(Hub::new(HubConfig {
+    let security = Arc::new(Security::from_config(config)?);
+    let monitor = Monitor::start(&config.monitor).map_err(StartError::Monitor)?;
+    let mut hub = Hub::new(HubConfig {
         max_channel_name: config.messaging.max_channel_name,
         max_identity: config.messaging.max_identity,
         max_channels: config.messaging.max_channels,
         cache_limit: config.messaging.message_cache_limit,
         grace: s.reconnect_timeout,
-    }));
+    });
+    if let Some(m) = &monitor {
+        hub = hub.with_observer(m.clone() as Arc<dyn Observer>);
+    }
+    let hub = Arc::new(hub);
     let sio = SocketIo::new(
-        Arc::new(HubApp::new(hub.clone())),
+        Arc::new(HubApp::new(hub.clone()).guarded(security.clone())),
         SocketIoConfig {
             connect_timeout: s.connect_timeout,
             max_attachment_bytes: s.max_payload,
         },
     );
     let engine = Engine::new(engine_config, Arc::new(sio));
+    engine.set_gate(security.clone());
+    let metrics = Metrics::new(metrics::Sources {
+        hub: hub.clone(),
+        engines: vec![engine.clone()],
+        monitor: monitor.clone(),
+        security: Some(security.clone()),
+    });
     let router = Router::new()
         .mount(&s.path, engine.clone())
-        .api(Api::new(hub.clone(), s.max_payload))
-        .www(s.www.clone());
-    Product {
+        .api(Api::new(hub.clone(), s.max_payload).guarded(security.clone()))
+        .www(s.www.clone())
+        .metrics(metrics)
+        .monitor(monitor.clone());
+    Ok(Product {
         router: Arc::new(router),
         engine,
         hub,
-    }
+        security,
+        monitor,
+    })
 }
 
 /// Serves HTTP on every listener until `shutdown` is cancelled, then closes every session
@@ -170,6 +203,10 @@ pub async fn serve(
             connections = connections.len(),
             "shutdown grace period over; HTTP connections dropped"
         );
+    }
+    // Last, so what happened while sessions closed is posted too (bounded).
+    if let Some(monitor) = router.monitor_handle() {
+        monitor.flush(MONITOR_FLUSH).await;
     }
     Ok(())
 }

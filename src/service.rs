@@ -99,7 +99,8 @@ pub async fn run(
         _ => None,
     };
 
-    let product = server::product(&config);
+    let product = server::product(&config).map_err(io::Error::other)?;
+    reloader.guard(product.security.clone());
     let shutdown = CancellationToken::new();
     let mut http = tokio::spawn(server::serve(
         listeners.http,

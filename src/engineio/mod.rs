@@ -15,13 +15,13 @@ mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -55,6 +55,15 @@ pub trait Connection: Send + 'static {
     fn on_message(&mut self, msg: Message);
     /// The session ended; `backlog` holds what it had queued, for a later replay.
     fn on_close(self: Box<Self>, reason: CloseReason, backlog: Backlog);
+}
+
+/// Decides who may open a session (the origin check of SPEC §6). Consulted on handshakes
+/// (requests without a session id), which it may refuse, and on every request for CORS:
+/// only an allowed `Origin` is reflected.
+pub trait Gate: Send + Sync + 'static {
+    fn allows(&self, headers: &HeaderMap) -> bool;
+    /// A handshake was refused with 403 (for the log line and the count).
+    fn refused(&self, headers: &HeaderMap, peer: Option<SocketAddr>);
 }
 
 /// Engine.IO settings; every bound is configurable (STYLE habit 9).
@@ -112,6 +121,8 @@ pub struct Engine {
 pub(crate) struct Inner {
     pub(crate) config: EngineConfig,
     pub(crate) handler: Arc<dyn Handler>,
+    /// Set once before serving; none lets everyone in.
+    gate: OnceLock<Arc<dyn Gate>>,
     /// Short critical sections only (lookup, insert, remove); never held across an await.
     sessions: Mutex<HashMap<Sid, Entry>>,
 }
@@ -276,6 +287,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 config,
                 handler,
+                gate: OnceLock::new(),
                 sessions: Mutex::new(HashMap::new()),
             }),
         }
@@ -283,6 +295,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// Puts handshakes behind `gate`; only the first call has an effect.
+    pub fn set_gate(&self, gate: Arc<dyn Gate>) {
+        let _ = self.inner.gate.set(gate);
     }
 
     /// Sessions currently open.
@@ -300,15 +317,20 @@ impl Engine {
 
     /// Serves one request under the Engine.IO path.
     pub async fn handle(&self, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
+        let allowed = self
+            .inner
+            .gate
+            .get()
+            .is_none_or(|g| g.allows(req.headers()));
         let origin = req.headers().get(header::ORIGIN).cloned();
-        let mut res = match self.dispatch(req, peer).await {
+        let mut res = match self.dispatch(req, peer, allowed).await {
             Ok(res) => res,
             Err(e) => {
                 debug!(?peer, error = %e, "engine.io request refused");
                 e.into_response()
             }
         };
-        cors(&mut res, origin);
+        cors(&mut res, origin, allowed);
         res
     }
 
@@ -316,6 +338,7 @@ impl Engine {
         &self,
         req: Request<Incoming>,
         peer: Option<SocketAddr>,
+        allowed: bool,
     ) -> Result<Response<Body>, EngineError> {
         if req.method() == Method::OPTIONS {
             return Ok(preflight(&req));
@@ -329,6 +352,12 @@ impl Engine {
         };
         if q.eio != Some("4") {
             return Err(EngineError::UnsupportedProtocolVersion);
+        }
+        if q.sid.is_none() && !allowed {
+            if let Some(gate) = self.inner.gate.get() {
+                gate.refused(req.headers(), peer);
+            }
+            return Err(EngineError::Forbidden);
         }
         let wants_upgrade = websocket::is_upgrade_request(&req);
         match (q.sid, transport) {
@@ -443,11 +472,14 @@ fn polling_response(body: Bytes) -> Response<Body> {
     res
 }
 
-/// CORS for browsers on other origins, with credentials (cookies for sticky sessions).
-/// Which origins may connect at all is decided before the request reaches the engine.
-fn cors(res: &mut Response<Body>, origin: Option<HeaderValue>) {
+/// CORS for browsers on other origins, with credentials (cookies for sticky sessions):
+/// an `Origin` the gate refused gets no CORS headers, so its page cannot read the answer.
+fn cors(res: &mut Response<Body>, origin: Option<HeaderValue>, allowed: bool) {
     let h = res.headers_mut();
     match origin {
+        Some(_) if !allowed => {
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
         Some(o) => {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
             h.insert(

@@ -1,5 +1,6 @@
 //! The HTTP API of SPEC §4: publish from a backend, and look at channels.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 use tracing::debug;
 
 use super::json_response;
+use crate::auth::Security;
 use crate::engineio::Body;
 use crate::hub::{Envelope, Hub, HubError, RESERVED_COMMANDS};
 
@@ -53,17 +55,42 @@ enum Item {
 pub struct Api {
     hub: Arc<Hub>,
     max_payload: usize,
+    /// API keys, else the origin check (SPEC §4); none lets everyone in.
+    security: Option<Arc<Security>>,
 }
 
 impl Api {
     pub fn new(hub: Arc<Hub>, max_payload: usize) -> Api {
-        Api { hub, max_payload }
+        Api {
+            hub,
+            max_payload,
+            security: None,
+        }
+    }
+
+    /// Puts every `/api/*` request behind `security`.
+    pub fn guarded(mut self, security: Arc<Security>) -> Api {
+        self.security = Some(security);
+        self
     }
 
     /// Serves a request whose path starts with `/api/`.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
+        if let Some(refusal) = self
+            .security
+            .as_ref()
+            .and_then(|s| s.check_api(req.headers(), peer).err())
+        {
+            debug!(%method, %path, ?peer, status = refusal.status.as_u16(), "api request refused");
+            let mut res = ApiError(refusal.status, refusal.message.into()).into_response(None);
+            if refusal.status == StatusCode::UNAUTHORIZED {
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            return res;
+        }
         let (result, allow) = match path.as_str() {
             "/api/publish" if method == Method::POST => (self.publish(req).await, None),
             "/api/publish" => (Err(method_not_allowed()), Some("POST")),

@@ -1,8 +1,9 @@
-//! The one routing function for the HTTP port: Engine.IO paths, the API, health, the demo
-//! page and the client bundle.
+//! The one routing function for the HTTP port: Engine.IO paths, the API, health, metrics,
+//! the demo page and the client bundle.
 
 mod api;
 mod assets;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,9 +16,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::engineio::{Body, Engine};
+use crate::monitor::Monitor;
 
 pub use api::Api;
 pub use assets::Assets;
+pub use metrics::Metrics;
 
 /// What answers on the HTTP port.
 #[derive(Clone)]
@@ -30,6 +33,10 @@ pub struct Router {
     api: Option<Arc<Api>>,
     /// Cleared when shutdown starts: `/readyz` then says not ready.
     ready: Arc<AtomicBool>,
+    /// `/metrics`, if any.
+    metrics: Option<Arc<Metrics>>,
+    /// The webhook queue, flushed at shutdown (see `server::serve`).
+    monitor: Option<Arc<Monitor>>,
 }
 
 impl Default for Router {
@@ -45,7 +52,24 @@ impl Router {
             assets: Assets::default(),
             api: None,
             ready: Arc::new(AtomicBool::new(true)),
+            metrics: None,
+            monitor: None,
         }
+    }
+
+    pub fn metrics(mut self, metrics: Metrics) -> Router {
+        self.metrics = Some(Arc::new(metrics));
+        self
+    }
+
+    pub fn monitor(mut self, monitor: Option<Arc<Monitor>>) -> Router {
+        self.monitor = monitor;
+        self
+    }
+
+    /// The monitor, for its flush at shutdown.
+    pub fn monitor_handle(&self) -> Option<&Arc<Monitor>> {
+        self.monitor.as_ref()
     }
 
     pub fn api(mut self, api: Api) -> Router {
@@ -88,7 +112,7 @@ impl Router {
         }
         if path == "/api" || path.starts_with("/api/") {
             return match &self.api {
-                Some(api) => api.handle(req).await,
+                Some(api) => api.handle(req, peer).await,
                 None => not_found(),
             };
         }
@@ -112,7 +136,18 @@ impl Router {
                     )
                 }
             }
-            (_, "/healthz" | "/readyz") => method_not_allowed(),
+            (&Method::GET | &Method::HEAD, "/metrics") => match &self.metrics {
+                Some(m) => {
+                    let mut res = Response::new(Body::from(m.render()));
+                    res.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(metrics::CONTENT_TYPE),
+                    );
+                    res
+                }
+                None => not_found(),
+            },
+            (_, "/healthz" | "/readyz" | "/metrics") => method_not_allowed(),
             _ => not_found(),
         }
     }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
+use super::member::Claim;
 use super::{Conn, Envelope, Hub, HubError, RESERVED_COMMANDS, error_envelope};
+use crate::auth::{Channels, Security};
 use crate::engineio::{self, Backlog, CloseReason, Sid};
 use crate::socketio::{Accept, App, DisconnectReason, Event, SioSocket};
 
@@ -17,16 +19,63 @@ struct State {
     conn: Mutex<Conn>,
     /// The legacy protocol needs `init` first; an identity from CONNECT counts as one.
     legacy_ready: Mutex<bool>,
+    /// What the identity's token allows this connection to subscribe, publish and
+    /// command to; replaced only by a legacy `init` with a token.
+    channels: Mutex<Channels>,
+}
+
+/// What [`App::accept`] decided, for [`App::on_connect`].
+struct Admitted {
+    identity: Option<Arc<str>>,
+    channels: Channels,
+    claim: Option<Claim>,
 }
 
 /// The Socket.IO application of the product: one namespace, `/`, and the hub behind it.
 pub struct HubApp {
     hub: Arc<Hub>,
+    /// Identity tokens and `[Identity] require`; none admits every identity unproven.
+    security: Option<Arc<Security>>,
 }
 
 impl HubApp {
     pub fn new(hub: Arc<Hub>) -> HubApp {
-        HubApp { hub }
+        HubApp {
+            hub,
+            security: None,
+        }
+    }
+
+    /// Checks identities (and their tokens) with `security`.
+    pub fn guarded(mut self, security: Arc<Security>) -> HubApp {
+        self.security = Some(security);
+        self
+    }
+
+    /// The identity a CONNECT (or a legacy `init`) may use, and its channels.
+    fn admit(
+        &self,
+        identity: Option<Arc<str>>,
+        token: Option<&Value>,
+    ) -> Result<(Option<Arc<str>>, Channels), String> {
+        let Some(security) = &self.security else {
+            return Ok((identity, Channels::any()));
+        };
+        let (identity, channels) = security.admit(identity, token)?;
+        // A token's `sub` may name the identity: it must be one the hub takes.
+        let identity = self
+            .hub
+            .validate_identity(identity.map(|i| Value::from(&*i)).as_ref())
+            .map_err(|e| e.to_string())?;
+        Ok((identity, channels))
+    }
+
+    fn permit(channels: &Channels, channel: &str) -> Result<(), HubError> {
+        if channels.allows(channel) {
+            Ok(())
+        } else {
+            Err(HubError::NotAllowed(channel.to_owned()))
+        }
     }
 
     fn recovery_on(&self) -> bool {
@@ -39,13 +88,23 @@ impl HubApp {
         Some((conn, state))
     }
 
+    fn channels(state: &State) -> Channels {
+        state
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn subscribe(
         &self,
         conn: &Conn,
+        allowed: &Channels,
         channel: Option<&Value>,
         options: Option<&Value>,
     ) -> Result<Value, HubError> {
         let channel = self.hub.validate_channel(channel)?;
+        Self::permit(allowed, channel)?;
         let options = options.cloned().unwrap_or(Value::Null);
         let count = self.hub.subscribe(conn, channel, options)?;
         Ok(json!({"ok": true, "channel": channel, "count": count}))
@@ -66,11 +125,13 @@ impl HubApp {
     fn publish(
         &self,
         conn: &Conn,
+        allowed: &Channels,
         channel: Option<&Value>,
         data: Value,
         ev_attachments: Vec<bytes::Bytes>,
     ) -> Result<Value, HubError> {
         let channel = self.hub.validate_channel(channel)?;
+        Self::permit(allowed, channel)?;
         let envelope = Envelope::message(channel, conn.member.identity.clone(), data);
         self.hub.publish(&envelope, ev_attachments);
         Ok(json!({"ok": true}))
@@ -79,12 +140,14 @@ impl HubApp {
     fn command(
         &self,
         conn: &Conn,
+        allowed: &Channels,
         channel: Option<&Value>,
         name: Option<&Value>,
         options: Value,
         attachments: Vec<bytes::Bytes>,
     ) -> Result<Value, HubError> {
         let channel = self.hub.validate_channel(channel)?;
+        Self::permit(allowed, channel)?;
         let name = match name {
             Some(Value::String(s)) if !s.is_empty() => s.as_str(),
             _ => return Err(HubError::CommandNotString),
@@ -126,15 +189,19 @@ impl HubApp {
             return Err("Client has not sent init command yet!".into());
         }
         let err = |e: HubError| e.to_string();
+        let allowed = &Self::channels(state);
         match (kind, command) {
             ("command", "") => Err("Malformed command message".into()),
-            ("command", "subscribe") => self.subscribe(&conn, channel, Some(&options)).map_err(err),
+            ("command", "subscribe") => self
+                .subscribe(&conn, allowed, channel, Some(&options))
+                .map_err(err),
             ("command", "unsubscribe") => self
                 .unsubscribe(&conn, channel, Some(&options))
                 .map_err(err),
             ("command", name) => self
                 .command(
                     &conn,
+                    allowed,
                     channel,
                     Some(&Value::from(name)),
                     options,
@@ -145,7 +212,8 @@ impl HubApp {
                 if data.is_null() {
                     return Err("msg either has no channel or no data. not publishing".into());
                 }
-                self.publish(&conn, channel, data, attachments).map_err(err)
+                self.publish(&conn, allowed, channel, data, attachments)
+                    .map_err(err)
             }
             _ => Err("Malformed command message".into()),
         }
@@ -172,6 +240,20 @@ impl HubApp {
             if conn.member.identity.is_some() {
                 return Err("identity already set for this connection".into());
             }
+            // The identity must be proven as at CONNECT: a token beside it in the envelope.
+            let token = [
+                data.get("token"),
+                data.get("options").and_then(|o| o.get("token")),
+                msg.get("token"),
+            ]
+            .into_iter()
+            .flatten()
+            .next();
+            let (id, channels) = self.admit(Some(id), token)?;
+            let Some(id) = id else {
+                return Err("identity required".into());
+            };
+            *state.channels.lock().unwrap_or_else(|e| e.into_inner()) = channels;
             // An anonymous connection becomes its identity's: its anonymous member leaves.
             self.hub.detach(&conn, socket, Default::default(), false);
             conn = self.hub.attach(socket, Some(id), None);
@@ -182,8 +264,9 @@ impl HubApp {
             .get("channels")
             .or_else(|| data.get("options").and_then(|o| o.get("channels")));
         if let Some(Value::Array(list)) = channels {
+            let allowed = Self::channels(state);
             for ch in list {
-                self.subscribe(&conn, Some(ch), None)
+                self.subscribe(&conn, &allowed, Some(ch), None)
                     .map_err(|e| e.to_string())?;
             }
         }
@@ -202,8 +285,20 @@ impl App for HubApp {
             .hub
             .validate_identity(auth.and_then(|a| a.get("identity")))
             .map_err(|e| e.to_string())?;
+        // Checked on every CONNECT, a recovering one too: a pid proves nothing by itself.
+        let (identity, channels) = self.admit(identity, auth.and_then(|a| a.get("token")))?;
+        let admitted = |claim| {
+            Some(Box::new(Admitted {
+                identity: identity.clone(),
+                channels: channels.clone(),
+                claim,
+            }) as Box<dyn Any + Send>)
+        };
         if !self.recovery_on() {
-            return Ok(Accept::default());
+            return Ok(Accept {
+                state: admitted(None),
+                ..Accept::default()
+            });
         }
         // A client back from a lost connection presents its pid and the last offset it saw.
         if let Some(pid) = auth.and_then(|a| a.get("pid")).and_then(Value::as_str) {
@@ -218,7 +313,7 @@ impl App for HubApp {
                 return Ok(Accept {
                     sid: Some(claim.sid.clone()),
                     pid: claim.pid.clone(),
-                    state: Some(Box::new(claim)),
+                    state: admitted(Some(claim)),
                 });
             }
             debug!(%pid, "connection state not recoverable; new session");
@@ -226,29 +321,32 @@ impl App for HubApp {
         Ok(Accept {
             sid: None,
             pid: Some(Sid::random()),
-            state: None,
+            state: admitted(None),
         })
     }
 
     fn on_connect(
         &self,
         socket: &Arc<SioSocket>,
-        auth: Option<Value>,
+        _auth: Option<Value>,
         state: Option<Box<dyn Any + Send>>,
     ) {
-        let identity = self
-            .hub
-            .validate_identity(auth.as_ref().and_then(|a| a.get("identity")))
-            .ok()
-            .flatten();
-        let claim = state
-            .and_then(|s| s.downcast::<super::member::Claim>().ok())
-            .map(|c| *c);
+        // `accept` always leaves its decision; without it nothing was checked.
+        let Some(admitted) = state.and_then(|s| s.downcast::<Admitted>().ok()) else {
+            socket.disconnect();
+            return;
+        };
+        let Admitted {
+            identity,
+            channels,
+            claim,
+        } = *admitted;
         let ready = identity.is_some();
         let conn = self.hub.attach(socket, identity, claim);
         socket.set_data(State {
             conn: Mutex::new(conn),
             legacy_ready: Mutex::new(ready),
+            channels: Mutex::new(channels),
         });
     }
 
@@ -259,22 +357,30 @@ impl App for HubApp {
         let ack = ev.ack;
         let args = &ev.args;
         let channel_hint = args.first().and_then(Value::as_str).map(str::to_owned);
+        let allowed = &Self::channels(state);
         let result: Result<Value, String> = match ev.name.as_str() {
             "subscribe" => self
-                .subscribe(&conn, args.first(), args.get(1))
+                .subscribe(&conn, allowed, args.first(), args.get(1))
                 .map_err(|e| e.to_string()),
             "unsubscribe" => self
                 .unsubscribe(&conn, args.first(), args.get(1))
                 .map_err(|e| e.to_string()),
             "publish" => {
                 let data = args.get(1).cloned().unwrap_or(Value::Null);
-                self.publish(&conn, args.first(), data, ev.attachments)
+                self.publish(&conn, allowed, args.first(), data, ev.attachments)
                     .map_err(|e| e.to_string())
             }
             "command" => {
                 let options = args.get(2).cloned().unwrap_or(Value::Null);
-                self.command(&conn, args.first(), args.get(1), options, ev.attachments)
-                    .map_err(|e| e.to_string())
+                self.command(
+                    &conn,
+                    allowed,
+                    args.first(),
+                    args.get(1),
+                    options,
+                    ev.attachments,
+                )
+                .map_err(|e| e.to_string())
             }
             "message" => match args.first() {
                 Some(msg) => self.legacy(socket, state, conn, msg, ev.attachments),

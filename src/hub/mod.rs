@@ -10,6 +10,7 @@ mod app;
 mod channel;
 mod envelope;
 mod member;
+mod observer;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -26,6 +27,7 @@ use crate::socketio::SioSocket;
 
 pub use app::HubApp;
 pub use envelope::{Envelope, error_envelope};
+pub use observer::{HubEvent, Observer};
 
 use channel::{Channel, Fanout};
 use member::{Claim, Detach, Member, MemberState, Slot};
@@ -91,6 +93,8 @@ pub enum HubError {
     IdentityControlChars,
     #[error("connection is closed")]
     Closed,
+    #[error("channel {0:?} not allowed by the token")]
+    NotAllowed(String),
 }
 
 /// Counts for status lines and metrics.
@@ -113,6 +117,8 @@ pub struct Counters {
     pub kept: AtomicU64,
     pub slow_clients: AtomicU64,
     pub recovered: AtomicU64,
+    /// Items for a session that had ended meanwhile.
+    pub dropped: AtomicU64,
 }
 
 /// What a channel looks like from outside.
@@ -154,6 +160,8 @@ pub struct Hub {
     hasher: RandomState,
     config: HubConfig,
     pub counters: Counters,
+    /// Told about membership, connections and publishes (the monitor); set before serving.
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Hub {
@@ -166,6 +174,31 @@ impl Hub {
             hasher: RandomState::new(),
             config,
             counters: Counters::default(),
+            observer: None,
+        }
+    }
+
+    /// Reports what happens to `observer` (see [`Observer`] for what it must not do).
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Hub {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Tells the observer.
+    fn observe(&self, event: HubEvent, envelope: &Envelope) {
+        if let Some(o) = &self.observer
+            && o.wants(event)
+        {
+            o.observe(event, envelope);
+        }
+    }
+
+    /// Tells the observer, building the envelope only when it is wanted.
+    fn observe_with(&self, event: HubEvent, envelope: impl FnOnce() -> Envelope) {
+        if let Some(o) = &self.observer
+            && o.wants(event)
+        {
+            o.observe(event, &envelope());
         }
     }
 
@@ -283,7 +316,14 @@ impl Hub {
                 self.unregister(&member);
                 continue;
             }
+            // A member with no session at all was just made: its first connection.
+            let first = st.slots.is_empty();
             let slot = self.join_member(&member, &mut st, socket);
+            if first {
+                self.observe_with(HubEvent::Connect, || {
+                    observer::presence(member.identity.clone(), "onConnect")
+                });
+            }
             drop(st);
             return Conn { member, slot };
         }
@@ -417,6 +457,9 @@ impl Hub {
                 self.leave(&member, &ch, Value::Null, &[]);
             }
             st.gone = true;
+            self.observe_with(HubEvent::Disconnect, || {
+                observer::presence(member.identity.clone(), "onDisconnect")
+            });
         }
     }
 
@@ -466,6 +509,7 @@ impl Hub {
             options,
             count,
         );
+        self.observe(HubEvent::Subscribe, &event);
         let item = event.encode(self.next_offset(), Vec::new());
         let f = ch.deliver(&item, self.config.cache_limit);
         self.count_fanout(f);
@@ -517,6 +561,7 @@ impl Hub {
             options,
             count,
         );
+        self.observe(HubEvent::Unsubscribe, &event);
         let item = event.encode(self.next_offset(), Vec::new());
         let mut f = ch.deliver(&item, self.config.cache_limit);
         for s in also {
@@ -549,6 +594,8 @@ impl Hub {
         let Ok(map) = self.shard(channel).channels.lock() else {
             return 0;
         };
+        // Under the channel lock, so the monitor hears a channel's events in their order.
+        self.observe(Self::kind_of(envelope), envelope);
         let Some(ch) = map.get(channel) else {
             return 0;
         };
@@ -560,9 +607,18 @@ impl Hub {
         f.queued as usize
     }
 
+    fn kind_of(envelope: &Envelope) -> HubEvent {
+        if envelope.kind == "command" {
+            HubEvent::Command
+        } else {
+            HubEvent::Message
+        }
+    }
+
     /// Delivers an envelope to every session of one identity; returns how many got it.
     pub fn send_to(&self, identity: &str, envelope: &Envelope, attachments: Vec<Bytes>) -> usize {
         self.counters.published.fetch_add(1, Ordering::Relaxed);
+        self.observe(Self::kind_of(envelope), envelope);
         let key = Member::key_for(Some(identity), &Sid::from(""));
         let Some(member) = self
             .registry(&key)
@@ -590,6 +646,9 @@ impl Hub {
             .delivered
             .fetch_add(f.queued, Ordering::Relaxed);
         self.counters.kept.fetch_add(f.kept, Ordering::Relaxed);
+        self.counters
+            .dropped
+            .fetch_add(f.dropped, Ordering::Relaxed);
     }
 
     /// Every channel with its member count, sorted by name.

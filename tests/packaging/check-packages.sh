@@ -70,6 +70,7 @@ done
 for unit in realtime.service realtime.socket realtime-flash.socket; do
   check "$unit is systemd/$unit" cmp -s "systemd/$unit" "$W/deb/usr/lib/systemd/system/$unit"
 done
+check "license.txt is etc/license.txt" cmp -s etc/license.txt "$W/deb/etc/realtime/license.txt"
 check "the demo and bundle are js-client/www's" \
   bash -c 'cmp -s js-client/www/index.html "$1/index.html" && cmp -s js-client/www/realtime.js "$1/realtime.js"' \
   _ "$W/deb/usr/share/realtime/www"
@@ -86,13 +87,13 @@ check "deb: 0640 (postinst gives them group realtime)" \
   bash -c '[[ $(grep -c "^-rw-r----- /etc/realtime/" <<<"$1") == 2 ]]' _ "$deb_files"
 
 conf=$W/deb/etc/realtime/realtime.conf
-for key in "user = realtime" "www = /usr/share/realtime/www" "file = /etc/realtime/license.txt"; do
+for key in "user = realtime" "www = /usr/share/realtime/www"; do
   check "the packaged configuration sets $key" grep -qxF "$key" "$conf"
 done
 check "the packaged configuration is valid (realtime check-config)" \
   bash -c '"$1" check-config "$2" >/dev/null' _ "$W/deb/usr/bin/realtime" "$conf"
 check "the packaged configuration is the sample's other lines" \
-  bash -c 'diff <(grep -Ev "^(#|user = |www = |file = )" "$1") <(grep -Ev "^(#|user = |www = |file = )" etc/realtime.conf)' _ "$conf"
+  bash -c 'diff <(grep -Ev "^(#|user = |www = )" "$1") <(grep -Ev "^(#|user = |www = )" etc/realtime.conf)' _ "$conf"
 
 # ---------------------------------------------------------------- binary and man page
 sections=$(readelf -S -W "$W/deb/usr/bin/realtime")
