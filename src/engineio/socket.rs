@@ -218,6 +218,11 @@ impl Socket {
         }
     }
 
+    /// The outbound queue itself, for a broadcaster that keeps it at hand.
+    pub(crate) fn queue(&self) -> &Arc<Queue> {
+        &self.queue
+    }
+
     /// Asks the session to close; the first reason given is the one reported.
     pub fn close(&self, reason: CloseReason) {
         if let Ok(mut r) = self.reason.lock() {
