@@ -73,7 +73,7 @@ struct Live {
 }
 
 impl Live {
-    fn new(socket: &Arc<SioSocket>) -> SlotState {
+    fn state(socket: &Arc<SioSocket>) -> SlotState {
         SlotState::Live(Live {
             socket: socket.clone(),
             queue: socket.engine().queue().clone(),
@@ -136,7 +136,7 @@ impl Slot {
         Slot {
             id: SLOT_IDS.fetch_add(1, Ordering::Relaxed),
             member,
-            state: Mutex::new(Live::new(&socket)),
+            state: Mutex::new(Live::state(&socket)),
         }
     }
 
@@ -286,7 +286,7 @@ impl Slot {
             items.drain(..d.unsent.min(items.len()));
         }
         items.append(&mut d.kept);
-        let mut next = Live::new(socket);
+        let mut next = Live::state(socket);
         while let Some(item) = items.pop_front() {
             if let Err((_, item)) = socket.offer(item) {
                 // Too much for the new connection's queue: it is closing as slow; keep the rest.
