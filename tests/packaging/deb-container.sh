@@ -30,35 +30,27 @@ for tool in systemd-nspawn nsenter node curl; do
 done
 [[ -d tests/node_modules/socket.io-client ]] || { echo "run npm ci --prefix tests first" >&2; exit 1; }
 
-PASS=0 FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
-not_ok() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
-# check NAME CMD...: one assertion.
-check() { local name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; fi; }
+# shellcheck source=../lib/container.sh
+. tests/lib/container.sh
+CT_TIMEOUT=120
 has() { [[ $1 == *"$2"* ]]; }
 
 W=$(mktemp -d /tmp/realtime-pkgct.XXXXXX)
-NS='' LOOP=''
+LOOP=''
 cleanup() {
   set +e
   [[ -n $LOOP ]] && kill "$LOOP" 2>/dev/null && wait "$LOOP" 2>/dev/null
-  if [[ -n $NS ]] && kill -0 "$NS" 2>/dev/null; then
-    kill -TERM "$NS" 2>/dev/null                 # nspawn asks the container's systemd to power off
-    for _ in $(seq 100); do kill -0 "$NS" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$NS" 2>/dev/null
-    wait "$NS" 2>/dev/null
-  fi
-  mountpoint -q "$W/root" && umount "$W/root"
-  mountpoint -q "$W" && umount "$W"
+  ct_stop
   rm -rf "$W"
 }
 trap cleanup EXIT
 
+ct_prepare
+
 # ---------------------------------------------------------------- packages
 # Revision 1 to install, revision 2 to upgrade to; the same release build, packed twice.
-mount -t tmpfs -o size=2G tmpfs "$W"
-mkdir -p "$W"/{upper,work,root,in}
 IN=$W/in
+mkdir -p "$IN"
 packaging/build deb --output "$IN/" >"$W/build.log" 2>&1 &&
   packaging/build deb --deb-revision 2 --output "$IN/" >>"$W/build.log" 2>&1 &&
   packaging/build rpm --output "$IN/" >>"$W/build.log" 2>&1 &&
@@ -69,9 +61,6 @@ RPM1=$(cd "$IN" && ls realtime-*-1.*.rpm) RPM2=$(cd "$IN" && ls realtime-*-2.*.r
 echo "packages: $DEB1 $DEB2 $RPM1 $RPM2"
 
 # ---------------------------------------------------------------- the container's root
-mount -t overlay overlay -o "lowerdir=/,upperdir=$W/upper,workdir=$W/work" "$W/root"
-R=$W/root
-rm -f "$R/usr/sbin/policy-rc.d"                  # this image blocks starts from package scripts
 # Services this machine has enabled that have no business in the test.
 for unit in supervisor.service postgresql.service postgresql@.service; do
   ln -sf /dev/null "$R/etc/systemd/system/$unit"
@@ -80,31 +69,11 @@ mkdir -p "$R/root/in"
 cp "$IN"/* "$R/root/in/"
 
 # ---------------------------------------------------------------- boot
-systemd-nspawn --register=no --keep-unit -D "$R" --private-network -M realtime-pkg \
-  --console=pipe -b >"$W/nspawn.log" 2>&1 &
-NS=$!
-P=
-for _ in $(seq 100); do P=$(pgrep -P "$NS" -x systemd) && break; sleep 0.1; done
-[[ -n $P ]] || { cat "$W/nspawn.log"; echo "container did not boot" >&2; exit 1; }
-in_ct() { timeout 120 nsenter -t "$P" -a "$@"; }  # a command inside the container
-in_net() { timeout 60 nsenter -t "$P" -n "$@"; }  # a host command in its network
-state=
-for _ in $(seq 300); do
-  state=$(timeout 60 nsenter -t "$P" -a systemctl is-system-running --wait 2>/dev/null || true)
-  [[ -n $state ]] && break
-  sleep 0.2
-done
-echo "container: $state"
-[[ $state == running || $state == degraded ]] || { echo "boot failed" >&2; exit 1; }
+ct_boot realtime-pkg
 
 apt_get() {
   in_ct env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Options::=--force-confold \
     -o APT::Sandbox::User=root "$@" >>"$W/apt.log" 2>&1
-}
-# wait_for SECONDS CMD...: retry until CMD succeeds.
-wait_for() {
-  local end=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do ((SECONDS < end)) || return 1; sleep 0.2; done
 }
 active() { in_ct systemctl --quiet is-active "$@"; }
 main_pid() { in_ct systemctl show -P MainPID realtime.service; }

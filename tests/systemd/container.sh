@@ -24,34 +24,18 @@ done
 [[ -x $BIN ]] || { echo "no binary at $BIN: cargo build first" >&2; exit 1; }
 [[ -d tests/node_modules/socket.io-client ]] || { echo "run npm ci --prefix tests first" >&2; exit 1; }
 
-PASS=0 FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
-not_ok() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
-# check NAME CMD...: one assertion.
-check() { local name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; fi; }
+# shellcheck source=../lib/container.sh
+. tests/lib/container.sh
 
 W=$(mktemp -d /tmp/realtime-container.XXXXXX)
-NS=
 cleanup() {
   set +e
-  if [[ -n $NS ]] && kill -0 "$NS" 2>/dev/null; then
-    kill -TERM "$NS" 2>/dev/null                 # nspawn asks the container's systemd to power off
-    for _ in $(seq 100); do kill -0 "$NS" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$NS" 2>/dev/null
-    wait "$NS" 2>/dev/null
-  fi
-  mountpoint -q "$W/root" && umount "$W/root"
-  mountpoint -q "$W" && umount "$W"
+  ct_stop
   rmdir "$W" 2>/dev/null
 }
 trap cleanup EXIT
 
-# ---------------------------------------------------------------- the container's root
-mount -t tmpfs -o size=2G tmpfs "$W"
-mkdir -p "$W"/{upper,work,root}
-mount -t overlay overlay -o lowerdir=/,upperdir="$W/upper",workdir="$W/work" "$W/root"
-R=$W/root
-rm -f "$R/usr/sbin/policy-rc.d"
+ct_prepare
 install -m 0755 "$BIN" "$R/usr/bin/realtime"
 install -m 0644 systemd/realtime.service systemd/realtime.socket systemd/realtime-flash.socket \
   "$R/etc/systemd/system/"
@@ -67,31 +51,10 @@ chroot "$R" useradd --system --user-group --no-create-home --home-dir /nonexiste
 # The test's own drop-in for the watchdog check comes later; nothing else is changed.
 
 # ---------------------------------------------------------------- boot
-systemd-nspawn --register=no --keep-unit -D "$R" --private-network -M realtime-test \
-  --console=pipe -b >"$W/nspawn.log" 2>&1 &
-NS=$!
-P=
-for _ in $(seq 100); do P=$(pgrep -P "$NS" -x systemd) && break; sleep 0.1; done
-[[ -n $P ]] || { cat "$W/nspawn.log"; echo "container did not boot" >&2; exit 1; }
-in_ct() { timeout 30 nsenter -t "$P" -a "$@"; }   # a command inside the container
-in_net() { timeout 60 nsenter -t "$P" -n "$@"; }  # a host command in its network
-# The bus socket appears a moment after PID 1 does: retry until systemctl can ask.
-state=
-for _ in $(seq 300); do
-  state=$(timeout 60 nsenter -t "$P" -a systemctl is-system-running --wait 2>/dev/null || true)
-  [[ -n $state ]] && break
-  sleep 0.2
-done
-echo "container: $state"
-[[ $state == running || $state == degraded ]] || { echo "boot failed" >&2; exit 1; }
+ct_boot realtime-test
 
 journal() { in_ct journalctl --no-pager -o cat -u realtime.service "$@"; }
 main_pid() { in_ct systemctl show -P MainPID realtime.service; }
-# wait_for SECONDS CMD...: retry until CMD succeeds.
-wait_for() {
-  local end=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do ((SECONDS < end)) || return 1; sleep 0.2; done
-}
 
 # ---------------------------------------------------------------- sockets, first start
 in_ct systemctl enable --now realtime.socket >/dev/null 2>&1
