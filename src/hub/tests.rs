@@ -104,8 +104,14 @@ async fn tabs_of_one_identity_are_one_member() {
     let hub = hub();
     let mut a1 = tab(&hub, Some("alice"));
     let mut a2 = tab(&hub, Some("alice"));
-    assert_eq!(hub.subscribe(&a1.conn, "chat", Value::Null), Ok(1));
-    assert_eq!(hub.subscribe(&a2.conn, "chat", Value::Null), Ok(1));
+    assert_eq!(
+        hub.subscribe(&a1.conn, "chat", Value::Null),
+        Ok(Count::Now(1))
+    );
+    assert_eq!(
+        hub.subscribe(&a2.conn, "chat", Value::Null),
+        Ok(Count::Now(1))
+    );
     // One onSubscribe, heard by both tabs.
     assert_eq!(
         commands(&received(&mut a1.rx)),
@@ -117,7 +123,10 @@ async fn tabs_of_one_identity_are_one_member() {
     );
 
     let mut b = tab(&hub, Some("bob"));
-    assert_eq!(hub.subscribe(&b.conn, "chat", json!({"x": 1})), Ok(2));
+    assert_eq!(
+        hub.subscribe(&b.conn, "chat", json!({"x": 1})),
+        Ok(Count::Now(2))
+    );
     for rx in [&mut a1.rx, &mut a2.rx, &mut b.rx] {
         let got = received(rx);
         assert_eq!(commands(&got), [("onSubscribe".to_owned(), 2)]);
@@ -131,7 +140,10 @@ async fn tabs_of_one_identity_are_one_member() {
     assert_eq!(hub.stats().members, 2);
 
     // bob leaves: everyone, bob included, hears onUnsubscribe with the new count.
-    assert_eq!(hub.unsubscribe(&b.conn, "chat", Value::Null), Ok(1));
+    assert_eq!(
+        hub.unsubscribe(&b.conn, "chat", Value::Null),
+        Ok(Count::Now(1))
+    );
     for rx in [&mut a1.rx, &mut b.rx] {
         assert_eq!(commands(&received(rx)), [("onUnsubscribe".to_owned(), 1)]);
     }
@@ -148,8 +160,8 @@ async fn anonymous_connections_are_their_own_members() {
     let hub = hub();
     let x = tab(&hub, None);
     let y = tab(&hub, None);
-    assert_eq!(hub.subscribe(&x.conn, "c", Value::Null), Ok(1));
-    assert_eq!(hub.subscribe(&y.conn, "c", Value::Null), Ok(2));
+    assert_eq!(hub.subscribe(&x.conn, "c", Value::Null), Ok(Count::Now(1)));
+    assert_eq!(hub.subscribe(&y.conn, "c", Value::Null), Ok(Count::Now(2)));
     assert_eq!(hub.channel("c").anonymous, 2);
 }
 
@@ -162,7 +174,7 @@ async fn max_channels_per_member() {
     let t = tab(&hub, Some("a"));
     hub.subscribe(&t.conn, "1", Value::Null).unwrap();
     hub.subscribe(&t.conn, "2", Value::Null).unwrap();
-    assert_eq!(hub.subscribe(&t.conn, "2", Value::Null), Ok(1));
+    assert_eq!(hub.subscribe(&t.conn, "2", Value::Null), Ok(Count::Now(1)));
     assert_eq!(
         hub.subscribe(&t.conn, "3", Value::Null),
         Err(HubError::TooManyChannels(2))
