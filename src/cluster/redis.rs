@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::{Bus, Presence, Query, Settle, identity_of, scripts, wire};
 use crate::config::ClusterConfig;
+use crate::engineio::Sid;
 use crate::hub::{ChannelInfo, Envelope, Hub, HubEvent};
 
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
@@ -91,6 +92,12 @@ pub struct Worker {
     timeout: Duration,
     /// Channels this node has members in: subscribed on Redis whenever it is up.
     watched: HashSet<String>,
+    /// Subscriptions (`channel \0 member`) and members that changed while Redis was away:
+    /// the resync announces these to the other nodes.
+    dirty: HashSet<String>,
+    /// The Redis data set this node last wrote to (`P:epoch`): a new one means Redis lost
+    /// its data, and what the resync writes back is no news to anyone.
+    epoch: Option<String>,
 }
 
 #[derive(Clone)]
@@ -119,6 +126,9 @@ impl Keys {
     }
     fn members(&self) -> String {
         format!("{}:members", self.prefix)
+    }
+    fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
     }
     fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
@@ -161,6 +171,8 @@ impl RedisCluster {
             heartbeat: config.heartbeat,
             timeout: config.node_timeout,
             watched: HashSet::new(),
+            dirty: HashSet::new(),
+            epoch: None,
         };
         Ok((handle, worker))
     }
@@ -605,19 +617,23 @@ impl Worker {
                 }
             }
             Op::Join(change) => {
+                self.dirty.insert(entry(&change.channel, &change.member));
                 let count = hub.count(&change.channel);
                 let env = membership(&change, "onSubscribe", count);
                 hub.announce(HubEvent::Subscribe, &env, None, false);
                 let _ = change.reply.send(count);
             }
             Op::Leave(change) => {
+                self.dirty.insert(entry(&change.channel, &change.member));
                 let count = hub.count(&change.channel);
                 let env = membership(&change, "onUnsubscribe", count);
                 hub.announce(HubEvent::Unsubscribe, &env, Some(&change.member), false);
                 let _ = change.reply.send(count);
             }
             // Told to the monitor at the resync, once the cluster can decide.
-            Op::Online(..) => {}
+            Op::Online(member, _) => {
+                self.dirty.insert(member);
+            }
             Op::Depart(done) => {
                 let _ = done.send(());
                 return true;
@@ -759,7 +775,30 @@ impl Worker {
     /// Makes this node's presence in Redis what the hub holds, announcing to the other
     /// nodes (and the monitor) what that changes cluster-wide. This node's members heard
     /// of those changes already, when they happened.
-    async fn resync(&self, hub: &Arc<Hub>, conn: &mut MultiplexedConnection) -> Result<(), String> {
+    async fn resync(
+        &mut self,
+        hub: &Arc<Hub>,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), String> {
+        let fresh = Sid::random().to_string();
+        let (_, epoch): ((), String) = redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.epoch())
+            .arg(&fresh)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(self.keys.epoch())
+            .query_async(conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let data_lost = self.epoch.as_ref().is_some_and(|old| *old != epoch);
+        if data_lost {
+            warn!(node = %self.node, "Redis lost its data: writing this node's presence back");
+        }
+        // Unless Redis lost its data, what differs is news: changes made while it was away,
+        // or this node's members removed by the others meanwhile.
+        let news = |key: &str| !data_lost || self.dirty.contains(key);
         let snap = hub.snapshot();
         let held: HashSet<String> = redis::cmd("SMEMBERS")
             .arg(self.keys.sub(&self.node))
@@ -774,7 +813,7 @@ impl Worker {
         let here: HashMap<String, (String, String)> = snap
             .subscriptions
             .into_iter()
-            .map(|(c, m)| (format!("{c}\0{m}"), (c, m)))
+            .map(|(c, m)| (entry(&c, &m), (c, m)))
             .collect();
         let mut changed = 0usize;
         for (entry, (channel, member)) in &here {
@@ -783,7 +822,7 @@ impl Worker {
             }
             let change = quiet(channel, member);
             let (first, count) = self.run_change(conn, scripts::JOIN, &change).await?;
-            if first {
+            if first && news(entry) {
                 self.announce_remote(hub, conn, &change, "onSubscribe", count)
                     .await?;
             }
@@ -795,7 +834,7 @@ impl Worker {
             };
             let change = quiet(channel, member);
             let (last, count) = self.run_change(conn, scripts::LEAVE, &change).await?;
-            if last {
+            if last && news(entry) {
                 self.announce_remote(hub, conn, &change, "onUnsubscribe", count)
                     .await?;
             }
@@ -803,13 +842,13 @@ impl Worker {
         }
         let members: HashSet<&String> = snap.members.iter().collect();
         for m in members.iter().filter(|m| !online.contains(**m)) {
-            if self.online(conn, m, true).await? {
+            if self.online(conn, m, true).await? && news(m) {
                 hub.announce_presence(m, true);
             }
             changed += 1;
         }
         for m in online.iter().filter(|m| !members.contains(m)) {
-            if self.online(conn, m, false).await? {
+            if self.online(conn, m, false).await? && news(m) {
                 hub.announce_presence(m, false);
             }
             changed += 1;
@@ -817,6 +856,8 @@ impl Worker {
         if changed > 0 {
             info!(node = %self.node, changes = changed, "presence resynchronised with Redis");
         }
+        self.dirty.clear();
+        self.epoch = Some(epoch);
         Ok(())
     }
 
@@ -867,6 +908,11 @@ impl Worker {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         hub.deliver_remote(&m.envelope, m.attachments, m.to.as_deref());
     }
+}
+
+/// A subscription as the scripts store it.
+fn entry(channel: &str, member: &str) -> String {
+    format!("{channel}\0{member}")
 }
 
 fn quiet(channel: &str, member: &str) -> Change {
