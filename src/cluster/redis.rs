@@ -840,8 +840,10 @@ impl Worker {
             .invoke_async(conn)
             .await
             .map_err(|e| e.to_string())?;
-        if !ended.is_empty() {
-            info!(node = %self.node, changes = ended.len() / 4, mode, "removed the members of nodes that left");
+        if mode == "leave" {
+            info!(node = %self.node, changes = ended.len() / 4, "left the cluster: this node's members are removed");
+        } else if !ended.is_empty() {
+            info!(node = %self.node, changes = ended.len() / 4, "removed the members of nodes that stopped beating");
         }
         for item in ended.chunks_exact(4) {
             match item[0].as_str() {
