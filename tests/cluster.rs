@@ -385,6 +385,14 @@ async fn an_identity_on_two_nodes_is_one_member() {
             .await
             .unwrap_or_else(|| panic!("{} never heard alice join", who.name));
         assert_eq!(ev["data"]["count"], 3, "{}", who.name);
+        // Once: nothing else about alice (what came before, carol's and bob's own
+        // joins, is done with).
+        let rest = who.drain(Duration::from_millis(300)).await;
+        let about_alice: Vec<&Value> = membership_events(&rest)
+            .into_iter()
+            .filter(|e| e["identity"] == "alice")
+            .collect();
+        assert_eq!(about_alice, Vec::<&Value>::new(), "{}", who.name);
     }
 
     // Her second tab, on B: not a new member.
@@ -661,8 +669,16 @@ async fn a_node_without_redis_serves_its_own_and_resynchronises() {
     let ev = x
         .wait_for(PROPAGATE, |e| is_event(e, "onSubscribe", "room", "late"))
         .await
-        .expect("x on B is told of the member who joined during the outage");
-    assert_eq!(ev["data"]["count"], 4);
+        .unwrap_or_else(|| {
+            panic!(
+                "x on B is not told of the member who joined during the outage; x saw {:?}",
+                x.seen
+            )
+        });
+    assert_eq!(
+        ev["data"]["count"], 4,
+        "late's onSubscribe counts every member of both nodes: {ev}"
+    );
     let rest = x.drain(Duration::from_millis(300)).await;
     let crossed: Vec<&Value> = rest.iter().filter(|e| e["data"]["n"].is_u64()).collect();
     assert_eq!(
@@ -704,6 +720,11 @@ async fn garbage_on_the_bus_is_dropped_with_a_warning() {
     s.subscribe("room").await;
     let mut t = Client::connect(b, "t").await;
     assert_eq!(t.subscribe("room").await["count"], 2);
+    s.wait_for(PROPAGATE, |e| is_event(e, "onSubscribe", "room", "t"))
+        .await
+        .expect("s hears t join");
+    s.drain(Duration::from_millis(100)).await;
+    t.drain(Duration::from_millis(100)).await;
 
     // A real message, as it crosses the bus.
     let mut tap = c.redis.tap("realtime:m:room");
