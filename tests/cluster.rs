@@ -283,6 +283,22 @@ async fn publishes_cross_nodes_exactly_once_in_order() {
         assert_eq!(got.len(), 2 * N as usize, "{}: {got:?}", client.name);
     }
 
+    // A custom command crosses too, once.
+    let ack = publisher
+        .request(r#""command","room","poke",{"x":1}"#)
+        .await;
+    assert_eq!(ack, json!({"ok": true}));
+    for client in [&mut sub_b, &mut sub_c] {
+        let got = client.drain(QUIET).await;
+        let pokes: Vec<&Value> = got
+            .iter()
+            .filter(|e| e["type"] == "command" && e["data"]["command"] == "poke")
+            .collect();
+        assert_eq!(pokes.len(), 1, "{}: {got:?}", client.name);
+        assert_eq!(pokes[0]["data"]["options"], json!({"x": 1}));
+        assert_eq!(pokes[0]["identity"], "pub");
+    }
+
     let (_, on_a) = get(a, "/metrics").await;
     let (_, on_b) = get(b, "/metrics").await;
     assert_eq!(
@@ -334,6 +350,78 @@ async fn a_direct_message_reaches_every_node() {
         bob.drain(Duration::from_millis(300)).await,
         Vec::<Value>::new()
     );
+}
+
+#[tokio::test]
+async fn an_identitys_subscriptions_follow_it_across_nodes() {
+    let c = Cluster::start(3, "").await;
+    let (a, b, cc) = (c.port(0), c.port(1), c.port(2));
+    let mut bob = Client::connect(cc, "bob").await;
+    bob.subscribe("room").await;
+    let mut tab_a = Client::connect(a, "alice").await;
+    tab_a.name = "alice on A".to_owned();
+    let mut tab_b = Client::connect(b, "alice").await;
+    tab_b.name = "alice on B".to_owned();
+    assert_eq!(tab_a.subscribe("room").await["count"], 2);
+    bob.wait_for(PROPAGATE, |e| is_event(e, "onSubscribe", "room", "alice"))
+        .await
+        .expect("bob hears alice join");
+    bob.drain(Duration::from_millis(100)).await;
+    tab_a.drain(Duration::from_millis(100)).await;
+
+    // tab_b never subscribed: the subscription is alice's, so it hears the room.
+    bob.publish_now("room", &json!({"n": 1})).await;
+    for who in [&mut tab_a, &mut tab_b] {
+        assert_eq!(who.numbers(1, PROPAGATE).await, vec![1], "{}", who.name);
+    }
+    // A tab opened later on a third node is in the room as soon as it is connected.
+    let mut tab_c = Client::connect(cc, "alice").await;
+    tab_c.name = "alice on C".to_owned();
+    bob.publish_now("room", &json!({"n": 2})).await;
+    for who in [&mut tab_a, &mut tab_b, &mut tab_c] {
+        assert_eq!(who.numbers(1, PROPAGATE).await, vec![2], "{}", who.name);
+    }
+    let got = bob.drain(QUIET).await;
+    assert_eq!(
+        membership_events(&got),
+        Vec::<&Value>::new(),
+        "no new member"
+    );
+    for port in [a, b, cc] {
+        assert_eq!(members(port, "room").await.0, 2, "on :{port}");
+    }
+
+    // An unsubscribe from any tab takes alice out everywhere, with one onUnsubscribe that
+    // her tabs hear too.
+    let ack = tab_b.request(r#""unsubscribe","room""#).await;
+    assert_eq!(ack, json!({"ok": true, "channel": "room", "count": 1}));
+    for who in [&mut bob, &mut tab_a, &mut tab_b, &mut tab_c] {
+        let ev = who
+            .wait_for(PROPAGATE, |e| is_event(e, "onUnsubscribe", "room", "alice"))
+            .await
+            .unwrap_or_else(|| panic!("{}: no onUnsubscribe for alice", who.name));
+        assert_eq!(ev["data"]["count"], 1, "{}", who.name);
+        let more = who.drain(Duration::from_millis(500)).await;
+        assert_eq!(
+            membership_events(&more),
+            Vec::<&Value>::new(),
+            "{}",
+            who.name
+        );
+    }
+    bob.publish_now("room", &json!({"n": 3})).await;
+    assert_eq!(bob.numbers(1, PROPAGATE).await, vec![3]);
+    for who in [&mut tab_a, &mut tab_b, &mut tab_c] {
+        let got = who.drain(Duration::from_millis(500)).await;
+        assert_eq!(got, Vec::<Value>::new(), "{} is out of the room", who.name);
+    }
+    for port in [a, b, cc] {
+        assert_eq!(
+            members(port, "room").await,
+            (1, vec!["bob".to_owned()]),
+            "on :{port}"
+        );
+    }
 }
 
 /// `(type or command, channel, identity)` of a webhook body.
