@@ -596,8 +596,13 @@ async fn a_killed_nodes_members_leave_within_the_node_timeout() {
     erin.subscribe("room").await;
     let mut frank = Client::connect(cc, "frank").await;
     frank.subscribe("room").await;
+    // greta has a tab on A and one on B: B's death does not take her out.
+    let mut greta_a = Client::connect(a, "greta").await;
+    assert_eq!(greta_a.subscribe("room").await["count"], 3);
+    let mut greta_b = Client::connect(c.port(1), "greta").await;
+    assert_eq!(greta_b.subscribe("room").await["count"], 3);
     let mut dave = Client::connect(c.port(1), "dave").await;
-    assert_eq!(dave.subscribe("room").await["count"], 3);
+    assert_eq!(dave.subscribe("room").await["count"], 4);
     for who in [&mut erin, &mut frank] {
         who.wait_for(PROPAGATE, |e| is_event(e, "onSubscribe", "room", "dave"))
             .await
@@ -616,26 +621,34 @@ async fn a_killed_nodes_members_leave_within_the_node_timeout() {
             .unwrap_or_else(|| panic!("{}: no onUnsubscribe for dave within 10 s", who.name));
         eprintln!("{} heard dave leave after {:?}", who.name, start.elapsed());
         assert!(start.elapsed() < Duration::from_secs(10));
-        assert_eq!(ev["data"]["count"], 2, "{}", who.name);
+        assert_eq!(ev["data"]["count"], 3, "{}", who.name);
     }
     for who in [&mut erin, &mut frank] {
         let more = who.drain(QUIET).await;
         assert_eq!(
             membership_events(&more),
             Vec::<&Value>::new(),
-            "{}: dave left once",
+            "{}: dave left once, greta not at all",
             who.name
         );
     }
+    let left = ["erin", "frank", "greta"].map(str::to_owned).to_vec();
     for port in [a, cc] {
-        assert_eq!(
-            members(port, "room").await,
-            (2, vec!["erin".to_owned(), "frank".to_owned()]),
-            "on :{port}"
-        );
+        assert_eq!(members(port, "room").await, (3, left.clone()), "on :{port}");
     }
+    // greta's tab on A is still in the room.
+    let (status, _) = api(
+        a,
+        "POST",
+        "/api/publish",
+        r#"{"channel":"room","data":{"n":7}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(greta_a.numbers(1, PROPAGATE).await, vec![7]);
+    drop(greta_b);
     // The webhook heard dave leave once, though both survivors saw him go.
-    hook.wait_for(4, Duration::from_secs(3));
+    hook.wait_for(5, Duration::from_secs(3));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dave_left = hook
         .hits()
@@ -644,11 +657,12 @@ async fn a_killed_nodes_members_leave_within_the_node_timeout() {
             summary(&h.json()) == ("onUnsubscribe".to_owned(), json!("room"), json!("dave"))
         })
         .count();
-    assert_eq!(
-        dave_left,
-        1,
-        "webhooks: {:?}",
-        hook.hits().iter().map(|h| h.json()).collect::<Vec<_>>()
+    let all: Vec<Value> = hook.hits().iter().map(|h| h.json()).collect();
+    assert_eq!(dave_left, 1, "webhooks: {all:?}");
+    assert!(
+        !all.iter()
+            .any(|v| summary(v).0 == "onUnsubscribe" && v["identity"] == "greta"),
+        "greta never left: {all:?}"
     );
 }
 
