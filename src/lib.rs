@@ -6,6 +6,8 @@
 //! - [`socketio`]: Socket.IO v5 on top of it (packet codec, namespaces, acks, binary
 //!   attachments);
 //! - [`hub`]: channels, members and the message envelope;
+//! - [`cluster`]: what the hub shares with other nodes (message bus, presence), through
+//!   Redis when there are several;
 //! - [`http`]: the one routing function for everything on the HTTP port, and `/metrics`;
 //! - [`server`]: listeners in, connections served, shutdown out;
 //! - [`config`]: the INI file and its defaults; [`cli`]: the command line.
@@ -20,6 +22,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engineio;
 pub mod flash;

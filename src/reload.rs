@@ -100,6 +100,8 @@ pub const KEYS: &[Key] = &[
     key!("Cluster", "redis", Restart, cluster.redis),
     key!("Cluster", "prefix", Restart, cluster.prefix),
     key!("Cluster", "node-id", Restart, cluster.node_id),
+    key!("Cluster", "heartbeat", Restart, cluster.heartbeat),
+    key!("Cluster", "node-timeout", Restart, cluster.node_timeout),
     key!("Log", "target", Restart, log.target),
     key!("Log", "level", Live, log.level),
 ];
@@ -218,7 +220,7 @@ mod tests {
             assert!(seen.insert((k.section, k.name)), "{} {}", k.section, k.name);
         }
         // Every field of every section: a new key must be classified here.
-        assert_eq!(KEYS.len(), 38);
+        assert_eq!(KEYS.len(), 40);
     }
 
     #[test]
@@ -260,6 +262,8 @@ mod tests {
             ("Cluster", "redis", "redis://h/"),
             ("Cluster", "prefix", "p"),
             ("Cluster", "node-id", "n"),
+            ("Cluster", "heartbeat", "2s"),
+            ("Cluster", "node-timeout", "30s"),
             ("Log", "target", "stderr"),
             ("Log", "level", "debug"),
         ];

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, Security};
+use crate::cluster::RedisCluster;
 use crate::config::{Config, Transport};
 use crate::engineio::{CloseReason, Engine, EngineConfig};
 use crate::http::{Api, Metrics, Router, metrics};
@@ -43,6 +44,8 @@ pub enum StartError {
     Auth(#[from] AuthError),
     #[error("cannot start the monitor: {0}")]
     Monitor(io::Error),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(String),
 }
 
 /// Binds `addr` (`host:port`); `[::]` listens on IPv4 too, and falls back to `0.0.0.0`
@@ -88,6 +91,8 @@ pub struct Product {
     /// The rules of who may connect; `reload` it on SIGHUP.
     pub security: Arc<Security>,
     pub monitor: Option<Arc<Monitor>>,
+    /// The Redis cluster this node joined, if any (it departs at shutdown).
+    pub cluster: Option<Arc<RedisCluster>>,
 }
 
 /// The product: the hub behind Socket.IO at the configured path.
@@ -118,7 +123,21 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
     if let Some(m) = &monitor {
         hub = hub.with_observer(m.clone() as Arc<dyn Observer>);
     }
+    let mut worker = None;
+    let cluster = match &config.cluster.redis {
+        Some(url) => {
+            let (cluster, w) =
+                RedisCluster::new(&config.cluster, url).map_err(StartError::Cluster)?;
+            hub = hub.with_cluster(cluster.clone(), cluster.clone());
+            worker = Some(w);
+            Some(cluster)
+        }
+        None => None,
+    };
     let hub = Arc::new(hub);
+    if let Some(w) = worker {
+        w.start(hub.clone());
+    }
     let sio = SocketIo::new(
         Arc::new(HubApp::new(hub.clone()).guarded(security.clone())),
         SocketIoConfig {
@@ -133,12 +152,14 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
         engines: vec![engine.clone()],
         monitor: monitor.clone(),
         security: Some(security.clone()),
+        cluster: cluster.clone(),
     });
     let router = Router::new()
         .mount(&s.path, engine.clone())
         .api(Api::new(hub.clone(), s.max_payload).guarded(security.clone()))
         .www(s.www.clone())
         .metrics(metrics)
+        .cluster(cluster.as_ref().map(|c| c.up_flag()))
         .monitor(monitor.clone());
     Ok(Product {
         router: Arc::new(router),
@@ -146,6 +167,7 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
         hub,
         security,
         monitor,
+        cluster,
     })
 }
 

@@ -80,6 +80,9 @@ pub fn listeners(config: &Config, inherited: Inherited) -> io::Result<Listeners>
     Ok(Listeners { http, flash })
 }
 
+/// How long shutdown waits for this node to leave the cluster.
+const CLUSTER_DEPART: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Serves until SIGTERM or SIGINT, then closes every session and returns.
 pub async fn run(
     config: Config,
@@ -157,7 +160,13 @@ pub async fn run(
     if let Some(flash) = flash {
         let _ = flash.await;
     }
-    http.await.map_err(io::Error::other)?
+    let served = http.await.map_err(io::Error::other)?;
+    // Sessions are closed: this node's members leave the cluster now, announced, rather
+    // than when the other nodes notice the missing heartbeat.
+    if let Some(cluster) = &product.cluster {
+        cluster.depart(CLUSTER_DEPART).await;
+    }
+    served
 }
 
 /// The next signal of an optional handler; never, without one.

@@ -242,6 +242,26 @@ impl Config {
                 }
             }
         }
+        // A node must miss a few heartbeats before the others think it dead.
+        let cluster = &config.cluster;
+        if cluster.node_timeout <= cluster.heartbeat {
+            let line = seen
+                .get(&("Cluster", "node-timeout".to_owned()))
+                .or_else(|| seen.get(&("Cluster", "heartbeat".to_owned())))
+                .copied()
+                .unwrap_or(0);
+            return Err(ConfigError::InvalidValue {
+                file: origin.to_owned(),
+                line,
+                section: "Cluster".to_owned(),
+                key: "node-timeout".to_owned(),
+                message: format!(
+                    "must be longer than heartbeat ({} is not longer than {})",
+                    humantime::format_duration(cluster.node_timeout),
+                    humantime::format_duration(cluster.heartbeat)
+                ),
+            });
+        }
         Ok(config)
     }
 

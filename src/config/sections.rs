@@ -184,6 +184,10 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// This node's name; `None` = generated at start.
     pub node_id: Option<String>,
+    /// How often this node tells Redis it is alive.
+    pub heartbeat: Duration,
+    /// A node silent this long is dead: the others remove its members.
+    pub node_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -192,6 +196,8 @@ impl Default for ClusterConfig {
             redis: None,
             prefix: "realtime".to_owned(),
             node_id: None,
+            heartbeat: Duration::from_secs(5),
+            node_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -210,6 +216,8 @@ impl ClusterConfig {
                     .map(|n| word(&n, "a node id without spaces"))
                     .transpose()?
             }
+            "heartbeat" => self.heartbeat = nonzero_duration(v)?,
+            "node-timeout" => self.node_timeout = nonzero_duration(v)?,
             _ => return Err(SetError::UnknownKey),
         }
         Ok(())
@@ -293,5 +301,8 @@ mod tests {
         assert!(c.set("redis", "http://h").is_err());
         assert!(c.set("prefix", "").is_err());
         assert!(c.set("node-id", "").is_ok() && c.node_id.is_none());
+        assert!(c.set("heartbeat", "2s").is_ok() && c.set("node-timeout", "7s").is_ok());
+        assert_eq!(c.heartbeat, Duration::from_secs(2));
+        assert!(c.set("node-timeout", "0").is_err());
     }
 }

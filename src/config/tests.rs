@@ -286,6 +286,8 @@ require = 1
 redis = redis://r:6379/0
 prefix = rt
 node-id = n1
+heartbeat = 2s
+node-timeout = 9s
 [Log]
 target = stderr
 level = trace
@@ -352,6 +354,10 @@ fn every_key_is_read() {
         }
     );
     assert_eq!(c.cluster.redis.as_deref(), Some("redis://r:6379/0"));
+    assert_eq!(
+        (c.cluster.heartbeat, c.cluster.node_timeout),
+        (Duration::from_secs(2), Duration::from_secs(9))
+    );
     assert_eq!(
         (c.cluster.prefix.as_str(), c.cluster.node_id.as_deref()),
         ("rt", Some("n1"))
@@ -424,6 +430,13 @@ fn errors_name_file_line_section_and_key() {
         Some("redis"),
     );
     assert!(e.contains("redis://"), "{e}");
+    let e = error_at(
+        "[Cluster]\nheartbeat = 10s\nnode-timeout = 10s\n",
+        3,
+        Some("Cluster"),
+        Some("node-timeout"),
+    );
+    assert!(e.contains("longer than heartbeat"), "{e}");
     let e = error_at(
         "[Server]\nallowed-types = flashsocket, htmlfile\n",
         2,

@@ -94,9 +94,9 @@ impl Api {
         let (result, allow) = match path.as_str() {
             "/api/publish" if method == Method::POST => (self.publish(req).await, None),
             "/api/publish" => (Err(method_not_allowed()), Some("POST")),
-            "/api/channels" if is_get(&method) => (Ok(self.channels()), None),
+            "/api/channels" if is_get(&method) => (Ok(self.channels().await), None),
             p if p.starts_with("/api/channels/") && is_get(&method) => {
-                (self.channel(&p["/api/channels/".len()..]), None)
+                (self.channel(&p["/api/channels/".len()..]).await, None)
             }
             p if p.starts_with("/api/channels") => (Err(method_not_allowed()), Some("GET, HEAD")),
             _ => (
@@ -213,17 +213,30 @@ impl Api {
         }
     }
 
-    fn channels(&self) -> Value {
-        let list: Vec<Value> = self
-            .hub
-            .channels()
+    /// Cluster-wide when the cluster can answer; else this node's view, marked `partial`.
+    async fn channels(&self) -> Value {
+        let (all, partial) = match self.hub.presence().channels() {
+            None => (self.hub.channels(), false),
+            Some(query) => match query.await {
+                Ok(all) => (all, false),
+                Err(e) => {
+                    debug!(error = %e, "cluster presence unavailable; answering for this node");
+                    (self.hub.channels(), true)
+                }
+            },
+        };
+        let list: Vec<Value> = all
             .into_iter()
             .map(|(name, count)| json!({"name": name, "count": count}))
             .collect();
-        json!({"ok": true, "channels": list})
+        let mut v = json!({"ok": true, "channels": list});
+        if partial {
+            v["partial"] = Value::Bool(true);
+        }
+        v
     }
 
-    fn channel(&self, raw: &str) -> Result<Value, ApiError> {
+    async fn channel(&self, raw: &str) -> Result<Value, ApiError> {
         let name = percent_encoding::percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| ApiError::bad("channel name is not valid UTF-8"))?;
@@ -231,14 +244,27 @@ impl Api {
             .hub
             .validate_channel(Some(&Value::String(name.into_owned())))?
             .to_owned();
-        let info = self.hub.channel(&name);
-        Ok(json!({
+        let (info, partial) = match self.hub.presence().channel(&name) {
+            None => (self.hub.channel(&name), false),
+            Some(query) => match query.await {
+                Ok(info) => (info, false),
+                Err(e) => {
+                    debug!(error = %e, "cluster presence unavailable; answering for this node");
+                    (self.hub.channel(&name), true)
+                }
+            },
+        };
+        let mut v = json!({
             "ok": true,
             "channel": info.name,
             "count": info.count,
             "identities": info.identities,
             "anonymous": info.anonymous,
-        }))
+        });
+        if partial {
+            v["partial"] = Value::Bool(true);
+        }
+        Ok(v)
     }
 }
 

@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::auth::Security;
+use crate::cluster::RedisCluster;
 use crate::engineio::{Engine, TransportKind};
 use crate::hub::Hub;
 use crate::monitor::Monitor;
@@ -27,6 +28,8 @@ pub struct Sources {
     pub engines: Vec<Engine>,
     pub monitor: Option<Arc<Monitor>>,
     pub security: Option<Arc<Security>>,
+    /// The Redis cluster this node is part of, if any.
+    pub cluster: Option<Arc<RedisCluster>>,
 }
 
 impl fmt::Debug for Sources {
@@ -187,8 +190,31 @@ impl Collector for Sources {
             &m.dropped,
         )?;
 
-        // Cluster mode (SPEC §11) adds its backplane gauge here, e.g.
-        // `realtime_backplane_connected` (1 when Redis is reachable).
+        if let Some(c) = &self.cluster {
+            gauge(
+                e,
+                "cluster_redis_up",
+                "1 while Redis is reachable (this node is joined to the cluster), else 0.",
+                u64::from(c.is_up()),
+            )?;
+            let zero = ConstCounter::new(0u64);
+            let mut family = e.encode_descriptor(
+                "cluster_bus_messages",
+                "Broadcasts sent to and received from the other nodes through Redis.",
+                None,
+                zero.metric_type(),
+            )?;
+            for (direction, v) in [("sent", &c.stats.sent), ("received", &c.stats.received)] {
+                let n = ConstCounter::new(v.load(Ordering::Relaxed));
+                n.encode(family.encode_family(&[("direction", direction)])?)?;
+            }
+            counter(
+                e,
+                "cluster_bus_dropped",
+                "Broadcasts not sent because Redis was away, or received malformed.",
+                &c.stats.dropped,
+            )?;
+        }
         Ok(())
     }
 }

@@ -33,6 +33,8 @@ pub struct Router {
     api: Option<Arc<Api>>,
     /// Cleared when shutdown starts: `/readyz` then says not ready.
     ready: Arc<AtomicBool>,
+    /// Whether Redis is reachable, in a cluster: `/readyz` says not ready without it.
+    cluster_up: Option<Arc<AtomicBool>>,
     /// `/metrics`, if any.
     metrics: Option<Arc<Metrics>>,
     /// The webhook queue, flushed at shutdown (see `server::serve`).
@@ -52,6 +54,7 @@ impl Router {
             assets: Assets::default(),
             api: None,
             ready: Arc::new(AtomicBool::new(true)),
+            cluster_up: None,
             metrics: None,
             monitor: None,
         }
@@ -74,6 +77,12 @@ impl Router {
 
     pub fn api(mut self, api: Api) -> Router {
         self.api = Some(Arc::new(api));
+        self
+    }
+
+    /// Makes `/readyz` follow `up` too (a cluster node without Redis is not ready).
+    pub fn cluster(mut self, up: Option<Arc<AtomicBool>>) -> Router {
+        self.cluster_up = up;
         self
     }
 
@@ -127,13 +136,22 @@ impl Router {
                 json_response(StatusCode::OK, json!({"ok": true}))
             }
             (&Method::GET | &Method::HEAD, "/readyz") => {
-                if self.ready.load(Ordering::Acquire) {
-                    json_response(StatusCode::OK, json!({"ok": true}))
-                } else {
+                let redis_up = self
+                    .cluster_up
+                    .as_ref()
+                    .is_none_or(|up| up.load(Ordering::Acquire));
+                if !self.ready.load(Ordering::Acquire) {
                     json_response(
                         StatusCode::SERVICE_UNAVAILABLE,
                         json!({"ok": false, "error": "shutting down"}),
                     )
+                } else if !redis_up {
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"ok": false, "error": "redis unavailable"}),
+                    )
+                } else {
+                    json_response(StatusCode::OK, json!({"ok": true}))
                 }
             }
             (&Method::GET | &Method::HEAD, "/metrics") => match &self.metrics {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tracing::{debug, warn};
 
 use super::member::Claim;
-use super::{Conn, Envelope, Hub, HubError, RESERVED_COMMANDS, error_envelope};
+use super::{Conn, Count, Envelope, Hub, HubError, RESERVED_COMMANDS, error_envelope};
 use crate::auth::{Channels, Security};
 use crate::engineio::{self, Backlog, CloseReason, Sid};
 use crate::socketio::{Accept, App, DisconnectReason, Event, SioSocket};
@@ -22,6 +22,41 @@ struct State {
     /// What the identity's token allows this connection to subscribe, publish and
     /// command to; replaced only by a legacy `init` with a token.
     channels: Mutex<Channels>,
+}
+
+/// How long a subscribe ack waits for the cluster's count before using this node's.
+const CLUSTER_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A request's answer: now, or once the cluster has decided (a membership change).
+enum Answer {
+    Now(Value),
+    Later(futures_util::future::BoxFuture<'static, Value>),
+}
+
+impl Answer {
+    /// `{ok, channel, count}` for a subscribe or unsubscribe.
+    fn membership(channel: &str, count: Count) -> Answer {
+        let reply = |count: usize| json!({"ok": true, "channel": channel, "count": count});
+        match count {
+            Count::Now(n) => Answer::Now(reply(n)),
+            Count::Later(rx, local) => {
+                let channel = channel.to_owned();
+                Answer::Later(Box::pin(async move {
+                    let n = match tokio::time::timeout(CLUSTER_ANSWER, rx).await {
+                        Ok(Ok(n)) => n,
+                        _ => local,
+                    };
+                    json!({"ok": true, "channel": channel, "count": n})
+                }))
+            }
+        }
+    }
+}
+
+impl From<Value> for Answer {
+    fn from(v: Value) -> Answer {
+        Answer::Now(v)
+    }
 }
 
 /// What [`App::accept`] decided, for [`App::on_connect`].
@@ -102,12 +137,12 @@ impl HubApp {
         allowed: &Channels,
         channel: Option<&Value>,
         options: Option<&Value>,
-    ) -> Result<Value, HubError> {
+    ) -> Result<Answer, HubError> {
         let channel = self.hub.validate_channel(channel)?;
         Self::permit(allowed, channel)?;
         let options = options.cloned().unwrap_or(Value::Null);
         let count = self.hub.subscribe(conn, channel, options)?;
-        Ok(json!({"ok": true, "channel": channel, "count": count}))
+        Ok(Answer::membership(channel, count))
     }
 
     fn unsubscribe(
@@ -115,11 +150,11 @@ impl HubApp {
         conn: &Conn,
         channel: Option<&Value>,
         options: Option<&Value>,
-    ) -> Result<Value, HubError> {
+    ) -> Result<Answer, HubError> {
         let channel = self.hub.validate_channel(channel)?;
         let options = options.cloned().unwrap_or(Value::Null);
         let count = self.hub.unsubscribe(conn, channel, options)?;
-        Ok(json!({"ok": true, "channel": channel, "count": count}))
+        Ok(Answer::membership(channel, count))
     }
 
     fn publish(
@@ -169,7 +204,7 @@ impl HubApp {
         conn: Conn,
         msg: &Value,
         attachments: Vec<bytes::Bytes>,
-    ) -> Result<Value, String> {
+    ) -> Result<Answer, String> {
         let msg = match msg {
             // Old clients sent the envelope as a JSON string.
             Value::String(s) => &serde_json::from_str::<Value>(s)
@@ -183,7 +218,9 @@ impl HubApp {
         let options = data.get("options").cloned().unwrap_or(Value::Null);
         let ready = *state.legacy_ready.lock().unwrap_or_else(|e| e.into_inner());
         if kind == "command" && command == "init" {
-            return self.legacy_init(socket, state, conn, msg, &data);
+            return self
+                .legacy_init(socket, state, conn, msg, &data)
+                .map(Answer::Now);
         }
         if !ready {
             return Err("Client has not sent init command yet!".into());
@@ -207,12 +244,14 @@ impl HubApp {
                     options,
                     attachments,
                 )
+                .map(Answer::Now)
                 .map_err(err),
             ("message", _) => {
                 if data.is_null() {
                     return Err("msg either has no channel or no data. not publishing".into());
                 }
                 self.publish(&conn, allowed, channel, data, attachments)
+                    .map(Answer::Now)
                     .map_err(err)
             }
             _ => Err("Malformed command message".into()),
@@ -358,7 +397,7 @@ impl App for HubApp {
         let args = &ev.args;
         let channel_hint = args.first().and_then(Value::as_str).map(str::to_owned);
         let allowed = &Self::channels(state);
-        let result: Result<Value, String> = match ev.name.as_str() {
+        let result: Result<Answer, String> = match ev.name.as_str() {
             "subscribe" => self
                 .subscribe(&conn, allowed, args.first(), args.get(1))
                 .map_err(|e| e.to_string()),
@@ -368,6 +407,7 @@ impl App for HubApp {
             "publish" => {
                 let data = args.get(1).cloned().unwrap_or(Value::Null);
                 self.publish(&conn, allowed, args.first(), data, ev.attachments)
+                    .map(Answer::Now)
                     .map_err(|e| e.to_string())
             }
             "command" => {
@@ -380,6 +420,7 @@ impl App for HubApp {
                     options,
                     ev.attachments,
                 )
+                .map(Answer::Now)
                 .map_err(|e| e.to_string())
             }
             "message" => match args.first() {
@@ -389,8 +430,15 @@ impl App for HubApp {
             other => Err(format!("unknown event {other:?}")),
         };
         match (result, ack) {
-            (Ok(reply), Some(id)) => {
+            (Ok(Answer::Now(reply)), Some(id)) => {
                 let _ = socket.ack(id, json!([reply]), Vec::new());
+            }
+            (Ok(Answer::Later(reply)), Some(id)) => {
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    let reply = reply.await;
+                    let _ = socket.ack(id, json!([reply]), Vec::new());
+                });
             }
             (Ok(_), None) => {}
             (Err(e), Some(id)) => {

@@ -11,6 +11,7 @@ mod channel;
 mod envelope;
 mod member;
 mod observer;
+mod remote;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -22,12 +23,14 @@ use bytes::Bytes;
 use serde_json::Value;
 use tracing::debug;
 
+use crate::cluster::{Bus, Presence, Settle, SingleNode};
 use crate::engineio::{Outgoing, Sid};
 use crate::socketio::SioSocket;
 
 pub use app::HubApp;
 pub use envelope::{Envelope, error_envelope};
 pub use observer::{HubEvent, Observer};
+pub use remote::Snapshot;
 
 use channel::{Channel, Fanout};
 use member::{Claim, Detach, Member, MemberState, Slot};
@@ -132,6 +135,21 @@ pub struct ChannelInfo {
     pub anonymous: usize,
 }
 
+/// The member count after a subscribe or unsubscribe.
+#[derive(Debug)]
+pub enum Count {
+    Now(usize),
+    /// Decided by the cluster; the second value is this node's count, for when no answer
+    /// comes.
+    Later(tokio::sync::oneshot::Receiver<usize>, usize),
+}
+
+impl PartialEq for Count {
+    fn eq(&self, other: &Count) -> bool {
+        matches!((self, other), (Count::Now(a), Count::Now(b)) if a == b)
+    }
+}
+
 /// A connection as the hub knows it: which member it is, and its slot.
 #[derive(Clone)]
 pub(crate) struct Conn {
@@ -162,6 +180,10 @@ pub struct Hub {
     pub counters: Counters,
     /// Told about membership, connections and publishes (the monitor); set before serving.
     observer: Option<Arc<dyn Observer>>,
+    /// Carries broadcasts to the other nodes (none on a single node).
+    bus: Arc<dyn Bus>,
+    /// Decides membership changes and connects cluster-wide (here on a single node).
+    presence: Arc<dyn Presence>,
 }
 
 impl Hub {
@@ -175,7 +197,21 @@ impl Hub {
             config,
             counters: Counters::default(),
             observer: None,
+            bus: Arc::new(SingleNode),
+            presence: Arc::new(SingleNode),
         }
+    }
+
+    /// Joins the other nodes through `bus` and `presence`; set before serving.
+    pub fn with_cluster(mut self, bus: Arc<dyn Bus>, presence: Arc<dyn Presence>) -> Hub {
+        self.bus = bus;
+        self.presence = presence;
+        self
+    }
+
+    /// The cluster's view of channels, when it has one beyond this node's maps.
+    pub fn presence(&self) -> &Arc<dyn Presence> {
+        &self.presence
     }
 
     /// Reports what happens to `observer` (see [`Observer`] for what it must not do).
@@ -319,7 +355,7 @@ impl Hub {
             // A member with no session at all was just made: its first connection.
             let first = st.slots.is_empty();
             let slot = self.join_member(&member, &mut st, socket);
-            if first {
+            if first && self.presence.online(&member.key, true) {
                 self.observe_with(HubEvent::Connect, || {
                     observer::presence(member.identity.clone(), "onConnect")
                 });
@@ -457,9 +493,11 @@ impl Hub {
                 self.leave(&member, &ch, Value::Null, &[]);
             }
             st.gone = true;
-            self.observe_with(HubEvent::Disconnect, || {
-                observer::presence(member.identity.clone(), "onDisconnect")
-            });
+            if self.presence.online(&member.key, false) {
+                self.observe_with(HubEvent::Disconnect, || {
+                    observer::presence(member.identity.clone(), "onDisconnect")
+                });
+            }
         }
     }
 
@@ -478,14 +516,19 @@ impl Hub {
         conn: &Conn,
         channel: &str,
         options: Value,
-    ) -> Result<usize, HubError> {
+    ) -> Result<Count, HubError> {
         let member = &conn.member;
         let mut st = member.state.lock().map_err(|_| HubError::Closed)?;
         if st.gone {
             return Err(HubError::Closed);
         }
         if st.channels.contains(channel) {
-            return Ok(self.count(channel));
+            // Asked again: the cluster's count, with no event (the member is already in).
+            let count = self.count(channel);
+            return Ok(match self.presence.join(channel, &member.key, &options) {
+                Settle::Here => Count::Now(count),
+                Settle::Later(rx) => Count::Later(rx, count),
+            });
         }
         if st.channels.len() >= self.config.max_channels {
             return Err(HubError::TooManyChannels(self.config.max_channels));
@@ -496,12 +539,21 @@ impl Hub {
             .channels
             .lock()
             .map_err(|_| HubError::Closed)?;
-        let ch = map.entry(channel.to_owned()).or_default();
+        let ch = match map.entry(channel.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.bus.watch(channel, true);
+                e.insert(Channel::default())
+            }
+        };
         for slot in &st.slots {
             ch.add_slot(slot);
         }
         ch.members.insert(member.key.clone(), member.clone());
         let count = ch.count();
+        if let Settle::Later(rx) = self.presence.join(channel, &member.key, &options) {
+            return Ok(Count::Later(rx, count));
+        }
         let event = Envelope::membership(
             channel,
             member.identity.clone(),
@@ -513,7 +565,7 @@ impl Hub {
         let item = event.encode(self.next_offset(), Vec::new());
         let f = ch.deliver(&item, self.config.cache_limit);
         self.count_fanout(f);
-        Ok(count)
+        Ok(Count::Now(count))
     }
 
     /// Unsubscribes the connection's member (all its tabs); returns the member count after it.
@@ -522,7 +574,7 @@ impl Hub {
         conn: &Conn,
         channel: &str,
         options: Value,
-    ) -> Result<usize, HubError> {
+    ) -> Result<Count, HubError> {
         let member = &conn.member;
         let mut st = member.state.lock().map_err(|_| HubError::Closed)?;
         if !st.channels.remove(channel) {
@@ -542,18 +594,25 @@ impl Hub {
         channel: &str,
         options: Value,
         also: &[Arc<Slot>],
-    ) -> usize {
+    ) -> Count {
         let Ok(mut map) = self.shard(channel).channels.lock() else {
-            return 0;
+            return Count::Now(0);
         };
         let Some(ch) = map.get_mut(channel) else {
-            return 0;
+            return Count::Now(0);
         };
         for s in also {
             ch.remove_slot(s.id);
         }
         ch.members.remove(&member.key);
         let count = ch.count();
+        if let Settle::Later(rx) = self.presence.leave(channel, &member.key, &options) {
+            if ch.is_empty() {
+                map.remove(channel);
+                self.bus.watch(channel, false);
+            }
+            return Count::Later(rx, count);
+        }
         let event = Envelope::membership(
             channel,
             member.identity.clone(),
@@ -570,8 +629,9 @@ impl Hub {
         self.count_fanout(f);
         if ch.is_empty() {
             map.remove(channel);
+            self.bus.watch(channel, false);
         }
-        count
+        Count::Now(count)
     }
 
     /// Members of a channel now.
@@ -594,8 +654,10 @@ impl Hub {
         let Ok(map) = self.shard(channel).channels.lock() else {
             return 0;
         };
-        // Under the channel lock, so the monitor hears a channel's events in their order.
+        // Under the channel lock, so the monitor and the other nodes hear a channel's
+        // events in their order.
         self.observe(Self::kind_of(envelope), envelope);
+        self.bus.publish(envelope, &attachments, None);
         let Some(ch) = map.get(channel) else {
             return 0;
         };
@@ -619,6 +681,12 @@ impl Hub {
     pub fn send_to(&self, identity: &str, envelope: &Envelope, attachments: Vec<Bytes>) -> usize {
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         self.observe(Self::kind_of(envelope), envelope);
+        self.bus.publish(envelope, &attachments, Some(identity));
+        self.deliver_to(identity, envelope, attachments)
+    }
+
+    /// Delivers to this node's sessions of one identity.
+    fn deliver_to(&self, identity: &str, envelope: &Envelope, attachments: Vec<Bytes>) -> usize {
         let key = Member::key_for(Some(identity), &Sid::from(""));
         let Some(member) = self
             .registry(&key)

@@ -104,8 +104,14 @@ async fn tabs_of_one_identity_are_one_member() {
     let hub = hub();
     let mut a1 = tab(&hub, Some("alice"));
     let mut a2 = tab(&hub, Some("alice"));
-    assert_eq!(hub.subscribe(&a1.conn, "chat", Value::Null), Ok(1));
-    assert_eq!(hub.subscribe(&a2.conn, "chat", Value::Null), Ok(1));
+    assert_eq!(
+        hub.subscribe(&a1.conn, "chat", Value::Null),
+        Ok(Count::Now(1))
+    );
+    assert_eq!(
+        hub.subscribe(&a2.conn, "chat", Value::Null),
+        Ok(Count::Now(1))
+    );
     // One onSubscribe, heard by both tabs.
     assert_eq!(
         commands(&received(&mut a1.rx)),
@@ -117,7 +123,10 @@ async fn tabs_of_one_identity_are_one_member() {
     );
 
     let mut b = tab(&hub, Some("bob"));
-    assert_eq!(hub.subscribe(&b.conn, "chat", json!({"x": 1})), Ok(2));
+    assert_eq!(
+        hub.subscribe(&b.conn, "chat", json!({"x": 1})),
+        Ok(Count::Now(2))
+    );
     for rx in [&mut a1.rx, &mut a2.rx, &mut b.rx] {
         let got = received(rx);
         assert_eq!(commands(&got), [("onSubscribe".to_owned(), 2)]);
@@ -131,7 +140,10 @@ async fn tabs_of_one_identity_are_one_member() {
     assert_eq!(hub.stats().members, 2);
 
     // bob leaves: everyone, bob included, hears onUnsubscribe with the new count.
-    assert_eq!(hub.unsubscribe(&b.conn, "chat", Value::Null), Ok(1));
+    assert_eq!(
+        hub.unsubscribe(&b.conn, "chat", Value::Null),
+        Ok(Count::Now(1))
+    );
     for rx in [&mut a1.rx, &mut b.rx] {
         assert_eq!(commands(&received(rx)), [("onUnsubscribe".to_owned(), 1)]);
     }
@@ -148,8 +160,8 @@ async fn anonymous_connections_are_their_own_members() {
     let hub = hub();
     let x = tab(&hub, None);
     let y = tab(&hub, None);
-    assert_eq!(hub.subscribe(&x.conn, "c", Value::Null), Ok(1));
-    assert_eq!(hub.subscribe(&y.conn, "c", Value::Null), Ok(2));
+    assert_eq!(hub.subscribe(&x.conn, "c", Value::Null), Ok(Count::Now(1)));
+    assert_eq!(hub.subscribe(&y.conn, "c", Value::Null), Ok(Count::Now(2)));
     assert_eq!(hub.channel("c").anonymous, 2);
 }
 
@@ -162,7 +174,7 @@ async fn max_channels_per_member() {
     let t = tab(&hub, Some("a"));
     hub.subscribe(&t.conn, "1", Value::Null).unwrap();
     hub.subscribe(&t.conn, "2", Value::Null).unwrap();
-    assert_eq!(hub.subscribe(&t.conn, "2", Value::Null), Ok(1));
+    assert_eq!(hub.subscribe(&t.conn, "2", Value::Null), Ok(Count::Now(1)));
     assert_eq!(
         hub.subscribe(&t.conn, "3", Value::Null),
         Err(HubError::TooManyChannels(2))
@@ -366,4 +378,196 @@ async fn a_takeover_replays_what_never_left_the_server_but_not_what_did() {
     publish(&hub, "c", 3);
     let mut back = tab(&hub, Some("kim"));
     assert_eq!(data(&received(&mut back.rx)), [json!(2), json!(3)]);
+}
+
+/// A cluster double: records what the hub hands over, settles nothing itself.
+#[derive(Default)]
+struct Recorder {
+    sent: std::sync::Mutex<Vec<(Envelope, Option<String>)>>,
+    watched: std::sync::Mutex<Vec<(String, bool)>>,
+    changes: std::sync::Mutex<Vec<(String, String, String)>>,
+    replies: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<usize>>>,
+}
+
+impl Bus for Recorder {
+    fn publish(&self, envelope: &Envelope, _: &[Bytes], to: Option<&str>) {
+        let to = to.map(str::to_owned);
+        self.sent.lock().unwrap().push((envelope.clone(), to));
+    }
+    fn watch(&self, channel: &str, on: bool) {
+        self.watched.lock().unwrap().push((channel.to_owned(), on));
+    }
+}
+
+impl Recorder {
+    fn settle(&self, what: &str, channel: &str, member: &str) -> Settle {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.replies.lock().unwrap().push(tx);
+        let change = (what.to_owned(), channel.to_owned(), member.to_owned());
+        self.changes.lock().unwrap().push(change);
+        Settle::Later(rx)
+    }
+}
+
+impl Presence for Recorder {
+    fn join(&self, channel: &str, member: &str, _: &Value) -> Settle {
+        self.settle("join", channel, member)
+    }
+    fn leave(&self, channel: &str, member: &str, _: &Value) -> Settle {
+        self.settle("leave", channel, member)
+    }
+    fn online(&self, member: &str, on: bool) -> bool {
+        let what = if on { "online" } else { "offline" };
+        let change = (what.to_owned(), String::new(), member.to_owned());
+        self.changes.lock().unwrap().push(change);
+        false
+    }
+    fn channels(&self) -> crate::cluster::Query<Vec<(String, usize)>> {
+        None
+    }
+    fn channel(&self, _: &str) -> crate::cluster::Query<ChannelInfo> {
+        None
+    }
+}
+
+fn clustered() -> (Arc<Hub>, Arc<Recorder>) {
+    let rec = Arc::new(Recorder::default());
+    let hub = Hub::new(HubConfig {
+        cache_limit: 5,
+        grace: Duration::ZERO,
+        ..HubConfig::default()
+    })
+    .with_cluster(rec.clone(), rec.clone());
+    (Arc::new(hub), rec)
+}
+
+#[tokio::test]
+async fn in_a_cluster_membership_waits_for_the_cluster_to_decide() {
+    let (hub, rec) = clustered();
+    let mut bob = tab(&hub, Some("bob"));
+    let Ok(Count::Later(rx, local)) = hub.subscribe(&bob.conn, "chat", Value::Null) else {
+        panic!("a cluster decides the count")
+    };
+    assert_eq!(local, 1);
+    // No event until the cluster announces one, and only the first subscriber watches.
+    assert!(received(&mut bob.rx).is_empty());
+    let mut alice = tab(&hub, Some("alice"));
+    assert!(matches!(
+        hub.subscribe(&alice.conn, "chat", Value::Null),
+        Ok(Count::Later(..))
+    ));
+    assert_eq!(*rec.watched.lock().unwrap(), [("chat".to_owned(), true)]);
+    rec.replies.lock().unwrap().remove(0).send(7).unwrap();
+    assert_eq!(rx.await.unwrap(), 7);
+    let env = Envelope::membership("chat", Some("alice".into()), "onSubscribe", Value::Null, 7);
+    hub.announce(HubEvent::Subscribe, &env, None, true);
+    assert_eq!(
+        commands(&received(&mut bob.rx)),
+        [("onSubscribe".into(), 7)]
+    );
+    assert_eq!(
+        commands(&received(&mut alice.rx)),
+        [("onSubscribe".into(), 7)]
+    );
+
+    // A leave is announced to the leaving member's own tabs too, which left the channel.
+    assert!(matches!(
+        hub.unsubscribe(&alice.conn, "chat", Value::Null),
+        Ok(Count::Later(..))
+    ));
+    let env = Envelope::membership(
+        "chat",
+        Some("alice".into()),
+        "onUnsubscribe",
+        Value::Null,
+        1,
+    );
+    hub.announce(HubEvent::Unsubscribe, &env, Some("@alice"), true);
+    assert_eq!(
+        commands(&received(&mut alice.rx)),
+        [("onUnsubscribe".into(), 1)]
+    );
+    assert_eq!(
+        commands(&received(&mut bob.rx)),
+        [("onUnsubscribe".into(), 1)]
+    );
+    let changes = rec.changes.lock().unwrap().clone();
+    let names: Vec<_> = changes
+        .iter()
+        .map(|c| (c.0.as_str(), c.2.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("online", "@bob"),
+            ("join", "@bob"),
+            ("online", "@alice"),
+            ("join", "@alice"),
+            ("leave", "@alice")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn in_a_cluster_broadcasts_go_to_the_bus_once_and_remote_ones_stay_here() {
+    let (hub, rec) = clustered();
+    let mut bob = tab(&hub, Some("bob"));
+    let _ = hub.subscribe(&bob.conn, "chat", Value::Null);
+    publish(&hub, "chat", 1);
+    // A channel with no member here still reaches the other nodes.
+    publish(&hub, "elsewhere", 2);
+    hub.send_to("carol", &Envelope::message("x", None, json!(3)), Vec::new());
+    let sent = rec.sent.lock().unwrap().clone();
+    let targets: Vec<_> = sent
+        .iter()
+        .map(|(e, to)| (e.channel.clone(), to.clone(), e.data.clone()))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            (Some("chat".into()), None, json!(1)),
+            (Some("elsewhere".into()), None, json!(2)),
+            (Some("x".into()), Some("carol".into()), json!(3)),
+        ]
+    );
+    // From another node: delivered here, never handed back to the bus.
+    hub.deliver_remote(&Envelope::message("chat", None, json!(4)), Vec::new(), None);
+    hub.deliver_remote(
+        &Envelope::message("x", None, json!(5)),
+        Vec::new(),
+        Some("bob"),
+    );
+    assert_eq!(data(&received(&mut bob.rx)), [json!(1), json!(4), json!(5)]);
+    assert_eq!(rec.sent.lock().unwrap().len(), 3);
+    // The last member leaving the channel here stops watching it.
+    hub.detach(&bob.conn, &bob.socket, Default::default(), false);
+    assert_eq!(
+        *rec.watched.lock().unwrap(),
+        [("chat".to_owned(), true), ("chat".to_owned(), false)]
+    );
+    assert_eq!(hub.snapshot(), Snapshot::default());
+}
+
+#[tokio::test]
+async fn snapshot_lists_what_this_node_holds() {
+    let (hub, _rec) = clustered();
+    let a = tab(&hub, Some("alice"));
+    let anon = tab(&hub, None);
+    let _ = hub.subscribe(&a.conn, "x", Value::Null);
+    let _ = hub.subscribe(&a.conn, "y", Value::Null);
+    let _ = hub.subscribe(&anon.conn, "x", Value::Null);
+    let mut snap = hub.snapshot();
+    snap.subscriptions.sort();
+    snap.members.sort();
+    let anon_key = anon.conn.member.key.to_string();
+    let mut want = vec![
+        ("x".to_owned(), "@alice".to_owned()),
+        ("y".to_owned(), "@alice".to_owned()),
+        ("x".to_owned(), anon_key.clone()),
+    ];
+    want.sort();
+    assert_eq!(snap.subscriptions, want);
+    let mut members = vec!["@alice".to_owned(), anon_key];
+    members.sort();
+    assert_eq!(snap.members, members);
 }

@@ -1,0 +1,107 @@
+//! The Redis side of presence, as Lua scripts so each change is atomic and exactly one
+//! node learns that it was the first or the last.
+//!
+//! Keys, under the configured prefix `P`:
+//! - `P:sub:{node}`: set of `channel \0 member` this node holds;
+//! - `P:ch:{channel}`: hash member → how many nodes hold it in the channel;
+//! - `P:channels`: set of channels with members;
+//! - `P:nm:{node}`: set of members with sessions on this node;
+//! - `P:members`: hash member → how many nodes it has sessions on;
+//! - `P:nodes`: sorted set node → last heartbeat (Redis clock, ms).
+
+/// KEYS: sub:{node}, ch:{channel}, channels. ARGV: channel, member.
+/// Returns {1 if the member is new in the channel cluster-wide, members after}.
+pub const JOIN: &str = r"
+local n = 0
+if redis.call('SADD', KEYS[1], ARGV[1] .. '\0' .. ARGV[2]) == 1 then
+  n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  redis.call('SADD', KEYS[3], ARGV[1])
+end
+return {n == 1 and 1 or 0, redis.call('HLEN', KEYS[2])}
+";
+
+/// KEYS: sub:{node}, ch:{channel}, channels. ARGV: channel, member.
+/// Returns {1 if the member left the channel cluster-wide, members after}.
+pub const LEAVE: &str = r"
+local last = 0
+if redis.call('SREM', KEYS[1], ARGV[1] .. '\0' .. ARGV[2]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    last = 1
+  end
+end
+local count = redis.call('HLEN', KEYS[2])
+if count == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
+return {last, count}
+";
+
+/// KEYS: nm:{node}, members. ARGV: member, '1' (first session here) or '0' (last gone).
+/// Returns 1 when that was the member's first (last) node.
+pub const ONLINE: &str = r"
+if ARGV[2] == '1' then
+  if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+    return redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 and 1 or 0
+  end
+  return 0
+end
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    return 1
+  end
+end
+return 0
+";
+
+/// KEYS: nodes. ARGV: prefix, this node, timeout in ms, mode.
+/// Mode 'beat': this node is alive; every node silent longer than the timeout is removed.
+/// Mode 'leave': this node is removed (it is shutting down).
+/// A removed node's holdings are undone; returns, flat, what that ended cluster-wide:
+/// 's', channel, member, count after (a subscription) or 'm', member, '', '' (a member).
+pub const REAP: &str = r"
+local P = ARGV[1]
+local dead
+if ARGV[4] == 'leave' then
+  dead = {ARGV[2]}
+else
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[1], now, ARGV[2])
+  dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+end
+local out = {}
+for _, node in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], node)
+  local subs = P .. ':sub:' .. node
+  for _, e in ipairs(redis.call('SMEMBERS', subs)) do
+    local z = string.find(e, '\0', 1, true)
+    if z then
+      local ch = string.sub(e, 1, z - 1)
+      local m = string.sub(e, z + 1)
+      local key = P .. ':ch:' .. ch
+      if redis.call('HINCRBY', key, m, -1) <= 0 then
+        redis.call('HDEL', key, m)
+        local count = redis.call('HLEN', key)
+        if count == 0 then redis.call('SREM', P .. ':channels', ch) end
+        table.insert(out, 's')
+        table.insert(out, ch)
+        table.insert(out, m)
+        table.insert(out, tostring(count))
+      end
+    end
+  end
+  redis.call('DEL', subs)
+  local nm = P .. ':nm:' .. node
+  for _, m in ipairs(redis.call('SMEMBERS', nm)) do
+    if redis.call('HINCRBY', P .. ':members', m, -1) <= 0 then
+      redis.call('HDEL', P .. ':members', m)
+      table.insert(out, 'm')
+      table.insert(out, m)
+      table.insert(out, '')
+      table.insert(out, '')
+    end
+  end
+  redis.call('DEL', nm)
+end
+return out
+";

@@ -1,0 +1,205 @@
+//! A broadcast as it crosses the bus: one JSON header line (origin node, envelope, target,
+//! attachment lengths), then the binary attachments back to back.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::hub::Envelope;
+
+/// A broadcast from another node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusMessage {
+    /// The node that published it (a node ignores its own).
+    pub origin: String,
+    pub envelope: Envelope,
+    /// An identity for a direct message; `None` for a channel broadcast.
+    pub to: Option<String>,
+    pub attachments: Vec<Bytes>,
+}
+
+#[derive(Serialize)]
+struct HeaderOut<'a> {
+    n: &'a str,
+    k: &'a str,
+    c: Option<&'a str>,
+    to: Option<&'a str>,
+    i: Option<&'a str>,
+    t: u64,
+    d: &'a Value,
+    a: Vec<usize>,
+}
+
+#[derive(Deserialize)]
+struct HeaderIn {
+    n: String,
+    k: String,
+    c: Option<String>,
+    to: Option<String>,
+    i: Option<String>,
+    t: u64,
+    d: Value,
+    a: Vec<usize>,
+}
+
+/// Why a bus message was dropped.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("no header line")]
+    NoHeader,
+    #[error("bad header: {0}")]
+    Header(String),
+    #[error("unknown envelope type {0:?}")]
+    Kind(String),
+    #[error("neither a channel nor an identity")]
+    NoTarget,
+    #[error("attachments announce {announced} bytes, {got} follow")]
+    Attachments { announced: usize, got: usize },
+}
+
+pub fn encode(origin: &str, envelope: &Envelope, attachments: &[Bytes], to: Option<&str>) -> Bytes {
+    let millis = envelope
+        .timestamp
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let header = HeaderOut {
+        n: origin,
+        k: envelope.kind,
+        c: envelope.channel.as_deref(),
+        to,
+        i: envelope.identity.as_deref(),
+        t: millis,
+        d: &envelope.data,
+        a: attachments.iter().map(Bytes::len).collect(),
+    };
+    let body: usize = attachments.iter().map(Bytes::len).sum();
+    let mut out = BytesMut::with_capacity(128 + body).writer();
+    // Compact JSON never holds a raw newline, so the first one ends the header.
+    let _ = serde_json::to_writer(&mut out, &header);
+    let mut out = out.into_inner();
+    out.put_u8(b'\n');
+    for a in attachments {
+        out.put_slice(a);
+    }
+    out.freeze()
+}
+
+pub fn decode(raw: &[u8]) -> Result<BusMessage, WireError> {
+    let nl = memchr::memchr(b'\n', raw).ok_or(WireError::NoHeader)?;
+    let h: HeaderIn =
+        serde_json::from_slice(&raw[..nl]).map_err(|e| WireError::Header(e.to_string()))?;
+    let kind = match h.k.as_str() {
+        "message" => "message",
+        "command" => "command",
+        _ => return Err(WireError::Kind(h.k)),
+    };
+    if h.c.is_none() && h.to.is_none() {
+        return Err(WireError::NoTarget);
+    }
+    let rest = &raw[nl + 1..];
+    let announced =
+        h.a.iter()
+            .try_fold(0usize, |sum, &n| sum.checked_add(n))
+            .unwrap_or(usize::MAX);
+    if announced != rest.len() {
+        return Err(WireError::Attachments {
+            announced,
+            got: rest.len(),
+        });
+    }
+    let mut attachments = Vec::with_capacity(h.a.len());
+    let mut at = 0;
+    for n in h.a {
+        attachments.push(Bytes::copy_from_slice(&rest[at..at + n]));
+        at += n;
+    }
+    Ok(BusMessage {
+        origin: h.n,
+        envelope: Envelope {
+            kind,
+            channel: h.c,
+            identity: h.i.map(Arc::from),
+            timestamp: UNIX_EPOCH + Duration::from_millis(h.t),
+            data: h.d,
+        },
+        to: h.to,
+        attachments,
+    })
+}
+
+/// Now, to the millisecond the wire keeps (so a round trip compares equal in tests).
+#[cfg(test)]
+fn now_millis() -> std::time::SystemTime {
+    let d = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    UNIX_EPOCH + Duration::from_millis(d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn round_trips_a_broadcast_with_attachments() {
+        let mut e = Envelope::message("news", Some("alice".into()), json!({"x": "a\nb"}));
+        e.timestamp = now_millis();
+        let att = vec![Bytes::from_static(b"\n\x00\xff"), Bytes::new()];
+        let raw = encode("n1", &e, &att, None);
+        let m = decode(&raw).unwrap();
+        assert_eq!(m.origin, "n1");
+        assert_eq!(m.envelope, e);
+        assert_eq!(m.attachments, att);
+        assert_eq!(m.to, None);
+    }
+
+    #[test]
+    fn round_trips_a_direct_command() {
+        let mut e = Envelope::command("c", None, "poke", json!(1));
+        e.channel = None;
+        e.timestamp = now_millis();
+        let m = decode(&encode("n2", &e, &[], Some("bob"))).unwrap();
+        assert_eq!((m.envelope, m.to.as_deref()), (e, Some("bob")));
+    }
+
+    #[test]
+    fn refuses_what_no_node_sends() {
+        assert_eq!(decode(b"garbage"), Err(WireError::NoHeader));
+        assert!(matches!(decode(b"{]\n"), Err(WireError::Header(_))));
+        let ok = r#"{"n":"x","k":"message","c":"c","to":null,"i":null,"t":0,"d":1,"a":[]}"#;
+        assert!(decode(format!("{ok}\n").as_bytes()).is_ok());
+        let bad_kind = ok.replace("\"message\"", "\"error\"");
+        assert!(matches!(
+            decode(format!("{bad_kind}\n").as_bytes()),
+            Err(WireError::Kind(_))
+        ));
+        let nowhere = ok.replace("\"c\":\"c\"", "\"c\":null");
+        assert_eq!(
+            decode(format!("{nowhere}\n").as_bytes()),
+            Err(WireError::NoTarget)
+        );
+        let short = ok.replace("\"a\":[]", "\"a\":[5]");
+        assert_eq!(
+            decode(format!("{short}\nab").as_bytes()),
+            Err(WireError::Attachments {
+                announced: 5,
+                got: 2
+            })
+        );
+        let overflow = ok.replace("\"a\":[]", &format!("\"a\":[{},2]", usize::MAX));
+        assert!(decode(format!("{overflow}\nab").as_bytes()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_any_bytes(raw in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&raw);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The hub as the cluster sees it: broadcasts from other nodes, membership changes the
+//! cluster decided, and this node's presence for a resynchronisation.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::channel::Fanout;
+use super::{Envelope, Hub, HubEvent, Member, observer};
+
+/// What this node holds: (channel, member key) pairs and member keys.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub subscriptions: Vec<(String, String)>,
+    pub members: Vec<String>,
+}
+
+impl Hub {
+    /// A broadcast published on another node: delivered here, and nowhere else.
+    pub fn deliver_remote(&self, envelope: &Envelope, attachments: Vec<Bytes>, to: Option<&str>) {
+        if let Some(identity) = to {
+            self.deliver_to(identity, envelope, attachments);
+            return;
+        }
+        let Some(channel) = envelope.channel.as_deref() else {
+            return;
+        };
+        let Ok(map) = self.shard(channel).channels.lock() else {
+            return;
+        };
+        let Some(ch) = map.get(channel) else {
+            return;
+        };
+        let item = envelope.encode(self.next_offset(), attachments);
+        let f = ch.deliver(&item, self.config.cache_limit);
+        drop(map);
+        self.count_fanout(f);
+    }
+
+    /// A membership change the cluster decided: told to the observer when `observe`, and
+    /// delivered to this node's members of the channel and to `leaving`'s sessions (which
+    /// are no longer in it).
+    pub fn announce(
+        &self,
+        event: HubEvent,
+        envelope: &Envelope,
+        leaving: Option<&str>,
+        observe: bool,
+    ) {
+        let Some(channel) = envelope.channel.as_deref() else {
+            return;
+        };
+        let item = envelope.encode(self.next_offset(), Vec::new());
+        let mut f = Fanout::default();
+        let mut in_channel = false;
+        if let Ok(map) = self.shard(channel).channels.lock() {
+            if observe {
+                self.observe(event, envelope);
+            }
+            if let Some(ch) = map.get(channel) {
+                f = ch.deliver(&item, self.config.cache_limit);
+                in_channel = leaving.is_some_and(|k| ch.members.contains_key(k));
+            }
+        }
+        if let Some(key) = leaving
+            && !in_channel
+            && let Some(member) = self.member(key)
+            && let Ok(st) = member.state.lock()
+        {
+            for slot in &st.slots {
+                f.add(slot.deliver(&item, self.config.cache_limit));
+            }
+        }
+        self.count_fanout(f);
+    }
+
+    /// Tells the observer only: a change this node's members already heard.
+    pub fn observe_only(&self, event: HubEvent, envelope: &Envelope) {
+        self.observe(event, envelope);
+    }
+
+    /// A member's first connection anywhere (`onConnect`) or its last one gone
+    /// (`onDisconnect`), as the cluster decided.
+    pub fn announce_presence(&self, member: &str, connected: bool) {
+        let identity = crate::cluster::identity_of(member).map(Arc::from);
+        if connected {
+            self.observe_with(HubEvent::Connect, || {
+                observer::presence(identity, "onConnect")
+            });
+        } else {
+            self.observe_with(HubEvent::Disconnect, || {
+                observer::presence(identity, "onDisconnect")
+            });
+        }
+    }
+
+    fn member(&self, key: &str) -> Option<Arc<Member>> {
+        self.registry(key).lock().ok()?.get(key).cloned()
+    }
+
+    /// Every subscription and member of this node now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for reg in self.members.iter() {
+            let Ok(r) = reg.lock() else { continue };
+            let members: Vec<Arc<Member>> = r.values().cloned().collect();
+            drop(r);
+            for m in members {
+                let Ok(st) = m.state.lock() else { continue };
+                if st.gone {
+                    continue;
+                }
+                snap.members.push(m.key.to_string());
+                snap.subscriptions
+                    .extend(st.channels.iter().map(|c| (c.clone(), m.key.to_string())));
+            }
+        }
+        snap
+    }
+
+    /// The channels this node has members in.
+    pub fn channel_names(&self) -> Vec<String> {
+        self.channels().into_iter().map(|(n, _)| n).collect()
+    }
+}
