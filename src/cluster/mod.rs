@@ -41,8 +41,9 @@ pub enum Settle {
 pub trait Presence: Send + Sync + 'static {
     /// `member` joined `channel` on this node.
     fn join(&self, channel: &str, member: &str, options: &Value) -> Settle;
-    /// `member` left `channel` on this node (all its local sessions).
-    fn leave(&self, channel: &str, member: &str, options: &Value) -> Settle;
+    /// `member` left `channel` on this node (all its local sessions); `explicit` when it
+    /// unsubscribed, which takes it out of the channel on every node.
+    fn leave(&self, channel: &str, member: &str, options: &Value, explicit: bool) -> Settle;
     /// `member` has its first session on this node (`true`) or lost its last one. Returns
     /// whether the hub decides `onConnect`/`onDisconnect` itself.
     fn online(&self, member: &str, on: bool) -> bool;
@@ -65,7 +66,7 @@ impl Presence for SingleNode {
     fn join(&self, _: &str, _: &str, _: &Value) -> Settle {
         Settle::Here
     }
-    fn leave(&self, _: &str, _: &str, _: &Value) -> Settle {
+    fn leave(&self, _: &str, _: &str, _: &Value, _: bool) -> Settle {
         Settle::Here
     }
     fn online(&self, _: &str, _: bool) -> bool {

@@ -52,6 +52,8 @@ struct Change {
     channel: String,
     member: String,
     options: Value,
+    /// An unsubscribe (the member leaves on every node), not the end of its sessions here.
+    explicit: bool,
     reply: oneshot::Sender<usize>,
 }
 
@@ -111,6 +113,14 @@ impl Keys {
     }
     fn direct(&self) -> String {
         format!("{}:direct", self.prefix)
+    }
+    /// Where nodes tell each other that a member joined or left a channel, so its
+    /// sessions on every node follow.
+    fn control(&self) -> String {
+        format!("{}:ctl", self.prefix)
+    }
+    fn member_channels(&self, member: &str) -> String {
+        format!("{}:ms:{member}", self.prefix)
     }
     fn sub(&self, node: &str) -> String {
         format!("{}:sub:{node}", self.prefix)
@@ -200,12 +210,19 @@ impl RedisCluster {
         }
     }
 
-    fn change(&self, channel: &str, member: &str, options: &Value) -> (Change, Settle) {
+    fn change(
+        &self,
+        channel: &str,
+        member: &str,
+        options: &Value,
+        explicit: bool,
+    ) -> (Change, Settle) {
         let (reply, rx) = oneshot::channel();
         let change = Change {
             channel: channel.to_owned(),
             member: member.to_owned(),
             options: options.clone(),
+            explicit,
             reply,
         };
         (change, Settle::Later(rx))
@@ -238,13 +255,13 @@ impl Bus for RedisCluster {
 
 impl Presence for RedisCluster {
     fn join(&self, channel: &str, member: &str, options: &Value) -> Settle {
-        let (change, settle) = self.change(channel, member, options);
+        let (change, settle) = self.change(channel, member, options, false);
         let _ = self.ops.send(Op::Join(change));
         settle
     }
 
-    fn leave(&self, channel: &str, member: &str, options: &Value) -> Settle {
-        let (change, settle) = self.change(channel, member, options);
+    fn leave(&self, channel: &str, member: &str, options: &Value, explicit: bool) -> Settle {
+        let (change, settle) = self.change(channel, member, options, explicit);
         let _ = self.ops.send(Op::Leave(change));
         settle
     }
@@ -315,7 +332,8 @@ impl Presence for RedisCluster {
 
 /// Why a connected stretch ended.
 enum Ended {
-    Lost(String),
+    /// Redis is away; `true` when this node had been up with it.
+    Lost(String, bool),
     Departed,
 }
 
@@ -334,24 +352,29 @@ impl Worker {
 
     async fn run(mut self, hub: Arc<Hub>) {
         let mut delay = MIN_BACKOFF;
+        // Whether Redis was lost since start (the next success is a restoration), and
+        // whether that was said already (one warning per outage, not one per retry).
         let mut lost_at_least_once = false;
+        let mut said = false;
         info!(node = %self.node, "joining the cluster through Redis");
         loop {
-            match self.connect().await {
-                Ok(live) => {
-                    delay = MIN_BACKOFF;
-                    match self.serve(&hub, live, lost_at_least_once).await {
-                        Ended::Departed => return,
-                        Ended::Lost(e) => {
-                            warn!(node = %self.node, error = %e, "lost Redis: serving this node's members only until it is back");
-                        }
+            let result = match self.connect().await {
+                Ok(live) => self.serve(&hub, live, lost_at_least_once).await,
+                Err(e) => Ended::Lost(e, false),
+            };
+            match result {
+                Ended::Departed => return,
+                Ended::Lost(e, was_up) => {
+                    if was_up {
+                        // A connected stretch ended: a new outage, retried from the start.
+                        delay = MIN_BACKOFF;
+                        said = false;
                     }
-                }
-                Err(e) => {
-                    if !lost_at_least_once {
-                        warn!(node = %self.node, error = %e, "lost Redis: cannot reach it; serving this node's members only until it is back");
-                    } else {
+                    if said {
                         debug!(error = %e, retry_in = ?delay, "Redis still unreachable");
+                    } else {
+                        warn!(node = %self.node, error = %e, "lost Redis: serving this node's members only until it is back");
+                        said = true;
                     }
                 }
             }
@@ -405,14 +428,15 @@ impl Worker {
         }
         let mut topics: Vec<String> = self.watched.iter().map(|c| self.keys.topic(c)).collect();
         topics.push(self.keys.direct());
+        topics.push(self.keys.control());
         if let Err(e) = sink.subscribe(&topics).await {
-            return Ended::Lost(e.to_string());
+            return Ended::Lost(e.to_string(), false);
         }
         if let Err(e) = self.beat(hub, &mut conn).await {
-            return Ended::Lost(e);
+            return Ended::Lost(e, false);
         }
         if let Err(e) = self.resync(hub, &mut conn).await {
-            return Ended::Lost(e);
+            return Ended::Lost(e, false);
         }
         if let Ok(mut c) = self.conn.lock() {
             *c = Some(conn.clone());
@@ -429,7 +453,7 @@ impl Worker {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(msg) => self.inbound(hub, &msg),
-                    None => return Ended::Lost("the subscription connection closed".into()),
+                    None => return Ended::Lost("the subscription connection closed".into(), true),
                 },
                 op = self.ops.recv() => {
                     let Some(op) = op else { return Ended::Departed };
@@ -443,12 +467,12 @@ impl Worker {
                     match self.apply(hub, &mut conn, &mut sink, batch).await {
                         Ok(true) => return Ended::Departed,
                         Ok(false) => {}
-                        Err(e) => return Ended::Lost(e),
+                        Err(e) => return Ended::Lost(e, true),
                     }
                 }
                 _ = tick.tick() => {
                     if let Err(e) = self.beat(hub, &mut conn).await {
-                        return Ended::Lost(e);
+                        return Ended::Lost(e, true);
                     }
                 }
             }
@@ -565,6 +589,7 @@ impl Worker {
                     if first {
                         self.announce(hub, conn, &change, "onSubscribe", count, true)
                             .await?;
+                        self.control(conn, "join", &change).await?;
                     }
                     let _ = change.reply.send(count);
                 }
@@ -573,22 +598,43 @@ impl Worker {
                     return Err(e);
                 }
             },
-            Op::Leave(change) => match self.run_change(conn, scripts::LEAVE, &change).await {
-                Ok((last, count)) => {
-                    if last {
-                        self.announce(hub, conn, &change, "onUnsubscribe", count, true)
-                            .await?;
+            Op::Leave(change) => {
+                let result = if change.explicit && identity_of(&change.member).is_some() {
+                    self.drop_everywhere(conn, &change).await
+                } else {
+                    self.run_change(conn, scripts::LEAVE, &change).await
+                };
+                match result {
+                    Ok((last, count)) => {
+                        if last {
+                            self.announce(hub, conn, &change, "onUnsubscribe", count, true)
+                                .await?;
+                            if change.explicit {
+                                self.control(conn, "leave", &change).await?;
+                            }
+                        }
+                        let _ = change.reply.send(count);
                     }
-                    let _ = change.reply.send(count);
+                    Err(e) => {
+                        self.offline_op(hub, Op::Leave(change));
+                        return Err(e);
+                    }
                 }
-                Err(e) => {
-                    self.offline_op(hub, Op::Leave(change));
-                    return Err(e);
-                }
-            },
+            }
             Op::Online(member, on) => {
                 if self.online(conn, &member, on).await? {
                     hub.announce_presence(&member, on);
+                }
+                if on && identity_of(&member).is_some() {
+                    // A new tab here joins what its identity is in on other nodes.
+                    let channels: Vec<String> = redis::cmd("SMEMBERS")
+                        .arg(self.keys.member_channels(&member))
+                        .query_async(conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    for channel in channels {
+                        hub.adopt(&member, &channel);
+                    }
                 }
             }
             Op::Depart(done) => {
@@ -666,12 +712,57 @@ impl Worker {
             .key(self.keys.sub(&self.node))
             .key(self.keys.channel(&change.channel))
             .key(self.keys.channels())
+            .key(self.keys.member_channels(&change.member))
             .arg(&change.channel)
             .arg(&change.member)
             .invoke_async(conn)
             .await
             .map_err(|e| e.to_string())?;
         Ok((flag == 1, count))
+    }
+
+    /// An unsubscribe: out of the channel on every node at once.
+    async fn drop_everywhere(
+        &self,
+        conn: &mut MultiplexedConnection,
+        change: &Change,
+    ) -> Result<(bool, usize), String> {
+        let (had, count): (u8, usize) = Script::new(scripts::DROP)
+            .key(self.keys.channel(&change.channel))
+            .key(self.keys.channels())
+            .key(self.keys.member_channels(&change.member))
+            .key(self.keys.nodes())
+            .arg(&self.keys.prefix)
+            .arg(&change.channel)
+            .arg(&change.member)
+            .invoke_async(conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((had == 1, count))
+    }
+
+    /// Tells the other nodes that an identity joined or left a channel, so its sessions
+    /// there follow (anonymous members live on one node: nothing to tell).
+    async fn control(
+        &self,
+        conn: &mut MultiplexedConnection,
+        op: &str,
+        change: &Change,
+    ) -> Result<(), String> {
+        if identity_of(&change.member).is_none() {
+            return Ok(());
+        }
+        let payload = serde_json::json!({
+            "n": &*self.node, "op": op, "m": change.member, "c": change.channel,
+        })
+        .to_string();
+        let _: () = redis::cmd("PUBLISH")
+            .arg(self.keys.control())
+            .arg(payload)
+            .query_async(conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     async fn online(
@@ -749,18 +840,15 @@ impl Worker {
             .invoke_async(conn)
             .await
             .map_err(|e| e.to_string())?;
-        if !ended.is_empty() {
-            info!(node = %self.node, changes = ended.len() / 4, mode, "removed the members of nodes that left");
+        if mode == "leave" {
+            info!(node = %self.node, changes = ended.len() / 4, "left the cluster: this node's members are removed");
+        } else if !ended.is_empty() {
+            info!(node = %self.node, changes = ended.len() / 4, "removed the members of nodes that stopped beating");
         }
         for item in ended.chunks_exact(4) {
             match item[0].as_str() {
                 "s" => {
-                    let change = Change {
-                        channel: item[1].clone(),
-                        member: item[2].clone(),
-                        options: Value::Null,
-                        reply: oneshot::channel().0,
-                    };
+                    let change = quiet(&item[1], &item[2]);
                     let count = item[3].parse().unwrap_or(0);
                     self.announce(hub, conn, &change, "onUnsubscribe", count, false)
                         .await?;
@@ -781,7 +869,7 @@ impl Worker {
         conn: &mut MultiplexedConnection,
     ) -> Result<(), String> {
         let fresh = Sid::random().to_string();
-        let (_, epoch): ((), String) = redis::pipe()
+        let (epoch,): (String,) = redis::pipe()
             .cmd("SET")
             .arg(self.keys.epoch())
             .arg(&fresh)
@@ -883,6 +971,10 @@ impl Worker {
     /// A broadcast from Redis: delivered here unless this node sent it.
     fn inbound(&self, hub: &Arc<Hub>, msg: &redis::Msg) {
         let topic = msg.get_channel_name();
+        if topic == self.keys.control() {
+            self.inbound_control(hub, msg.get_payload_bytes());
+            return;
+        }
         let m = match wire::decode(msg.get_payload_bytes()) {
             Ok(m) => m,
             Err(e) => {
@@ -910,6 +1002,43 @@ impl Worker {
     }
 }
 
+/// A control message: an identity joined or left a channel on node `n`.
+#[derive(serde::Deserialize)]
+struct Control {
+    n: String,
+    op: String,
+    m: String,
+    c: String,
+}
+
+impl Worker {
+    fn inbound_control(&self, hub: &Arc<Hub>, raw: &[u8]) {
+        let ctl: Control = match serde_json::from_slice(raw) {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(redis_channel = %self.keys.control(), error = %e, "dropped a malformed control message from the bus");
+                return;
+            }
+        };
+        if ctl.n == *self.node {
+            return;
+        }
+        let valid = identity_of(&ctl.m).is_some()
+            && hub
+                .validate_channel(Some(&Value::String(ctl.c.clone())))
+                .is_ok();
+        match ctl.op.as_str() {
+            "join" if valid => hub.adopt(&ctl.m, &ctl.c),
+            "leave" if valid => hub.drop_remote(&ctl.m, &ctl.c),
+            _ => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(redis_channel = %self.keys.control(), op = %ctl.op, "dropped a control message that makes no sense");
+            }
+        }
+    }
+}
+
 /// A subscription as the scripts store it.
 fn entry(channel: &str, member: &str) -> String {
     format!("{channel}\0{member}")
@@ -920,6 +1049,7 @@ fn quiet(channel: &str, member: &str) -> Change {
         channel: channel.to_owned(),
         member: member.to_owned(),
         options: Value::Null,
+        explicit: false,
         reply: oneshot::channel().0,
     }
 }

@@ -5,34 +5,52 @@
 //! - `P:sub:{node}`: set of `channel \0 member` this node holds;
 //! - `P:ch:{channel}`: hash member → how many nodes hold it in the channel;
 //! - `P:channels`: set of channels with members;
+//! - `P:ms:{member}`: set of channels the member is in, cluster-wide (a new tab on
+//!   another node joins them);
 //! - `P:nm:{node}`: set of members with sessions on this node;
 //! - `P:members`: hash member → how many nodes it has sessions on;
 //! - `P:nodes`: sorted set node → last heartbeat (Redis clock, ms).
 
-/// KEYS: sub:{node}, ch:{channel}, channels. ARGV: channel, member.
+/// KEYS: sub:{node}, ch:{channel}, channels, ms:{member}. ARGV: channel, member.
 /// Returns {1 if the member is new in the channel cluster-wide, members after}.
 pub const JOIN: &str = r"
 local n = 0
 if redis.call('SADD', KEYS[1], ARGV[1] .. '\0' .. ARGV[2]) == 1 then
   n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
   redis.call('SADD', KEYS[3], ARGV[1])
+  redis.call('SADD', KEYS[4], ARGV[1])
 end
 return {n == 1 and 1 or 0, redis.call('HLEN', KEYS[2])}
 ";
 
-/// KEYS: sub:{node}, ch:{channel}, channels. ARGV: channel, member.
+/// KEYS: sub:{node}, ch:{channel}, channels, ms:{member}. ARGV: channel, member.
 /// Returns {1 if the member left the channel cluster-wide, members after}.
 pub const LEAVE: &str = r"
 local last = 0
 if redis.call('SREM', KEYS[1], ARGV[1] .. '\0' .. ARGV[2]) == 1 then
   if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
     redis.call('HDEL', KEYS[2], ARGV[2])
+    redis.call('SREM', KEYS[4], ARGV[1])
     last = 1
   end
 end
 local count = redis.call('HLEN', KEYS[2])
 if count == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
 return {last, count}
+";
+
+/// An unsubscribe: the member leaves the channel on every node at once.
+/// KEYS: ch:{channel}, channels, ms:{member}, nodes. ARGV: prefix, channel, member.
+/// Returns {1 if the member was in the channel, members after}.
+pub const DROP: &str = r"
+local had = redis.call('HDEL', KEYS[1], ARGV[3])
+for _, node in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  redis.call('SREM', ARGV[1] .. ':sub:' .. node, ARGV[2] .. '\0' .. ARGV[3])
+end
+redis.call('SREM', KEYS[3], ARGV[2])
+local count = redis.call('HLEN', KEYS[1])
+if count == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+return {had, count}
 ";
 
 /// KEYS: nm:{node}, members. ARGV: member, '1' (first session here) or '0' (last gone).
@@ -81,6 +99,7 @@ for _, node in ipairs(dead) do
       local key = P .. ':ch:' .. ch
       if redis.call('HINCRBY', key, m, -1) <= 0 then
         redis.call('HDEL', key, m)
+        redis.call('SREM', P .. ':ms:' .. m, ch)
         local count = redis.call('HLEN', key)
         if count == 0 then redis.call('SREM', P .. ':channels', ch) end
         table.insert(out, 's')

@@ -490,7 +490,7 @@ impl Hub {
         if st.slots.is_empty() {
             let member = slot.member.clone();
             for ch in std::mem::take(&mut st.channels) {
-                self.leave(&member, &ch, Value::Null, &[]);
+                self.leave(&member, &ch, Value::Null, &[], false);
             }
             st.gone = true;
             if self.presence.online(&member.key, false) {
@@ -539,13 +539,7 @@ impl Hub {
             .channels
             .lock()
             .map_err(|_| HubError::Closed)?;
-        let ch = match map.entry(channel.to_owned()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                self.bus.watch(channel, true);
-                e.insert(Channel::default())
-            }
-        };
+        let ch = self.channel_entry(&mut map, channel);
         for slot in &st.slots {
             ch.add_slot(slot);
         }
@@ -568,6 +562,21 @@ impl Hub {
         Ok(Count::Now(count))
     }
 
+    /// The channel, made (and watched on the bus) if this node had no member in it.
+    fn channel_entry<'m>(
+        &self,
+        map: &'m mut HashMap<String, Channel>,
+        channel: &str,
+    ) -> &'m mut Channel {
+        match map.entry(channel.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.bus.watch(channel, true);
+                e.insert(Channel::default())
+            }
+        }
+    }
+
     /// Unsubscribes the connection's member (all its tabs); returns the member count after it.
     pub(crate) fn unsubscribe(
         &self,
@@ -582,18 +591,19 @@ impl Hub {
         }
         // The leaving member's own tabs hear it too, so they know they left.
         let slots = st.slots.clone();
-        Ok(self.leave(member, channel, options, &slots))
+        Ok(self.leave(member, channel, options, &slots, true))
     }
 
     /// Takes a member out of a channel (member lock held) and tells the remaining members
     /// and `also` (the member's own slots, still live, which leave the channel too);
-    /// returns the count after it.
+    /// returns the count after it. `explicit`: an unsubscribe, not the member's end.
     fn leave(
         &self,
         member: &Arc<Member>,
         channel: &str,
         options: Value,
         also: &[Arc<Slot>],
+        explicit: bool,
     ) -> Count {
         let Ok(mut map) = self.shard(channel).channels.lock() else {
             return Count::Now(0);
@@ -606,7 +616,10 @@ impl Hub {
         }
         ch.members.remove(&member.key);
         let count = ch.count();
-        if let Settle::Later(rx) = self.presence.leave(channel, &member.key, &options) {
+        if let Settle::Later(rx) = self
+            .presence
+            .leave(channel, &member.key, &options, explicit)
+        {
             if ch.is_empty() {
                 map.remove(channel);
                 self.bus.watch(channel, false);

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde_json::Value;
 
 use super::channel::Fanout;
 use super::{Envelope, Hub, HubEvent, Member, observer};
@@ -92,6 +93,48 @@ impl Hub {
                 observer::presence(identity, "onDisconnect")
             });
         }
+    }
+
+    /// The member joined `channel` on another node: its sessions here join it too,
+    /// silently (the cluster announced it). Subscriptions belong to the member.
+    pub fn adopt(&self, key: &str, channel: &str) {
+        let Some(member) = self.member(key) else {
+            return;
+        };
+        let Ok(mut st) = member.state.lock() else {
+            return;
+        };
+        if st.gone || st.channels.contains(channel) || st.channels.len() >= self.config.max_channels
+        {
+            return;
+        }
+        st.channels.insert(channel.to_owned());
+        let Ok(mut map) = self.shard(channel).channels.lock() else {
+            return;
+        };
+        let ch = self.channel_entry(&mut map, channel);
+        for slot in &st.slots {
+            ch.add_slot(slot);
+        }
+        ch.members.insert(member.key.clone(), member.clone());
+        // This node's share of the membership; the cluster already counts the member.
+        let _ = self.presence.join(channel, key, &Value::Null);
+    }
+
+    /// The member unsubscribed from `channel` on another node: its sessions here leave
+    /// it too, silently (the cluster announced it).
+    pub fn drop_remote(&self, key: &str, channel: &str) {
+        let Some(member) = self.member(key) else {
+            return;
+        };
+        let Ok(mut st) = member.state.lock() else {
+            return;
+        };
+        if !st.channels.remove(channel) {
+            return;
+        }
+        let slots = st.slots.clone();
+        let _ = self.leave(&member, channel, Value::Null, &slots, false);
     }
 
     fn member(&self, key: &str) -> Option<Arc<Member>> {

@@ -413,7 +413,7 @@ impl Presence for Recorder {
     fn join(&self, channel: &str, member: &str, _: &Value) -> Settle {
         self.settle("join", channel, member)
     }
-    fn leave(&self, channel: &str, member: &str, _: &Value) -> Settle {
+    fn leave(&self, channel: &str, member: &str, _: &Value, _: bool) -> Settle {
         self.settle("leave", channel, member)
     }
     fn online(&self, member: &str, on: bool) -> bool {
