@@ -5,7 +5,8 @@ import { useCluster } from "./lib/cluster.mjs";
 import { ack, collect, connected, sleep, uniqueChannel, withTimeout } from "./lib/server.mjs";
 import { assertEnvelope, assertPublishAck, assertSubscribeAck } from "./lib/envelope.mjs";
 
-const cluster = useCluster({ nodes: 2 });
+// A short grace window, so the reload test can see it end.
+const cluster = useCluster({ nodes: 2, config: "[Server]\nreconnect-timeout = 2s\n" });
 
 const range = (n) => Array.from({ length: n }, (_, i) => i);
 
@@ -172,4 +173,43 @@ cluster.test("GET /api/channels/{name} on either node counts the members of both
   await expect(2, ["count-alice"], 1, "after bob left");
   const joins = aliceEvents.items.filter((e) => e.data?.command === "onSubscribe" && e.identity === "count-alice");
   assert.equal(joins.length, 1, `onSubscribe for alice fired once: ${JSON.stringify(joins)}`);
+});
+
+cluster.test("a reload that lands on the other node: a new session there, the same member", async () => {
+  const channel = uniqueChannel("reload");
+  const path = `/api/channels/${encodeURIComponent(channel)}`;
+  const tab0 = cluster.connect(0, { auth: { identity: "reload-alice" } });
+  const bob = cluster.connect(1, { auth: { identity: "reload-bob" } });
+  await Promise.all([connected(tab0), connected(bob)]);
+  const bobEvents = collect(bob, "message", { types: ["command"] });
+  assertSubscribeAck(await ack(tab0, "subscribe", channel), channel, 1);
+  assertSubscribeAck(await ack(bob, "subscribe", channel), channel, 2);
+
+  // The page goes without a goodbye (node 0 keeps alice for the grace window), a message
+  // is published meanwhile, and the reloaded page reaches node 1.
+  tab0.io.engine.close();
+  await sleep(200);
+  assertPublishAck(await ack(bob, "publish", channel, { missed: true }));
+  const tab1 = cluster.connect(1, { auth: { identity: "reload-alice" } });
+  const inbox = collect(tab1);
+  await connected(tab1);
+  await sleep(300);
+  assert.deepEqual(inbox.items, [], "what node 0 kept for alice is not replayed on node 1");
+
+  // Without subscribing again, the new tab is in the channel: subscriptions belong to the
+  // identity, cluster-wide.
+  assertPublishAck(await ack(bob, "publish", channel, { after: true }));
+  assertEnvelope(await inbox.next(), { channel, identity: "reload-bob", data: { after: true } });
+
+  // One member throughout, also once node 0's grace window (2 s) is over.
+  for (const when of ["during the grace window", "after it"]) {
+    for (const node of [0, 1]) {
+      const info = await api(node, "GET", path);
+      assert.equal(info.count, 2, `${when}, node ${node}: ${JSON.stringify(info)}`);
+      assert.deepEqual([...info.identities].sort(), ["reload-alice", "reload-bob"]);
+    }
+    if (when === "during the grace window") await sleep(2_500);
+  }
+  const churn = bobEvents.items.filter((e) => e.identity === "reload-alice");
+  assert.deepEqual(churn, [], "nobody saw alice leave or join again");
 });
