@@ -23,9 +23,14 @@ fn loadgen(server: &Server, scenario: &str, args: &[&str]) -> (bool, Value) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let json: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("no JSON ({e}); stdout {stdout}\nstderr {stderr}"));
-    assert_eq!(json["scenario"], scenario);
+    let name = if args.contains(&"--publish-url") {
+        format!("{scenario}-cross-node")
+    } else {
+        scenario.to_owned()
+    };
+    assert_eq!(json["scenario"], name.as_str());
     assert!(
-        stderr.contains(&format!("{scenario} on realtime")),
+        stderr.contains(&format!("{name} on realtime")),
         "no table: {stderr}"
     );
     (out.status.success(), json)
@@ -100,6 +105,34 @@ fn every_scenario_counts_every_delivery() {
     assert!(m["handshakes_per_s"].as_f64().unwrap() > 0.0);
     assert!(m["subscribe_acks_per_s"].as_f64().unwrap() > 0.0);
     assert!(m["server_cpu_per_handshake_us"].is_number(), "{j}");
+}
+
+/// `--publish-url` connects the publisher elsewhere (here: the same server by another
+/// address) and records the run under its own name, with the publishers' node's CPU.
+#[test]
+fn publishers_can_be_pointed_at_another_node() {
+    let server = Server::start("");
+    let other = format!("http://localhost:{}", server.port);
+    let pid = server.pid().to_string();
+    let (ok, j) = loadgen(
+        &server,
+        "fanout",
+        &[
+            "--subscribers",
+            "5",
+            "--messages",
+            "50",
+            "--publish-url",
+            &other,
+            "--publish-server-pid",
+            &pid,
+        ],
+    );
+    assert!(ok);
+    clean(&j, 5 * 50);
+    assert_eq!(j["publish_url"], other.as_str(), "{j}");
+    assert!(j["metrics"]["publish_server_cpu_pct"].is_number(), "{j}");
+    assert!(j["metrics"]["bus_cpu_pct"].is_null(), "{j}");
 }
 
 /// With a one-message client queue and a window of every message at once, the server

@@ -89,6 +89,17 @@ struct ServerArgs {
     /// The server's process id, for its RSS and CPU time (same machine only).
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Where the publishers connect, if not to --url: another node of a cluster, so every
+    /// message crosses from that node to the subscribers' node. The run is then recorded
+    /// as `<scenario>-cross-node` (fanout, rate and channels).
+    #[arg(long)]
+    publish_url: Option<String>,
+    /// The publishers' node's process id, for its CPU time (with --publish-url).
+    #[arg(long)]
+    publish_server_pid: Option<u32>,
+    /// The process id of what joins the nodes (e.g. redis-server), for its CPU time.
+    #[arg(long)]
+    bus_pid: Option<u32>,
     /// The server's name in the JSON (e.g. realtime, reference).
     #[arg(long, default_value = "server")]
     label: String,
@@ -155,9 +166,18 @@ fn drive(server: &ServerArgs, scenario: impl FnOnce(Common) -> ScenarioFuture) -
             .enable_all()
             .build()?
     };
+    let target = Arc::new(conn::Target::new(&server.url, &server.path)?);
+    let publish_target = match &server.publish_url {
+        Some(url) => Arc::new(conn::Target::new(url, &server.path)?),
+        None => target.clone(),
+    };
     let common = Common {
-        target: Arc::new(conn::Target::new(&server.url, &server.path)?),
+        target,
+        publish_target,
+        cross_node: server.publish_url.is_some(),
         server: server.server_pid.map(procfs::Proc::Pid),
+        publish_server: server.publish_server_pid.map(procfs::Proc::Pid),
+        bus: server.bus_pid.map(procfs::Proc::Pid),
         concurrency: server.concurrency,
         stall: Duration::from_secs_f64(server.stall_timeout.max(0.1)),
     };
@@ -166,6 +186,9 @@ fn drive(server: &ServerArgs, scenario: impl FnOnce(Common) -> ScenarioFuture) -
         m.insert("server".into(), Value::from(server.label.as_str()));
         m.insert("round".into(), Value::from(server.round));
         m.insert("url".into(), Value::from(server.url.as_str()));
+        if let Some(url) = &server.publish_url {
+            m.insert("publish_url".into(), Value::from(url.as_str()));
+        }
         m.insert("loadgen_threads".into(), Value::from(threads));
         m.insert("nofile_limit".into(), Value::from(nofile));
     }

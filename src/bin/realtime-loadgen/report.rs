@@ -101,6 +101,24 @@ const FIGURES: &[Figure] = &[
         false,
     ),
     fig(
+        "fanout-cross-node",
+        "deliveries_per_s",
+        "cross-node fan-out deliveries/s",
+        true,
+    ),
+    fig(
+        "fanout-cross-node",
+        "latency_p50_ms",
+        "cross-node fan-out latency p50 (ms)",
+        false,
+    ),
+    fig(
+        "fanout-cross-node",
+        "latency_p99_ms",
+        "cross-node fan-out latency p99 (ms)",
+        false,
+    ),
+    fig(
         "rate",
         "latency_p50_ms",
         "fixed-rate latency p50 (ms)",
@@ -116,6 +134,18 @@ const FIGURES: &[Figure] = &[
         "rate",
         "latency_p999_ms",
         "fixed-rate latency p99.9 (ms)",
+        false,
+    ),
+    fig(
+        "rate-cross-node",
+        "latency_p50_ms",
+        "cross-node fixed-rate latency p50 (ms)",
+        false,
+    ),
+    fig(
+        "rate-cross-node",
+        "latency_p99_ms",
+        "cross-node fixed-rate latency p99 (ms)",
         false,
     ),
     fig(
@@ -147,7 +177,25 @@ const SATURATION: &[(&str, &str)] = &[
     ("rate", "fixed rate"),
     ("idle", "idle (handshakes)"),
     ("channels", "many channels"),
+    ("fanout-cross-node", "cross-node fan-out"),
+    ("rate-cross-node", "cross-node fixed rate"),
+    ("channels-cross-node", "cross-node many channels"),
 ];
+
+/// Whether any run of `scenario` is in the results: a figure of a scenario the run left
+/// out (e.g. `--scenarios fanout`) gets no row.
+fn has(runs: &[Value], scenario: &str) -> bool {
+    runs.iter().any(|r| r["scenario"] == scenario)
+}
+
+/// Whether the results hold cross-node runs (publishers on another node).
+fn cross_node(runs: &[Value]) -> bool {
+    runs.iter().any(|r| {
+        r["scenario"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("-cross-node"))
+    })
+}
 
 /// The anchors of issue 4, measured earlier on this machine type; context, not this run.
 const BAR: &str = "\
@@ -324,10 +372,20 @@ pub fn write(a: &ReportArgs) -> Result<()> {
          the medians, measured in this same run.\n",
         a.subject, a.reference
     );
+    if cross_node(&runs) {
+        let _ = writeln!(
+            md,
+            "A cross-node figure is its single-node scenario, same sizes, on a cluster of two \
+             nodes joined by a fresh Redis: the subscribers on node B (pinned to CPU 0 like a \
+             single server), the publisher on node A, node A and Redis on CPU 1 with the load \
+             generator. The reference's cluster is the same socket.io with the stock \
+             @socket.io/redis-adapter.\n"
+        );
+    }
     let _ = writeln!(md, "## Results\n");
     let _ = writeln!(md, "| figure | {} | ratio |", servers.join(" | "));
     let _ = writeln!(md, "|---|{}---|", "---|".repeat(servers.len()));
-    for f in FIGURES {
+    for f in FIGURES.iter().filter(|f| has(&runs, f.scenario)) {
         let cols: Vec<String> = servers
             .iter()
             .map(|s| spread(&values(&runs, s, f.scenario, f.metric)))
@@ -385,7 +443,7 @@ pub fn write(a: &ReportArgs) -> Result<()> {
             .join(" | ")
     );
     let _ = writeln!(md, "|---|{}", "---|---|".repeat(servers.len()));
-    for (scenario, label) in SATURATION {
+    for (scenario, label) in SATURATION.iter().filter(|(s, _)| has(&runs, s)) {
         let cols: Vec<String> = servers
             .iter()
             .map(|s| {
@@ -407,6 +465,41 @@ pub fn write(a: &ReportArgs) -> Result<()> {
             .collect();
         let _ = writeln!(md, "| {label} | {} |", cols.join(" | "));
     }
+    if cross_node(&runs) {
+        let _ = writeln!(
+            md,
+            "\nCross-node runs, every process (median share of one CPU): node B holds the \
+             subscribers (the server column above), node A the publisher.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| scenario | server | node B (subscribers) | node A (publisher) | Redis | loadgen |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        for (scenario, label) in SATURATION
+            .iter()
+            .filter(|(s, _)| s.ends_with("-cross-node") && has(&runs, s))
+        {
+            for s in &servers {
+                let pct = |m: &str| {
+                    let v = median(&values(&runs, s, scenario, m));
+                    if v.is_finite() {
+                        format!("{v:.0}%")
+                    } else {
+                        "–".into()
+                    }
+                };
+                let _ = writeln!(
+                    md,
+                    "| {label} | {s} | {} | {} | {} | {} |",
+                    pct("server_cpu_pct"),
+                    pct("publish_server_cpu_pct"),
+                    pct("bus_cpu_pct"),
+                    pct("loadgen_cpu_pct")
+                );
+            }
+        }
+    }
 
     let latency = Chart {
         title: "Latency, publish to delivery (median of rounds, whiskers min–max)",
@@ -414,7 +507,7 @@ pub fn write(a: &ReportArgs) -> Result<()> {
         series: &servers,
         groups: FIGURES
             .iter()
-            .filter(|f| f.metric.starts_with("latency_"))
+            .filter(|f| f.metric.starts_with("latency_") && has(&runs, f.scenario))
             .map(|f| {
                 let label = f.label.replace(" latency", "").replace(" (ms)", "");
                 (
@@ -433,7 +526,7 @@ pub fn write(a: &ReportArgs) -> Result<()> {
         series: &servers,
         groups: FIGURES
             .iter()
-            .filter(|f| f.metric.ends_with("_per_s"))
+            .filter(|f| f.metric.ends_with("_per_s") && has(&runs, f.scenario))
             .map(|f| {
                 (
                     f.label.to_owned(),
@@ -459,7 +552,7 @@ pub fn write(a: &ReportArgs) -> Result<()> {
     );
 
     let _ = writeln!(md, "\n## Sizes\n");
-    for (scenario, label) in SATURATION {
+    for (scenario, label) in SATURATION.iter().filter(|(s, _)| has(&runs, s)) {
         let _ = writeln!(md, "- {label}: {}", params_line(&runs, scenario));
     }
 
@@ -651,6 +744,8 @@ mod tests {
             run("reference", "fanout", 1, 1e5, 0),
             run("realtime", "fanout", 2, 2e6, 0),
             run("reference", "fanout", 2, 2e5, 0),
+            run("realtime", "fanout-cross-node", 1, 1e6, 0),
+            run("reference", "fanout-cross-node", 1, 5e4, 0),
         ]
         .iter()
         .map(Value::to_string)
@@ -676,6 +771,13 @@ mod tests {
             ),
             "{md}"
         );
+        assert!(
+            md.contains("| cross-node fan-out deliveries/s | 1M | 50k | 20× (better) |"),
+            "{md}"
+        );
+        assert!(md.contains("| cross-node fan-out | realtime | – | – | – | 50% |"));
+        // Scenarios left out of the run get no rows.
+        assert!(!md.contains("fixed-rate"), "{md}");
         assert!(md.contains("![latency](plots/latency.svg)"));
         assert!(md.contains("| rustc | 1.95 |"));
         assert!(md.contains("tests/bench/run --quick"));

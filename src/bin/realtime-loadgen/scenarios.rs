@@ -17,9 +17,18 @@ use crate::stats::{self, Latency};
 
 /// What every scenario needs to know about the server under test.
 pub struct Common {
+    /// Where the subscribers connect.
     pub target: Arc<Target>,
+    /// Where the publishers connect: `target`, or another node of the same cluster.
+    pub publish_target: Arc<Target>,
+    /// Publishers on another node than the subscribers (`--publish-url`).
+    pub cross_node: bool,
     /// The server's process, for RSS and CPU time; `None` when it is not on this machine.
     pub server: Option<Proc>,
+    /// The publishers' node, when it is another process: its CPU time.
+    pub publish_server: Option<Proc>,
+    /// What joins the nodes (Redis): its CPU time.
+    pub bus: Option<Proc>,
     /// Handshakes in flight at once.
     pub concurrency: usize,
     /// A run ends as failed when no message completes for this long.
@@ -149,6 +158,10 @@ struct Observed {
     handshake: Phase,
     subscribe: Phase,
     publish: Phase,
+    /// CPU time of the publishers' node and of the bus during the publish phase
+    /// (cross-node runs).
+    publish_node_cpu: Option<Duration>,
+    bus_cpu: Option<Duration>,
     /// Publishing to last completion (or to the stall).
     elapsed: Duration,
     rss_before_kib: Option<u64>,
@@ -212,7 +225,7 @@ async fn measure(common: &Common, plan: Plan) -> Result<Observed> {
     } else if all_in {
         let mut pubs = Vec::new();
         for channels in plan.publishers {
-            let ws = conn::connect(&common.target).await?;
+            let ws = conn::connect(&common.publish_target).await?;
             pubs.push(Publisher {
                 ws,
                 names: names.clone(),
@@ -223,11 +236,17 @@ async fn measure(common: &Common, plan: Plan) -> Result<Observed> {
                 stop: phases.stop.clone(),
             });
         }
+        let others = (
+            Meter::start(common.publish_server),
+            Meter::start(common.bus),
+        );
         let meter = Meter::start(common.server);
         let t0 = tracker.now_us();
         let handles: Vec<_> = pubs.into_iter().map(Publisher::spawn).collect();
         obs.completed = tracker.wait_done(common.stall).await;
         obs.publish = meter.stop();
+        obs.publish_node_cpu = others.0.stop().server_cpu;
+        obs.bus_cpu = others.1.stop().server_cpu;
         let end = if obs.completed {
             tracker.last_completion().as_micros() as u64
         } else {
@@ -312,10 +331,20 @@ fn report(
     })
 }
 
+/// The name a publishing scenario is recorded under: `fanout`, or `fanout-cross-node`
+/// when the publishers are on another node than the subscribers.
+fn scenario_name(common: &Common, base: &str) -> String {
+    if common.cross_node {
+        format!("{base}-cross-node")
+    } else {
+        base.to_owned()
+    }
+}
+
 /// Metrics every publishing scenario has.
-fn delivery_metrics(obs: &Observed) -> Vec<(&'static str, Option<f64>)> {
+fn delivery_metrics(common: &Common, obs: &Observed) -> Vec<(&'static str, Option<f64>)> {
     let l = &obs.latency;
-    vec![
+    let mut m = vec![
         (
             "deliveries_per_s",
             Some(per_sec(obs.counts.received as f64, obs.elapsed)),
@@ -333,7 +362,15 @@ fn delivery_metrics(obs: &Observed) -> Vec<(&'static str, Option<f64>)> {
             "loadgen_cpu_pct",
             pct(obs.publish.loadgen_cpu, obs.publish.wall),
         ),
-    ]
+    ];
+    if common.cross_node {
+        m.push((
+            "publish_server_cpu_pct",
+            pct(obs.publish_node_cpu, obs.publish.wall),
+        ));
+        m.push(("bus_cpu_pct", pct(obs.bus_cpu, obs.publish.wall)));
+    }
+    m
 }
 
 pub async fn fanout(common: &Common, a: &FanoutArgs) -> Result<Value> {
@@ -348,7 +385,8 @@ pub async fn fanout(common: &Common, a: &FanoutArgs) -> Result<Value> {
     };
     let obs = measure(common, plan).await?;
     let params = json!({"subscribers": a.subscribers, "messages": a.messages, "size": a.size, "window": a.window});
-    Ok(report("fanout", params, &obs, delivery_metrics(&obs)))
+    let name = scenario_name(common, "fanout");
+    Ok(report(&name, params, &obs, delivery_metrics(common, &obs)))
 }
 
 pub async fn rate(common: &Common, a: &RateArgs) -> Result<Value> {
@@ -368,7 +406,8 @@ pub async fn rate(common: &Common, a: &RateArgs) -> Result<Value> {
     let obs = measure(common, plan).await?;
     let params = json!({"subscribers": a.subscribers, "rate": a.rate, "duration_s": a.duration,
                         "messages": messages, "size": a.size});
-    Ok(report("rate", params, &obs, delivery_metrics(&obs)))
+    let name = scenario_name(common, "rate");
+    Ok(report(&name, params, &obs, delivery_metrics(common, &obs)))
 }
 
 pub async fn idle(common: &Common, a: &IdleArgs) -> Result<Value> {
@@ -452,7 +491,8 @@ pub async fn channels(common: &Common, a: &ChannelsArgs) -> Result<Value> {
     let params = json!({"connections": a.connections, "channels": channels,
         "per_connection": a.per_connection, "publishers": publishers, "messages_per_channel": a.messages,
         "size": a.size, "window": a.window});
-    Ok(report("channels", params, &obs, delivery_metrics(&obs)))
+    let name = scenario_name(common, "channels");
+    Ok(report(&name, params, &obs, delivery_metrics(common, &obs)))
 }
 
 #[cfg(test)]
