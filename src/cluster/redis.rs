@@ -100,6 +100,10 @@ pub struct Worker {
     /// The Redis data set this node last wrote to (`P:epoch`): a new one means Redis lost
     /// its data, and what the resync writes back is no news to anyone.
     epoch: Option<String>,
+    /// Membership changes a resync found, told to the other nodes at the next heartbeat:
+    /// by then the other nodes, which lost Redis at the same moment, have subscribed and
+    /// written their own presence back, so they hear it and the count is whole.
+    pending: Vec<(Change, &'static str)>,
 }
 
 #[derive(Clone)]
@@ -183,6 +187,7 @@ impl RedisCluster {
             watched: HashSet::new(),
             dirty: HashSet::new(),
             epoch: None,
+            pending: Vec::new(),
         };
         Ok((handle, worker))
     }
@@ -472,6 +477,9 @@ impl Worker {
                 }
                 _ = tick.tick() => {
                     if let Err(e) = self.beat(hub, &mut conn).await {
+                        return Ended::Lost(e, true);
+                    }
+                    if let Err(e) = self.tell_pending(hub, &mut conn).await {
                         return Ended::Lost(e, true);
                     }
                 }
@@ -909,10 +917,9 @@ impl Worker {
                 continue;
             }
             let change = quiet(channel, member);
-            let (first, count) = self.run_change(conn, scripts::JOIN, &change).await?;
+            let (first, _) = self.run_change(conn, scripts::JOIN, &change).await?;
             if first && news(entry) {
-                self.announce_remote(hub, conn, &change, "onSubscribe", count)
-                    .await?;
+                self.pending.push((change, "onSubscribe"));
             }
             changed += 1;
         }
@@ -921,10 +928,9 @@ impl Worker {
                 continue;
             };
             let change = quiet(channel, member);
-            let (last, count) = self.run_change(conn, scripts::LEAVE, &change).await?;
+            let (last, _) = self.run_change(conn, scripts::LEAVE, &change).await?;
             if last && news(entry) {
-                self.announce_remote(hub, conn, &change, "onUnsubscribe", count)
-                    .await?;
+                self.pending.push((change, "onUnsubscribe"));
             }
             changed += 1;
         }
@@ -946,6 +952,25 @@ impl Worker {
         }
         self.dirty.clear();
         self.epoch = Some(epoch);
+        Ok(())
+    }
+
+    /// Tells what the last resync found, with the counts as they are now.
+    async fn tell_pending(
+        &mut self,
+        hub: &Arc<Hub>,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), String> {
+        while let Some((change, event)) = self.pending.first() {
+            let count: usize = redis::cmd("HLEN")
+                .arg(self.keys.channel(&change.channel))
+                .query_async(conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.announce_remote(hub, conn, change, event, count)
+                .await?;
+            self.pending.remove(0);
+        }
         Ok(())
     }
 

@@ -30,6 +30,11 @@ pub struct Server {
 impl Server {
     /// Starts the binary with this INI text as its config, at debug level, on a free port.
     pub fn start(config: &str) -> Server {
+        Server::start_with_env(config, &[])
+    }
+
+    /// `start` with more environment variables for the server.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Server {
         let path = std::env::temp_dir().join(format!(
             "realtime-test-{}-{}.conf",
             std::process::id(),
@@ -38,6 +43,7 @@ impl Server {
         std::fs::write(&path, config).expect("write test config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_realtime"))
             .args(["--config", path.to_str().unwrap(), "--port", "0", "--debug"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
