@@ -3,7 +3,6 @@
 //! cluster-wide. One node is [`SingleNode`]; nodes joined through Redis are [`redis`].
 
 pub mod redis;
-mod scripts;
 mod wire;
 
 use bytes::Bytes;

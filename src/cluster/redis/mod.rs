@@ -1,0 +1,362 @@
+//! Nodes joined through Redis: broadcasts over pub/sub, presence in Redis (see
+//! `scripts.rs`), a heartbeat per node, and what a node does while Redis is away.
+//!
+//! The hub only queues [`Op`]s (it calls in with its locks held); one worker task per node
+//! applies them in order, so a publisher's messages to a channel leave in the order they
+//! were delivered here. While Redis is away the worker settles every change locally and
+//! drops what would have crossed nodes; when Redis is back it rewrites this node's presence
+//! from the hub, announcing to the other nodes what changed meanwhile.
+
+mod presence;
+mod scripts;
+mod worker;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::Client;
+use redis::aio::MultiplexedConnection;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Bus, Presence, Query, Settle, identity_of, wire};
+use crate::config::ClusterConfig;
+use crate::hub::{ChannelInfo, Envelope};
+
+/// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long one Redis command may take before the connection counts as lost.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Broadcasts sent to Redis in one pipeline at most.
+const BATCH: usize = 512;
+
+/// What the hub asks of the worker.
+enum Op {
+    /// An encoded broadcast for a Redis channel.
+    Publish {
+        topic: String,
+        payload: Bytes,
+    },
+    Watch(String, bool),
+    Join(Change),
+    Leave(Change),
+    Online(String, bool),
+    /// Shutting down: remove this node's presence now rather than after the timeout.
+    Depart(oneshot::Sender<()>),
+}
+
+struct Change {
+    channel: String,
+    member: String,
+    options: Value,
+    /// An unsubscribe (the member leaves on every node), not the end of its sessions here.
+    explicit: bool,
+    reply: oneshot::Sender<usize>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct BusStats {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    /// Broadcasts not sent because Redis was away, or received malformed.
+    pub dropped: AtomicU64,
+}
+
+/// The hub's handle on the cluster: [`Bus`] and [`Presence`] over Redis.
+pub struct RedisCluster {
+    node: Arc<str>,
+    keys: Keys,
+    /// Ops for the worker, in the order the hub made them. Unbounded because every op
+    /// stands for a change the hub already made (a delivery, a membership), which is
+    /// bounded by connections and their limits; the worker drains it even without Redis.
+    ops: mpsc::UnboundedSender<Op>,
+    /// Whether Redis is reachable: `/readyz` and `/metrics` read it.
+    up: Arc<AtomicBool>,
+    /// The command connection while Redis is up, for the HTTP API's queries.
+    conn: Arc<Mutex<Option<MultiplexedConnection>>>,
+    pub stats: Arc<BusStats>,
+}
+
+/// The worker, waiting for the hub it serves.
+pub struct Worker {
+    client: Client,
+    node: Arc<str>,
+    keys: Keys,
+    ops: mpsc::UnboundedReceiver<Op>,
+    up: Arc<AtomicBool>,
+    conn: Arc<Mutex<Option<MultiplexedConnection>>>,
+    stats: Arc<BusStats>,
+    heartbeat: Duration,
+    timeout: Duration,
+    /// Channels this node has members in: subscribed on Redis whenever it is up.
+    watched: HashSet<String>,
+    /// Subscriptions (`channel \0 member`) and members that changed while Redis was away:
+    /// the resync announces these to the other nodes.
+    dirty: HashSet<String>,
+    /// The Redis data set this node last wrote to (`P:epoch`): a new one means Redis lost
+    /// its data, and what the resync writes back is no news to anyone.
+    epoch: Option<String>,
+    /// Membership changes a resync found, told to the other nodes at the next heartbeat:
+    /// by then the other nodes, which lost Redis at the same moment, have subscribed and
+    /// written their own presence back, so they hear it and the count is whole.
+    pending: Vec<(Change, &'static str)>,
+}
+
+#[derive(Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn topic(&self, channel: &str) -> String {
+        format!("{}:m:{channel}", self.prefix)
+    }
+    fn direct(&self) -> String {
+        format!("{}:direct", self.prefix)
+    }
+    /// Where nodes tell each other that a member joined or left a channel, so its
+    /// sessions on every node follow.
+    fn control(&self) -> String {
+        format!("{}:ctl", self.prefix)
+    }
+    fn member_channels(&self, member: &str) -> String {
+        format!("{}:ms:{member}", self.prefix)
+    }
+    fn sub(&self, node: &str) -> String {
+        format!("{}:sub:{node}", self.prefix)
+    }
+    fn channel(&self, channel: &str) -> String {
+        format!("{}:ch:{channel}", self.prefix)
+    }
+    fn channels(&self) -> String {
+        format!("{}:channels", self.prefix)
+    }
+    fn node_members(&self, node: &str) -> String {
+        format!("{}:nm:{node}", self.prefix)
+    }
+    fn members(&self) -> String {
+        format!("{}:members", self.prefix)
+    }
+    fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+    fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+}
+
+impl RedisCluster {
+    /// The handle for the hub and the worker to start once the hub exists.
+    pub fn new(config: &ClusterConfig, url: &str) -> Result<(Arc<RedisCluster>, Worker), String> {
+        let client = Client::open(url).map_err(|e| format!("[Cluster] redis: {e}"))?;
+        let node: Arc<str> = Arc::from(
+            config
+                .node_id
+                .clone()
+                .unwrap_or_else(super::generated_node_id),
+        );
+        let keys = Keys {
+            prefix: config.prefix.clone(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let up = Arc::new(AtomicBool::new(false));
+        let conn = Arc::new(Mutex::new(None));
+        let stats = Arc::new(BusStats::default());
+        let handle = Arc::new(RedisCluster {
+            node: node.clone(),
+            keys: keys.clone(),
+            ops: tx,
+            up: up.clone(),
+            conn: conn.clone(),
+            stats: stats.clone(),
+        });
+        let worker = Worker {
+            client,
+            node,
+            keys,
+            ops: rx,
+            up,
+            conn,
+            stats,
+            heartbeat: config.heartbeat,
+            timeout: config.node_timeout,
+            watched: HashSet::new(),
+            dirty: HashSet::new(),
+            epoch: None,
+            pending: Vec::new(),
+        };
+        Ok((handle, worker))
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether Redis is reachable now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// The flag behind [`RedisCluster::is_up`], for `/readyz`.
+    pub fn up_flag(&self) -> Arc<AtomicBool> {
+        self.up.clone()
+    }
+
+    /// Removes this node from the cluster now (its members leave, announced), waiting at
+    /// most `within`.
+    pub async fn depart(&self, within: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.ops.send(Op::Depart(tx)).is_ok() {
+            let _ = tokio::time::timeout(within, rx).await;
+        }
+    }
+
+    fn change(
+        &self,
+        channel: &str,
+        member: &str,
+        options: &Value,
+        explicit: bool,
+    ) -> (Change, Settle) {
+        let (reply, rx) = oneshot::channel();
+        let change = Change {
+            channel: channel.to_owned(),
+            member: member.to_owned(),
+            options: options.clone(),
+            explicit,
+            reply,
+        };
+        (change, Settle::Later(rx))
+    }
+
+    fn connection(&self) -> Result<MultiplexedConnection, String> {
+        self.conn
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or_else(|| "redis unavailable".to_owned())
+    }
+}
+
+impl Bus for RedisCluster {
+    fn publish(&self, envelope: &Envelope, attachments: &[Bytes], to: Option<&str>) {
+        let topic = match (to, envelope.channel.as_deref()) {
+            (Some(_), _) => self.keys.direct(),
+            (None, Some(channel)) => self.keys.topic(channel),
+            (None, None) => return,
+        };
+        let payload = wire::encode(&self.node, envelope, attachments, to);
+        let _ = self.ops.send(Op::Publish { topic, payload });
+    }
+
+    fn watch(&self, channel: &str, on: bool) {
+        let _ = self.ops.send(Op::Watch(channel.to_owned(), on));
+    }
+}
+
+impl Presence for RedisCluster {
+    fn join(&self, channel: &str, member: &str, options: &Value) -> Settle {
+        let (change, settle) = self.change(channel, member, options, false);
+        let _ = self.ops.send(Op::Join(change));
+        settle
+    }
+
+    fn leave(&self, channel: &str, member: &str, options: &Value, explicit: bool) -> Settle {
+        let (change, settle) = self.change(channel, member, options, explicit);
+        let _ = self.ops.send(Op::Leave(change));
+        settle
+    }
+
+    fn online(&self, member: &str, on: bool) -> bool {
+        let _ = self.ops.send(Op::Online(member.to_owned(), on));
+        false
+    }
+
+    fn channels(&self) -> Query<Vec<(String, usize)>> {
+        let conn = self.connection();
+        let keys = self.keys.clone();
+        Some(Box::pin(async move {
+            let mut conn = conn?;
+            let mut names: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(keys.channels())
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            names.sort();
+            let mut pipe = redis::pipe();
+            for n in &names {
+                pipe.hlen(keys.channel(n));
+            }
+            let counts: Vec<usize> = if names.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            Ok(names
+                .into_iter()
+                .zip(counts)
+                .filter(|(_, c)| *c > 0)
+                .collect())
+        }))
+    }
+
+    fn channel(&self, name: &str) -> Query<ChannelInfo> {
+        let conn = self.connection();
+        let key = self.keys.channel(name);
+        let name = name.to_owned();
+        Some(Box::pin(async move {
+            let mut conn = conn?;
+            let members: Vec<String> = redis::cmd("HKEYS")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut info = ChannelInfo {
+                name,
+                count: members.len(),
+                identities: Vec::new(),
+                anonymous: 0,
+            };
+            for m in members {
+                match identity_of(&m) {
+                    Some(id) => info.identities.push(id.to_owned()),
+                    None => info.anonymous += 1,
+                }
+            }
+            info.identities.sort();
+            Ok(info)
+        }))
+    }
+}
+
+/// A subscription as the scripts store it.
+fn entry(channel: &str, member: &str) -> String {
+    format!("{channel}\0{member}")
+}
+
+fn quiet(channel: &str, member: &str) -> Change {
+    Change {
+        channel: channel.to_owned(),
+        member: member.to_owned(),
+        options: Value::Null,
+        explicit: false,
+        reply: oneshot::channel().0,
+    }
+}
+
+fn membership(change: &Change, event: &str, count: usize) -> Envelope {
+    Envelope::membership(
+        &change.channel,
+        identity_of(&change.member).map(Arc::from),
+        event,
+        change.options.clone(),
+        count,
+    )
+}

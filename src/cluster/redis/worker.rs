@@ -1,0 +1,465 @@
+//! The worker's loop: connecting with backoff, one connected stretch (subscribe,
+//! resynchronise, apply ops, deliver what other nodes publish, beat), and settling ops
+//! locally while Redis is away.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncConnectionConfig;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use super::{
+    BATCH, MAX_BACKOFF, MIN_BACKOFF, Op, RESPONSE_TIMEOUT, Worker, entry, membership, scripts,
+};
+use crate::cluster::{identity_of, wire};
+use crate::hub::{Hub, HubEvent};
+
+/// Why a connected stretch ended.
+enum Ended {
+    /// Redis is away; `true` when this node had been up with it.
+    Lost(String, bool),
+    Departed,
+}
+
+/// The two connections of a connected stretch.
+struct Live {
+    conn: MultiplexedConnection,
+    sink: PubSubSink,
+    stream: PubSubStream,
+}
+
+impl Worker {
+    /// Runs until the hub is gone or the node departs.
+    pub fn start(self, hub: Arc<Hub>) {
+        tokio::spawn(self.run(hub));
+    }
+
+    async fn run(mut self, hub: Arc<Hub>) {
+        let mut delay = MIN_BACKOFF;
+        // Whether Redis was lost since start (the next success is a restoration), and
+        // whether that was said already (one warning per outage, not one per retry).
+        let mut lost_at_least_once = false;
+        let mut said = false;
+        info!(node = %self.node, "joining the cluster through Redis");
+        loop {
+            let result = match self.connect().await {
+                Ok(live) => self.serve(&hub, live, lost_at_least_once).await,
+                Err(e) => Ended::Lost(e, false),
+            };
+            match result {
+                Ended::Departed => return,
+                Ended::Lost(e, was_up) => {
+                    if was_up {
+                        // A connected stretch ended: a new outage, retried from the start.
+                        delay = MIN_BACKOFF;
+                        said = false;
+                    }
+                    if said {
+                        debug!(error = %e, retry_in = ?delay, "Redis still unreachable");
+                    } else {
+                        warn!(node = %self.node, error = %e, "lost Redis: serving this node's members only until it is back");
+                        said = true;
+                    }
+                }
+            }
+            lost_at_least_once = true;
+            self.set_down();
+            if self.offline_for(&hub, delay).await {
+                return;
+            }
+            delay = (delay * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn set_down(&mut self) {
+        self.up.store(false, Ordering::Release);
+        if let Ok(mut c) = self.conn.lock() {
+            *c = None;
+        }
+    }
+
+    async fn connect(&self) -> Result<Live, String> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pubsub = tokio::time::timeout(RESPONSE_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| "timed out opening the subscription connection".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let (sink, stream) = pubsub.split();
+        Ok(Live { conn, sink, stream })
+    }
+
+    /// One connected stretch: subscribe, resynchronise, then apply ops, deliver what other
+    /// nodes publish and beat, until Redis is lost.
+    async fn serve(&mut self, hub: &Arc<Hub>, live: Live, restored: bool) -> Ended {
+        let Live {
+            mut conn,
+            mut sink,
+            mut stream,
+        } = live;
+        // What queued up while Redis was away is settled locally first; the resync below
+        // then tells the other nodes.
+        while let Ok(op) = self.ops.try_recv() {
+            if self.offline_op(hub, op) {
+                return Ended::Departed;
+            }
+        }
+        let mut topics: Vec<String> = self.watched.iter().map(|c| self.keys.topic(c)).collect();
+        topics.push(self.keys.direct());
+        topics.push(self.keys.control());
+        if let Err(e) = sink.subscribe(&topics).await {
+            return Ended::Lost(e.to_string(), false);
+        }
+        if let Err(e) = self.beat(hub, &mut conn).await {
+            return Ended::Lost(e, false);
+        }
+        if let Err(e) = self.resync(hub, &mut conn).await {
+            return Ended::Lost(e, false);
+        }
+        if let Ok(mut c) = self.conn.lock() {
+            *c = Some(conn.clone());
+        }
+        self.up.store(true, Ordering::Release);
+        if restored {
+            info!(node = %self.node, "Redis connection restored; presence resynchronised");
+        } else {
+            info!(node = %self.node, "joined the cluster");
+        }
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.reset();
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.inbound(hub, &msg),
+                    None => return Ended::Lost("the subscription connection closed".into(), true),
+                },
+                op = self.ops.recv() => {
+                    let Some(op) = op else { return Ended::Departed };
+                    let mut batch = vec![op];
+                    while batch.len() < BATCH {
+                        match self.ops.try_recv() {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                    match self.apply(hub, &mut conn, &mut sink, batch).await {
+                        Ok(true) => return Ended::Departed,
+                        Ok(false) => {}
+                        Err(e) => return Ended::Lost(e, true),
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Err(e) = self.beat(hub, &mut conn).await {
+                        return Ended::Lost(e, true);
+                    }
+                    if let Err(e) = self.tell_pending(hub, &mut conn).await {
+                        return Ended::Lost(e, true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies ops in order, pipelining consecutive broadcasts. On an error the rest are
+    /// settled locally and the error returned. `Ok(true)`: the node departed.
+    async fn apply(
+        &mut self,
+        hub: &Arc<Hub>,
+        conn: &mut MultiplexedConnection,
+        sink: &mut PubSubSink,
+        batch: Vec<Op>,
+    ) -> Result<bool, String> {
+        let mut pipe = redis::pipe();
+        let mut queued = 0u64;
+        let mut ops = batch.into_iter();
+        let mut failed: Option<String> = None;
+        while let Some(op) = ops.next() {
+            if let Op::Publish { topic, payload } = op {
+                pipe.publish(topic, payload.as_ref()).ignore();
+                queued += 1;
+                continue;
+            }
+            if queued > 0
+                && let Err(e) = self.flush(conn, &mut pipe, &mut queued).await
+            {
+                failed = Some(e);
+            }
+            let result = match failed {
+                Some(_) => Err(String::new()),
+                None => self.online_op(hub, conn, sink, op).await,
+            };
+            match result {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => {
+                    // The op that failed was handed back to be settled locally.
+                    failed.get_or_insert(e);
+                    for op in ops.by_ref() {
+                        if self.offline_op(hub, op) {
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+        }
+        if queued > 0
+            && failed.is_none()
+            && let Err(e) = self.flush(conn, &mut pipe, &mut queued).await
+        {
+            failed = Some(e);
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(false),
+        }
+    }
+
+    async fn flush(
+        &self,
+        conn: &mut MultiplexedConnection,
+        pipe: &mut redis::Pipeline,
+        queued: &mut u64,
+    ) -> Result<(), String> {
+        let n = std::mem::take(queued);
+        let result: redis::RedisResult<()> = pipe.query_async(conn).await;
+        pipe.clear();
+        match result {
+            Ok(()) => {
+                self.stats.sent.fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// One op with Redis up. On an error the op is settled locally before returning it.
+    async fn online_op(
+        &mut self,
+        hub: &Arc<Hub>,
+        conn: &mut MultiplexedConnection,
+        sink: &mut PubSubSink,
+        op: Op,
+    ) -> Result<bool, String> {
+        match op {
+            // `apply` pipelines broadcasts; one that gets here goes alone.
+            Op::Publish { topic, payload } => {
+                let sent: redis::RedisResult<()> = redis::cmd("PUBLISH")
+                    .arg(topic)
+                    .arg(payload.as_ref())
+                    .query_async(conn)
+                    .await;
+                sent.map_err(|e| e.to_string())?;
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Op::Watch(channel, on) => {
+                let topic = self.keys.topic(&channel);
+                let result = if on {
+                    self.watched.insert(channel);
+                    sink.subscribe(&topic).await
+                } else {
+                    self.watched.remove(&channel);
+                    sink.unsubscribe(&topic).await
+                };
+                result.map_err(|e| e.to_string())?;
+            }
+            Op::Join(change) => match self.run_change(conn, scripts::JOIN, &change).await {
+                Ok((first, count)) => {
+                    if first {
+                        self.announce(hub, conn, &change, "onSubscribe", count, true)
+                            .await?;
+                        self.control(conn, "join", &change).await?;
+                    }
+                    let _ = change.reply.send(count);
+                }
+                Err(e) => {
+                    self.offline_op(hub, Op::Join(change));
+                    return Err(e);
+                }
+            },
+            Op::Leave(change) => {
+                let result = if change.explicit && identity_of(&change.member).is_some() {
+                    self.drop_everywhere(conn, &change).await
+                } else {
+                    self.run_change(conn, scripts::LEAVE, &change).await
+                };
+                match result {
+                    Ok((last, count)) => {
+                        if last {
+                            self.announce(hub, conn, &change, "onUnsubscribe", count, true)
+                                .await?;
+                            if change.explicit {
+                                self.control(conn, "leave", &change).await?;
+                            }
+                        }
+                        let _ = change.reply.send(count);
+                    }
+                    Err(e) => {
+                        self.offline_op(hub, Op::Leave(change));
+                        return Err(e);
+                    }
+                }
+            }
+            Op::Online(member, on) => {
+                if self.online(conn, &member, on).await? {
+                    hub.announce_presence(&member, on);
+                }
+                if on && identity_of(&member).is_some() {
+                    // A new tab here joins what its identity is in on other nodes.
+                    let channels: Vec<String> = redis::cmd("SMEMBERS")
+                        .arg(self.keys.member_channels(&member))
+                        .query_async(conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    for channel in channels {
+                        hub.adopt(&member, &channel);
+                    }
+                }
+            }
+            Op::Depart(done) => {
+                let result = self.reap(hub, conn, "leave").await;
+                let _ = done.send(());
+                if let Err(e) = result {
+                    warn!(error = %e, "could not remove this node from Redis; the others will after node-timeout");
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// One op with Redis away: settled by this node alone. Returns true on departure.
+    fn offline_op(&mut self, hub: &Arc<Hub>, op: Op) -> bool {
+        match op {
+            Op::Publish { .. } => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Op::Watch(channel, on) => {
+                if on {
+                    self.watched.insert(channel);
+                } else {
+                    self.watched.remove(&channel);
+                }
+            }
+            Op::Join(change) => {
+                self.dirty.insert(entry(&change.channel, &change.member));
+                let count = hub.count(&change.channel);
+                let env = membership(&change, "onSubscribe", count);
+                hub.announce(HubEvent::Subscribe, &env, None, false);
+                let _ = change.reply.send(count);
+            }
+            Op::Leave(change) => {
+                self.dirty.insert(entry(&change.channel, &change.member));
+                let count = hub.count(&change.channel);
+                let env = membership(&change, "onUnsubscribe", count);
+                hub.announce(HubEvent::Unsubscribe, &env, Some(&change.member), false);
+                let _ = change.reply.send(count);
+            }
+            // Told to the monitor at the resync, once the cluster can decide.
+            Op::Online(member, _) => {
+                self.dirty.insert(member);
+            }
+            Op::Depart(done) => {
+                let _ = done.send(());
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Settles ops locally for `wait`; true when the node departed meanwhile.
+    async fn offline_for(&mut self, hub: &Arc<Hub>, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                op = self.ops.recv() => match op {
+                    Some(op) => if self.offline_op(hub, op) { return true },
+                    None => return true,
+                },
+                _ = tokio::time::sleep_until(deadline) => return false,
+            }
+        }
+    }
+
+    /// A broadcast from Redis: delivered here unless this node sent it.
+    fn inbound(&self, hub: &Arc<Hub>, msg: &redis::Msg) {
+        let topic = msg.get_channel_name();
+        if topic == self.keys.control() {
+            self.inbound_control(hub, msg.get_payload_bytes());
+            return;
+        }
+        let m = match wire::decode(msg.get_payload_bytes()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(redis_channel = %topic, error = %e, "dropped a malformed message from the bus");
+                return;
+            }
+        };
+        if *m.origin == *self.node {
+            return;
+        }
+        // A broadcast must be for the channel it came on (or a direct one on `direct`).
+        let fits = match (&m.to, m.envelope.channel.as_deref()) {
+            (Some(_), _) => topic == self.keys.direct(),
+            (None, Some(channel)) => topic == self.keys.topic(channel),
+            (None, None) => false,
+        };
+        if !fits {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(redis_channel = %topic, "dropped a bus message addressed elsewhere");
+            return;
+        }
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        hub.deliver_remote(&m.envelope, m.attachments, m.to.as_deref());
+    }
+}
+
+/// A control message: an identity joined or left a channel on node `n`.
+#[derive(serde::Deserialize)]
+struct Control {
+    n: String,
+    op: String,
+    m: String,
+    c: String,
+}
+
+impl Worker {
+    fn inbound_control(&self, hub: &Arc<Hub>, raw: &[u8]) {
+        let ctl: Control = match serde_json::from_slice(raw) {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(redis_channel = %self.keys.control(), error = %e, "dropped a malformed control message from the bus");
+                return;
+            }
+        };
+        if ctl.n == *self.node {
+            return;
+        }
+        let valid = identity_of(&ctl.m).is_some()
+            && hub
+                .validate_channel(Some(&Value::String(ctl.c.clone())))
+                .is_ok();
+        match ctl.op.as_str() {
+            "join" if valid => hub.adopt(&ctl.m, &ctl.c),
+            "leave" if valid => hub.drop_remote(&ctl.m, &ctl.c),
+            _ => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(redis_channel = %self.keys.control(), op = %ctl.op, "dropped a control message that makes no sense");
+            }
+        }
+    }
+}
