@@ -1,7 +1,7 @@
 //! Nodes joined through Redis: broadcasts over pub/sub, presence in Redis (see
 //! `scripts.rs`), a heartbeat per node, and what a node does while Redis is away.
 //!
-//! The hub only queues [`Op`]s (it calls in with its locks held); one worker task per node
+//! The hub only queues ops (it calls in with its locks held); one worker task per node
 //! applies them in order, so a publisher's messages to a channel leave in the order they
 //! were delivered here. While Redis is away the worker settles every change locally and
 //! drops what would have crossed nodes; when Redis is back it rewrites this node's presence
