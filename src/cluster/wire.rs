@@ -10,6 +10,9 @@ use serde_json::Value;
 
 use crate::hub::Envelope;
 
+/// 9999-12-31T23:59:59.999Z, the last time RFC 3339 (the envelope's timestamp) can say.
+const LAST_MILLISECOND: u64 = 253_402_300_799_999;
+
 /// A broadcast from another node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BusMessage {
@@ -56,6 +59,8 @@ pub enum WireError {
     Kind(String),
     #[error("neither a channel nor an identity")]
     NoTarget,
+    #[error("timestamp {0} ms is past year 9999")]
+    Timestamp(u64),
     #[error("attachments announce {announced} bytes, {got} follow")]
     Attachments { announced: usize, got: usize },
 }
@@ -99,6 +104,9 @@ pub fn decode(raw: &[u8]) -> Result<BusMessage, WireError> {
     };
     if h.c.is_none() && h.to.is_none() {
         return Err(WireError::NoTarget);
+    }
+    if h.t > LAST_MILLISECOND {
+        return Err(WireError::Timestamp(h.t));
     }
     let rest = &raw[nl + 1..];
     let announced =
@@ -192,6 +200,13 @@ mod tests {
                 got: 2
             })
         );
+        let late = ok.replace("\"t\":0", "\"t\":253402300800000");
+        assert_eq!(
+            decode(format!("{late}\n").as_bytes()),
+            Err(WireError::Timestamp(253_402_300_800_000))
+        );
+        let last = ok.replace("\"t\":0", "\"t\":253402300799999");
+        assert!(decode(format!("{last}\n").as_bytes()).is_ok());
         let overflow = ok.replace("\"a\":[]", &format!("\"a\":[{},2]", usize::MAX));
         assert!(decode(format!("{overflow}\nab").as_bytes()).is_err());
     }

@@ -87,7 +87,12 @@ impl Envelope {
     }
 
     fn timestamp(&self) -> String {
-        humantime::format_rfc3339_millis(self.timestamp).to_string()
+        let mut out = String::new();
+        // RFC 3339 stops at year 9999; a later time (only from a hostile peer) says so.
+        if write!(out, "{}", humantime::format_rfc3339_millis(self.timestamp)).is_err() {
+            out = "9999-12-31T23:59:59.999Z".to_owned();
+        }
+        out
     }
 
     /// The `message` event carrying this envelope, encoded once for every recipient. A
@@ -163,6 +168,16 @@ mod tests {
             c.to_json()["data"],
             json!({"command": "onSubscribe", "options": null, "count": 2})
         );
+    }
+
+    #[test]
+    fn a_time_past_year_9999_does_not_panic() {
+        let e = Envelope {
+            timestamp: UNIX_EPOCH + Duration::from_millis(253_402_300_800_000),
+            ..Envelope::message("c", None, json!(1))
+        };
+        assert_eq!(e.to_json()["timestamp"], "9999-12-31T23:59:59.999Z");
+        assert_eq!(e.encode(0, Vec::new()).frames().len(), 1);
     }
 
     #[test]
