@@ -861,6 +861,13 @@ async fn garbage_on_the_bus_is_dropped_with_a_warning() {
             .unwrap_or_else(|| panic!("{}: the binary publish did not arrive", who.name));
     }
 
+    // A broadcast dated past year 9999, which no timestamp format can write.
+    let far_future = {
+        let text = String::from_utf8_lossy(&real).into_owned();
+        let i = text.find("\"t\":").unwrap() + 4;
+        let j = i + text[i..].find(|c: char| !c.is_ascii_digit()).unwrap();
+        format!("{}253402300800000{}", &text[..i], &text[j..]).into_bytes()
+    };
     let mut oversized = binary.clone();
     oversized.extend(std::iter::repeat_n(0xffu8, 4 << 20));
     let hostile: Vec<(&str, Vec<u8>)> = vec![
@@ -872,6 +879,7 @@ async fn garbage_on_the_bus_is_dropped_with_a_warning() {
         ("realtime:m:room", real[..real.len() / 2].to_vec()),
         ("realtime:m:room", binary[..binary.len() - 1].to_vec()),
         ("realtime:m:room", oversized),
+        ("realtime:m:room", far_future),
         ("realtime:direct", b"garbage".to_vec()),
         ("realtime:direct", real[..real.len() / 2].to_vec()),
     ];
@@ -924,4 +932,45 @@ async fn garbage_on_the_bus_is_dropped_with_a_warning() {
         assert_eq!(get(node.port, "/readyz").await.0, 200);
     }
     assert_eq!(members(a, "room").await.0, 2);
+}
+
+#[tokio::test]
+async fn a_node_the_others_removed_while_frozen_writes_its_presence_back() {
+    let c = Cluster::start(2, "").await;
+    let (a, b) = (c.port(0), c.port(1));
+    let mut bob = Client::connect(a, "bob").await;
+    bob.subscribe("room").await;
+    let mut alice = Client::connect(b, "alice").await;
+    assert_eq!(alice.subscribe("room").await["count"], 2);
+    bob.wait_for(PROPAGATE, |e| is_event(e, "onSubscribe", "room", "alice"))
+        .await
+        .expect("bob hears alice join");
+
+    // Frozen past node-timeout (3 s) + a heartbeat: A removes B's members.
+    freeze(&c.nodes[1], Duration::from_secs(5)).await;
+    bob.wait_for(PROPAGATE, |e| is_event(e, "onUnsubscribe", "room", "alice"))
+        .await
+        .expect("A removes alice while B is frozen");
+
+    // B finds at its next heartbeat that it was removed and writes alice back: the
+    // cluster counts her again and bob hears her join.
+    bob.wait_for(Duration::from_secs(8), |e| {
+        is_event(e, "onSubscribe", "room", "alice")
+    })
+    .await
+    .expect("B writes alice back and announces her");
+    assert_eq!(
+        wait_members(a, "room", 2, PROPAGATE).await,
+        (2, vec!["alice".to_owned(), "bob".to_owned()])
+    );
+    assert!(
+        c.nodes[1]
+            .log()
+            .contains("the other nodes had removed this node"),
+        "{}",
+        c.nodes[1].log()
+    );
+    // And messages cross again.
+    bob.publish_now("room", &json!({"n": 7})).await;
+    assert_eq!(alice.numbers(1, PROPAGATE).await, vec![7]);
 }

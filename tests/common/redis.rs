@@ -169,6 +169,14 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
 
+/// Freezes a node (SIGSTOP) for `d`, then lets it go on (SIGCONT): a VM pause, a
+/// starved process. It keeps its connections but sends no heartbeat meanwhile.
+pub async fn freeze(server: &Server, d: Duration) {
+    signal(server.pid(), nix::sys::signal::Signal::SIGSTOP);
+    tokio::time::sleep(d).await;
+    signal(server.pid(), nix::sys::signal::Signal::SIGCONT);
+}
+
 /// Kills a node at once (SIGKILL): it says goodbye to nobody.
 pub fn kill9(server: &mut Server) {
     signal(server.pid(), nix::sys::signal::Signal::SIGKILL);

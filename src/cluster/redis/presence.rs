@@ -138,11 +138,13 @@ impl Worker {
     }
 
     /// Heartbeat, and removal of the nodes that stopped beating.
+    /// Returns true when the other nodes had removed this one (it missed its heartbeats
+    /// while up): its presence must be written back.
     pub(super) async fn beat(
         &self,
         hub: &Arc<Hub>,
         conn: &mut MultiplexedConnection,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         self.reap(hub, conn, "beat").await
     }
 
@@ -151,7 +153,7 @@ impl Worker {
         hub: &Arc<Hub>,
         conn: &mut MultiplexedConnection,
         mode: &str,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
         let ended: Vec<String> = Script::new(scripts::REAP)
             .key(self.keys.nodes())
@@ -162,6 +164,11 @@ impl Worker {
             .invoke_async(conn)
             .await
             .map_err(|e| e.to_string())?;
+        // A beat's answer starts with whether this node was missing from the nodes.
+        let (removed, ended) = match ended.split_first_chunk::<4>() {
+            Some((first, rest)) if first[0] == "r" => (first[1] == "1", rest),
+            _ => (false, &ended[..]),
+        };
         if mode == "leave" {
             info!(node = %self.node, changes = ended.len() / 4, "left the cluster: this node's members are removed");
         } else if !ended.is_empty() {
@@ -179,7 +186,7 @@ impl Worker {
                 _ => {}
             }
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Makes this node's presence in Redis what the hub holds, announcing to the other
@@ -267,6 +274,12 @@ impl Worker {
         self.dirty.clear();
         self.epoch = Some(epoch);
         Ok(())
+    }
+
+    /// A change applied after a resync found it supersedes what the resync would tell.
+    pub(super) fn forget_pending(&mut self, change: &Change) {
+        self.pending
+            .retain(|(c, _)| !(c.channel == change.channel && c.member == change.member));
     }
 
     /// Tells what the last resync found, with the counts as they are now.

@@ -75,19 +75,28 @@ return 0
 /// Mode 'beat': this node is alive; every node silent longer than the timeout is removed.
 /// Mode 'leave': this node is removed (it is shutting down).
 /// A removed node's holdings are undone; returns, flat, what that ended cluster-wide:
-/// 's', channel, member, count after (a subscription) or 'm', member, '', '' (a member).
+/// 's', channel, member, count after (a subscription) or 'm', member, '', '' (a member),
+/// first (for a beat) 'r', '1' if this node was missing (removed by the others), '', ''.
 pub const REAP: &str = r"
 local P = ARGV[1]
 local dead
+local was = false
 if ARGV[4] == 'leave' then
   dead = {ARGV[2]}
 else
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  was = redis.call('ZSCORE', KEYS[1], ARGV[2])
   redis.call('ZADD', KEYS[1], now, ARGV[2])
   dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
 end
 local out = {}
+if ARGV[4] ~= 'leave' then
+  table.insert(out, 'r')
+  table.insert(out, was and '0' or '1')
+  table.insert(out, '')
+  table.insert(out, '')
+end
 for _, node in ipairs(dead) do
   redis.call('ZREM', KEYS[1], node)
   local subs = P .. ':sub:' .. node

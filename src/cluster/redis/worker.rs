@@ -159,8 +159,15 @@ impl Worker {
                     }
                 }
                 _ = tick.tick() => {
-                    if let Err(e) = self.beat(hub, &mut conn).await {
-                        return Ended::Lost(e, true);
+                    match self.beat(hub, &mut conn).await {
+                        Err(e) => return Ended::Lost(e, true),
+                        Ok(true) => {
+                            warn!(node = %self.node, "the other nodes had removed this node (it missed heartbeats): writing its presence back");
+                            if let Err(e) = self.resync(hub, &mut conn).await {
+                                return Ended::Lost(e, true);
+                            }
+                        }
+                        Ok(false) => {}
                     }
                     if let Err(e) = self.tell_pending(hub, &mut conn).await {
                         return Ended::Lost(e, true);
@@ -194,10 +201,14 @@ impl Worker {
             {
                 failed = Some(e);
             }
-            let result = match failed {
-                Some(_) => Err(String::new()),
-                None => self.online_op(hub, conn, sink, op).await,
-            };
+            if failed.is_some() {
+                // Redis failed under the broadcasts before it: settled here.
+                if self.offline_op(hub, op) {
+                    return Ok(true);
+                }
+                continue;
+            }
+            let result = self.online_op(hub, conn, sink, op).await;
             match result {
                 Ok(true) => return Ok(true),
                 Ok(false) => {}
@@ -277,6 +288,7 @@ impl Worker {
             }
             Op::Join(change) => match self.run_change(conn, scripts::JOIN, &change).await {
                 Ok((first, count)) => {
+                    self.forget_pending(&change);
                     if first {
                         self.announce(hub, conn, &change, "onSubscribe", count, true)
                             .await?;
@@ -297,6 +309,7 @@ impl Worker {
                 };
                 match result {
                     Ok((last, count)) => {
+                        self.forget_pending(&change);
                         if last {
                             self.announce(hub, conn, &change, "onUnsubscribe", count, true)
                                 .await?;
@@ -313,7 +326,14 @@ impl Worker {
                 }
             }
             Op::Online(member, on) => {
-                if self.online(conn, &member, on).await? {
+                let first = match self.online(conn, &member, on).await {
+                    Ok(first) => first,
+                    Err(e) => {
+                        self.offline_op(hub, Op::Online(member, on));
+                        return Err(e);
+                    }
+                };
+                if first {
                     hub.announce_presence(&member, on);
                 }
                 if on && identity_of(&member).is_some() {
