@@ -83,7 +83,7 @@ fn named_sockets_are_served_and_readiness_and_status_reported() {
     a.daemon
         .expect_log(&format!("flash policy server on 127.0.0.1:{flash}"), SEC);
     let log = a.daemon.log();
-    assert!(!log.contains(&unused_http.to_string()), "{log}");
+    assert!(!log.contains(&format!("127.0.0.1:{unused_http}")), "{log}");
 
     let policy = String::from_utf8(flash_request(flash)).unwrap();
     assert!(policy.contains(&format!("to-ports=\"{http}\"")), "{policy}");
