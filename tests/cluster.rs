@@ -23,20 +23,6 @@ const PROPAGATE: Duration = Duration::from_secs(5);
 /// How long to listen for something that must not come.
 const QUIET: Duration = Duration::from_millis(1200);
 
-async fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let (status, raw) = http(
-        port,
-        method,
-        path,
-        body.as_bytes(),
-        "Content-Type: application/json\r\n",
-    )
-    .await;
-    let v = serde_json::from_slice(&raw)
-        .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&raw)}));
-    (status, v)
-}
-
 /// `GET /api/channels/{name}` as `(count, sorted identities)`.
 async fn members(port: u16, channel: &str) -> (u64, Vec<String>) {
     let (status, v) = api(port, "GET", &format!("/api/channels/{channel}"), "").await;

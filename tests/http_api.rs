@@ -10,20 +10,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-async fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let (status, raw) = http(
-        port,
-        method,
-        path,
-        body.as_bytes(),
-        "Content-Type: application/json\r\n",
-    )
-    .await;
-    let v = serde_json::from_slice(&raw)
-        .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&raw)}));
-    (status, v)
-}
-
 /// A subscriber on `channel`: returns its socket once the subscription is acked.
 async fn subscriber(port: u16, identity: &str, channel: &str) -> Ws {
     let mut ws = sio_connect(port, &format!(r#"{{"identity":"{identity}"}}"#)).await;

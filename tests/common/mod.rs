@@ -168,6 +168,22 @@ fn parse_response(raw: &[u8]) -> (u16, Vec<u8>) {
     (status, raw[split + 4..].to_vec())
 }
 
+/// A JSON request to the HTTP API: the status and the body as JSON (`{"raw": text}` when
+/// it is not JSON).
+pub async fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, raw) = http(
+        port,
+        method,
+        path,
+        body.as_bytes(),
+        "Content-Type: application/json\r\n",
+    )
+    .await;
+    let v = serde_json::from_slice(&raw)
+        .unwrap_or_else(|_| serde_json::json!({"raw": String::from_utf8_lossy(&raw)}));
+    (status, v)
+}
+
 pub async fn get(port: u16, target: &str) -> (u16, String) {
     let (status, body) = http(port, "GET", target, b"", "").await;
     (status, String::from_utf8_lossy(&body).into_owned())
