@@ -413,15 +413,6 @@ async fn an_identitys_subscriptions_follow_it_across_nodes() {
     }
 }
 
-/// `(type or command, channel, identity)` of a webhook body.
-fn summary(v: &Value) -> (String, Value, Value) {
-    let what = match v["type"].as_str().unwrap() {
-        "command" => v["data"]["command"].as_str().unwrap().to_owned(),
-        t => t.to_owned(),
-    };
-    (what, v["channel"].clone(), v["identity"].clone())
-}
-
 #[tokio::test]
 async fn an_identity_on_two_nodes_is_one_member() {
     let hook = Endpoint::start(Behaviour::Accept);

@@ -48,15 +48,6 @@ async fn life_of_alice(port: u16) {
     let _ = closes_within(&mut ws, Duration::from_millis(300)).await;
 }
 
-/// `(type or command, channel, identity)` of an event body.
-fn summary(v: &Value) -> (String, Value, Value) {
-    let what = match v["type"].as_str().unwrap() {
-        "command" => v["data"]["command"].as_str().unwrap().to_owned(),
-        t => t.to_owned(),
-    };
-    (what, v["channel"].clone(), v["identity"].clone())
-}
-
 #[tokio::test]
 async fn events_arrive_in_order_and_signed() {
     let hook = Endpoint::start(Behaviour::Accept);

@@ -296,3 +296,12 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         (n == name).then(|| v.trim().parse().ok())?
     })
 }
+
+/// `(type or command, channel, identity)` of a webhook body.
+pub fn summary(v: &serde_json::Value) -> (String, serde_json::Value, serde_json::Value) {
+    let what = match v["type"].as_str().unwrap() {
+        "command" => v["data"]["command"].as_str().unwrap().to_owned(),
+        t => t.to_owned(),
+    };
+    (what, v["channel"].clone(), v["identity"].clone())
+}
