@@ -19,10 +19,10 @@ impl Worker {
     pub(super) async fn run_change(
         &self,
         conn: &mut MultiplexedConnection,
-        script: &str,
+        script: &Script,
         change: &Change,
     ) -> Result<(bool, usize), String> {
-        let (flag, count): (u8, usize) = Script::new(script)
+        let (flag, count): (u8, usize) = script
             .key(self.keys.sub(&self.node))
             .key(self.keys.channel(&change.channel))
             .key(self.keys.channels())
@@ -41,7 +41,7 @@ impl Worker {
         conn: &mut MultiplexedConnection,
         change: &Change,
     ) -> Result<(bool, usize), String> {
-        let (had, count): (u8, usize) = Script::new(scripts::DROP)
+        let (had, count): (u8, usize) = scripts::DROP
             .key(self.keys.channel(&change.channel))
             .key(self.keys.channels())
             .key(self.keys.member_channels(&change.member))
@@ -85,7 +85,7 @@ impl Worker {
         member: &str,
         on: bool,
     ) -> Result<bool, String> {
-        let flag: u8 = Script::new(scripts::ONLINE)
+        let flag: u8 = scripts::ONLINE
             .key(self.keys.node_members(&self.node))
             .key(self.keys.members())
             .arg(member)
@@ -108,11 +108,7 @@ impl Worker {
         leaving: bool,
     ) -> Result<(), String> {
         let env = membership(change, event, count);
-        let kind = if event == "onSubscribe" {
-            HubEvent::Subscribe
-        } else {
-            HubEvent::Unsubscribe
-        };
+        let kind = event_kind(event);
         let member = leaving.then_some(change.member.as_str());
         hub.announce(kind, &env, member, true);
         self.send(conn, &env).await
@@ -155,7 +151,7 @@ impl Worker {
         mode: &str,
     ) -> Result<bool, String> {
         let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
-        let ended: Vec<String> = Script::new(scripts::REAP)
+        let ended: Vec<String> = scripts::REAP
             .key(self.keys.nodes())
             .arg(&self.keys.prefix)
             .arg(&*self.node)
@@ -238,7 +234,7 @@ impl Worker {
                 continue;
             }
             let change = quiet(channel, member);
-            let (first, _) = self.run_change(conn, scripts::JOIN, &change).await?;
+            let (first, _) = self.run_change(conn, &scripts::JOIN, &change).await?;
             if first && news(entry) {
                 self.pending.push((change, "onSubscribe"));
             }
@@ -249,7 +245,7 @@ impl Worker {
                 continue;
             };
             let change = quiet(channel, member);
-            let (last, _) = self.run_change(conn, scripts::LEAVE, &change).await?;
+            let (last, _) = self.run_change(conn, &scripts::LEAVE, &change).await?;
             if last && news(entry) {
                 self.pending.push((change, "onUnsubscribe"));
             }
@@ -311,12 +307,17 @@ impl Worker {
         count: usize,
     ) -> Result<(), String> {
         let env = membership(change, event, count);
-        let kind = if event == "onSubscribe" {
-            HubEvent::Subscribe
-        } else {
-            HubEvent::Unsubscribe
-        };
+        let kind = event_kind(event);
         hub.observe_only(kind, &env);
         self.send(conn, &env).await
+    }
+}
+
+/// The monitor's name for a membership event.
+fn event_kind(event: &str) -> HubEvent {
+    if event == "onSubscribe" {
+        HubEvent::Subscribe
+    } else {
+        HubEvent::Unsubscribe
     }
 }

@@ -11,9 +11,20 @@
 //! - `P:members`: hash member → how many nodes it has sessions on;
 //! - `P:nodes`: sorted set node → last heartbeat (Redis clock, ms).
 
+use std::sync::LazyLock;
+
+use redis::Script;
+
+// Each script's SHA1 is computed once; Redis runs it by that hash (EVALSHA).
+pub static JOIN: LazyLock<Script> = LazyLock::new(|| Script::new(JOIN_LUA));
+pub static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE_LUA));
+pub static DROP: LazyLock<Script> = LazyLock::new(|| Script::new(DROP_LUA));
+pub static ONLINE: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE_LUA));
+pub static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(REAP_LUA));
+
 /// KEYS: sub:{node}, ch:{channel}, channels, ms:{member}. ARGV: channel, member.
 /// Returns {1 if the member is new in the channel cluster-wide, members after}.
-pub const JOIN: &str = r"
+const JOIN_LUA: &str = r"
 local n = 0
 if redis.call('SADD', KEYS[1], ARGV[1] .. '\0' .. ARGV[2]) == 1 then
   n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
@@ -25,7 +36,7 @@ return {n == 1 and 1 or 0, redis.call('HLEN', KEYS[2])}
 
 /// KEYS: sub:{node}, ch:{channel}, channels, ms:{member}. ARGV: channel, member.
 /// Returns {1 if the member left the channel cluster-wide, members after}.
-pub const LEAVE: &str = r"
+const LEAVE_LUA: &str = r"
 local last = 0
 if redis.call('SREM', KEYS[1], ARGV[1] .. '\0' .. ARGV[2]) == 1 then
   if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
@@ -42,7 +53,7 @@ return {last, count}
 /// An unsubscribe: the member leaves the channel on every node at once.
 /// KEYS: ch:{channel}, channels, ms:{member}, nodes. ARGV: prefix, channel, member.
 /// Returns {1 if the member was in the channel, members after}.
-pub const DROP: &str = r"
+const DROP_LUA: &str = r"
 local had = redis.call('HDEL', KEYS[1], ARGV[3])
 for _, node in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   redis.call('SREM', ARGV[1] .. ':sub:' .. node, ARGV[2] .. '\0' .. ARGV[3])
@@ -55,7 +66,7 @@ return {had, count}
 
 /// KEYS: nm:{node}, members. ARGV: member, '1' (first session here) or '0' (last gone).
 /// Returns 1 when that was the member's first (last) node.
-pub const ONLINE: &str = r"
+const ONLINE_LUA: &str = r"
 if ARGV[2] == '1' then
   if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
     return redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 and 1 or 0
@@ -77,7 +88,7 @@ return 0
 /// A removed node's holdings are undone; returns, flat, what that ended cluster-wide:
 /// 's', channel, member, count after (a subscription) or 'm', member, '', '' (a member),
 /// first (for a beat) 'r', '1' if this node was missing (removed by the others), '', ''.
-pub const REAP: &str = r"
+const REAP_LUA: &str = r"
 local P = ARGV[1]
 local dead
 local was = false

@@ -286,7 +286,7 @@ impl Worker {
                 };
                 result.map_err(|e| e.to_string())?;
             }
-            Op::Join(change) => match self.run_change(conn, scripts::JOIN, &change).await {
+            Op::Join(change) => match self.run_change(conn, &scripts::JOIN, &change).await {
                 Ok((first, count)) => {
                     self.forget_pending(&change);
                     if first {
@@ -305,7 +305,7 @@ impl Worker {
                 let result = if change.explicit && identity_of(&change.member).is_some() {
                     self.drop_everywhere(conn, &change).await
                 } else {
-                    self.run_change(conn, scripts::LEAVE, &change).await
+                    self.run_change(conn, &scripts::LEAVE, &change).await
                 };
                 match result {
                     Ok((last, count)) => {
