@@ -8,9 +8,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::cluster::Settle;
 use crate::engineio::queue::Queue;
 use crate::engineio::{self, Frame, Outgoing, Sid, TransportKind};
 use crate::socketio::SioSocket;
+use bytes::Bytes;
 
 struct Tab {
     socket: Arc<SioSocket>,
