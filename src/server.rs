@@ -126,8 +126,8 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
     let mut worker = None;
     let cluster = match &config.cluster.redis {
         Some(url) => {
-            let (cluster, w) =
-                RedisCluster::new(&config.cluster, url).map_err(StartError::Cluster)?;
+            let (cluster, w) = RedisCluster::new(&config.cluster, url)
+                .map_err(|e| StartError::Cluster(e.to_string()))?;
             hub = hub.with_cluster(cluster.clone(), cluster.clone());
             worker = Some(w);
             Some(cluster)

@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::hub::Envelope;
+use super::Envelope;
 
 /// 9999-12-31T23:59:59.999Z, the last time RFC 3339 (the envelope's timestamp) can say.
 const LAST_MILLISECOND: u64 = 253_402_300_799_999;

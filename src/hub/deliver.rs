@@ -6,9 +6,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::channel::Fanout;
-use super::member::Member;
 use super::{Envelope, Hub, HubEvent};
-use crate::engineio::Sid;
+use crate::cluster::member_key;
 
 impl Hub {
     /// Delivers an envelope to every session of its channel's members; returns how many
@@ -59,7 +58,7 @@ impl Hub {
         envelope: &Envelope,
         attachments: Vec<Bytes>,
     ) -> usize {
-        let key = Member::key_for(Some(identity), &Sid::from(""));
+        let key = member_key(Some(identity), "");
         let Some(member) = self
             .registry(&key)
             .lock()

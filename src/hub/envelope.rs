@@ -1,30 +1,18 @@
-//! The envelope every delivery is wrapped in: `{type, channel, identity, timestamp, data}`,
-//! and its encoding as the one `message` event, done once per broadcast.
+//! How the envelope every delivery is wrapped in (`{type, channel, identity, timestamp,
+//! data}`, defined with the cluster that carries it) is encoded as the one `message` event,
+//! once per broadcast; and the error envelope.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+pub use crate::cluster::Envelope;
+
 use crate::engineio::{Frame, Outgoing};
 use crate::socketio::Packet;
 use crate::socketio::packet::string_writer;
-
-/// A message or command on its way to members.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Envelope {
-    /// `message` or `command`.
-    pub kind: &'static str,
-    /// `None` only for a direct message to one identity.
-    pub channel: Option<String>,
-    /// The publisher's identity; `None` for anonymous connections and the server.
-    pub identity: Option<Arc<str>>,
-    pub timestamp: SystemTime,
-    pub data: Value,
-}
 
 #[derive(Serialize)]
 struct Wire<'a> {
@@ -37,69 +25,11 @@ struct Wire<'a> {
 }
 
 impl Envelope {
-    pub fn message(channel: &str, identity: Option<Arc<str>>, data: Value) -> Envelope {
-        Envelope {
-            kind: "message",
-            channel: Some(channel.to_owned()),
-            identity,
-            timestamp: SystemTime::now(),
-            data,
-        }
-    }
-
-    /// A command: `data` is `{command, options}` (plus `count` for membership events).
-    pub fn command(
-        channel: &str,
-        identity: Option<Arc<str>>,
-        name: &str,
-        options: Value,
-    ) -> Envelope {
-        Envelope {
-            kind: "command",
-            data: json!({"command": name, "options": options}),
-            ..Envelope::message(channel, identity, Value::Null)
-        }
-    }
-
-    /// `onSubscribe` / `onUnsubscribe`: who joined or left, and the member count after it.
-    pub fn membership(
-        channel: &str,
-        identity: Option<Arc<str>>,
-        event: &str,
-        options: Value,
-        count: usize,
-    ) -> Envelope {
-        Envelope {
-            kind: "command",
-            data: json!({"command": event, "options": options, "count": count}),
-            ..Envelope::message(channel, identity, Value::Null)
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({
-            "type": self.kind,
-            "channel": self.channel,
-            "identity": self.identity.as_deref(),
-            "timestamp": self.timestamp(),
-            "data": self.data,
-        })
-    }
-
-    fn timestamp(&self) -> String {
-        let mut out = String::new();
-        // RFC 3339 stops at year 9999; a later time (only from a hostile peer) says so.
-        if write!(out, "{}", humantime::format_rfc3339_millis(self.timestamp)).is_err() {
-            out = "9999-12-31T23:59:59.999Z".to_owned();
-        }
-        out
-    }
-
     /// The `message` event carrying this envelope, encoded once for every recipient. A
     /// non-zero `offset` is appended as the last argument (connection state recovery) and
     /// tags the item for replay.
     pub fn encode(&self, offset: u64, attachments: Vec<Bytes>) -> Outgoing {
-        let timestamp = self.timestamp();
+        let timestamp = self.timestamp_text();
         let wire = Wire {
             kind: self.kind,
             channel: self.channel.as_deref(),
@@ -135,6 +65,7 @@ pub fn error_envelope(channel: Option<&str>, error: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Membership;
     use crate::engineio::Str;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -160,7 +91,7 @@ mod tests {
         let c = at(Envelope::membership(
             "c",
             None,
-            "onSubscribe",
+            Membership::Subscribe,
             Value::Null,
             2,
         ));

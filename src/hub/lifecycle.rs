@@ -10,7 +10,8 @@ use serde_json::Value;
 use tracing::debug;
 
 use super::member::{Claim, Detach, Member, MemberState, Slot};
-use super::{Conn, Hub, HubEvent, observer};
+use super::{Conn, Envelope, Hub, HubEvent};
+use crate::cluster::{Membership, member_key};
 use crate::engineio::{Outgoing, Sid};
 use crate::socketio::SioSocket;
 
@@ -52,7 +53,7 @@ impl Hub {
                 slot: claim.slot,
             };
         }
-        let key = Member::key_for(identity.as_deref(), &socket.sid);
+        let key = member_key(identity.as_deref(), socket.sid.as_str());
         loop {
             let member = {
                 // Nothing panics while holding these locks; if something ever did, the
@@ -77,7 +78,7 @@ impl Hub {
             let slot = self.join_member(&member, &mut st, socket);
             if first && self.presence.online(&member.key, true) {
                 self.observe_with(HubEvent::Connect, || {
-                    observer::presence(member.identity.clone(), "onConnect")
+                    Envelope::presence(member.identity.clone(), Membership::Connect)
                 });
             }
             drop(st);
@@ -215,7 +216,7 @@ impl Hub {
             st.gone = true;
             if self.presence.online(&member.key, false) {
                 self.observe_with(HubEvent::Disconnect, || {
-                    observer::presence(member.identity.clone(), "onDisconnect")
+                    Envelope::presence(member.identity.clone(), Membership::Disconnect)
                 });
             }
         }

@@ -13,8 +13,7 @@ use crate::socketio::SioSocket;
 
 /// One identity, or one anonymous connection.
 pub(crate) struct Member {
-    /// `@identity` or `#socket-id`: a client identity can never be mistaken for an
-    /// anonymous connection.
+    /// The member's key cluster-wide (see [`crate::cluster::member_key`]).
     pub(crate) key: Arc<str>,
     pub(crate) identity: Option<Arc<str>>,
     /// Locked before any channel shard (lock order: member → channel → slot).
@@ -31,21 +30,14 @@ pub(crate) struct MemberState {
 
 impl Member {
     pub(crate) fn new(identity: Option<Arc<str>>, sid: &Sid) -> Member {
-        let key = match &identity {
-            Some(id) => Arc::from(format!("@{id}")),
-            None => Arc::from(format!("#{sid}")),
-        };
+        let key = Arc::from(crate::cluster::member_key(
+            identity.as_deref(),
+            sid.as_str(),
+        ));
         Member {
             key,
             identity,
             state: Mutex::new(MemberState::default()),
-        }
-    }
-
-    pub(crate) fn key_for(identity: Option<&str>, sid: &Sid) -> String {
-        match identity {
-            Some(id) => format!("@{id}"),
-            None => format!("#{sid}"),
         }
     }
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::channel::Channel;
 use super::member::{Member, Slot};
 use super::{Conn, Count, Envelope, Hub, HubError, HubEvent};
-use crate::cluster::Settle;
+use crate::cluster::{Membership, Settle};
 
 impl Hub {
     /// Subscribes the connection's member; returns the member count after it. A member's
@@ -54,7 +54,7 @@ impl Hub {
         let event = Envelope::membership(
             channel,
             member.identity.clone(),
-            "onSubscribe",
+            Membership::Subscribe,
             options,
             count,
         );
@@ -132,7 +132,7 @@ impl Hub {
         let event = Envelope::membership(
             channel,
             member.identity.clone(),
-            "onUnsubscribe",
+            Membership::Unsubscribe,
             options,
             count,
         );

@@ -38,10 +38,10 @@ use serde_json::Value;
 use crate::cluster::{Bus, Presence, SingleNode};
 use crate::engineio::Sid;
 
+pub use crate::cluster::{ChannelInfo, Snapshot};
 pub use app::HubApp;
 pub use envelope::{Envelope, error_envelope};
 pub use observer::{HubEvent, Observer};
-pub use remote::Snapshot;
 
 use channel::Channel;
 use member::{Member, Slot};
@@ -133,17 +133,6 @@ pub struct Counters {
     pub recovered: AtomicU64,
     /// Items for a session that had ended meanwhile.
     pub dropped: AtomicU64,
-}
-
-/// What a channel looks like from outside.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelInfo {
-    pub name: String,
-    pub count: usize,
-    /// Identities of the members that have one, sorted.
-    pub identities: Vec<String>,
-    /// Members without an identity.
-    pub anonymous: usize,
 }
 
 /// The member count after a subscribe or unsubscribe.

@@ -2,6 +2,7 @@
 //! monitor's webhooks (SPEC §5) and whatever else wants to watch.
 
 use super::Envelope;
+use crate::cluster::Membership;
 
 /// Something the hub reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,13 +53,13 @@ pub trait Observer: Send + Sync + 'static {
     fn observe(&self, event: HubEvent, envelope: &Envelope);
 }
 
-/// The envelope of a connect or disconnect: a command without a channel.
-pub(crate) fn presence(identity: Option<std::sync::Arc<str>>, command: &str) -> Envelope {
-    Envelope {
-        kind: "command",
-        channel: None,
-        identity,
-        timestamp: std::time::SystemTime::now(),
-        data: serde_json::json!({"command": command, "options": null}),
+impl From<Membership> for HubEvent {
+    fn from(change: Membership) -> HubEvent {
+        match change {
+            Membership::Subscribe => HubEvent::Subscribe,
+            Membership::Unsubscribe => HubEvent::Unsubscribe,
+            Membership::Connect => HubEvent::Connect,
+            Membership::Disconnect => HubEvent::Disconnect,
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The hub as the cluster sees it: broadcasts from other nodes, membership changes the
-//! cluster decided, and this node's presence for a resynchronisation.
+//! The hub as the cluster sees it ([`Inbound`]): broadcasts from other nodes, membership
+//! changes the cluster decided, and this node's presence for a resynchronisation.
 
 use std::sync::Arc;
 
@@ -7,18 +7,11 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::channel::Fanout;
-use super::{Envelope, Hub, HubEvent, Member, observer};
+use super::{Envelope, Hub, HubEvent, Member};
+use crate::cluster::{Inbound, Membership, Snapshot, identity_of};
 
-/// What this node holds: (channel, member key) pairs and member keys.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    pub subscriptions: Vec<(String, String)>,
-    pub members: Vec<String>,
-}
-
-impl Hub {
-    /// A broadcast published on another node: delivered here, and nowhere else.
-    pub fn deliver_remote(&self, envelope: &Envelope, attachments: Vec<Bytes>, to: Option<&str>) {
+impl Inbound for Hub {
+    fn deliver(&self, envelope: &Envelope, attachments: Vec<Bytes>, to: Option<&str>) {
         if let Some(identity) = to {
             self.deliver_to(identity, envelope, attachments);
             return;
@@ -38,12 +31,9 @@ impl Hub {
         self.count_fanout(f);
     }
 
-    /// A membership change the cluster decided: told to the observer when `observe`, and
-    /// delivered to this node's members of the channel and to `leaving`'s sessions (which
-    /// are no longer in it).
-    pub fn announce(
+    fn announce(
         &self,
-        event: HubEvent,
+        change: Membership,
         envelope: &Envelope,
         leaving: Option<&str>,
         observe: bool,
@@ -56,7 +46,7 @@ impl Hub {
         let mut in_channel = false;
         if let Ok(map) = self.shard(channel).channels.lock() {
             if observe {
-                self.observe(event, envelope);
+                self.observe(HubEvent::from(change), envelope);
             }
             if let Some(ch) = map.get(channel) {
                 f = ch.deliver(&item, self.config.cache_limit);
@@ -75,29 +65,24 @@ impl Hub {
         self.count_fanout(f);
     }
 
-    /// Tells the observer only: a change this node's members already heard.
-    pub fn observe_only(&self, event: HubEvent, envelope: &Envelope) {
-        self.observe(event, envelope);
+    fn observe_only(&self, change: Membership, envelope: &Envelope) {
+        self.observe(HubEvent::from(change), envelope);
     }
 
-    /// A member's first connection anywhere (`onConnect`) or its last one gone
-    /// (`onDisconnect`), as the cluster decided.
-    pub fn announce_presence(&self, member: &str, connected: bool) {
-        let identity = crate::cluster::identity_of(member).map(Arc::from);
-        if connected {
-            self.observe_with(HubEvent::Connect, || {
-                observer::presence(identity, "onConnect")
-            });
+    fn announce_presence(&self, member: &str, connected: bool) {
+        let identity = identity_of(member).map(Arc::from);
+        let change = if connected {
+            Membership::Connect
         } else {
-            self.observe_with(HubEvent::Disconnect, || {
-                observer::presence(identity, "onDisconnect")
-            });
-        }
+            Membership::Disconnect
+        };
+        self.observe_with(HubEvent::from(change), || {
+            Envelope::presence(identity, change)
+        });
     }
 
-    /// The member joined `channel` on another node: its sessions here join it too,
-    /// silently (the cluster announced it). Subscriptions belong to the member.
-    pub fn adopt(&self, key: &str, channel: &str) {
+    /// Subscriptions belong to the member, so its sessions here follow it.
+    fn adopt(&self, key: &str, channel: &str) {
         let Some(member) = self.member(key) else {
             return;
         };
@@ -121,9 +106,7 @@ impl Hub {
         let _ = self.presence.join(channel, key, &Value::Null);
     }
 
-    /// The member unsubscribed from `channel` on another node: its sessions here leave
-    /// it too, silently (the cluster announced it).
-    pub fn drop_remote(&self, key: &str, channel: &str) {
+    fn drop_remote(&self, key: &str, channel: &str) {
         let Some(member) = self.member(key) else {
             return;
         };
@@ -137,12 +120,7 @@ impl Hub {
         let _ = self.leave(&member, channel, Value::Null, &slots, false);
     }
 
-    fn member(&self, key: &str) -> Option<Arc<Member>> {
-        self.registry(key).lock().ok()?.get(key).cloned()
-    }
-
-    /// Every subscription and member of this node now.
-    pub fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> Snapshot {
         let mut snap = Snapshot::default();
         for reg in self.members.iter() {
             let Ok(r) = reg.lock() else { continue };
@@ -161,8 +139,18 @@ impl Hub {
         snap
     }
 
-    /// The channels this node has members in.
-    pub fn channel_names(&self) -> Vec<String> {
-        self.channels().into_iter().map(|(n, _)| n).collect()
+    fn local_count(&self, channel: &str) -> usize {
+        self.count(channel)
+    }
+
+    fn accepts_channel(&self, channel: &str) -> bool {
+        self.validate_channel(Some(&Value::String(channel.to_owned())))
+            .is_ok()
+    }
+}
+
+impl Hub {
+    fn member(&self, key: &str) -> Option<Arc<Member>> {
+        self.registry(key).lock().ok()?.get(key).cloned()
     }
 }

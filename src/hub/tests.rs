@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::cluster::Settle;
+use crate::cluster::{Inbound, Membership, Settle};
 use crate::engineio::queue::Queue;
 use crate::engineio::{self, Frame, Outgoing, Sid, TransportKind};
 use crate::socketio::SioSocket;
@@ -461,8 +461,14 @@ async fn in_a_cluster_membership_waits_for_the_cluster_to_decide() {
     assert_eq!(*rec.watched.lock().unwrap(), [("chat".to_owned(), true)]);
     rec.replies.lock().unwrap().remove(0).send(7).unwrap();
     assert_eq!(rx.await.unwrap(), 7);
-    let env = Envelope::membership("chat", Some("alice".into()), "onSubscribe", Value::Null, 7);
-    hub.announce(HubEvent::Subscribe, &env, None, true);
+    let env = Envelope::membership(
+        "chat",
+        Some("alice".into()),
+        Membership::Subscribe,
+        Value::Null,
+        7,
+    );
+    hub.announce(Membership::Subscribe, &env, None, true);
     assert_eq!(
         commands(&received(&mut bob.rx)),
         [("onSubscribe".into(), 7)]
@@ -480,11 +486,11 @@ async fn in_a_cluster_membership_waits_for_the_cluster_to_decide() {
     let env = Envelope::membership(
         "chat",
         Some("alice".into()),
-        "onUnsubscribe",
+        Membership::Unsubscribe,
         Value::Null,
         1,
     );
-    hub.announce(HubEvent::Unsubscribe, &env, Some("@alice"), true);
+    hub.announce(Membership::Unsubscribe, &env, Some("@alice"), true);
     assert_eq!(
         commands(&received(&mut alice.rx)),
         [("onUnsubscribe".into(), 1)]
@@ -533,8 +539,8 @@ async fn in_a_cluster_broadcasts_go_to_the_bus_once_and_remote_ones_stay_here() 
         ]
     );
     // From another node: delivered here, never handed back to the bus.
-    hub.deliver_remote(&Envelope::message("chat", None, json!(4)), Vec::new(), None);
-    hub.deliver_remote(
+    hub.deliver(&Envelope::message("chat", None, json!(4)), Vec::new(), None);
+    hub.deliver(
         &Envelope::message("x", None, json!(5)),
         Vec::new(),
         Some("bob"),

@@ -22,9 +22,8 @@ use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Bus, Presence, Query, Settle, identity_of, wire};
+use super::{Bus, ChannelInfo, ClusterError, Envelope, Membership, Presence, Query, Settle, wire};
 use crate::config::ClusterConfig;
-use crate::hub::{ChannelInfo, Envelope};
 
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -104,7 +103,7 @@ pub struct Worker {
     /// Membership changes a resync found, told to the other nodes at the next heartbeat:
     /// by then the other nodes, which lost Redis at the same moment, have subscribed and
     /// written their own presence back, so they hear it and the count is whole.
-    pending: Vec<(Change, &'static str)>,
+    pending: Vec<(Change, Membership)>,
 }
 
 #[derive(Clone)]
@@ -152,8 +151,11 @@ impl Keys {
 
 impl RedisCluster {
     /// The handle for the hub and the worker to start once the hub exists.
-    pub fn new(config: &ClusterConfig, url: &str) -> Result<(Arc<RedisCluster>, Worker), String> {
-        let client = Client::open(url).map_err(|e| format!("[Cluster] redis: {e}"))?;
+    pub fn new(
+        config: &ClusterConfig,
+        url: &str,
+    ) -> Result<(Arc<RedisCluster>, Worker), ClusterError> {
+        let client = Client::open(url).map_err(ClusterError::Address)?;
         let node: Arc<str> = Arc::from(
             config
                 .node_id
@@ -234,12 +236,12 @@ impl RedisCluster {
         (change, Settle::Later(rx))
     }
 
-    fn connection(&self) -> Result<MultiplexedConnection, String> {
+    fn connection(&self) -> Result<MultiplexedConnection, ClusterError> {
         self.conn
             .lock()
             .ok()
             .and_then(|c| c.clone())
-            .ok_or_else(|| "redis unavailable".to_owned())
+            .ok_or(ClusterError::Unavailable)
     }
 }
 
@@ -286,7 +288,7 @@ impl Presence for RedisCluster {
                 .arg(keys.channels())
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(ClusterError::redis("listing channels"))?;
             names.sort();
             let mut pipe = redis::pipe();
             for n in &names {
@@ -297,7 +299,7 @@ impl Presence for RedisCluster {
             } else {
                 pipe.query_async(&mut conn)
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(ClusterError::redis("counting channel members"))?
             };
             Ok(names
                 .into_iter()
@@ -317,21 +319,8 @@ impl Presence for RedisCluster {
                 .arg(key)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| e.to_string())?;
-            let mut info = ChannelInfo {
-                name,
-                count: members.len(),
-                identities: Vec::new(),
-                anonymous: 0,
-            };
-            for m in members {
-                match identity_of(&m) {
-                    Some(id) => info.identities.push(id.to_owned()),
-                    None => info.anonymous += 1,
-                }
-            }
-            info.identities.sort();
-            Ok(info)
+                .map_err(ClusterError::redis("listing channel members"))?;
+            Ok(ChannelInfo::of(&name, members.iter().map(String::as_str)))
         }))
     }
 }
@@ -351,10 +340,10 @@ fn quiet(channel: &str, member: &str) -> Change {
     }
 }
 
-fn membership(change: &Change, event: &str, count: usize) -> Envelope {
+fn membership(change: &Change, event: Membership, count: usize) -> Envelope {
     Envelope::membership(
         &change.channel,
-        identity_of(&change.member).map(Arc::from),
+        super::identity_of(&change.member).map(Arc::from),
         event,
         change.options.clone(),
         count,

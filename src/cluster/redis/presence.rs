@@ -11,9 +11,8 @@ use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
 use super::{Change, Worker, entry, membership, quiet, scripts};
-use crate::cluster::{identity_of, wire};
+use crate::cluster::{ClusterError, Envelope, Inbound, Membership, identity_of, wire};
 use crate::engineio::Sid;
-use crate::hub::{Envelope, Hub, HubEvent};
 
 impl Worker {
     pub(super) async fn run_change(
@@ -21,7 +20,7 @@ impl Worker {
         conn: &mut MultiplexedConnection,
         script: &Script,
         change: &Change,
-    ) -> Result<(bool, usize), String> {
+    ) -> Result<(bool, usize), ClusterError> {
         let (flag, count): (u8, usize) = script
             .key(self.keys.sub(&self.node))
             .key(self.keys.channel(&change.channel))
@@ -31,7 +30,7 @@ impl Worker {
             .arg(&change.member)
             .invoke_async(conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ClusterError::redis("running a membership script"))?;
         Ok((flag == 1, count))
     }
 
@@ -40,7 +39,7 @@ impl Worker {
         &self,
         conn: &mut MultiplexedConnection,
         change: &Change,
-    ) -> Result<(bool, usize), String> {
+    ) -> Result<(bool, usize), ClusterError> {
         let (had, count): (u8, usize) = scripts::DROP
             .key(self.keys.channel(&change.channel))
             .key(self.keys.channels())
@@ -51,7 +50,7 @@ impl Worker {
             .arg(&change.member)
             .invoke_async(conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ClusterError::redis("dropping a member everywhere"))?;
         Ok((had == 1, count))
     }
 
@@ -62,7 +61,7 @@ impl Worker {
         conn: &mut MultiplexedConnection,
         op: &str,
         change: &Change,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         if identity_of(&change.member).is_none() {
             return Ok(());
         }
@@ -75,7 +74,7 @@ impl Worker {
             .arg(payload)
             .query_async(conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ClusterError::redis("publishing a control message"))?;
         Ok(())
     }
 
@@ -84,7 +83,7 @@ impl Worker {
         conn: &mut MultiplexedConnection,
         member: &str,
         on: bool,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ClusterError> {
         let flag: u8 = scripts::ONLINE
             .key(self.keys.node_members(&self.node))
             .key(self.keys.members())
@@ -92,7 +91,7 @@ impl Worker {
             .arg(if on { "1" } else { "0" })
             .invoke_async(conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ClusterError::redis("marking a member online"))?;
         Ok(flag == 1)
     }
 
@@ -100,17 +99,16 @@ impl Worker {
     /// channel and the other nodes (`leaving`: the member's own sessions here too).
     pub(super) async fn announce(
         &self,
-        hub: &Arc<Hub>,
+        hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
         change: &Change,
-        event: &str,
+        event: Membership,
         count: usize,
         leaving: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         let env = membership(change, event, count);
-        let kind = event_kind(event);
         let member = leaving.then_some(change.member.as_str());
-        hub.announce(kind, &env, member, true);
+        hub.announce(event, &env, member, true);
         self.send(conn, &env).await
     }
 
@@ -118,7 +116,7 @@ impl Worker {
         &self,
         conn: &mut MultiplexedConnection,
         env: &Envelope,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         let Some(channel) = env.channel.as_deref() else {
             return Ok(());
         };
@@ -128,7 +126,7 @@ impl Worker {
             .arg(payload.as_ref())
             .query_async(conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ClusterError::redis("publishing a membership event"))?;
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -138,18 +136,18 @@ impl Worker {
     /// while up): its presence must be written back.
     pub(super) async fn beat(
         &self,
-        hub: &Arc<Hub>,
+        hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ClusterError> {
         self.reap(hub, conn, "beat").await
     }
 
     pub(super) async fn reap(
         &self,
-        hub: &Arc<Hub>,
+        hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
         mode: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ClusterError> {
         let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
         let ended: Vec<String> = scripts::REAP
             .key(self.keys.nodes())
@@ -159,7 +157,7 @@ impl Worker {
             .arg(mode)
             .invoke_async(conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ClusterError::redis("reaping silent nodes"))?;
         // A beat's answer starts with whether this node was missing from the nodes.
         let (removed, ended) = match ended.split_first_chunk::<4>() {
             Some((first, rest)) if first[0] == "r" => (first[1] == "1", rest),
@@ -175,7 +173,7 @@ impl Worker {
                 "s" => {
                     let change = quiet(&item[1], &item[2]);
                     let count = item[3].parse().unwrap_or(0);
-                    self.announce(hub, conn, &change, "onUnsubscribe", count, false)
+                    self.announce(hub, conn, &change, Membership::Unsubscribe, count, false)
                         .await?;
                 }
                 "m" => hub.announce_presence(&item[1], false),
@@ -190,9 +188,9 @@ impl Worker {
     /// of those changes already, when they happened.
     pub(super) async fn resync(
         &mut self,
-        hub: &Arc<Hub>,
+        hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         let fresh = Sid::random().to_string();
         let (epoch,): (String,) = redis::pipe()
             .cmd("SET")
@@ -204,7 +202,7 @@ impl Worker {
             .arg(self.keys.epoch())
             .query_async(conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ClusterError::redis("reading the data set epoch"))?;
         let data_lost = self.epoch.as_ref().is_some_and(|old| *old != epoch);
         if data_lost {
             warn!(node = %self.node, "Redis lost its data: writing this node's presence back");
@@ -217,12 +215,12 @@ impl Worker {
             .arg(self.keys.sub(&self.node))
             .query_async(conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ClusterError::redis("reading this node's subscriptions"))?;
         let online: HashSet<String> = redis::cmd("SMEMBERS")
             .arg(self.keys.node_members(&self.node))
             .query_async(conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ClusterError::redis("reading this node's members"))?;
         let here: HashMap<String, (String, String)> = snap
             .subscriptions
             .into_iter()
@@ -236,7 +234,7 @@ impl Worker {
             let change = quiet(channel, member);
             let (first, _) = self.run_change(conn, &scripts::JOIN, &change).await?;
             if first && news(entry) {
-                self.pending.push((change, "onSubscribe"));
+                self.pending.push((change, Membership::Subscribe));
             }
             changed += 1;
         }
@@ -247,7 +245,7 @@ impl Worker {
             let change = quiet(channel, member);
             let (last, _) = self.run_change(conn, &scripts::LEAVE, &change).await?;
             if last && news(entry) {
-                self.pending.push((change, "onUnsubscribe"));
+                self.pending.push((change, Membership::Unsubscribe));
             }
             changed += 1;
         }
@@ -281,16 +279,16 @@ impl Worker {
     /// Tells what the last resync found, with the counts as they are now.
     pub(super) async fn tell_pending(
         &mut self,
-        hub: &Arc<Hub>,
+        hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         while let Some((change, event)) = self.pending.first() {
             let count: usize = redis::cmd("HLEN")
                 .arg(self.keys.channel(&change.channel))
                 .query_async(conn)
                 .await
-                .map_err(|e| e.to_string())?;
-            self.announce_remote(hub, conn, change, event, count)
+                .map_err(ClusterError::redis("counting channel members"))?;
+            self.announce_remote(hub, conn, change, *event, count)
                 .await?;
             self.pending.remove(0);
         }
@@ -300,24 +298,14 @@ impl Worker {
     /// Tells the monitor and the other nodes, not this node's members.
     pub(super) async fn announce_remote(
         &self,
-        hub: &Arc<Hub>,
+        hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
         change: &Change,
-        event: &str,
+        event: Membership,
         count: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         let env = membership(change, event, count);
-        let kind = event_kind(event);
-        hub.observe_only(kind, &env);
+        hub.observe_only(event, &env);
         self.send(conn, &env).await
-    }
-}
-
-/// The monitor's name for a membership event.
-fn event_kind(event: &str) -> HubEvent {
-    if event == "onSubscribe" {
-        HubEvent::Subscribe
-    } else {
-        HubEvent::Unsubscribe
     }
 }

@@ -9,19 +9,17 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::AsyncConnectionConfig;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::{
     BATCH, MAX_BACKOFF, MIN_BACKOFF, Op, RESPONSE_TIMEOUT, Worker, entry, membership, scripts,
 };
-use crate::cluster::{identity_of, wire};
-use crate::hub::{Hub, HubEvent};
+use crate::cluster::{ClusterError, Inbound, Membership, identity_of, wire};
 
 /// Why a connected stretch ended.
 enum Ended {
     /// Redis is away; `true` when this node had been up with it.
-    Lost(String, bool),
+    Lost(ClusterError, bool),
     Departed,
 }
 
@@ -34,11 +32,11 @@ struct Live {
 
 impl Worker {
     /// Runs until the hub is gone or the node departs.
-    pub fn start(self, hub: Arc<Hub>) {
+    pub fn start(self, hub: Arc<dyn Inbound>) {
         tokio::spawn(self.run(hub));
     }
 
-    async fn run(mut self, hub: Arc<Hub>) {
+    async fn run(mut self, hub: Arc<dyn Inbound>) {
         let mut delay = MIN_BACKOFF;
         // Whether Redis was lost since start (the next success is a restoration), and
         // whether that was said already (one warning per outage, not one per retry).
@@ -82,7 +80,7 @@ impl Worker {
         }
     }
 
-    async fn connect(&self) -> Result<Live, String> {
+    async fn connect(&self) -> Result<Live, ClusterError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -90,18 +88,18 @@ impl Worker {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ClusterError::redis("connecting"))?;
         let pubsub = tokio::time::timeout(RESPONSE_TIMEOUT, self.client.get_async_pubsub())
             .await
-            .map_err(|_| "timed out opening the subscription connection".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ClusterError::Timeout("opening the subscription connection"))?
+            .map_err(ClusterError::redis("opening the subscription connection"))?;
         let (sink, stream) = pubsub.split();
         Ok(Live { conn, sink, stream })
     }
 
     /// One connected stretch: subscribe, resynchronise, then apply ops, deliver what other
     /// nodes publish and beat, until Redis is lost.
-    async fn serve(&mut self, hub: &Arc<Hub>, live: Live, restored: bool) -> Ended {
+    async fn serve(&mut self, hub: &Arc<dyn Inbound>, live: Live, restored: bool) -> Ended {
         let Live {
             mut conn,
             mut sink,
@@ -118,7 +116,7 @@ impl Worker {
         topics.push(self.keys.direct());
         topics.push(self.keys.control());
         if let Err(e) = sink.subscribe(&topics).await {
-            return Ended::Lost(e.to_string(), false);
+            return Ended::Lost(ClusterError::redis("subscribing")(e), false);
         }
         if let Err(e) = self.beat(hub, &mut conn).await {
             return Ended::Lost(e, false);
@@ -141,7 +139,7 @@ impl Worker {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(msg) => self.inbound(hub, &msg),
-                    None => return Ended::Lost("the subscription connection closed".into(), true),
+                    None => return Ended::Lost(ClusterError::Closed, true),
                 },
                 op = self.ops.recv() => {
                     let Some(op) = op else { return Ended::Departed };
@@ -181,15 +179,15 @@ impl Worker {
     /// settled locally and the error returned. `Ok(true)`: the node departed.
     async fn apply(
         &mut self,
-        hub: &Arc<Hub>,
+        hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
         sink: &mut PubSubSink,
         batch: Vec<Op>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ClusterError> {
         let mut pipe = redis::pipe();
         let mut queued = 0u64;
         let mut ops = batch.into_iter();
-        let mut failed: Option<String> = None;
+        let mut failed: Option<ClusterError> = None;
         while let Some(op) = ops.next() {
             if let Op::Publish { topic, payload } = op {
                 pipe.publish(topic, payload.as_ref()).ignore();
@@ -240,7 +238,7 @@ impl Worker {
         conn: &mut MultiplexedConnection,
         pipe: &mut redis::Pipeline,
         queued: &mut u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         let n = std::mem::take(queued);
         let result: redis::RedisResult<()> = pipe.query_async(conn).await;
         pipe.clear();
@@ -251,7 +249,7 @@ impl Worker {
             }
             Err(e) => {
                 self.stats.dropped.fetch_add(n, Ordering::Relaxed);
-                Err(e.to_string())
+                Err(ClusterError::redis("publishing broadcasts")(e))
             }
         }
     }
@@ -259,11 +257,11 @@ impl Worker {
     /// One op with Redis up. On an error the op is settled locally before returning it.
     async fn online_op(
         &mut self,
-        hub: &Arc<Hub>,
+        hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
         sink: &mut PubSubSink,
         op: Op,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ClusterError> {
         match op {
             // `apply` pipelines broadcasts; one that gets here goes alone.
             Op::Publish { topic, payload } => {
@@ -272,7 +270,7 @@ impl Worker {
                     .arg(payload.as_ref())
                     .query_async(conn)
                     .await;
-                sent.map_err(|e| e.to_string())?;
+                sent.map_err(ClusterError::redis("publishing a broadcast"))?;
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
             }
             Op::Watch(channel, on) => {
@@ -284,13 +282,13 @@ impl Worker {
                     self.watched.remove(&channel);
                     sink.unsubscribe(&topic).await
                 };
-                result.map_err(|e| e.to_string())?;
+                result.map_err(ClusterError::redis("changing a subscription"))?;
             }
             Op::Join(change) => match self.run_change(conn, &scripts::JOIN, &change).await {
                 Ok((first, count)) => {
                     self.forget_pending(&change);
                     if first {
-                        self.announce(hub, conn, &change, "onSubscribe", count, true)
+                        self.announce(hub, conn, &change, Membership::Subscribe, count, true)
                             .await?;
                         self.control(conn, "join", &change).await?;
                     }
@@ -311,7 +309,7 @@ impl Worker {
                     Ok((last, count)) => {
                         self.forget_pending(&change);
                         if last {
-                            self.announce(hub, conn, &change, "onUnsubscribe", count, true)
+                            self.announce(hub, conn, &change, Membership::Unsubscribe, count, true)
                                 .await?;
                             if change.explicit {
                                 self.control(conn, "leave", &change).await?;
@@ -342,7 +340,7 @@ impl Worker {
                         .arg(self.keys.member_channels(&member))
                         .query_async(conn)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(ClusterError::redis("reading a member's channels"))?;
                     for channel in channels {
                         hub.adopt(&member, &channel);
                     }
@@ -361,7 +359,7 @@ impl Worker {
     }
 
     /// One op with Redis away: settled by this node alone. Returns true on departure.
-    fn offline_op(&mut self, hub: &Arc<Hub>, op: Op) -> bool {
+    fn offline_op(&mut self, hub: &Arc<dyn Inbound>, op: Op) -> bool {
         match op {
             Op::Publish { .. } => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -375,16 +373,16 @@ impl Worker {
             }
             Op::Join(change) => {
                 self.dirty.insert(entry(&change.channel, &change.member));
-                let count = hub.count(&change.channel);
-                let env = membership(&change, "onSubscribe", count);
-                hub.announce(HubEvent::Subscribe, &env, None, false);
+                let count = hub.local_count(&change.channel);
+                let env = membership(&change, Membership::Subscribe, count);
+                hub.announce(Membership::Subscribe, &env, None, false);
                 let _ = change.reply.send(count);
             }
             Op::Leave(change) => {
                 self.dirty.insert(entry(&change.channel, &change.member));
-                let count = hub.count(&change.channel);
-                let env = membership(&change, "onUnsubscribe", count);
-                hub.announce(HubEvent::Unsubscribe, &env, Some(&change.member), false);
+                let count = hub.local_count(&change.channel);
+                let env = membership(&change, Membership::Unsubscribe, count);
+                hub.announce(Membership::Unsubscribe, &env, Some(&change.member), false);
                 let _ = change.reply.send(count);
             }
             // Told to the monitor at the resync, once the cluster can decide.
@@ -400,7 +398,7 @@ impl Worker {
     }
 
     /// Settles ops locally for `wait`; true when the node departed meanwhile.
-    async fn offline_for(&mut self, hub: &Arc<Hub>, wait: Duration) -> bool {
+    async fn offline_for(&mut self, hub: &Arc<dyn Inbound>, wait: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             tokio::select! {
@@ -414,7 +412,7 @@ impl Worker {
     }
 
     /// A broadcast from Redis: delivered here unless this node sent it.
-    fn inbound(&self, hub: &Arc<Hub>, msg: &redis::Msg) {
+    fn inbound(&self, hub: &Arc<dyn Inbound>, msg: &redis::Msg) {
         let topic = msg.get_channel_name();
         if topic == self.keys.control() {
             self.inbound_control(hub, msg.get_payload_bytes());
@@ -443,7 +441,7 @@ impl Worker {
             return;
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        hub.deliver_remote(&m.envelope, m.attachments, m.to.as_deref());
+        hub.deliver(&m.envelope, m.attachments, m.to.as_deref());
     }
 }
 
@@ -457,7 +455,7 @@ struct Control {
 }
 
 impl Worker {
-    fn inbound_control(&self, hub: &Arc<Hub>, raw: &[u8]) {
+    fn inbound_control(&self, hub: &Arc<dyn Inbound>, raw: &[u8]) {
         let ctl: Control = match serde_json::from_slice(raw) {
             Ok(c) => c,
             Err(e) => {
@@ -469,10 +467,7 @@ impl Worker {
         if ctl.n == *self.node {
             return;
         }
-        let valid = identity_of(&ctl.m).is_some()
-            && hub
-                .validate_channel(Some(&Value::String(ctl.c.clone())))
-                .is_ok();
+        let valid = identity_of(&ctl.m).is_some() && hub.accepts_channel(&ctl.c);
         match ctl.op.as_str() {
             "join" if valid => hub.adopt(&ctl.m, &ctl.c),
             "leave" if valid => hub.drop_remote(&ctl.m, &ctl.c),
