@@ -24,6 +24,7 @@ pub use contract::{
 };
 pub use envelope::Envelope;
 pub use error::ClusterError;
+pub use memory::{MemoryBackplane, MemoryCluster, MemoryWorker};
 
 pub use redis::RedisCluster;
 pub use single::SingleNode;

@@ -579,3 +579,5 @@ async fn snapshot_lists_what_this_node_holds() {
     members.sort();
     assert_eq!(snap.members, members);
 }
+
+mod memory_cluster;
