@@ -7,7 +7,7 @@
 //!   attachments);
 //! - [`hub`]: channels, members and the message envelope;
 //! - [`cluster`]: what the hub shares with other nodes (message bus, presence), through
-//!   Redis when there are several;
+//!   Redis when there are several (or in memory, for tests of several nodes in-process);
 //! - [`http`]: the one routing function for everything on the HTTP port, and `/metrics`;
 //! - [`server`]: listeners in, connections served, shutdown out;
 //! - [`config`]: the INI file and its defaults; [`cli`]: the command line.

@@ -35,10 +35,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cluster::{Bus, Presence, SingleNode};
+use crate::cluster::{Bus, ChannelInfo, Presence, SingleNode};
 use crate::engineio::Sid;
 
-pub use crate::cluster::{ChannelInfo, Snapshot};
 pub use app::HubApp;
 pub use envelope::{Envelope, error_envelope};
 pub use observer::{HubEvent, Observer};

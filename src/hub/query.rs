@@ -21,25 +21,11 @@ impl Hub {
 
     /// One channel's members (an unknown channel has none).
     pub fn channel(&self, name: &str) -> ChannelInfo {
-        let mut info = ChannelInfo {
-            name: name.to_owned(),
-            count: 0,
-            identities: Vec::new(),
-            anonymous: 0,
+        let Ok(map) = self.shard(name).channels.lock() else {
+            return ChannelInfo::of(name, []);
         };
-        if let Ok(map) = self.shard(name).channels.lock()
-            && let Some(ch) = map.get(name)
-        {
-            info.count = ch.count();
-            for m in ch.members.values() {
-                match &m.identity {
-                    Some(id) => info.identities.push(id.to_string()),
-                    None => info.anonymous += 1,
-                }
-            }
-        }
-        info.identities.sort();
-        info
+        let members = map.get(name).into_iter().flat_map(|ch| ch.members.keys());
+        ChannelInfo::of(name, members.map(|k| &**k))
     }
 
     /// Takes every shard's lock once: returns true when all answered (a stuck shard never

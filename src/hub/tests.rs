@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::cluster::{Inbound, Membership, Settle};
+use crate::cluster::{Inbound, Membership, Settle, Snapshot};
 use crate::engineio::queue::Queue;
 use crate::engineio::{self, Frame, Outgoing, Sid, TransportKind};
 use crate::socketio::SioSocket;

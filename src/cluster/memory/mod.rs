@@ -54,7 +54,9 @@ struct Link {
 
 #[derive(Default)]
 struct Shared {
+    /// node id → how to reach it: the bus.
     links: HashMap<String, Link>,
+    /// Who is where, cluster-wide.
     presence: state::Presence,
 }
 

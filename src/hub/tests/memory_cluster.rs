@@ -35,6 +35,7 @@ impl Heard {
 
 struct Node {
     hub: Arc<Hub>,
+    cluster: Arc<MemoryCluster>,
     heard: Arc<Heard>,
 }
 
@@ -51,11 +52,15 @@ fn node(backplane: &Arc<MemoryBackplane>, name: &str) -> Node {
         grace: Duration::ZERO,
         ..HubConfig::default()
     })
-    .with_cluster(cluster.clone(), cluster)
+    .with_cluster(cluster.clone(), cluster.clone())
     .with_observer(heard.clone());
     let hub = Arc::new(hub);
     worker.start(hub.clone());
-    Node { hub, heard }
+    Node {
+        hub,
+        cluster,
+        heard,
+    }
 }
 
 /// Lets every worker run what is queued; with paused time this advances the clock only
@@ -268,4 +273,23 @@ async fn a_node_that_loses_the_bus_serves_its_own_and_resyncs_when_back() {
     publish(&b.hub, "room", 3);
     settle().await;
     assert_eq!(data(&received(&mut alice.rx)), [json!(3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_departing_node_takes_its_members_out_at_once() {
+    let backplane = MemoryBackplane::new();
+    let (a, b) = (node(&backplane, "a"), node(&backplane, "b"));
+    settle().await;
+    assert!(a.cluster.is_up() && b.cluster.is_up());
+    let mut carol = tab(&b.hub, Some("carol"));
+    join(&b.hub, &carol, "room").await;
+    let dave = tab(&a.hub, Some("dave"));
+    assert_eq!(join(&a.hub, &dave, "room").await, 2);
+    settle().await;
+    received(&mut carol.rx);
+    a.cluster.depart(Duration::from_secs(1)).await;
+    settle().await;
+    // Well before the node timeout.
+    assert_eq!(events(&mut carol.rx), [ev("onUnsubscribe", "dave", 1)]);
+    assert_eq!(cluster_members(&b.hub, "room").await, ["carol"]);
 }
