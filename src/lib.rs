@@ -19,6 +19,8 @@
 //!
 //! Beside the request path: [`auth`] (origins, license keys, API keys, identity tokens)
 //! and [`monitor`] (webhooks for what happens in the hub).
+//!
+//! How a message flows through these, and what each area promises: `docs/design.md`.
 
 pub mod auth;
 pub mod cli;

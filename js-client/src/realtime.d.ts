@@ -1,7 +1,10 @@
 // Types of the Realtime client (src/realtime.js), written by hand.
 import type { ManagerOptions, Socket, SocketOptions } from "socket.io-client";
 
-/** What the server delivers: every `message` event carries one envelope (SPEC §3.3). */
+/**
+ * What the server delivers: every `message` event carries one envelope
+ * (docs/design.md#server-events).
+ */
 export interface MessageEnvelope<T = unknown> {
   type: "message";
   channel: string;

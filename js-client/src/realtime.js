@@ -1,9 +1,9 @@
 // The Realtime client: channels, members and commands on top of the stock socket.io-client.
 //
-// One `Realtime` object owns one Socket.IO connection. It turns the server's events (SPEC
-// §3.2) into promises, routes every incoming `message` envelope (§3.3) to the handlers of
-// its channel, and after a reconnect that the server did not recover it subscribes again to
-// every channel it was in.
+// One `Realtime` object owns one Socket.IO connection. It turns the server's events
+// (docs/design.md#client-events) into promises, routes every incoming `message` envelope
+// (docs/design.md#server-events) to the handlers of its channel, and after a reconnect that
+// the server did not recover it subscribes again to every channel it was in.
 //
 // Requests made while not connected (before the first connection, or while reconnecting)
 // wait in a queue of this client, in call order, and are sent once the connection is up and
@@ -13,7 +13,7 @@
 
 import { io } from "socket.io-client";
 
-/** Command names the server handles itself (SPEC §3.2); `trigger` refuses them. */
+/** Command names the server handles itself (docs/design.md#client-events); `trigger` refuses them. */
 const RESERVED_COMMANDS = new Set(["init", "subscribe", "unsubscribe", "onSubscribe", "onUnsubscribe"]);
 /** Commands the server sends about membership; a channel may leave them without a handler. */
 const MEMBERSHIP_COMMANDS = new Set(["onSubscribe", "onUnsubscribe"]);
