@@ -20,10 +20,11 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::debug;
 
 use super::buffered::Buffered;
+use super::engine::Inner;
 use super::packet::{self, Frame, Packet, Str};
 use super::queue::Queue;
 use super::socket::{CloseReason, Outgoing, Socket, TransportKind};
-use super::{Connection, Inner, Message};
+use super::{Connection, Message};
 
 pub(crate) type WsStream = WebSocketStream<Buffered<TokioIo<Upgraded>>>;
 

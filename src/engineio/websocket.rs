@@ -17,10 +17,12 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tracing::debug;
 
+use super::Body;
 use super::buffered::Buffered;
+use super::engine::{Entry, Inner};
+use super::errors::EngineError;
 use super::session::{Control, WsStream};
 use super::socket::TransportKind;
-use super::{Body, EngineError, Entry, Inner};
 
 /// Whether the request asks for a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
 pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
