@@ -11,8 +11,9 @@ use tracing::debug;
 use super::errors::EngineError;
 use super::packet::{Packet, Str};
 use super::queue::Queue;
-use super::session::{self, Control, Session, WsStream};
+use super::session::{self, Control, Session};
 use super::socket::{Sid, Socket, TransportKind};
+use super::transport::WsStream;
 use super::{Gate, Handler};
 
 /// Engine.IO settings; every bound is configurable (STYLE habit 9).

@@ -13,6 +13,7 @@
 //! - `socket`: the handle shared with the layers above; `queue`: its outbound queue;
 //! - `packet`: the pure codec; `buffered`: the write buffer under the WebSocket.
 
+mod backlog;
 mod buffered;
 mod cors;
 mod engine;
@@ -23,6 +24,7 @@ pub(crate) mod queue;
 mod service;
 pub mod session;
 pub mod socket;
+mod transport;
 mod websocket;
 
 use std::net::SocketAddr;
@@ -32,10 +34,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::HeaderMap;
 
+pub use backlog::Backlog;
 pub use engine::{Engine, EngineConfig};
 pub use errors::EngineError;
 pub use packet::{Frame, Packet, Str};
-pub use session::Backlog;
 pub use socket::{CloseReason, Outgoing, SendError, Sid, Socket, TransportKind};
 
 /// The body type of every response this server writes.

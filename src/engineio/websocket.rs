@@ -21,8 +21,9 @@ use super::Body;
 use super::buffered::Buffered;
 use super::engine::{Entry, Inner};
 use super::errors::EngineError;
-use super::session::{Control, WsStream};
+use super::session::Control;
 use super::socket::TransportKind;
+use super::transport::WsStream;
 
 /// Whether the request asks for a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
 pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
