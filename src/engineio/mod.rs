@@ -38,7 +38,7 @@ pub use backlog::Backlog;
 pub use engine::{Engine, EngineConfig};
 pub use errors::EngineError;
 pub use packet::{Frame, Packet, Str};
-pub use socket::{CloseReason, Outgoing, SendError, Sid, Socket, TransportKind};
+pub use socket::{CloseReason, Outgoing, SendError, SessionTx, Sid, Socket, TransportKind};
 
 /// The body type of every response this server writes.
 pub type Body = Full<Bytes>;

@@ -163,6 +163,27 @@ pub enum SendError {
     Full,
 }
 
+/// The send side of one session's outbound queue: what a broadcaster keeps per recipient,
+/// so a delivery is one push with no detour through the [`Socket`]. Unlike
+/// [`Socket::offer`], a push to a full queue does not close the session: the holder
+/// decides what a full queue means.
+#[derive(Clone)]
+pub struct SessionTx(Arc<Queue>);
+
+impl SessionTx {
+    /// Queues an item without waiting, or hands it back when the queue is full or closed.
+    #[inline]
+    pub fn push(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
+        self.0.push(item)
+    }
+}
+
+impl fmt::Debug for SessionTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionTx")
+    }
+}
+
 /// The shared handle of a session. The session task owns the transport; everyone else
 /// talks to it through this handle.
 pub struct Socket {
@@ -218,9 +239,9 @@ impl Socket {
         }
     }
 
-    /// The outbound queue itself, for a broadcaster that keeps it at hand.
-    pub(crate) fn queue(&self) -> &Arc<Queue> {
-        &self.queue
+    /// The send side of the outbound queue, for a broadcaster that keeps it at hand.
+    pub fn tx(&self) -> SessionTx {
+        SessionTx(self.queue.clone())
     }
 
     /// Asks the session to close; the first reason given is the one reported.
