@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{Instrument, debug};
 
 use super::errors::EngineError;
 use super::packet::{Packet, Str};
@@ -124,8 +124,8 @@ impl Inner {
             );
         }
         let session = Session::new(socket.clone(), self.clone(), queue, control_rx, ws);
-        tokio::spawn(session.run());
-        debug!(sid = %socket.id, ?peer, transport = transport.as_str(), "session opened");
+        tokio::spawn(session.run().instrument(socket.span().clone()));
+        socket.span().in_scope(|| debug!("session opened"));
         Ok(socket)
     }
 

@@ -45,13 +45,13 @@ pub(super) async fn poll(entry: Entry) -> Result<Response<Body>, EngineError> {
 }
 
 /// A POST: reads and decodes the body here, then hands the packets to the session task.
+/// Runs in the session's span.
 pub(super) async fn post(
     inner: &Inner,
     entry: Entry,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, EngineError> {
     let max = inner.config.max_payload;
-    let sid = &entry.socket.id;
     let read = tokio::time::timeout(
         inner.config.body_timeout,
         Limited::new(req.into_body(), max).collect(),
@@ -60,22 +60,22 @@ pub(super) async fn post(
     let body = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            debug!(%sid, max, "polling body over max payload");
+            debug!(max, "polling body over max payload");
             return Err(EngineError::PayloadTooLarge);
         }
         Ok(Err(e)) => {
-            debug!(%sid, error = %e, "polling body read failed");
+            debug!(error = %e, "polling body read failed");
             return Err(EngineError::BadRequest);
         }
         Err(_) => {
-            debug!(%sid, "polling body timed out");
+            debug!("polling body timed out");
             return Err(EngineError::BadRequest);
         }
     };
     let packets = match packet::decode_payload(body, max) {
         Ok(p) => p,
         Err(e) => {
-            debug!(%sid, error = %e, "bad polling payload");
+            debug!(error = %e, "bad polling payload");
             entry.socket.close(CloseReason::ParseError);
             return Err(EngineError::BadRequest);
         }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use hyper::body::Incoming;
 use hyper::header;
 use hyper::{Method, Request, Response};
-use tracing::{debug, warn};
+use tracing::{Instrument, Span, debug, warn};
 
 use super::cors::{cors, preflight};
 use super::engine::{Engine, EngineConfig};
@@ -116,21 +116,29 @@ impl Engine {
             Some(sid) => Some(self.inner.get(sid).ok_or(EngineError::UnknownSid)?),
             None => None,
         };
+        // A request for a session is served in that session's span.
+        let span = entry
+            .as_ref()
+            .map_or_else(Span::none, |e| e.socket.span().clone());
         let inner = &self.inner;
         use TransportKind::{Polling, WebSocket};
-        match (entry, info.transport, info.upgrade, info.method) {
-            (entry, WebSocket, true, _) => websocket::accept(inner.clone(), req, entry, peer),
-            (_, WebSocket, false, _) => Err(EngineError::BadRequest),
-            (None, Polling, _, Method::GET) => polling::handshake(inner, peer),
-            (None, Polling, _, _) => Err(EngineError::BadHandshakeMethod),
-            // The session moved to a WebSocket: polling for it is over.
-            (Some(entry), Polling, _, _) if entry.socket.transport() != Polling => {
-                Err(EngineError::BadRequest)
+        async move {
+            match (entry, info.transport, info.upgrade, info.method) {
+                (entry, WebSocket, true, _) => websocket::accept(inner.clone(), req, entry, peer),
+                (_, WebSocket, false, _) => Err(EngineError::BadRequest),
+                (None, Polling, _, Method::GET) => polling::handshake(inner, peer),
+                (None, Polling, _, _) => Err(EngineError::BadHandshakeMethod),
+                // The session moved to a WebSocket: polling for it is over.
+                (Some(entry), Polling, _, _) if entry.socket.transport() != Polling => {
+                    Err(EngineError::BadRequest)
+                }
+                (Some(entry), Polling, _, Method::GET) => polling::poll(entry).await,
+                (Some(entry), Polling, _, Method::POST) => polling::post(inner, entry, req).await,
+                (Some(_), Polling, _, _) => Err(EngineError::BadRequest),
             }
-            (Some(entry), Polling, _, Method::GET) => polling::poll(entry).await,
-            (Some(entry), Polling, _, Method::POST) => polling::post(inner, entry, req).await,
-            (Some(_), Polling, _, _) => Err(EngineError::BadRequest),
         }
+        .instrument(span)
+        .await
     }
 }
 

@@ -119,7 +119,7 @@ impl Session {
                 event = self.transport.next_event() => match event {
                     Event::Ws(msg) => self.on_ws_message(msg)?,
                     Event::PollAborted => {
-                        debug!(sid = %self.socket.id, "polling request aborted by the client");
+                        debug!("polling request aborted by the client");
                         return Err(CloseReason::TransportClose);
                     }
                 },
@@ -185,7 +185,10 @@ impl Session {
                 }
                 self.transport = Transport::WebSocket(ws);
                 self.socket.set_transport(TransportKind::WebSocket);
-                debug!(sid = %self.socket.id, "upgraded to websocket");
+                self.socket
+                    .span()
+                    .record("upgrade", tracing::field::display("websocket"));
+                debug!("upgraded to websocket");
                 let backlog: Vec<Frame> = self.pending.drain(..).collect();
                 self.write_frames(backlog).await?;
             }
@@ -232,7 +235,7 @@ impl Session {
             Some(Ok(WsMessage::Text(text))) => match Packet::decode_text(text) {
                 Ok(p) => self.on_packets(vec![p]),
                 Err(e) => {
-                    debug!(sid = %self.socket.id, error = %e, "bad packet on websocket");
+                    debug!(error = %e, "bad packet on websocket");
                     Err(CloseReason::ParseError)
                 }
             },
@@ -243,7 +246,7 @@ impl Session {
             Some(Ok(WsMessage::Close(_))) | None => Err(CloseReason::TransportClose),
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => {
-                debug!(sid = %self.socket.id, error = %e, "websocket read failed");
+                debug!(error = %e, "websocket read failed");
                 Err(CloseReason::TransportError)
             }
         }
@@ -303,7 +306,6 @@ impl Session {
             return self.flush_poll();
         };
         let limit = self.inner.config.write_timeout;
-        let sid = &self.socket.id;
         let closing = self.socket.closing_token();
         let write = timeout(limit, async {
             for f in frames {
@@ -319,11 +321,11 @@ impl Session {
         match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
-                debug!(%sid, error = %e, "websocket write failed");
+                debug!(error = %e, "websocket write failed");
                 Err(CloseReason::TransportError)
             }
             Err(_) => {
-                debug!(%sid, "websocket write timed out");
+                debug!("websocket write timed out");
                 Err(CloseReason::SlowClient)
             }
         }
@@ -424,7 +426,7 @@ impl Session {
         self.control.close();
         self.inner.remove(&self.socket.id);
         self.socket.mark_closed();
-        debug!(sid = %self.socket.id, peer = ?self.socket.peer, reason = reason.as_str(), "session closed");
+        debug!(reason = reason.as_str(), "session closed");
         let backlog = Backlog {
             history: std::mem::take(&mut self.history),
             queue: Some(self.queue.clone()),
