@@ -9,8 +9,11 @@
 //! - `polling`: the handshake GET, the waiting GET and the POST;
 //! - `websocket`: the upgrade handshake and the probe;
 //! - `engine`: the settings and the table of open sessions;
-//! - `session`: the task that owns a session's transport, heartbeat and queue;
-//! - `socket`: the handle shared with the layers above; `queue`: its outbound queue;
+//! - `session`: the task that owns a session's transport, heartbeat and queue, entered
+//!   in the session's tracing span; `transport`: what carries the session now (one enum);
+//!   `backlog`: what a closed session leaves for a replay;
+//! - `socket`: the handle shared with the layers above, with the send handle
+//!   [`SessionTx`]; `queue`: the outbound queue behind both;
 //! - `packet`: the pure codec; `buffered`: the write buffer under the WebSocket.
 
 mod backlog;

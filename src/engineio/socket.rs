@@ -1,4 +1,5 @@
-//! The handle of one Engine.IO session that the layers above hold: id, peer, outbound queue, close.
+//! The handle of one Engine.IO session that the layers above hold: id, peer, outbound queue
+//! (and [`SessionTx`], its send side alone), close, and the session's tracing span.
 
 use std::fmt;
 use std::net::SocketAddr;
