@@ -9,9 +9,12 @@
 //!   `$REALTIME_SYSLOG_SOCKET`), facility daemon;
 //! - stderr otherwise, with timestamps.
 //!
-//! Events are formatted by `tracing_subscriber::fmt` (message, then fields such as `sid`
-//! and `peer`) into a per-event buffer; the buffer is written as one line when the event
-//! is done, with any newline inside it escaped so an event never spans two lines.
+//! Events are formatted by `tracing_subscriber::fmt` into a per-event buffer: the spans
+//! the event happened in, with their fields (a session's `session{sid=… peer=…
+//! transport=…}:`, so its lines need not repeat them), then the message and its own
+//! fields. The buffer is written as one line when the event is done, with any newline
+//! inside it escaped so an event never spans two lines. The same formatter serves every
+//! destination, so span fields reach the journal and syslog too.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -68,19 +71,7 @@ pub fn init(target: LogTarget, level: &str) -> Logging {
     let env_override = std::env::var_os("RUST_LOG").is_some();
     let initial = EnvFilter::try_from_default_env().unwrap_or_else(|_| filter(level));
     let (filter_layer, handle) = reload::Layer::new(initial);
-    let writer = LineWriter {
-        sink: Arc::new(sink),
-    };
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_target(false);
-    // The journal and syslog stamp each entry themselves.
-    let fmt = match destination {
-        Destination::Stderr => fmt
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .boxed(),
-        Destination::Journald | Destination::Syslog => fmt.without_time().with_ansi(false).boxed(),
-    };
+    let fmt = fmt_layer(destination, Arc::new(sink));
     // A second `init` (tests of this module) keeps the first subscriber.
     let _ = tracing_subscriber::registry()
         .with(filter_layer)
@@ -91,6 +82,23 @@ pub fn init(target: LogTarget, level: &str) -> Logging {
         fallback,
         handle,
         env_override,
+    }
+}
+
+/// The formatter for `destination`, writing each event to `sink` as one line.
+fn fmt_layer<S>(destination: Destination, sink: Arc<Sink>) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(LineWriter { sink })
+        .with_target(false);
+    // The journal and syslog stamp each entry themselves.
+    match destination {
+        Destination::Stderr => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+        Destination::Journald | Destination::Syslog => fmt.without_time().with_ansi(false).boxed(),
     }
 }
 
@@ -181,11 +189,20 @@ enum Sink {
     /// Behind a lock because the logger's send takes `&mut self`; held for one datagram.
     Syslog(Mutex<Syslog>),
     Stderr,
+    /// Lines kept for the tests of this module.
+    #[cfg(test)]
+    Memory(Mutex<Vec<String>>),
 }
 
 impl Sink {
     fn emit(&self, level: Level, line: &str) {
         match self {
+            #[cfg(test)]
+            Sink::Memory(lines) => {
+                if let Ok(mut lines) = lines.lock() {
+                    lines.push(format!("<{}>{line}", priority(level)));
+                }
+            }
             Sink::Stderr => {
                 let _ = writeln!(io::stderr().lock(), "{line}");
             }
@@ -284,6 +301,44 @@ mod tests {
     fn events_become_single_lines() {
         assert_eq!(one_line("a b=1\n"), "a b=1");
         assert_eq!(one_line("first\nsecond\r\n"), "first\\nsecond\\r");
+    }
+
+    #[test]
+    fn a_session_span_is_in_every_line_of_the_session() {
+        let sink = Arc::new(Sink::Memory(Mutex::new(Vec::new())));
+        let subscriber = tracing_subscriber::registry()
+            .with(fmt_layer(Destination::Journald, sink.clone()))
+            .with(EnvFilter::new("debug"));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::debug_span!(
+                "session",
+                sid = %"abc",
+                peer = %"127.0.0.1:9",
+                transport = %"polling",
+                identity = tracing::field::Empty,
+            );
+            span.in_scope(|| tracing::debug!(reason = "client close", "session closed"));
+            span.record("identity", "alice");
+            span.in_scope(|| tracing::warn!("slow"));
+            tracing::info!("outside");
+        });
+        let Sink::Memory(lines) = &*sink else {
+            unreachable!()
+        };
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with("<7>"), "{lines:?}");
+        for field in [
+            "sid=abc",
+            "peer=127.0.0.1:9",
+            "transport=polling",
+            "session closed",
+        ] {
+            assert!(lines[0].contains(field), "{field}: {lines:?}");
+        }
+        assert!(lines[0].contains("reason=\"client close\""), "{lines:?}");
+        assert!(lines[1].starts_with("<4>") && lines[1].contains("identity=\"alice\""));
+        assert!(!lines[2].contains("sid="), "{lines:?}");
     }
 
     #[test]

@@ -5,27 +5,25 @@
 //! the bounded queue of [`Socket`].
 
 use std::collections::VecDeque;
-use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use futures_util::SinkExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::debug;
 
-use super::buffered::Buffered;
+use super::backlog::Backlog;
+use super::engine::Inner;
 use super::packet::{self, Frame, Packet, Str};
 use super::queue::Queue;
 use super::socket::{CloseReason, Outgoing, Socket, TransportKind};
-use super::{Connection, Inner, Message};
+use super::transport::{Event, Transport, ws_message};
+use super::{Connection, Message};
 
-pub(crate) type WsStream = WebSocketStream<Buffered<TokioIo<Upgraded>>>;
+pub(crate) use super::transport::{PollError, PollReply, WsStream};
 
 /// How long a client's close waits for a GET it sent alongside.
 const CLIENT_CLOSE_GRACE: Duration = Duration::from_millis(100);
@@ -36,20 +34,13 @@ const DRAIN_BATCH: usize = 256;
 /// Requests to the session task from the HTTP side.
 pub(crate) enum Control {
     /// A polling GET waits here for frames.
-    Poll(oneshot::Sender<Result<Bytes, PollError>>),
+    Poll(PollReply),
     /// Packets of a polling POST, already decoded.
     Post(Vec<Packet>, oneshot::Sender<Result<(), PollError>>),
     /// The WebSocket being upgraded answered the probe: release the pending GET.
     Probe,
     /// The upgrade completed: the session moves to this WebSocket.
     Upgrade(Box<WsStream>),
-}
-
-/// Why a polling request was refused by the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PollError {
-    /// The request breaks the transport's rules (e.g. a second concurrent GET).
-    BadRequest,
 }
 
 pub(crate) struct Session {
@@ -63,10 +54,7 @@ pub(crate) struct Session {
     pending: VecDeque<Frame>,
     /// The last tagged items taken from the queue, oldest first (at most `config.history`).
     history: VecDeque<Outgoing>,
-    /// The polling GET being held open, if any.
-    waiting: Option<oneshot::Sender<Result<Bytes, PollError>>>,
-    ws: Option<Box<WsStream>>,
-    upgrading: bool,
+    transport: Transport,
     /// When the next ping goes out (if no pong is awaited).
     ping_at: Instant,
     /// When the awaited pong is late.
@@ -90,9 +78,7 @@ impl Session {
             control,
             pending: VecDeque::new(),
             history: VecDeque::new(),
-            waiting: None,
-            ws,
-            upgrading: false,
+            transport: Transport::new(ws),
             ping_at,
             pong_deadline: None,
         }
@@ -100,7 +86,7 @@ impl Session {
 
     pub(crate) async fn run(mut self) {
         // A session born on a WebSocket greets first; a polling one was greeted by its GET.
-        let hello = if self.ws.is_some() {
+        let hello = if matches!(self.transport, Transport::WebSocket(_)) {
             let open = self.inner.open_packet(&self.socket.id, false).encode();
             self.write_frames(std::iter::once(open)).await
         } else {
@@ -123,16 +109,22 @@ impl Session {
         let closing = self.socket.closing_token().clone();
         loop {
             let timer = self.pong_deadline.unwrap_or(self.ping_at);
-            let can_write = self.ws.is_some() || self.waiting.is_some();
+            let can_write = self.transport.can_write();
             // Filled only when the queue branch wins (no allocation until then).
             let mut batch = Vec::new();
             // Unbiased: a client flooding one direction cannot starve the other, or the timers.
             tokio::select! {
                 _ = closing.cancelled() => return Ok(()),
                 Some(control) = self.control.recv() => self.on_control(control).await?,
-                msg = ws_next(&mut self.ws) => self.on_ws_message(msg)?,
+                event = self.transport.next_event() => match event {
+                    Event::Ws(msg) => self.on_ws_message(msg)?,
+                    Event::PollAborted => {
+                        debug!("polling request aborted by the client");
+                        return Err(CloseReason::TransportClose);
+                    }
+                },
                 n = self.queue.wait_take(DRAIN_BATCH, &mut batch), if can_write => {
-                    if n > 0 && n < DRAIN_BATCH && self.ws.is_some() {
+                    if n > 0 && n < DRAIN_BATCH && matches!(self.transport, Transport::WebSocket(_)) {
                         // Let the broadcasts already under way land too: one write for
                         // several of them costs less than a write for each.
                         tokio::task::yield_now().await;
@@ -141,10 +133,6 @@ impl Session {
                     if n > 0 {
                         self.write(batch).await?;
                     }
-                }
-                _ = waiting_closed(&mut self.waiting) => {
-                    debug!(sid = %self.socket.id, "polling request aborted by the client");
-                    return Err(CloseReason::TransportClose);
                 }
                 _ = sleep_until(timer) => {
                     if self.pong_deadline.is_some() {
@@ -163,37 +151,44 @@ impl Session {
             return Err(CloseReason::PingTimeout);
         }
         match control {
-            Control::Poll(reply) => {
-                if self.ws.is_some() {
+            Control::Poll(reply) => match self.transport.waiting() {
+                None => {
                     let _ = reply.send(Err(PollError::BadRequest));
-                } else if let Some(first) = self.waiting.take() {
-                    // Two GETs at once: the first ends with a close packet, the second is refused.
-                    let _ = first.send(Ok(Packet::Close.encode_bytes()));
-                    let _ = reply.send(Err(PollError::BadRequest));
-                    return Err(CloseReason::BadRequest);
-                } else {
-                    self.waiting = Some(reply);
+                }
+                Some(waiting) => {
+                    if let Some(first) = waiting.take() {
+                        // Two GETs at once: the first ends with a close packet, the second is refused.
+                        let _ = first.send(Ok(Packet::Close.encode_bytes()));
+                        let _ = reply.send(Err(PollError::BadRequest));
+                        return Err(CloseReason::BadRequest);
+                    }
+                    *waiting = Some(reply);
                     self.take_ready();
                     self.flush_poll()?;
                 }
-            }
+            },
             Control::Post(packets, reply) => {
                 let result = self.on_packets(packets);
                 let _ = reply.send(Ok(()));
                 result?;
             }
             Control::Probe => {
-                self.upgrading = true;
+                if let Transport::Polling { waiting } = &mut self.transport {
+                    let waiting = waiting.take();
+                    self.transport = Transport::Upgrading { waiting };
+                }
                 self.flush_poll()?;
             }
             Control::Upgrade(ws) => {
-                if let Some(w) = self.waiting.take() {
+                if let Some(w) = self.transport.waiting().and_then(Option::take) {
                     let _ = w.send(Ok(Packet::Noop.encode_bytes()));
                 }
-                self.ws = Some(ws);
-                self.upgrading = false;
+                self.transport = Transport::WebSocket(ws);
                 self.socket.set_transport(TransportKind::WebSocket);
-                debug!(sid = %self.socket.id, "upgraded to websocket");
+                self.socket
+                    .span()
+                    .record("upgrade", tracing::field::display("websocket"));
+                debug!("upgraded to websocket");
                 let backlog: Vec<Frame> = self.pending.drain(..).collect();
                 self.write_frames(backlog).await?;
             }
@@ -240,7 +235,7 @@ impl Session {
             Some(Ok(WsMessage::Text(text))) => match Packet::decode_text(text) {
                 Ok(p) => self.on_packets(vec![p]),
                 Err(e) => {
-                    debug!(sid = %self.socket.id, error = %e, "bad packet on websocket");
+                    debug!(error = %e, "bad packet on websocket");
                     Err(CloseReason::ParseError)
                 }
             },
@@ -251,7 +246,7 @@ impl Session {
             Some(Ok(WsMessage::Close(_))) | None => Err(CloseReason::TransportClose),
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => {
-                debug!(sid = %self.socket.id, error = %e, "websocket read failed");
+                debug!(error = %e, "websocket read failed");
                 Err(CloseReason::TransportError)
             }
         }
@@ -281,7 +276,7 @@ impl Session {
 
     /// Writes a batch taken from the queue plus whatever else is ready, then flushes once.
     async fn write(&mut self, items: Vec<Outgoing>) -> Result<(), CloseReason> {
-        if self.ws.is_some() {
+        if matches!(self.transport, Transport::WebSocket(_)) {
             let frames: Vec<Frame> = items
                 .iter()
                 .flat_map(|i| i.frames().iter().cloned())
@@ -306,12 +301,11 @@ impl Session {
         &mut self,
         frames: impl IntoIterator<Item = Frame>,
     ) -> Result<(), CloseReason> {
-        let Some(ws) = self.ws.as_mut() else {
+        let Transport::WebSocket(ws) = &mut self.transport else {
             self.pending.extend(frames);
             return self.flush_poll();
         };
         let limit = self.inner.config.write_timeout;
-        let sid = &self.socket.id;
         let closing = self.socket.closing_token();
         let write = timeout(limit, async {
             for f in frames {
@@ -327,11 +321,11 @@ impl Session {
         match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
-                debug!(%sid, error = %e, "websocket write failed");
+                debug!(error = %e, "websocket write failed");
                 Err(CloseReason::TransportError)
             }
             Err(_) => {
-                debug!(%sid, "websocket write timed out");
+                debug!("websocket write timed out");
                 Err(CloseReason::SlowClient)
             }
         }
@@ -339,11 +333,13 @@ impl Session {
 
     /// Answers the waiting GET if there is something to say.
     fn flush_poll(&mut self) -> Result<(), CloseReason> {
-        if self.waiting.is_none() {
-            return Ok(());
-        }
+        let upgrading = match &self.transport {
+            Transport::Polling { waiting: Some(_) } => false,
+            Transport::Upgrading { waiting: Some(_) } => true,
+            _ => return Ok(()),
+        };
         let body = if self.pending.is_empty() {
-            if !self.upgrading {
+            if !upgrading {
                 return Ok(());
             }
             // A fast upgrade: release the GET so the client can pause polling.
@@ -351,7 +347,7 @@ impl Session {
         } else {
             self.take_payload()
         };
-        if let Some(w) = self.waiting.take()
+        if let Some(w) = self.transport.waiting().and_then(Option::take)
             && w.send(Ok(body)).is_err()
         {
             return Err(CloseReason::TransportClose);
@@ -383,48 +379,54 @@ impl Session {
         if graceful {
             self.take_ready();
         }
-        if let Some(mut ws) = self.ws.take() {
-            if graceful {
-                let frames: Vec<Frame> = self.pending.drain(..).collect();
-                let limit = self.inner.config.write_timeout;
-                let _ = timeout(limit, async {
-                    for f in frames {
-                        ws.feed(ws_message(f)).await?;
-                    }
-                    ws.close().await
-                })
-                .await;
-            }
-        } else {
-            let body = match reason {
-                // The client said goodbye itself; engine.io answers the pending GET with a noop.
-                CloseReason::ClientClose => Packet::Noop.encode_bytes(),
-                _ => {
-                    self.pending.push_back(Packet::Close.encode());
-                    let n = self.pending.len();
-                    packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
+        // Nothing is served after this: the transport is taken apart to say goodbye.
+        let transport =
+            std::mem::replace(&mut self.transport, Transport::Polling { waiting: None });
+        match transport {
+            Transport::WebSocket(mut ws) => {
+                if graceful {
+                    let frames: Vec<Frame> = self.pending.drain(..).collect();
+                    let limit = self.inner.config.write_timeout;
+                    let _ = timeout(limit, async {
+                        for f in frames {
+                            ws.feed(ws_message(f)).await?;
+                        }
+                        ws.close().await
+                    })
+                    .await;
                 }
-            };
-            // A server close gives the client one poll to collect what was queued before it.
-            // A client close answers a GET sent together with it (a client that closes
-            // while polling does so) even when the close overtook it on the way in.
-            let wait = match reason {
-                _ if graceful => Some(self.inner.config.close_grace),
-                CloseReason::ClientClose => Some(CLIENT_CLOSE_GRACE),
-                _ => None,
-            };
-            if let Some(w) = self.waiting.take() {
-                let _ = w.send(Ok(body));
-            } else if let Some(wait) = wait
-                && let Ok(Some(Control::Poll(reply))) = timeout(wait, self.control.recv()).await
-            {
-                let _ = reply.send(Ok(body));
+            }
+            Transport::Polling { waiting } | Transport::Upgrading { waiting } => {
+                let body = match reason {
+                    // The client said goodbye itself; engine.io answers the pending GET with a noop.
+                    CloseReason::ClientClose => Packet::Noop.encode_bytes(),
+                    _ => {
+                        self.pending.push_back(Packet::Close.encode());
+                        let n = self.pending.len();
+                        packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
+                    }
+                };
+                // A server close gives the client one poll to collect what was queued before it.
+                // A client close answers a GET sent together with it (a client that closes
+                // while polling does so) even when the close overtook it on the way in.
+                let wait = match reason {
+                    _ if graceful => Some(self.inner.config.close_grace),
+                    CloseReason::ClientClose => Some(CLIENT_CLOSE_GRACE),
+                    _ => None,
+                };
+                if let Some(w) = waiting {
+                    let _ = w.send(Ok(body));
+                } else if let Some(wait) = wait
+                    && let Ok(Some(Control::Poll(reply))) = timeout(wait, self.control.recv()).await
+                {
+                    let _ = reply.send(Ok(body));
+                }
             }
         }
         self.control.close();
         self.inner.remove(&self.socket.id);
         self.socket.mark_closed();
-        debug!(sid = %self.socket.id, peer = ?self.socket.peer, reason = reason.as_str(), "session closed");
+        debug!(reason = reason.as_str(), "session closed");
         let backlog = Backlog {
             history: std::mem::take(&mut self.history),
             queue: Some(self.queue.clone()),
@@ -439,59 +441,6 @@ impl Packet {
     /// A single packet as a polling body.
     fn encode_bytes(&self) -> Bytes {
         packet::encode_payload(std::iter::once(&self.encode()))
-    }
-}
-
-/// What a closed session leaves for the layer above: the tagged items it already took
-/// from its queue (its history), and the queue with whatever was never taken.
-pub struct Backlog {
-    history: VecDeque<Outgoing>,
-    queue: Option<Arc<Queue>>,
-}
-
-impl Backlog {
-    pub fn empty() -> Backlog {
-        Backlog {
-            history: VecDeque::new(),
-            queue: None,
-        }
-    }
-
-    /// Every tagged item, in the order it was queued, and how many of them (at the front)
-    /// the session had already taken for writing: the rest never left the server. The
-    /// queue is closed first, so a sender that comes later is refused rather than lost in
-    /// silence.
-    pub fn into_tagged(mut self) -> (VecDeque<Outgoing>, usize) {
-        let mut items = std::mem::take(&mut self.history);
-        let taken = items.len();
-        if let Some(queue) = self.queue.take() {
-            queue.close();
-            let mut rest = Vec::new();
-            queue.take(usize::MAX, &mut rest);
-            items.extend(rest.into_iter().filter(|i| i.tag != 0));
-        }
-        (items, taken)
-    }
-}
-
-fn ws_message(f: Frame) -> WsMessage {
-    match f {
-        Frame::Text(s) => WsMessage::Text(s),
-        Frame::Binary(b) => WsMessage::Binary(b),
-    }
-}
-
-async fn ws_next(ws: &mut Option<Box<WsStream>>) -> Option<Result<WsMessage, tungstenite::Error>> {
-    match ws {
-        Some(ws) => ws.next().await,
-        None => pending().await,
-    }
-}
-
-async fn waiting_closed<T>(w: &mut Option<oneshot::Sender<T>>) {
-    match w {
-        Some(tx) => tx.closed().await,
-        None => pending().await,
     }
 }
 

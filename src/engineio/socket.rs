@@ -1,4 +1,5 @@
-//! The handle of one Engine.IO session that the layers above hold: id, peer, outbound queue, close.
+//! The handle of one Engine.IO session that the layers above hold: id, peer, outbound queue
+//! (and [`SessionTx`], its send side alone), close, and the session's tracing span.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
 
 use super::packet::{Frame, Str};
 use super::queue::Queue;
@@ -163,6 +165,27 @@ pub enum SendError {
     Full,
 }
 
+/// The send side of one session's outbound queue: what a broadcaster keeps per recipient,
+/// so a delivery is one push with no detour through the [`Socket`]. Unlike
+/// [`Socket::offer`], a push to a full queue does not close the session: the holder
+/// decides what a full queue means.
+#[derive(Clone)]
+pub struct SessionTx(Arc<Queue>);
+
+impl SessionTx {
+    /// Queues an item without waiting, or hands it back when the queue is full or closed.
+    #[inline]
+    pub fn push(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
+        self.0.push(item)
+    }
+}
+
+impl fmt::Debug for SessionTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionTx")
+    }
+}
+
 /// The shared handle of a session. The session task owns the transport; everyone else
 /// talks to it through this handle.
 pub struct Socket {
@@ -180,6 +203,9 @@ pub struct Socket {
     closed: AtomicBool,
     /// Set while a WebSocket upgrade is under way, so that a second one is refused.
     pub(crate) upgrading: AtomicBool,
+    /// The session's span: entered by everything the session does, so its lines carry
+    /// sid, peer and transport without repeating them.
+    span: Span,
 }
 
 impl Socket {
@@ -190,7 +216,6 @@ impl Socket {
         queue: Arc<Queue>,
     ) -> Socket {
         Socket {
-            id,
             peer,
             queue,
             closing: CancellationToken::new(),
@@ -198,6 +223,8 @@ impl Socket {
             transport: AtomicU8::new(transport as u8),
             closed: AtomicBool::new(false),
             upgrading: AtomicBool::new(false),
+            span: session_span(&id, peer, transport),
+            id,
         }
     }
 
@@ -218,9 +245,20 @@ impl Socket {
         }
     }
 
-    /// The outbound queue itself, for a broadcaster that keeps it at hand.
-    pub(crate) fn queue(&self) -> &Arc<Queue> {
-        &self.queue
+    /// The send side of the outbound queue, for a broadcaster that keeps it at hand.
+    pub fn tx(&self) -> SessionTx {
+        SessionTx(self.queue.clone())
+    }
+
+    /// The session's span, for work done on its behalf outside its task.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Names the identity behind the session on its span, once the layer above knows it
+    /// (quoted and escaped: it comes from the client).
+    pub fn record_identity(&self, identity: &str) {
+        self.span.record("identity", identity);
     }
 
     /// Asks the session to close; the first reason given is the one reported.
@@ -270,6 +308,21 @@ impl Socket {
     pub(crate) fn mark_closed(&self) {
         self.closed.store(true, Ordering::Release);
     }
+}
+
+/// One span per session. At debug level, as nearly everything a session logs is: at the
+/// usual info level a session then costs no span memory, and its few warnings name the
+/// session themselves. A session opened before the level was raised keeps its disabled
+/// span. `upgrade` and `identity` are filled in later.
+fn session_span(id: &Sid, peer: Option<SocketAddr>, transport: TransportKind) -> Span {
+    tracing::debug_span!(
+        "session",
+        sid = %id,
+        peer = peer.map(tracing::field::display),
+        transport = %transport.as_str(),
+        upgrade = tracing::field::Empty,
+        identity = tracing::field::Empty,
+    )
 }
 
 impl fmt::Debug for Socket {

@@ -15,12 +15,15 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
-use tracing::debug;
+use tracing::{Instrument, debug, warn};
 
+use super::Body;
 use super::buffered::Buffered;
-use super::session::{Control, WsStream};
+use super::engine::{Entry, Inner};
+use super::errors::EngineError;
+use super::session::Control;
 use super::socket::TransportKind;
-use super::{Body, EngineError, Entry, Inner};
+use super::transport::WsStream;
 
 /// Whether the request asks for a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
 pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
@@ -71,10 +74,13 @@ pub(crate) fn accept(
         match entry {
             None => {
                 if let Err(e) = inner.open(peer, TransportKind::WebSocket, Some(Box::new(ws))) {
-                    debug!(?peer, error = %e, "websocket session refused");
+                    warn!(?peer, error = %e, "websocket session refused");
                 }
             }
-            Some(entry) => upgrade(&inner, entry, ws).await,
+            Some(entry) => {
+                let span = entry.socket.span().clone();
+                upgrade(&inner, entry, ws).instrument(span).await
+            }
         }
     });
     let mut res = Response::new(Body::default());
@@ -105,7 +111,7 @@ async fn upgrade(inner: &Inner, entry: Entry, mut ws: WsStream) {
     if socket.transport() == TransportKind::WebSocket
         || socket.upgrading.swap(true, Ordering::AcqRel)
     {
-        debug!(sid = %socket.id, "second upgrade refused");
+        debug!("second upgrade refused");
         let _ = ws.close(None).await;
         return;
     }
@@ -134,10 +140,10 @@ async fn upgrade(inner: &Inner, entry: Entry, mut ws: WsStream) {
             .await
             .is_err()
         {
-            debug!(sid = %socket.id, "session ended during upgrade");
+            debug!("session ended during upgrade");
         }
     } else {
-        debug!(sid = %socket.id, "upgrade failed or timed out");
+        debug!("upgrade failed or timed out");
         socket.upgrading.store(false, Ordering::Release);
         let _ = ws.close(None).await;
     }

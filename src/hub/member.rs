@@ -7,9 +7,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::engineio::queue::Queue;
 use crate::engineio::{CloseReason, Outgoing, SendError, Sid};
-use crate::socketio::SioSocket;
+use crate::socketio::{SessionTx, SioSocket};
 
 /// One identity, or one anonymous connection.
 pub(crate) struct Member {
@@ -61,14 +60,14 @@ enum SlotState {
 /// going through the socket (one pointer less per recipient on the hot path).
 struct Live {
     socket: Arc<SioSocket>,
-    queue: Arc<Queue>,
+    queue: SessionTx,
 }
 
 impl Live {
     fn state(socket: &Arc<SioSocket>) -> SlotState {
         SlotState::Live(Live {
             socket: socket.clone(),
-            queue: socket.engine().queue().clone(),
+            queue: socket.tx(),
         })
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-use tracing::debug;
+use tracing::{Instrument, debug};
 
 use super::packet::{Packet, PacketType};
 use super::socket::{DisconnectReason, SioSocket};
@@ -35,16 +35,20 @@ impl Client {
         // idle connection carries no task for it.
         let (connected, joined) = oneshot::channel::<()>();
         let (socket, wait) = (engine.clone(), config.connect_timeout);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {
-                    debug!(sid = %socket.id, "no CONNECT in time");
-                    socket.close(CloseReason::ServerClose);
+        let span = engine.span().clone();
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {
+                        debug!("no CONNECT in time");
+                        socket.close(CloseReason::ServerClose);
+                    }
+                    _ = joined => {}
+                    _ = socket.closing() => {}
                 }
-                _ = joined => {}
-                _ = socket.closing() => {}
             }
-        });
+            .instrument(span),
+        );
         Client {
             engine,
             app,
@@ -57,7 +61,7 @@ impl Client {
 
     /// Ends the whole session for a protocol violation.
     fn reject(&self, why: &dyn std::fmt::Display) {
-        debug!(sid = %self.engine.id, peer = ?self.engine.peer, error = %why, "closing: bad socket.io packet");
+        debug!(error = %why, "closing: bad socket.io packet");
         self.engine.close(CloseReason::ParseError);
     }
 
@@ -143,7 +147,7 @@ impl Client {
             let _ = self.engine.send(Outgoing::one(p.to_frame()));
         };
         if !self.app.has_namespace(&packet.nsp) {
-            debug!(sid = %self.engine.id, nsp = %packet.nsp, "CONNECT to unknown namespace");
+            debug!(nsp = %packet.nsp, "CONNECT to unknown namespace");
             return refuse("Invalid namespace");
         }
         let accept = match self
@@ -152,7 +156,7 @@ impl Client {
         {
             Ok(a) => a,
             Err(message) => {
-                debug!(sid = %self.engine.id, nsp = %packet.nsp, %message, "CONNECT refused");
+                debug!(nsp = %packet.nsp, %message, "CONNECT refused");
                 return refuse(&message);
             }
         };

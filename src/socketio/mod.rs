@@ -15,6 +15,8 @@ use serde_json::Value;
 
 use crate::engineio::{self, Backlog, Connection, Sid};
 
+/// The send side of a session's outbound queue, as the layers above hold it.
+pub use crate::engineio::SessionTx;
 pub use packet::{Packet, PacketType};
 pub use socket::{DisconnectReason, SioSocket, with_attachments};
 

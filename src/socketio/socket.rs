@@ -100,6 +100,11 @@ impl SioSocket {
         self.engine.send(item)
     }
 
+    /// The send side of the session's queue, for a broadcaster that keeps it at hand.
+    pub fn tx(&self) -> super::SessionTx {
+        self.engine.tx()
+    }
+
     /// Like [`SioSocket::send`], but hands a refused item back.
     pub fn offer(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
         self.engine.offer(item)

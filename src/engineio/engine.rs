@@ -1,0 +1,183 @@
+//! The Engine.IO server's state: its settings and the table of open sessions.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug};
+
+use super::errors::EngineError;
+use super::packet::{Packet, Str};
+use super::queue::Queue;
+use super::session::{self, Control, Session};
+use super::socket::{Sid, Socket, TransportKind};
+use super::transport::WsStream;
+use super::{Gate, Handler};
+
+/// Engine.IO settings; every bound is configurable (STYLE habit 9).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Largest accepted polling body or WebSocket message, in bytes.
+    pub max_payload: usize,
+    pub allow_polling: bool,
+    pub allow_websocket: bool,
+    /// Outbound queue length per session, in queued items.
+    pub queue_capacity: usize,
+    /// Sessions at once; handshakes past it get 503.
+    pub max_sessions: usize,
+    /// A write to a WebSocket that takes longer than this closes the session.
+    pub write_timeout: Duration,
+    /// How long a polling→WebSocket upgrade may take.
+    pub upgrade_timeout: Duration,
+    /// How long a server-side close waits for a polling client to collect its last frames.
+    pub close_grace: Duration,
+    /// How long a POST body may take to arrive.
+    pub body_timeout: Duration,
+    /// Tagged items each session keeps after taking them from its queue, for replay
+    /// after a lost transport (0: none).
+    pub history: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let ping_timeout = Duration::from_secs(20);
+        EngineConfig {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout,
+            max_payload: 1_000_000,
+            allow_polling: true,
+            allow_websocket: true,
+            queue_capacity: 4096,
+            max_sessions: 100_000,
+            write_timeout: Duration::from_secs(10),
+            upgrade_timeout: Duration::from_secs(10),
+            close_grace: session::default_close_grace(ping_timeout),
+            body_timeout: Duration::from_secs(30),
+            history: 0,
+        }
+    }
+}
+
+/// The Engine.IO server: a table of sessions and the handler above them.
+#[derive(Clone)]
+pub struct Engine {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) handler: Arc<dyn Handler>,
+    /// Set once before serving; none lets everyone in.
+    pub(super) gate: OnceLock<Arc<dyn Gate>>,
+    /// Short critical sections only (lookup, insert, remove); never held across an await.
+    sessions: Mutex<HashMap<Sid, Entry>>,
+}
+
+/// What a request needs to reach a session: its handle, and the way to its task.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) socket: Arc<Socket>,
+    pub(crate) control: mpsc::Sender<Control>,
+}
+
+impl Inner {
+    pub(super) fn get(&self, sid: &str) -> Option<Entry> {
+        let map = self.sessions.lock().ok()?;
+        map.get(&Sid::from(sid)).cloned()
+    }
+
+    pub(crate) fn remove(&self, sid: &Sid) {
+        if let Ok(mut map) = self.sessions.lock() {
+            map.remove(sid);
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.sessions.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Registers a new session and starts its task.
+    pub(super) fn open(
+        self: &Arc<Self>,
+        peer: Option<SocketAddr>,
+        transport: TransportKind,
+        ws: Option<Box<WsStream>>,
+    ) -> Result<Arc<Socket>, EngineError> {
+        let queue = Arc::new(Queue::new(self.config.queue_capacity));
+        let (control_tx, control_rx) = mpsc::channel(8);
+        let socket = Arc::new(Socket::new(Sid::random(), peer, transport, queue.clone()));
+        {
+            let mut map = self.sessions.lock().map_err(|_| EngineError::Internal)?;
+            if map.len() >= self.config.max_sessions {
+                return Err(EngineError::TooManySessions);
+            }
+            map.insert(
+                socket.id.clone(),
+                Entry {
+                    socket: socket.clone(),
+                    control: control_tx,
+                },
+            );
+        }
+        let session = Session::new(socket.clone(), self.clone(), queue, control_rx, ws);
+        tokio::spawn(session.run().instrument(socket.span().clone()));
+        socket.span().in_scope(|| debug!("session opened"));
+        Ok(socket)
+    }
+
+    /// The handshake packet for a new session.
+    pub(crate) fn open_packet(&self, sid: &Sid, upgrades: bool) -> Packet {
+        let upgrades: &[&str] = if upgrades && self.config.allow_websocket {
+            &["websocket"]
+        } else {
+            &[]
+        };
+        let json = serde_json::json!({
+            "sid": sid.as_str(),
+            "upgrades": upgrades,
+            "pingInterval": self.config.ping_interval.as_millis() as u64,
+            "pingTimeout": self.config.ping_timeout.as_millis() as u64,
+            "maxPayload": self.config.max_payload,
+        });
+        Packet::Open(Str::from(json.to_string()))
+    }
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, handler: Arc<dyn Handler>) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                config,
+                handler,
+                gate: OnceLock::new(),
+                sessions: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Puts handshakes behind `gate`; only the first call has an effect.
+    pub fn set_gate(&self, gate: Arc<dyn Gate>) {
+        let _ = self.inner.gate.set(gate);
+    }
+
+    /// Sessions currently open.
+    pub fn session_count(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Every open session (for shutdown and status).
+    pub fn sockets(&self) -> Vec<Arc<Socket>> {
+        match self.inner.sessions.lock() {
+            Ok(map) => map.values().map(|e| e.socket.clone()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! What carries a session now, as one value: long-polling (with the GET held open, if
+//! any), polling while a WebSocket upgrade completes, or the WebSocket. A session cannot
+//! hold a WebSocket and a waiting GET at once, because no variant has both.
+
+use std::future::pending;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+
+use super::buffered::Buffered;
+use super::packet::Frame;
+
+pub(crate) type WsStream = WebSocketStream<Buffered<TokioIo<Upgraded>>>;
+
+/// The answer to a held polling GET: a payload, or a refusal.
+pub(crate) type PollReply = oneshot::Sender<Result<Bytes, PollError>>;
+
+/// Why a polling request was refused by the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PollError {
+    /// The request breaks the transport's rules (e.g. a second concurrent GET).
+    BadRequest,
+}
+
+pub(super) enum Transport {
+    /// Long-polling; `waiting` is the GET being held open.
+    Polling {
+        waiting: Option<PollReply>,
+    },
+    /// A WebSocket answered the probe: a GET is answered at once, with a noop when there is
+    /// nothing to send, so the client can pause polling and finish the upgrade.
+    Upgrading {
+        waiting: Option<PollReply>,
+    },
+    WebSocket(Box<WsStream>),
+}
+
+/// What the transport itself reported, besides the frames the session writes.
+pub(super) enum Event {
+    /// The WebSocket's next message (`None`: the stream ended).
+    Ws(Option<Result<WsMessage, tungstenite::Error>>),
+    /// The client gave up the held GET.
+    PollAborted,
+}
+
+impl Transport {
+    pub(super) fn new(ws: Option<Box<WsStream>>) -> Transport {
+        match ws {
+            Some(ws) => Transport::WebSocket(ws),
+            None => Transport::Polling { waiting: None },
+        }
+    }
+
+    /// Whether frames can go out now: over the WebSocket, or to a held GET.
+    pub(super) fn can_write(&self) -> bool {
+        match self {
+            Transport::WebSocket(_) => true,
+            Transport::Polling { waiting } | Transport::Upgrading { waiting } => waiting.is_some(),
+        }
+    }
+
+    /// The held GET, on polling.
+    pub(super) fn waiting(&mut self) -> Option<&mut Option<PollReply>> {
+        match self {
+            Transport::Polling { waiting } | Transport::Upgrading { waiting } => Some(waiting),
+            Transport::WebSocket(_) => None,
+        }
+    }
+
+    /// Resolves when the transport has something to report. Cancel-safe: nothing is lost
+    /// when another branch of the session's `select!` wins.
+    pub(super) async fn next_event(&mut self) -> Event {
+        match self {
+            Transport::WebSocket(ws) => Event::Ws(ws.next().await),
+            Transport::Polling {
+                waiting: Some(reply),
+            }
+            | Transport::Upgrading {
+                waiting: Some(reply),
+            } => {
+                reply.closed().await;
+                Event::PollAborted
+            }
+            Transport::Polling { waiting: None } | Transport::Upgrading { waiting: None } => {
+                pending().await
+            }
+        }
+    }
+}
+
+pub(super) fn ws_message(f: Frame) -> WsMessage {
+    match f {
+        Frame::Text(s) => WsMessage::Text(s),
+        Frame::Binary(b) => WsMessage::Binary(b),
+    }
+}
