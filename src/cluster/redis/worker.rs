@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::AsyncConnectionConfig;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -469,10 +468,7 @@ impl Worker {
         if ctl.n == *self.node {
             return;
         }
-        let valid = identity_of(&ctl.m).is_some()
-            && hub
-                .validate_channel(Some(&Value::String(ctl.c.clone())))
-                .is_ok();
+        let valid = identity_of(&ctl.m).is_some() && hub.validate_channel(&ctl.c).is_ok();
         match ctl.op.as_str() {
             "join" if valid => hub.adopt(&ctl.m, &ctl.c),
             "leave" if valid => hub.drop_remote(&ctl.m, &ctl.c),
