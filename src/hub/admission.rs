@@ -2,6 +2,7 @@
 //! configuration asks for one, the channels the token allows, and the session it may
 //! recover.
 
+use std::fmt;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -21,6 +22,16 @@ pub struct Admitted {
     pub(super) channels: Channels,
     /// The detached session this connection resumes (connection state recovery).
     pub(super) claim: Option<Claim>,
+}
+
+impl fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admitted")
+            .field("identity", &self.identity)
+            .field("channels", &self.channels)
+            .field("recovers", &self.claim.is_some())
+            .finish()
+    }
 }
 
 impl HubApp {

@@ -2,6 +2,7 @@
 //! connections. Each socket's [`HubSocket`] is owned by its session task, from CONNECT
 //! to disconnect; admission, requests and the 2012 protocol live beside this file.
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -31,6 +32,24 @@ pub struct HubSocket {
     /// What the identity's token allows this connection to subscribe, publish and
     /// command to; replaced only by a legacy `init` with a token.
     pub(super) channels: Channels,
+}
+
+impl fmt::Debug for HubApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubApp")
+            .field("guarded", &self.security.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for HubSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubSocket")
+            .field("identity", &self.conn.member.identity)
+            .field("legacy_ready", &self.legacy_ready)
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HubApp {

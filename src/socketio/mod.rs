@@ -79,6 +79,7 @@ pub trait App: Send + Sync + 'static {
 }
 
 /// How a CONNECT is answered.
+#[derive(Debug)]
 pub struct Accept<A> {
     /// Reuse this socket id (connection state recovery); `None`: a new one.
     pub sid: Option<Sid>,
@@ -119,6 +120,7 @@ impl Default for SocketIoConfig {
 }
 
 /// The Socket.IO server: the Engine.IO handler that gives each session a [`client::Client`].
+#[derive(Debug)]
 pub struct SocketIo<A> {
     app: Arc<A>,
     config: SocketIoConfig,
