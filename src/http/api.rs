@@ -15,7 +15,7 @@ use tracing::debug;
 use super::json_response;
 use crate::auth::{ApiRefusal, Security};
 use crate::engineio::Body;
-use crate::hub::{ChannelName, CommandName, Hub, HubError, Identity, Publication};
+use crate::hub::{ChannelName, CommandName, Hub, HubConfig, HubError, Identity, Publication};
 
 /// How long a request body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -154,9 +154,9 @@ impl Api {
             Value::Array(list) if list.is_empty() => return Err(ApiError::EmptyArray),
             Value::Array(list) => list
                 .into_iter()
-                .map(|v| self.item(v))
+                .map(|v| item(v, self.hub.config()))
                 .collect::<Result<Vec<_>, _>>()?,
-            v => vec![self.item(v)?],
+            v => vec![item(v, self.hub.config())?],
         };
         // Everything was checked first: a bad element publishes nothing.
         let published = items.len();
@@ -181,49 +181,6 @@ impl Api {
             Ok(Err(e)) => Err(ApiError::Body(e)),
             Err(_) => Err(ApiError::BodyTimeout),
         }
-    }
-
-    /// One envelope `{channel, data, identity?, type?}` or a direct `{to, data,
-    /// identity?}`.
-    fn item(&self, v: Value) -> Result<Item, ApiError> {
-        let Value::Object(mut o) = v else {
-            return Err(ApiError::NotObject);
-        };
-        let config = self.hub.config();
-        let identity = Identity::from_json(o.get("identity"), config)?;
-        let data = o.remove("data").unwrap_or(Value::Null);
-        if let Some(to) = o.get("to") {
-            let to = match to {
-                Value::String(s) => self.hub.validate_identity(s)?,
-                _ => None,
-            };
-            let to = to.ok_or(ApiError::BadRecipient)?;
-            return Ok((identity, Publication::Direct { to, data }));
-        }
-        let channel =
-            ChannelName::from_json(o.get("channel").ok_or(ApiError::MissingChannel)?, config)?;
-        let publication = match o.get("type") {
-            None | Some(Value::Null) => Publication::Message { channel, data },
-            Some(Value::String(t)) if t == "message" => Publication::Message { channel, data },
-            Some(Value::String(t)) if t == "command" => {
-                let mut data = data;
-                let name = match data.get("command") {
-                    Some(Value::String(n)) if !n.is_empty() => CommandName::new(n)?,
-                    _ => return Err(ApiError::NoCommandName),
-                };
-                let options = data
-                    .get_mut("options")
-                    .map(Value::take)
-                    .unwrap_or(Value::Null);
-                Publication::Command {
-                    channel,
-                    name,
-                    options,
-                }
-            }
-            Some(_) => return Err(ApiError::BadType),
-        };
-        Ok((identity, publication))
     }
 
     /// Cluster-wide when the cluster can answer; else this node's view, marked `partial`.
@@ -278,6 +235,183 @@ impl Api {
     }
 }
 
+/// One envelope `{channel, data, identity?, type?}` or a direct `{to, data,
+/// identity?}`.
+fn item(v: Value, config: &HubConfig) -> Result<Item, ApiError> {
+    let Value::Object(mut o) = v else {
+        return Err(ApiError::NotObject);
+    };
+    let identity = Identity::from_json(o.get("identity"), config)?;
+    let data = o.remove("data").unwrap_or(Value::Null);
+    if let Some(to) = o.get("to") {
+        let to = match to {
+            Value::String(s) => Identity::new(s, config)?,
+            _ => None,
+        };
+        let to = to.ok_or(ApiError::BadRecipient)?;
+        return Ok((identity, Publication::Direct { to, data }));
+    }
+    let channel =
+        ChannelName::from_json(o.get("channel").ok_or(ApiError::MissingChannel)?, config)?;
+    let publication = match o.get("type") {
+        None | Some(Value::Null) => Publication::Message { channel, data },
+        Some(Value::String(t)) if t == "message" => Publication::Message { channel, data },
+        Some(Value::String(t)) if t == "command" => {
+            let mut data = data;
+            let name = match data.get("command") {
+                Some(Value::String(n)) if !n.is_empty() => CommandName::new(n)?,
+                _ => return Err(ApiError::NoCommandName),
+            };
+            let options = data
+                .get_mut("options")
+                .map(Value::take)
+                .unwrap_or(Value::Null);
+            Publication::Command {
+                channel,
+                name,
+                options,
+            }
+        }
+        Some(_) => return Err(ApiError::BadType),
+    };
+    Ok((identity, publication))
+}
+
 fn is_get(m: &Method) -> bool {
     m == Method::GET || m == Method::HEAD
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: Value) -> Result<Item, ApiError> {
+        let config = HubConfig {
+            max_channel_name: 8,
+            max_identity: 5,
+            ..HubConfig::default()
+        };
+        item(body, &config)
+    }
+
+    /// The status and the text the caller would get.
+    fn refusal(body: Value) -> (u16, String) {
+        let e = parse(body.clone()).expect_err(&body.to_string());
+        (e.status().as_u16(), e.to_string())
+    }
+
+    #[test]
+    fn items_become_publications() {
+        let (from, p) = parse(json!({"channel": "news", "data": [1], "identity": "bot"})).unwrap();
+        assert_eq!(from.as_deref(), Some("bot"));
+        assert!(matches!(p, Publication::Message { ref channel, ref data }
+            if channel.as_str() == "news" && *data == json!([1])));
+        let (from, p) = parse(json!({"channel": "c", "type": "command",
+            "data": {"command": "poke", "options": {"x": 1}}}))
+        .unwrap();
+        assert_eq!(from, None);
+        assert!(
+            matches!(p, Publication::Command { ref name, ref options, .. }
+            if name.as_str() == "poke" && *options == json!({"x": 1}))
+        );
+        let (_, p) = parse(json!({"to": "ann", "data": "hi", "channel": 5})).unwrap();
+        assert!(matches!(p, Publication::Direct { ref to, .. } if to.as_str() == "ann"));
+        let (_, p) = parse(json!({"channel": "c", "type": null})).unwrap();
+        assert!(matches!(p, Publication::Message { ref data, .. } if data.is_null()));
+    }
+
+    #[test]
+    fn malformed_items_are_refused_with_the_reason() {
+        let cases = [
+            (json!(42), "each message must be a JSON object"),
+            (json!(["c"]), "each message must be a JSON object"),
+            (json!({"data": 1}), "missing \"channel\""),
+            (json!({"channel": ""}), "channel must be a non-empty string"),
+            (json!({"channel": 7}), "channel must be a non-empty string"),
+            (
+                json!({"channel": null}),
+                "channel must be a non-empty string",
+            ),
+            (
+                json!({"channel": "ninechars"}),
+                "channel name longer than 8 bytes",
+            ),
+            (
+                json!({"channel": "a\u{0}"}),
+                "channel name contains control characters",
+            ),
+            (
+                json!({"channel": "c", "identity": 5}),
+                "identity must be a string",
+            ),
+            (
+                json!({"channel": "c", "identity": "sixsix"}),
+                "identity longer than 5 bytes",
+            ),
+            (
+                json!({"channel": "c", "type": "shout"}),
+                "\"type\" must be \"message\" or \"command\"",
+            ),
+            (
+                json!({"channel": "c", "type": 1}),
+                "\"type\" must be \"message\" or \"command\"",
+            ),
+            (
+                json!({"channel": "c", "type": "command", "data": {}}),
+                "a command needs data.command, a non-empty string",
+            ),
+            (
+                json!({"channel": "c", "type": "command", "data": {"command": ""}}),
+                "a command needs data.command, a non-empty string",
+            ),
+            (
+                json!({"channel": "c", "type": "command", "data": {"command": 3}}),
+                "a command needs data.command, a non-empty string",
+            ),
+            (
+                json!({"channel": "c", "type": "command"}),
+                "a command needs data.command, a non-empty string",
+            ),
+            (
+                json!({"channel": "c", "type": "command", "data": {"command": "onSubscribe"}}),
+                "command name \"onSubscribe\" is reserved",
+            ),
+            (
+                json!({"to": "", "data": 1}),
+                "\"to\" must be a non-empty identity",
+            ),
+            (
+                json!({"to": 5, "data": 1}),
+                "\"to\" must be a non-empty identity",
+            ),
+            (
+                json!({"to": "a\tb"}),
+                "identity contains control characters",
+            ),
+        ];
+        for (body, text) in cases {
+            assert_eq!(refusal(body), (400, text.to_owned()));
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        let refused = ApiError::Refused(ApiRefusal {
+            status: StatusCode::UNAUTHORIZED,
+            message: "missing API key",
+        });
+        let res = refused.into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let res = ApiError::MethodNotAllowed("GET, HEAD").into_response();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(res.headers()[header::ALLOW], "GET, HEAD");
+        assert_eq!(
+            ApiError::TooLarge(9).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(ApiError::BodyTimeout.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(ApiError::NotFound.status(), StatusCode::NOT_FOUND);
+        assert_eq!(ApiError::ChannelNotUtf8.status(), StatusCode::BAD_REQUEST);
+    }
 }
