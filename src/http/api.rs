@@ -65,7 +65,16 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            _ => StatusCode::BAD_REQUEST,
+            ApiError::Body(_)
+            | ApiError::Json(_)
+            | ApiError::EmptyArray
+            | ApiError::NotObject
+            | ApiError::BadRecipient
+            | ApiError::MissingChannel
+            | ApiError::NoCommandName
+            | ApiError::BadType
+            | ApiError::ChannelNotUtf8
+            | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
         }
     }
 
