@@ -13,7 +13,9 @@ use realtime::engineio::{
 };
 use realtime::http::Router;
 use realtime::server;
-use realtime::socketio::{App, DisconnectReason, Event, SioSocket, SocketIo, SocketIoConfig};
+use realtime::socketio::{
+    Accept, App, DisconnectReason, Event, SioSocket, SocketIo, SocketIoConfig,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -43,20 +45,28 @@ impl Connection for EchoConnection {
 struct SuiteApp;
 
 impl App for SuiteApp {
+    type Admitted = ();
+    type State = ();
+    type Refusal = std::convert::Infallible;
+
     fn has_namespace(&self, nsp: &str) -> bool {
         nsp == "/" || nsp == "/custom"
     }
 
-    fn on_connect(
+    fn accept(
         &self,
-        socket: &Arc<SioSocket>,
-        auth: Option<Value>,
-        _state: Option<Box<dyn std::any::Any + Send>>,
-    ) {
+        _: &str,
+        _: Option<&Value>,
+        _: &engineio::Socket,
+    ) -> Result<Accept<()>, Self::Refusal> {
+        Ok(Accept::new(()))
+    }
+
+    fn on_connect(&self, socket: &Arc<SioSocket>, auth: Option<Value>, _: ()) {
         let _ = socket.emit("auth", vec![auth.unwrap_or_else(|| json!({}))]);
     }
 
-    fn on_event(&self, socket: &Arc<SioSocket>, event: Event) {
+    fn on_event(&self, socket: &Arc<SioSocket>, _: &mut (), event: Event) {
         match (event.name.as_str(), event.ack) {
             ("message", _) => {
                 let mut args = vec![Value::from("message-back")];
@@ -70,7 +80,7 @@ impl App for SuiteApp {
         }
     }
 
-    fn on_disconnect(&self, _: &Arc<SioSocket>, _: DisconnectReason, _: Backlog) {}
+    fn on_disconnect(&self, _: &Arc<SioSocket>, _: (), _: DisconnectReason, _: Backlog) {}
 }
 
 fn main() -> std::io::Result<()> {

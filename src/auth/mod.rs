@@ -14,7 +14,7 @@ pub mod token;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -28,7 +28,7 @@ use crate::ratelimit::LogLimit;
 
 pub use api_key::{ApiKeys, KeyRefusal};
 pub use origin::{OriginPolicy, Pattern, Verdict};
-pub use token::{Channels, Grant, TokenError, Tokens};
+pub use token::{Channels, Grant, MintError, TokenError, Tokens};
 
 /// What stops the server from starting (or a reload from taking effect).
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,16 @@ pub enum AuthError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a connection may not have the identity it asked for; the text is what the client
+/// sees (a CONNECT_ERROR, or the answer to a legacy `init`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("identity required")]
+    IdentityRequired,
 }
 
 /// Every rule, as read from one version of the config.
@@ -105,6 +115,8 @@ pub struct ApiRefusal {
 /// The rules in force, shared by every request and connection.
 pub struct Security {
     /// Swapped whole by [`Security::reload`]; readers clone the `Arc` and let go at once.
+    /// A poisoned lock still holds a whole `Arc` (a swap cannot be half done), so it is
+    /// used as it is.
     rules: RwLock<Arc<Rules>>,
     /// Refused handshakes and API requests can come at any rate: one warning per period.
     refusal_log: LogLimit,
@@ -127,7 +139,7 @@ impl Security {
     /// on error the old rules stay.
     pub fn reload(&self, c: &Config) -> Result<(), AuthError> {
         let rules = Self::load(c)?;
-        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        *self.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
         Ok(())
     }
 
@@ -150,7 +162,10 @@ impl Security {
     }
 
     pub fn rules(&self) -> Arc<Rules> {
-        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.rules
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// `/api/*`: a bearer key when keys are configured, else the origin check.
@@ -186,29 +201,27 @@ impl Security {
 
     /// Decides the identity of a Socket.IO CONNECT from its auth payload's identity (as
     /// validated) and token. Returns the identity (a token alone names its `sub`) and the
-    /// channels it may use; `Err` is the reason the client sees.
+    /// channels it may use.
     pub fn admit(
         &self,
         identity: Option<Arc<str>>,
         token: Option<&Value>,
-    ) -> Result<(Option<Arc<str>>, Channels), String> {
+    ) -> Result<(Option<Arc<str>>, Channels), AdmitError> {
         let rules = self.rules();
         let token = token.filter(|t| !matches!(t, Value::Null) && t.as_str() != Some(""));
         let (identity, channels) = match (&rules.tokens, identity, token) {
             (Some(tokens), Some(id), t) => {
-                let g = tokens
-                    .verify(t.unwrap_or(&Value::Null), Some(&id))
-                    .map_err(|e| e.to_string())?;
+                let g = tokens.verify(t.unwrap_or(&Value::Null), Some(&id))?;
                 (Some(id), g.channels)
             }
             (Some(tokens), None, Some(t)) => {
-                let g = tokens.verify(t, None).map_err(|e| e.to_string())?;
+                let g = tokens.verify(t, None)?;
                 (Some(g.identity), g.channels)
             }
             (_, identity, _) => (identity, Channels::any()),
         };
         if identity.is_none() && rules.require_identity {
-            return Err("identity required".into());
+            return Err(AdmitError::IdentityRequired);
         }
         Ok((identity, channels))
     }
@@ -278,14 +291,10 @@ pub fn mint_token(
     identity: &str,
     channels: Option<Vec<String>>,
     ttl: Duration,
-) -> Result<String, String> {
-    let secret = c
-        .identity
-        .secret
-        .as_deref()
-        .ok_or("no [Identity] secret in the configuration")?;
+) -> Result<String, MintError> {
+    let secret = c.identity.secret.as_deref().ok_or(MintError::NoSecret)?;
     if identity.is_empty() {
-        return Err("the identity must not be empty".into());
+        return Err(MintError::EmptyIdentity);
     }
     Tokens::new(secret).mint(identity, channels, ttl)
 }
@@ -344,12 +353,16 @@ mod tests {
             s.admit(None, Some(&token)).unwrap().0.as_deref(),
             Some("alice")
         );
+        let refusal = s.admit(Some("alice".into()), None).unwrap_err();
+        assert_eq!(refusal, AdmitError::Token(TokenError::Missing));
         assert_eq!(
-            s.admit(Some("alice".into()), None).unwrap_err(),
+            refusal.to_string(),
             "identity requires a token (auth.token)"
         );
         assert_eq!(
-            s.admit(Some("bob".into()), Some(&token)).unwrap_err(),
+            s.admit(Some("bob".into()), Some(&token))
+                .unwrap_err()
+                .to_string(),
             "token is for another identity"
         );
         assert!(s.admit(None, None).is_ok());
@@ -358,7 +371,14 @@ mod tests {
             "[License]\nfile = /dev/null\n[Identity]\nrequire = true\n",
         ))
         .unwrap();
-        assert_eq!(req.admit(None, None).unwrap_err(), "identity required");
+        assert_eq!(
+            req.admit(None, None).unwrap_err(),
+            AdmitError::IdentityRequired
+        );
+        assert_eq!(
+            AdmitError::IdentityRequired.to_string(),
+            "identity required"
+        );
         assert!(req.admit(Some("carol".into()), None).is_ok());
     }
 
@@ -371,6 +391,15 @@ mod tests {
 
     #[test]
     fn tokens_need_a_secret() {
-        assert!(mint_token(&Config::default(), "a", None, Duration::from_secs(1)).is_err());
+        let e = mint_token(&Config::default(), "a", None, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.to_string(), "no [Identity] secret in the configuration");
+        let e = mint_token(
+            &config("[Identity]\nsecret = k\n"),
+            "",
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(e, MintError::EmptyIdentity), "{e}");
     }
 }

@@ -55,6 +55,17 @@ pub enum TokenError {
     BadClaim(String),
 }
 
+/// Why `realtime token` could not make a token.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("no [Identity] secret in the configuration")]
+    NoSecret,
+    #[error("the identity must not be empty")]
+    EmptyIdentity,
+    #[error("cannot sign the token: {0}")]
+    Sign(jsonwebtoken::errors::Error),
+}
+
 /// Channel names a connection may use: exact names and `prefix*` patterns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Channels {
@@ -172,7 +183,7 @@ impl Tokens {
         identity: &str,
         channels: Option<Vec<String>>,
         ttl: Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String, MintError> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: identity.to_owned(),
@@ -181,7 +192,7 @@ impl Tokens {
             channels,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| e.to_string())
+            .map_err(MintError::Sign)
     }
 }
 

@@ -13,43 +13,88 @@ use serde_json::{Value, json};
 use tracing::debug;
 
 use super::json_response;
-use crate::auth::Security;
+use crate::auth::{ApiRefusal, Security};
 use crate::engineio::Body;
-use crate::hub::{Envelope, Hub, HubError, RESERVED_COMMANDS};
+use crate::hub::{ChannelName, CommandName, Hub, HubConfig, HubError, Identity, Publication};
 
 /// How long a request body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why an API request failed: the status and the text the caller gets back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ApiError(StatusCode, String);
+/// Why an API request failed; [`ApiError::into_response`] makes it the status and the
+/// `{ok: false, error}` body the caller gets back.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("{}", .0.message)]
+    Refused(ApiRefusal),
+    #[error("not found")]
+    NotFound,
+    /// The methods the path takes.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("body took too long")]
+    BodyTimeout,
+    #[error("cannot read body: {0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    #[error("bad JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("empty array")]
+    EmptyArray,
+    #[error("each message must be a JSON object")]
+    NotObject,
+    #[error("\"to\" must be a non-empty identity")]
+    BadRecipient,
+    #[error("missing \"channel\"")]
+    MissingChannel,
+    #[error("a command needs data.command, a non-empty string")]
+    NoCommandName,
+    #[error("\"type\" must be \"message\" or \"command\"")]
+    BadType,
+    #[error("channel name is not valid UTF-8")]
+    ChannelNotUtf8,
+    #[error(transparent)]
+    Invalid(#[from] HubError),
+}
 
 impl ApiError {
-    fn bad(msg: impl Into<String>) -> ApiError {
-        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Refused(r) => r.status,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Body(_)
+            | ApiError::Json(_)
+            | ApiError::EmptyArray
+            | ApiError::NotObject
+            | ApiError::BadRecipient
+            | ApiError::MissingChannel
+            | ApiError::NoCommandName
+            | ApiError::BadType
+            | ApiError::ChannelNotUtf8
+            | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+        }
     }
 
-    fn into_response(self, allow: Option<&'static str>) -> Response<Body> {
-        let mut res = json_response(self.0, json!({"ok": false, "error": self.1}));
-        if let Some(allow) = allow {
-            res.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
+    fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let mut res = json_response(status, json!({"ok": false, "error": self.to_string()}));
+        let headers = res.headers_mut();
+        if let ApiError::MethodNotAllowed(allow) = self {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         res
     }
 }
 
-impl From<HubError> for ApiError {
-    fn from(e: HubError) -> ApiError {
-        ApiError::bad(e.to_string())
-    }
-}
-
-/// One thing to publish, checked before anything is published.
-enum Item {
-    Channel(Envelope),
-    Direct(String, Envelope),
-}
+/// One thing to publish, from the identity it names (if any), checked before anything
+/// is published.
+type Item = (Option<Identity>, Publication);
 
 /// The API over one hub.
 pub struct Api {
@@ -78,65 +123,55 @@ impl Api {
     pub async fn handle(&self, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
-        if let Some(refusal) = self
-            .security
-            .as_ref()
-            .and_then(|s| s.check_api(req.headers(), peer).err())
-        {
-            debug!(%method, %path, ?peer, status = refusal.status.as_u16(), "api request refused");
-            let mut res = ApiError(refusal.status, refusal.message.into()).into_response(None);
-            if refusal.status == StatusCode::UNAUTHORIZED {
-                res.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            return res;
-        }
-        let (result, allow) = match path.as_str() {
-            "/api/publish" if method == Method::POST => (self.publish(req).await, None),
-            "/api/publish" => (Err(method_not_allowed()), Some("POST")),
-            "/api/channels" if is_get(&method) => (Ok(self.channels().await), None),
-            p if p.starts_with("/api/channels/") && is_get(&method) => {
-                (self.channel(&p["/api/channels/".len()..]).await, None)
-            }
-            p if p.starts_with("/api/channels") => (Err(method_not_allowed()), Some("GET, HEAD")),
-            _ => (
-                Err(ApiError(StatusCode::NOT_FOUND, "not found".into())),
-                None,
-            ),
-        };
-        match result {
+        match self.route(req, peer, &path, &method).await {
             Ok(v) => json_response(StatusCode::OK, v),
             Err(e) => {
-                debug!(%method, %path, status = e.0.as_u16(), error = %e.1, "api request refused");
-                e.into_response(allow)
+                debug!(%method, %path, ?peer, status = e.status().as_u16(), error = %e, "api request refused");
+                e.into_response()
             }
+        }
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: Option<SocketAddr>,
+        path: &str,
+        method: &Method,
+    ) -> Result<Value, ApiError> {
+        if let Some(security) = &self.security {
+            security
+                .check_api(req.headers(), peer)
+                .map_err(ApiError::Refused)?;
+        }
+        match path {
+            "/api/publish" if method == Method::POST => self.publish(req).await,
+            "/api/publish" => Err(ApiError::MethodNotAllowed("POST")),
+            "/api/channels" if is_get(method) => Ok(self.channels().await),
+            p if p.starts_with("/api/channels/") && is_get(method) => {
+                self.channel(&p["/api/channels/".len()..]).await
+            }
+            p if p.starts_with("/api/channels") => Err(ApiError::MethodNotAllowed("GET, HEAD")),
+            _ => Err(ApiError::NotFound),
         }
     }
 
     async fn publish(&self, req: Request<Incoming>) -> Result<Value, ApiError> {
         let body = self.read_body(req).await?;
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("bad JSON: {e}")))?;
-        let items = match &value {
-            Value::Array(list) if list.is_empty() => return Err(ApiError::bad("empty array")),
+        let value: Value = serde_json::from_slice(&body).map_err(ApiError::Json)?;
+        let items = match value {
+            Value::Array(list) if list.is_empty() => return Err(ApiError::EmptyArray),
             Value::Array(list) => list
-                .iter()
-                .map(|v| self.item(v))
+                .into_iter()
+                .map(|v| item(v, self.hub.config()))
                 .collect::<Result<Vec<_>, _>>()?,
-            v => vec![self.item(v)?],
+            v => vec![item(v, self.hub.config())?],
         };
         // Everything was checked first: a bad element publishes nothing.
-        let mut published = 0;
-        for item in items {
-            match item {
-                Item::Channel(env) => {
-                    self.hub.publish(&env, Vec::new());
-                }
-                Item::Direct(to, env) => {
-                    self.hub.send_to(&to, &env, Vec::new());
-                }
-            }
-            published += 1;
+        let published = items.len();
+        for (from, publication) in items {
+            self.hub
+                .submit(publication, from.map(Identity::into_arc), Vec::new());
         }
         Ok(json!({"ok": true, "published": published}))
     }
@@ -149,67 +184,11 @@ impl Api {
         .await;
         match read {
             Ok(Ok(c)) => Ok(c.to_bytes()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {} bytes", self.max_payload),
-            )),
-            Ok(Err(e)) => Err(ApiError::bad(format!("cannot read body: {e}"))),
-            Err(_) => Err(ApiError(
-                StatusCode::REQUEST_TIMEOUT,
-                "body took too long".into(),
-            )),
-        }
-    }
-
-    /// One envelope `{channel, data, identity?, type?}` or a direct `{to, data}`.
-    fn item(&self, v: &Value) -> Result<Item, ApiError> {
-        let Value::Object(o) = v else {
-            return Err(ApiError::bad("each message must be a JSON object"));
-        };
-        let identity = self.hub.validate_identity(o.get("identity"))?;
-        let data = o.get("data").cloned().unwrap_or(Value::Null);
-        if let Some(to) = o.get("to") {
-            let to = match to {
-                Value::String(s) if !s.is_empty() => s.clone(),
-                _ => return Err(ApiError::bad("\"to\" must be a non-empty identity")),
-            };
-            self.hub
-                .validate_identity(Some(&Value::String(to.clone())))?;
-            let env = Envelope {
-                channel: None,
-                ..Envelope::message("", identity, data)
-            };
-            return Ok(Item::Direct(to, env));
-        }
-        let channel = match o.get("channel") {
-            None => return Err(ApiError::bad("missing \"channel\"")),
-            c => self.hub.validate_channel(c)?,
-        };
-        match o.get("type") {
-            None | Some(Value::Null) => {
-                Ok(Item::Channel(Envelope::message(channel, identity, data)))
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(ApiError::TooLarge(self.max_payload))
             }
-            Some(Value::String(t)) if t == "message" => {
-                Ok(Item::Channel(Envelope::message(channel, identity, data)))
-            }
-            Some(Value::String(t)) if t == "command" => {
-                let name = match data.get("command") {
-                    Some(Value::String(n)) if !n.is_empty() => n.as_str(),
-                    _ => {
-                        return Err(ApiError::bad(
-                            "a command needs data.command, a non-empty string",
-                        ));
-                    }
-                };
-                if RESERVED_COMMANDS.contains(&name) {
-                    return Err(ApiError::bad(format!("command name {name:?} is reserved")));
-                }
-                let options = data.get("options").cloned().unwrap_or(Value::Null);
-                Ok(Item::Channel(Envelope::command(
-                    channel, identity, name, options,
-                )))
-            }
-            Some(_) => Err(ApiError::bad("\"type\" must be \"message\" or \"command\"")),
+            Ok(Err(e)) => Err(ApiError::Body(e)),
+            Err(_) => Err(ApiError::BodyTimeout),
         }
     }
 
@@ -239,11 +218,8 @@ impl Api {
     async fn channel(&self, raw: &str) -> Result<Value, ApiError> {
         let name = percent_encoding::percent_decode_str(raw)
             .decode_utf8()
-            .map_err(|_| ApiError::bad("channel name is not valid UTF-8"))?;
-        let name = self
-            .hub
-            .validate_channel(Some(&Value::String(name.into_owned())))?
-            .to_owned();
+            .map_err(|_| ApiError::ChannelNotUtf8)?;
+        let name = self.hub.validate_channel(&name)?;
         let (info, partial) = match self.hub.presence().channel(&name) {
             None => (self.hub.channel(&name), false),
             Some(query) => match query.await {
@@ -268,10 +244,183 @@ impl Api {
     }
 }
 
+/// One envelope `{channel, data, identity?, type?}` or a direct `{to, data,
+/// identity?}`.
+fn item(v: Value, config: &HubConfig) -> Result<Item, ApiError> {
+    let Value::Object(mut o) = v else {
+        return Err(ApiError::NotObject);
+    };
+    let identity = Identity::from_json(o.get("identity"), config)?;
+    let data = o.remove("data").unwrap_or(Value::Null);
+    if let Some(to) = o.get("to") {
+        let to = match to {
+            Value::String(s) => Identity::new(s, config)?,
+            _ => None,
+        };
+        let to = to.ok_or(ApiError::BadRecipient)?;
+        return Ok((identity, Publication::Direct { to, data }));
+    }
+    let channel =
+        ChannelName::from_json(o.get("channel").ok_or(ApiError::MissingChannel)?, config)?;
+    let publication = match o.get("type") {
+        None | Some(Value::Null) => Publication::Message { channel, data },
+        Some(Value::String(t)) if t == "message" => Publication::Message { channel, data },
+        Some(Value::String(t)) if t == "command" => {
+            let mut data = data;
+            let name = match data.get("command") {
+                Some(Value::String(n)) if !n.is_empty() => CommandName::new(n)?,
+                _ => return Err(ApiError::NoCommandName),
+            };
+            let options = data
+                .get_mut("options")
+                .map(Value::take)
+                .unwrap_or(Value::Null);
+            Publication::Command {
+                channel,
+                name,
+                options,
+            }
+        }
+        Some(_) => return Err(ApiError::BadType),
+    };
+    Ok((identity, publication))
+}
+
 fn is_get(m: &Method) -> bool {
     m == Method::GET || m == Method::HEAD
 }
 
-fn method_not_allowed() -> ApiError {
-    ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: Value) -> Result<Item, ApiError> {
+        let config = HubConfig {
+            max_channel_name: 8,
+            max_identity: 5,
+            ..HubConfig::default()
+        };
+        item(body, &config)
+    }
+
+    /// The status and the text the caller would get.
+    fn refusal(body: Value) -> (u16, String) {
+        let e = parse(body.clone()).expect_err(&body.to_string());
+        (e.status().as_u16(), e.to_string())
+    }
+
+    #[test]
+    fn items_become_publications() {
+        let (from, p) = parse(json!({"channel": "news", "data": [1], "identity": "bot"})).unwrap();
+        assert_eq!(from.as_deref(), Some("bot"));
+        assert!(matches!(p, Publication::Message { ref channel, ref data }
+            if channel.as_str() == "news" && *data == json!([1])));
+        let (from, p) = parse(json!({"channel": "c", "type": "command",
+            "data": {"command": "poke", "options": {"x": 1}}}))
+        .unwrap();
+        assert_eq!(from, None);
+        assert!(
+            matches!(p, Publication::Command { ref name, ref options, .. }
+            if name.as_str() == "poke" && *options == json!({"x": 1}))
+        );
+        let (_, p) = parse(json!({"to": "ann", "data": "hi", "channel": 5})).unwrap();
+        assert!(matches!(p, Publication::Direct { ref to, .. } if to.as_str() == "ann"));
+        let (_, p) = parse(json!({"channel": "c", "type": null})).unwrap();
+        assert!(matches!(p, Publication::Message { ref data, .. } if data.is_null()));
+    }
+
+    #[test]
+    fn malformed_items_are_refused_with_the_reason() {
+        let cases = [
+            (json!(42), "each message must be a JSON object"),
+            (json!(["c"]), "each message must be a JSON object"),
+            (json!({"data": 1}), "missing \"channel\""),
+            (json!({"channel": ""}), "channel must be a non-empty string"),
+            (json!({"channel": 7}), "channel must be a non-empty string"),
+            (
+                json!({"channel": null}),
+                "channel must be a non-empty string",
+            ),
+            (
+                json!({"channel": "ninechars"}),
+                "channel name longer than 8 bytes",
+            ),
+            (
+                json!({"channel": "a\u{0}"}),
+                "channel name contains control characters",
+            ),
+            (
+                json!({"channel": "c", "identity": 5}),
+                "identity must be a string",
+            ),
+            (
+                json!({"channel": "c", "identity": "sixsix"}),
+                "identity longer than 5 bytes",
+            ),
+            (
+                json!({"channel": "c", "type": "shout"}),
+                "\"type\" must be \"message\" or \"command\"",
+            ),
+            (
+                json!({"channel": "c", "type": 1}),
+                "\"type\" must be \"message\" or \"command\"",
+            ),
+            (
+                json!({"channel": "c", "type": "command", "data": {}}),
+                "a command needs data.command, a non-empty string",
+            ),
+            (
+                json!({"channel": "c", "type": "command", "data": {"command": ""}}),
+                "a command needs data.command, a non-empty string",
+            ),
+            (
+                json!({"channel": "c", "type": "command", "data": {"command": 3}}),
+                "a command needs data.command, a non-empty string",
+            ),
+            (
+                json!({"channel": "c", "type": "command"}),
+                "a command needs data.command, a non-empty string",
+            ),
+            (
+                json!({"channel": "c", "type": "command", "data": {"command": "onSubscribe"}}),
+                "command name \"onSubscribe\" is reserved",
+            ),
+            (
+                json!({"to": "", "data": 1}),
+                "\"to\" must be a non-empty identity",
+            ),
+            (
+                json!({"to": 5, "data": 1}),
+                "\"to\" must be a non-empty identity",
+            ),
+            (
+                json!({"to": "a\tb"}),
+                "identity contains control characters",
+            ),
+        ];
+        for (body, text) in cases {
+            assert_eq!(refusal(body), (400, text.to_owned()));
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        let refused = ApiError::Refused(ApiRefusal {
+            status: StatusCode::UNAUTHORIZED,
+            message: "missing API key",
+        });
+        let res = refused.into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let res = ApiError::MethodNotAllowed("GET, HEAD").into_response();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(res.headers()[header::ALLOW], "GET, HEAD");
+        assert_eq!(
+            ApiError::TooLarge(9).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(ApiError::BodyTimeout.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(ApiError::NotFound.status(), StatusCode::NOT_FOUND);
+        assert_eq!(ApiError::ChannelNotUtf8.status(), StatusCode::BAD_REQUEST);
+    }
 }

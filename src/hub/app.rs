@@ -1,76 +1,55 @@
-//! The client side of the hub on Socket.IO: CONNECT with identity and recovery, the events
-//! of SPEC §3.2 with their acks, and the legacy 2012 envelope (§3.4).
+//! The hub as the Socket.IO application: one namespace, `/`, whose sockets become hub
+//! connections. Each socket's [`HubSocket`] is owned by its session task, from CONNECT
+//! to disconnect; admission, requests and the 2012 protocol live beside this file.
 
-use std::any::Any;
-use std::sync::{Arc, Mutex};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{debug, warn};
 
-use super::member::Claim;
-use super::{Conn, Count, Envelope, Hub, HubError, RESERVED_COMMANDS, error_envelope};
+use super::admission::Admitted;
+use super::request::RequestError;
+use super::{Conn, Hub};
 use crate::auth::{Channels, Security};
-use crate::engineio::{self, Backlog, CloseReason, Sid};
+use crate::engineio::{self, Backlog, CloseReason};
 use crate::socketio::{Accept, App, DisconnectReason, Event, SioSocket};
-
-/// What a socket carries for the hub.
-struct State {
-    /// Replaced only by a legacy `init` that names an identity.
-    conn: Mutex<Conn>,
-    /// The legacy protocol needs `init` first; an identity from CONNECT counts as one.
-    legacy_ready: Mutex<bool>,
-    /// What the identity's token allows this connection to subscribe, publish and
-    /// command to; replaced only by a legacy `init` with a token.
-    channels: Mutex<Channels>,
-}
-
-/// How long a subscribe ack waits for the cluster's count before using this node's.
-const CLUSTER_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A request's answer: now, or once the cluster has decided (a membership change).
-enum Answer {
-    Now(Value),
-    Later(futures_util::future::BoxFuture<'static, Value>),
-}
-
-impl Answer {
-    /// `{ok, channel, count}` for a subscribe or unsubscribe.
-    fn membership(channel: &str, count: Count) -> Answer {
-        let reply = |count: usize| json!({"ok": true, "channel": channel, "count": count});
-        match count {
-            Count::Now(n) => Answer::Now(reply(n)),
-            Count::Later(rx, local) => {
-                let channel = channel.to_owned();
-                Answer::Later(Box::pin(async move {
-                    let n = match tokio::time::timeout(CLUSTER_ANSWER, rx).await {
-                        Ok(Ok(n)) => n,
-                        _ => local,
-                    };
-                    json!({"ok": true, "channel": channel, "count": n})
-                }))
-            }
-        }
-    }
-}
-
-impl From<Value> for Answer {
-    fn from(v: Value) -> Answer {
-        Answer::Now(v)
-    }
-}
-
-/// What [`App::accept`] decided, for [`App::on_connect`].
-struct Admitted {
-    identity: Option<Arc<str>>,
-    channels: Channels,
-    claim: Option<Claim>,
-}
 
 /// The Socket.IO application of the product: one namespace, `/`, and the hub behind it.
 pub struct HubApp {
-    hub: Arc<Hub>,
+    pub(super) hub: Arc<Hub>,
     /// Identity tokens and `[Identity] require`; none admits every identity unproven.
-    security: Option<Arc<Security>>,
+    pub(super) security: Option<Arc<Security>>,
+}
+
+/// What the hub keeps for one socket.
+pub struct HubSocket {
+    /// Replaced only by a legacy `init` that names an identity.
+    pub(super) conn: Conn,
+    /// The legacy protocol needs `init` first; an identity from CONNECT counts as one.
+    pub(super) legacy_ready: bool,
+    /// What the identity's token allows this connection to subscribe, publish and
+    /// command to; replaced only by a legacy `init` with a token.
+    pub(super) channels: Channels,
+}
+
+impl fmt::Debug for HubApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubApp")
+            .field("guarded", &self.security.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for HubSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubSocket")
+            .field("identity", &self.conn.member.identity)
+            .field("legacy_ready", &self.legacy_ready)
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HubApp {
@@ -86,376 +65,52 @@ impl HubApp {
         self.security = Some(security);
         self
     }
-
-    /// The identity a CONNECT (or a legacy `init`) may use, and its channels.
-    fn admit(
-        &self,
-        identity: Option<Arc<str>>,
-        token: Option<&Value>,
-    ) -> Result<(Option<Arc<str>>, Channels), String> {
-        let Some(security) = &self.security else {
-            return Ok((identity, Channels::any()));
-        };
-        let (identity, channels) = security.admit(identity, token)?;
-        // A token's `sub` may name the identity: it must be one the hub takes.
-        let identity = self
-            .hub
-            .validate_identity(identity.map(|i| Value::from(&*i)).as_ref())
-            .map_err(|e| e.to_string())?;
-        Ok((identity, channels))
-    }
-
-    fn permit(channels: &Channels, channel: &str) -> Result<(), HubError> {
-        if channels.allows(channel) {
-            Ok(())
-        } else {
-            Err(HubError::NotAllowed(channel.to_owned()))
-        }
-    }
-
-    fn recovery_on(&self) -> bool {
-        !self.hub.config().grace.is_zero()
-    }
-
-    fn conn(socket: &SioSocket) -> Option<(Conn, &State)> {
-        let state = socket.data::<State>()?;
-        let conn = state.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        Some((conn, state))
-    }
-
-    fn channels(state: &State) -> Channels {
-        state
-            .channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn subscribe(
-        &self,
-        conn: &Conn,
-        allowed: &Channels,
-        channel: Option<&Value>,
-        options: Option<&Value>,
-    ) -> Result<Answer, HubError> {
-        let channel = self.hub.validate_channel(channel)?;
-        Self::permit(allowed, channel)?;
-        let options = options.cloned().unwrap_or(Value::Null);
-        let count = self.hub.subscribe(conn, channel, options)?;
-        Ok(Answer::membership(channel, count))
-    }
-
-    fn unsubscribe(
-        &self,
-        conn: &Conn,
-        channel: Option<&Value>,
-        options: Option<&Value>,
-    ) -> Result<Answer, HubError> {
-        let channel = self.hub.validate_channel(channel)?;
-        let options = options.cloned().unwrap_or(Value::Null);
-        let count = self.hub.unsubscribe(conn, channel, options)?;
-        Ok(Answer::membership(channel, count))
-    }
-
-    fn publish(
-        &self,
-        conn: &Conn,
-        allowed: &Channels,
-        channel: Option<&Value>,
-        data: Value,
-        ev_attachments: Vec<bytes::Bytes>,
-    ) -> Result<Value, HubError> {
-        let channel = self.hub.validate_channel(channel)?;
-        Self::permit(allowed, channel)?;
-        let envelope = Envelope::message(channel, conn.member.identity.clone(), data);
-        self.hub.publish(&envelope, ev_attachments);
-        Ok(json!({"ok": true}))
-    }
-
-    fn command(
-        &self,
-        conn: &Conn,
-        allowed: &Channels,
-        channel: Option<&Value>,
-        name: Option<&Value>,
-        options: Value,
-        attachments: Vec<bytes::Bytes>,
-    ) -> Result<Value, HubError> {
-        let channel = self.hub.validate_channel(channel)?;
-        Self::permit(allowed, channel)?;
-        let name = match name {
-            Some(Value::String(s)) if !s.is_empty() => s.as_str(),
-            _ => return Err(HubError::CommandNotString),
-        };
-        if RESERVED_COMMANDS.contains(&name) {
-            return Err(HubError::ReservedCommand(name.to_owned()));
-        }
-        let envelope = Envelope::command(channel, conn.member.identity.clone(), name, options);
-        self.hub.publish(&envelope, attachments);
-        Ok(json!({"ok": true}))
-    }
-
-    /// The 2012 envelope: `{type: "command", data: {command, options}, channel}` or
-    /// `{type: "message", channel, data}`, handled as the original server did.
-    fn legacy(
-        &self,
-        socket: &Arc<SioSocket>,
-        state: &State,
-        conn: Conn,
-        msg: &Value,
-        attachments: Vec<bytes::Bytes>,
-    ) -> Result<Answer, String> {
-        let msg = match msg {
-            // Old clients sent the envelope as a JSON string.
-            Value::String(s) => &serde_json::from_str::<Value>(s)
-                .map_err(|_| "Malformed message: not JSON".to_owned())?,
-            other => other,
-        };
-        let kind = msg.get("type").and_then(Value::as_str).unwrap_or("");
-        let channel = msg.get("channel");
-        let data = msg.get("data").cloned().unwrap_or(Value::Null);
-        let command = data.get("command").and_then(Value::as_str).unwrap_or("");
-        let options = data.get("options").cloned().unwrap_or(Value::Null);
-        let ready = *state.legacy_ready.lock().unwrap_or_else(|e| e.into_inner());
-        if kind == "command" && command == "init" {
-            return self
-                .legacy_init(socket, state, conn, msg, &data)
-                .map(Answer::Now);
-        }
-        if !ready {
-            return Err("Client has not sent init command yet!".into());
-        }
-        let err = |e: HubError| e.to_string();
-        let allowed = &Self::channels(state);
-        match (kind, command) {
-            ("command", "") => Err("Malformed command message".into()),
-            ("command", "subscribe") => self
-                .subscribe(&conn, allowed, channel, Some(&options))
-                .map_err(err),
-            ("command", "unsubscribe") => self
-                .unsubscribe(&conn, channel, Some(&options))
-                .map_err(err),
-            ("command", name) => self
-                .command(
-                    &conn,
-                    allowed,
-                    channel,
-                    Some(&Value::from(name)),
-                    options,
-                    attachments,
-                )
-                .map(Answer::Now)
-                .map_err(err),
-            ("message", _) => {
-                if data.is_null() {
-                    return Err("msg either has no channel or no data. not publishing".into());
-                }
-                self.publish(&conn, allowed, channel, data, attachments)
-                    .map(Answer::Now)
-                    .map_err(err)
-            }
-            _ => Err("Malformed command message".into()),
-        }
-    }
-
-    /// `init`: names the identity (once, on a connection that has none) and may subscribe
-    /// to `data.channels` (or `data.options.channels`).
-    fn legacy_init(
-        &self,
-        socket: &Arc<SioSocket>,
-        state: &State,
-        conn: Conn,
-        msg: &Value,
-        data: &Value,
-    ) -> Result<Value, String> {
-        let identity = self
-            .hub
-            .validate_identity(msg.get("identity"))
-            .map_err(|e| e.to_string())?;
-        let mut conn = conn;
-        if let Some(id) = identity
-            && conn.member.identity.as_deref() != Some(&*id)
-        {
-            if conn.member.identity.is_some() {
-                return Err("identity already set for this connection".into());
-            }
-            // The identity must be proven as at CONNECT: a token beside it in the envelope.
-            let token = [
-                data.get("token"),
-                data.get("options").and_then(|o| o.get("token")),
-                msg.get("token"),
-            ]
-            .into_iter()
-            .flatten()
-            .next();
-            let (id, channels) = self.admit(Some(id), token)?;
-            let Some(id) = id else {
-                return Err("identity required".into());
-            };
-            *state.channels.lock().unwrap_or_else(|e| e.into_inner()) = channels;
-            // An anonymous connection becomes its identity's: its anonymous member leaves.
-            self.hub.detach(&conn, socket, Default::default(), false);
-            conn = self.hub.attach(socket, Some(id), None);
-            *state.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn.clone();
-        }
-        *state.legacy_ready.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        let channels = data
-            .get("channels")
-            .or_else(|| data.get("options").and_then(|o| o.get("channels")));
-        if let Some(Value::Array(list)) = channels {
-            let allowed = Self::channels(state);
-            for ch in list {
-                self.subscribe(&conn, &allowed, Some(ch), None)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(json!({"ok": true}))
-    }
 }
 
 impl App for HubApp {
+    type Admitted = Admitted;
+    type State = HubSocket;
+    type Refusal = RequestError;
+
     fn accept(
         &self,
         _nsp: &str,
         auth: Option<&Value>,
         _engine: &engineio::Socket,
-    ) -> Result<Accept, String> {
-        let identity = self
-            .hub
-            .validate_identity(auth.and_then(|a| a.get("identity")))
-            .map_err(|e| e.to_string())?;
-        // Checked on every CONNECT, a recovering one too: a pid proves nothing by itself.
-        let (identity, channels) = self.admit(identity, auth.and_then(|a| a.get("token")))?;
-        let admitted = |claim| {
-            Some(Box::new(Admitted {
-                identity: identity.clone(),
-                channels: channels.clone(),
-                claim,
-            }) as Box<dyn Any + Send>)
-        };
-        if !self.recovery_on() {
-            return Ok(Accept {
-                state: admitted(None),
-                ..Accept::default()
-            });
-        }
-        // A client back from a lost connection presents its pid and the last offset it saw.
-        if let Some(pid) = auth.and_then(|a| a.get("pid")).and_then(Value::as_str) {
-            let offset = match auth.and_then(|a| a.get("offset")) {
-                None | Some(Value::Null) => Some(None),
-                Some(Value::String(s)) => s.parse::<u64>().ok().map(Some),
-                Some(_) => None,
-            };
-            if let Some(offset) = offset
-                && let Some(claim) = self.hub.claim(pid, offset, identity.as_deref())
-            {
-                return Ok(Accept {
-                    sid: Some(claim.sid.clone()),
-                    pid: claim.pid.clone(),
-                    state: admitted(Some(claim)),
-                });
-            }
-            debug!(%pid, "connection state not recoverable; new session");
-        }
-        Ok(Accept {
-            sid: None,
-            pid: Some(Sid::random()),
-            state: admitted(None),
-        })
+    ) -> Result<Accept<Admitted>, RequestError> {
+        self.admit_connect(auth)
     }
 
     fn on_connect(
         &self,
         socket: &Arc<SioSocket>,
         _auth: Option<Value>,
-        state: Option<Box<dyn Any + Send>>,
-    ) {
-        // `accept` always leaves its decision; without it nothing was checked.
-        let Some(admitted) = state.and_then(|s| s.downcast::<Admitted>().ok()) else {
-            socket.disconnect();
-            return;
-        };
+        admitted: Admitted,
+    ) -> HubSocket {
         let Admitted {
             identity,
             channels,
             claim,
-        } = *admitted;
-        let ready = identity.is_some();
-        let conn = self.hub.attach(socket, identity, claim);
-        socket.set_data(State {
-            conn: Mutex::new(conn),
-            legacy_ready: Mutex::new(ready),
-            channels: Mutex::new(channels),
-        });
-    }
-
-    fn on_event(&self, socket: &Arc<SioSocket>, ev: Event) {
-        let Some((conn, state)) = Self::conn(socket) else {
-            return;
-        };
-        let ack = ev.ack;
-        let args = &ev.args;
-        let channel_hint = args.first().and_then(Value::as_str).map(str::to_owned);
-        let allowed = &Self::channels(state);
-        let result: Result<Answer, String> = match ev.name.as_str() {
-            "subscribe" => self
-                .subscribe(&conn, allowed, args.first(), args.get(1))
-                .map_err(|e| e.to_string()),
-            "unsubscribe" => self
-                .unsubscribe(&conn, args.first(), args.get(1))
-                .map_err(|e| e.to_string()),
-            "publish" => {
-                let data = args.get(1).cloned().unwrap_or(Value::Null);
-                self.publish(&conn, allowed, args.first(), data, ev.attachments)
-                    .map(Answer::Now)
-                    .map_err(|e| e.to_string())
-            }
-            "command" => {
-                let options = args.get(2).cloned().unwrap_or(Value::Null);
-                self.command(
-                    &conn,
-                    allowed,
-                    args.first(),
-                    args.get(1),
-                    options,
-                    ev.attachments,
-                )
-                .map(Answer::Now)
-                .map_err(|e| e.to_string())
-            }
-            "message" => match args.first() {
-                Some(msg) => self.legacy(socket, state, conn, msg, ev.attachments),
-                None => Err("Malformed message".into()),
-            },
-            other => Err(format!("unknown event {other:?}")),
-        };
-        match (result, ack) {
-            (Ok(Answer::Now(reply)), Some(id)) => {
-                let _ = socket.ack(id, json!([reply]), Vec::new());
-            }
-            (Ok(Answer::Later(reply)), Some(id)) => {
-                let socket = socket.clone();
-                tokio::spawn(async move {
-                    let reply = reply.await;
-                    let _ = socket.ack(id, json!([reply]), Vec::new());
-                });
-            }
-            (Ok(_), None) => {}
-            (Err(e), Some(id)) => {
-                debug!(sid = %socket.sid, event = %ev.name, error = %e, "request refused");
-                let _ = socket.ack(id, json!([{"ok": false, "error": e}]), Vec::new());
-            }
-            (Err(e), None) => {
-                debug!(sid = %socket.sid, event = %ev.name, error = %e, "request refused");
-                let _ = socket.emit("message", vec![error_envelope(channel_hint.as_deref(), &e)]);
-            }
+        } = admitted;
+        let legacy_ready = identity.is_some();
+        HubSocket {
+            conn: self.hub.attach(socket, identity, claim),
+            legacy_ready,
+            channels,
         }
     }
 
-    fn on_disconnect(&self, socket: &Arc<SioSocket>, reason: DisconnectReason, backlog: Backlog) {
-        let Some((conn, _)) = Self::conn(socket) else {
-            return;
-        };
+    fn on_event(&self, socket: &Arc<SioSocket>, state: &mut HubSocket, event: Event) {
+        self.on_request(socket, state, event);
+    }
+
+    fn on_disconnect(
+        &self,
+        socket: &Arc<SioSocket>,
+        state: HubSocket,
+        reason: DisconnectReason,
+        backlog: Backlog,
+    ) {
         // As socket.io decides it: a lost or closed transport may come back (a client that
         // means to leave sends a Socket.IO DISCONNECT first); a protocol error may not.
         let recoverable = match reason {
@@ -468,7 +123,7 @@ impl App for HubApp {
             self.hub
                 .counters
                 .slow_clients
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(1, Ordering::Relaxed);
             warn!(sid = %socket.sid, peer = ?socket.engine().peer, "disconnected a slow client: its outbound queue was full");
         }
         debug!(sid = %socket.sid, reason = reason.as_str(), recoverable, "socket disconnected");
@@ -477,6 +132,173 @@ impl App for HubApp {
         } else {
             Default::default()
         };
-        self.hub.detach(&conn, socket, items, recoverable);
+        self.hub.detach(&state.conn, socket, items, recoverable);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::engineio::queue::Queue;
+    use crate::engineio::{Frame, Sid, TransportKind};
+    use crate::hub::HubConfig;
+
+    /// A socket joined to `app`, with the queue its session would write from.
+    struct Tab {
+        socket: Arc<SioSocket>,
+        state: HubSocket,
+        rx: Arc<Queue>,
+    }
+
+    fn app() -> HubApp {
+        HubApp::new(Arc::new(Hub::new(HubConfig::default())))
+    }
+
+    fn connect(app: &HubApp, auth: Value) -> Result<Tab, RequestError> {
+        let rx = Arc::new(Queue::new(64));
+        let engine = Arc::new(engineio::Socket::new(
+            Sid::random(),
+            None,
+            TransportKind::WebSocket,
+            rx.clone(),
+        ));
+        let accept = app.accept("/", Some(&auth), &engine)?;
+        let sid = accept.sid.unwrap_or_else(Sid::random);
+        let socket = Arc::new(SioSocket::new("/".into(), engine, sid, accept.pid));
+        let state = app.on_connect(&socket, Some(auth), accept.admitted);
+        Ok(Tab { socket, state, rx })
+    }
+
+    impl Tab {
+        fn emit(&mut self, app: &HubApp, name: &str, args: Value, ack: Option<u64>) {
+            let Value::Array(args) = args else {
+                panic!("args must be an array")
+            };
+            let event = Event {
+                name: name.into(),
+                args,
+                attachments: Vec::new(),
+                ack,
+            };
+            app.on_event(&self.socket, &mut self.state, event);
+        }
+
+        /// The packets queued since the last call: (type and ack id, arguments).
+        fn sent(&self) -> Vec<(String, Value)> {
+            let mut items = Vec::new();
+            self.rx.take(usize::MAX, &mut items);
+            let frames = items.iter().flat_map(|i| i.frames().iter());
+            frames
+                .map(|f| {
+                    let Frame::Text(t) = f else {
+                        panic!("binary frame")
+                    };
+                    let at = t.find('[').expect("an array");
+                    let args = serde_json::from_str(&t[at..]).expect("JSON");
+                    (t[..at].to_owned(), args)
+                })
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_answered_in_their_ack() {
+        let app = app();
+        let mut tab = connect(&app, json!({"identity": "ann"})).unwrap();
+        tab.emit(&app, "subscribe", json!(["c", {"x": 1}]), Some(1));
+        let sent = tab.sent();
+        let ack = sent.last().unwrap();
+        assert_eq!(
+            ack,
+            &(
+                "431".to_owned(),
+                json!([{"ok": true, "channel": "c", "count": 1}])
+            )
+        );
+        tab.emit(&app, "publish", json!(["c", "hi"]), Some(2));
+        let sent = tab.sent();
+        assert_eq!(sent[0].1[1]["data"], "hi");
+        assert_eq!(sent[0].1[1]["identity"], "ann");
+        assert_eq!(sent[1], ("432".to_owned(), json!([{"ok": true}])));
+        tab.emit(&app, "command", json!(["c", "init"]), Some(3));
+        assert_eq!(
+            tab.sent(),
+            [(
+                "433".to_owned(),
+                json!([{"ok": false, "error": "command name \"init\" is reserved"}])
+            )]
+        );
+        tab.emit(&app, "dance", json!([]), Some(4));
+        assert_eq!(tab.sent()[0].1[0]["error"], "unknown event \"dance\"");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_without_an_ack_is_an_error_envelope() {
+        let app = app();
+        let mut tab = connect(&app, json!({})).unwrap();
+        tab.emit(&app, "publish", json!(["bad\nname", 1]), None);
+        assert_eq!(
+            tab.sent(),
+            [(
+                "42".to_owned(),
+                json!(["message", {"type": "error", "channel": "bad\nname", "success": false,
+                    "error": "channel name contains control characters"}])
+            )]
+        );
+        tab.emit(&app, "unsubscribe", json!(["never"]), None);
+        let sent = tab.sent();
+        assert_eq!(sent[0].1[1]["error"], "not subscribed to \"never\"");
+        assert_eq!(sent[0].1[1]["channel"], "never");
+    }
+
+    #[tokio::test]
+    async fn the_2012_protocol_takes_init_first_then_names_the_identity() {
+        let app = app();
+        let mut tab = connect(&app, json!({})).unwrap();
+        let message = json!({"type": "message", "channel": "c", "data": 1});
+        tab.emit(&app, "message", json!([message]), None);
+        let sent = tab.sent();
+        assert_eq!(
+            sent[0].1[1]["error"],
+            "Client has not sent init command yet!"
+        );
+        assert_eq!(sent[0].1[1]["channel"], Value::Null);
+
+        let init = json!({"type": "command", "identity": "carol",
+            "data": {"command": "init", "channels": ["c"]}});
+        tab.emit(&app, "message", json!([init.to_string()]), Some(1));
+        assert_eq!(tab.state.conn.member.identity.as_deref(), Some("carol"));
+        assert!(tab.state.legacy_ready);
+        let sent = tab.sent();
+        assert_eq!(sent.last().unwrap(), &("431".into(), json!([{"ok": true}])));
+
+        // The identity is set once.
+        let again = json!({"type": "command", "identity": "dave", "data": {"command": "init"}});
+        tab.emit(&app, "message", json!([again]), Some(2));
+        assert_eq!(
+            tab.sent()[0].1[0]["error"],
+            "identity already set for this connection"
+        );
+        tab.emit(&app, "message", json!([message]), Some(3));
+        let sent = tab.sent();
+        assert_eq!(sent[0].1[1]["identity"], "carol");
+        assert_eq!(sent[1], ("433".into(), json!([{"ok": true}])));
+    }
+
+    #[tokio::test]
+    async fn connect_refusals_say_why() {
+        let app = app();
+        let refusal = |auth| connect(&app, auth).err().map(|e| e.to_string());
+        assert_eq!(
+            refusal(json!({"identity": 5})),
+            Some("identity must be a string".into())
+        );
+        assert_eq!(
+            refusal(json!({"identity": "x".repeat(300)})),
+            Some("identity longer than 256 bytes".into())
+        );
+        assert_eq!(refusal(json!({"identity": ""})), None);
     }
 }

@@ -16,16 +16,21 @@
 //! - `envelope`, `observer`: what is delivered, and who hears about it.
 //! - `app`: the Socket.IO application in front of the hub.
 
+mod admission;
 mod app;
 mod channel;
 mod deliver;
+mod dispatch;
 mod envelope;
+mod legacy;
 mod lifecycle;
 mod member;
 mod membership;
 mod observer;
 mod query;
 mod remote;
+mod request;
+mod validate;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -33,28 +38,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::cluster::{Bus, ChannelInfo, Presence, SingleNode};
 use crate::engineio::Sid;
 
 pub use app::HubApp;
 pub use envelope::{Envelope, error_envelope};
 pub use observer::{HubEvent, Observer};
+pub use request::{Init, Publication, Request, RequestError};
+pub use validate::{ChannelName, CommandName, HubError, Identity, RESERVED_COMMANDS};
 
 use channel::Channel;
 use member::{Member, Slot};
 
 const SHARDS: usize = 64;
-
-/// Names a client may not use for a custom command.
-pub const RESERVED_COMMANDS: [&str; 5] = [
-    "init",
-    "subscribe",
-    "unsubscribe",
-    "onSubscribe",
-    "onUnsubscribe",
-];
 
 /// Limits and windows; every one is a config key.
 #[derive(Debug, Clone)]
@@ -79,35 +75,6 @@ impl Default for HubConfig {
             grace: Duration::from_secs(8),
         }
     }
-}
-
-/// Why a hub request was refused; the text goes back to the client.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HubError {
-    #[error("channel must be a non-empty string")]
-    ChannelNotString,
-    #[error("channel name longer than {0} bytes")]
-    ChannelTooLong(usize),
-    #[error("channel name contains control characters")]
-    ChannelControlChars,
-    #[error("too many channels (at most {0})")]
-    TooManyChannels(usize),
-    #[error("not subscribed to {0:?}")]
-    NotSubscribed(String),
-    #[error("command name must be a non-empty string")]
-    CommandNotString,
-    #[error("command name {0:?} is reserved")]
-    ReservedCommand(String),
-    #[error("identity must be a string")]
-    IdentityNotString,
-    #[error("identity longer than {0} bytes")]
-    IdentityTooLong(usize),
-    #[error("identity contains control characters")]
-    IdentityControlChars,
-    #[error("connection is closed")]
-    Closed,
-    #[error("channel {0:?} not allowed by the token")]
-    NotAllowed(String),
 }
 
 /// Counts for status lines and metrics.
@@ -257,40 +224,6 @@ impl Hub {
             0
         } else {
             self.offsets.fetch_add(1, Ordering::Relaxed) + 1
-        }
-    }
-
-    /// Checks a channel name from a client.
-    pub fn validate_channel<'a>(&self, channel: Option<&'a Value>) -> Result<&'a str, HubError> {
-        let name = match channel {
-            Some(Value::String(s)) if !s.is_empty() => s.as_str(),
-            _ => return Err(HubError::ChannelNotString),
-        };
-        if name.len() > self.config.max_channel_name {
-            return Err(HubError::ChannelTooLong(self.config.max_channel_name));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(HubError::ChannelControlChars);
-        }
-        Ok(name)
-    }
-
-    /// Checks an identity from a client: `None` (or empty) is anonymous.
-    pub fn validate_identity(
-        &self,
-        identity: Option<&Value>,
-    ) -> Result<Option<Arc<str>>, HubError> {
-        match identity {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) if s.len() > self.config.max_identity => {
-                Err(HubError::IdentityTooLong(self.config.max_identity))
-            }
-            Some(Value::String(s)) if s.chars().any(char::is_control) => {
-                Err(HubError::IdentityControlChars)
-            }
-            Some(Value::String(s)) => Ok(Some(Arc::from(s.as_str()))),
-            Some(_) => Err(HubError::IdentityNotString),
         }
     }
 }

@@ -144,8 +144,7 @@ impl Inbound for Hub {
     }
 
     fn accepts_channel(&self, channel: &str) -> bool {
-        self.validate_channel(Some(&Value::String(channel.to_owned())))
-            .is_ok()
+        self.validate_channel(channel).is_ok()
     }
 }
 

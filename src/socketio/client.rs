@@ -14,10 +14,11 @@ use super::socket::{DisconnectReason, SioSocket};
 use super::{App, Event, SocketIoConfig};
 use crate::engineio::{self, Backlog, CloseReason, Connection, Message, Outgoing, Sid};
 
-pub(crate) struct Client {
+pub(crate) struct Client<A: App> {
     engine: Arc<engineio::Socket>,
-    app: Arc<dyn App>,
-    nsps: HashMap<String, Arc<SioSocket>>,
+    app: Arc<A>,
+    /// Each joined namespace's socket and the application's state for it.
+    nsps: HashMap<String, (Arc<SioSocket>, A::State)>,
     /// A binary packet waiting for its attachments.
     partial: Option<(Packet, Vec<Bytes>, usize)>,
     max_attachment_bytes: usize,
@@ -25,12 +26,12 @@ pub(crate) struct Client {
     connected: Option<oneshot::Sender<()>>,
 }
 
-impl Client {
+impl<A: App> Client<A> {
     pub(crate) fn new(
         engine: Arc<engineio::Socket>,
-        app: Arc<dyn App>,
+        app: Arc<A>,
         config: &SocketIoConfig,
-    ) -> Client {
+    ) -> Client<A> {
         // The timer ends as soon as a namespace is joined (the sender is dropped), so an
         // idle connection carries no task for it.
         let (connected, joined) = oneshot::channel::<()>();
@@ -98,17 +99,18 @@ impl Client {
         match packet.kind {
             PacketType::Connect => self.on_connect(packet),
             PacketType::Disconnect => match self.nsps.remove(&packet.nsp) {
-                Some(socket) => self.app.on_disconnect(
+                Some((socket, state)) => self.app.on_disconnect(
                     &socket,
+                    state,
                     DisconnectReason::ClientNamespaceDisconnect,
                     Backlog::empty(),
                 ),
                 None => self.reject(&"DISCONNECT for a namespace not joined"),
             },
             PacketType::Event | PacketType::BinaryEvent => {
-                let Some(socket) = self.nsps.get(&packet.nsp).cloned() else {
+                if !self.nsps.contains_key(&packet.nsp) {
                     return self.reject(&"EVENT for a namespace not joined");
-                };
+                }
                 let Some(Value::Array(mut args)) = packet.data else {
                     return self.reject(&"EVENT without an array");
                 };
@@ -122,7 +124,9 @@ impl Client {
                     attachments,
                     ack: packet.id,
                 };
-                self.app.on_event(&socket, event);
+                if let Some((socket, state)) = self.nsps.get_mut(&packet.nsp) {
+                    self.app.on_event(socket, state, event);
+                }
             }
             // This server asks clients for no acks, so an ACK has nothing to answer.
             PacketType::Ack | PacketType::BinaryAck => {
@@ -155,7 +159,8 @@ impl Client {
             .accept(&packet.nsp, packet.data.as_ref(), &self.engine)
         {
             Ok(a) => a,
-            Err(message) => {
+            Err(refusal) => {
+                let message = refusal.to_string();
                 debug!(nsp = %packet.nsp, %message, "CONNECT refused");
                 return refuse(&message);
             }
@@ -176,12 +181,12 @@ impl Client {
             return;
         }
         self.connected.take();
-        self.nsps.insert(packet.nsp, socket.clone());
-        self.app.on_connect(&socket, packet.data, accept.state);
+        let state = self.app.on_connect(&socket, packet.data, accept.admitted);
+        self.nsps.insert(packet.nsp, (socket, state));
     }
 }
 
-impl Connection for Client {
+impl<A: App> Connection for Client<A> {
     fn on_message(&mut self, msg: Message) {
         match msg {
             Message::Text(t) => self.on_text(&t),
@@ -193,12 +198,12 @@ impl Connection for Client {
         // The backlog is the session's; it goes with the main namespace, which carries
         // the application's broadcasts.
         let mut backlog = Some(backlog);
-        let mut sockets: Vec<&Arc<SioSocket>> = self.nsps.values().collect();
-        sockets.sort_by_key(|s| s.nsp != "/");
-        for socket in sockets {
+        let Client { app, nsps, .. } = *self;
+        let mut sockets: Vec<_> = nsps.into_values().collect();
+        sockets.sort_by_key(|(s, _)| s.nsp != "/");
+        for (socket, state) in sockets {
             let b = backlog.take().unwrap_or_else(Backlog::empty);
-            self.app
-                .on_disconnect(socket, DisconnectReason::Transport(reason), b);
+            app.on_disconnect(&socket, state, DisconnectReason::Transport(reason), b);
         }
     }
 }

@@ -6,7 +6,6 @@ mod client;
 pub mod packet;
 mod socket;
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,49 +32,75 @@ pub struct Event {
 }
 
 /// What the application decides and hears. Called from the session task: never block.
+///
+/// The session task owns each socket's [`App::State`] and lends it to every call, so the
+/// application keeps per-socket state without locks.
 pub trait App: Send + Sync + 'static {
+    /// What [`App::accept`] decided, handed to [`App::on_connect`].
+    type Admitted: Send + 'static;
+    /// The application's state for one socket, from [`App::on_connect`] to
+    /// [`App::on_disconnect`].
+    type State: Send + 'static;
+    /// Why a CONNECT was refused; its text is the CONNECT_ERROR message.
+    type Refusal: std::error::Error;
+
     /// Whether `nsp` exists; others get CONNECT_ERROR "Invalid namespace".
     fn has_namespace(&self, nsp: &str) -> bool {
         nsp == "/"
     }
 
-    /// Decides a CONNECT before it is answered: `Err(message)` becomes CONNECT_ERROR.
-    /// Must not emit: the reply has not been queued yet.
+    /// Decides a CONNECT before it is answered. Must not emit: the reply has not been
+    /// queued yet.
     fn accept(
         &self,
-        _nsp: &str,
-        _auth: Option<&Value>,
-        _engine: &engineio::Socket,
-    ) -> Result<Accept, String> {
-        Ok(Accept::default())
-    }
+        nsp: &str,
+        auth: Option<&Value>,
+        engine: &engineio::Socket,
+    ) -> Result<Accept<Self::Admitted>, Self::Refusal>;
 
-    /// The client joined a namespace; the CONNECT reply is already queued. `state` is what
-    /// [`App::accept`] put in [`Accept::state`].
+    /// The client joined a namespace; the CONNECT reply is already queued. Returns the
+    /// socket's state.
     fn on_connect(
         &self,
         socket: &Arc<SioSocket>,
         auth: Option<Value>,
-        state: Option<Box<dyn Any + Send>>,
-    );
+        admitted: Self::Admitted,
+    ) -> Self::State;
 
-    fn on_event(&self, socket: &Arc<SioSocket>, event: Event);
+    fn on_event(&self, socket: &Arc<SioSocket>, state: &mut Self::State, event: Event);
 
     /// The socket left; `backlog` holds what its session had queued (for the main
     /// namespace's socket; empty for others).
-    fn on_disconnect(&self, socket: &Arc<SioSocket>, reason: DisconnectReason, backlog: Backlog);
+    fn on_disconnect(
+        &self,
+        socket: &Arc<SioSocket>,
+        state: Self::State,
+        reason: DisconnectReason,
+        backlog: Backlog,
+    );
 }
 
 /// How a CONNECT is answered.
-#[derive(Default)]
-pub struct Accept {
+#[derive(Debug)]
+pub struct Accept<A> {
     /// Reuse this socket id (connection state recovery); `None`: a new one.
     pub sid: Option<Sid>,
     /// The private session id sent with the reply for connection state recovery; `None`
     /// leaves it out of the reply (and the client will not try to recover).
     pub pid: Option<Sid>,
     /// Handed to [`App::on_connect`].
-    pub state: Option<Box<dyn Any + Send>>,
+    pub admitted: A,
+}
+
+impl<A> Accept<A> {
+    /// A new socket id, and no connection state recovery.
+    pub fn new(admitted: A) -> Accept<A> {
+        Accept {
+            sid: None,
+            pid: None,
+            admitted,
+        }
+    }
 }
 
 /// Socket.IO settings.
@@ -97,18 +122,19 @@ impl Default for SocketIoConfig {
 }
 
 /// The Socket.IO server: the Engine.IO handler that gives each session a [`client::Client`].
-pub struct SocketIo {
-    app: Arc<dyn App>,
+#[derive(Debug)]
+pub struct SocketIo<A> {
+    app: Arc<A>,
     config: SocketIoConfig,
 }
 
-impl SocketIo {
-    pub fn new(app: Arc<dyn App>, config: SocketIoConfig) -> SocketIo {
+impl<A: App> SocketIo<A> {
+    pub fn new(app: Arc<A>, config: SocketIoConfig) -> SocketIo<A> {
         SocketIo { app, config }
     }
 }
 
-impl engineio::Handler for SocketIo {
+impl<A: App> engineio::Handler for SocketIo<A> {
     fn on_open(&self, socket: &Arc<engineio::Socket>) -> Box<dyn Connection> {
         Box::new(client::Client::new(
             socket.clone(),

@@ -1,9 +1,8 @@
 //! One client's membership of one namespace: what the application uses to emit, ack and
 //! disconnect.
 
-use std::any::Any;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -19,8 +18,6 @@ pub struct SioSocket {
     pub pid: Option<Sid>,
     pub nsp: String,
     engine: Arc<engineio::Socket>,
-    /// The application's state for this socket, set once on connect; typed by the app.
-    data: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 /// Why a socket left its namespace.
@@ -56,18 +53,7 @@ impl SioSocket {
             pid,
             nsp,
             engine,
-            data: OnceLock::new(),
         }
-    }
-
-    /// Attaches the application's state; only the first call has an effect.
-    pub fn set_data<T: Any + Send + Sync>(&self, value: T) {
-        let _ = self.data.set(Box::new(value));
-    }
-
-    /// The application's state, if it was set with this type.
-    pub fn data<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.data.get()?.downcast_ref()
     }
 
     /// The Engine.IO session under this socket (peer address, transport).
