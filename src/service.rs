@@ -20,8 +20,6 @@ use crate::reload::Reloader;
 use crate::systemd::{self, Inherited, notify};
 use crate::{flash, server};
 
-/// How long shutdown waits for sessions to say goodbye.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long the test hook holds the hub's locks.
 const TEST_HANG: Duration = Duration::from_secs(3);
 
@@ -109,7 +107,7 @@ pub async fn run(
         listeners.http,
         product.router.clone(),
         shutdown.clone(),
-        SHUTDOWN_GRACE,
+        server::Bounds::from_config(&config.server),
     ));
     let flash = if listeners.flash.is_empty() {
         None

@@ -55,6 +55,13 @@ pub struct ServerConfig {
     pub www: Option<PathBuf>,
     /// Time a client has to send its Socket.IO CONNECT after the Engine.IO handshake.
     pub connect_timeout: Duration,
+    /// HTTP connections served at once (a polling session may hold two); more are closed
+    /// as they are accepted.
+    pub max_http_connections: usize,
+    /// How long a request body (a polling POST, an `/api/` request) may take to arrive.
+    pub body_timeout: Duration,
+    /// At shutdown, how long sessions and connections get to finish; zero: no wait.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +80,9 @@ impl Default for ServerConfig {
             user: None,
             www: None,
             connect_timeout: Duration::from_secs(45),
+            max_http_connections: 200_000,
+            body_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -129,6 +139,10 @@ impl ServerConfig {
             "user" => self.user = optional(v).map(|u| word(&u, "a user name")).transpose()?,
             "www" => self.www = optional(v).map(PathBuf::from),
             "connect-timeout" => self.connect_timeout = nonzero_duration(v)?,
+            "max-http-connections" => self.max_http_connections = connection_cap(v)?,
+            "body-timeout" => self.body_timeout = nonzero_duration(v)?,
+            // 0 is allowed: sessions are told to close, and nothing waits for them.
+            "shutdown-grace" => self.shutdown_grace = duration(v)?,
             // Read by the 2011 releases; kept parseable so those files still start.
             "allowed-domain" => warn
                 .push("2011 key ignored; use [License] allowed-origins or license keys".to_owned()),
@@ -167,6 +181,20 @@ impl FlashConfig {
             _ => return Err(SetError::UnknownKey),
         }
         Ok(())
+    }
+}
+
+/// A cap on connections at once: at least 1, and no more than a semaphore holds.
+fn connection_cap(v: &str) -> Result<usize, String> {
+    match positive(v)? {
+        n if n > tokio::sync::Semaphore::MAX_PERMITS => Err(expected(
+            &format!(
+                "a whole number from 1 to {}",
+                tokio::sync::Semaphore::MAX_PERMITS
+            ),
+            v,
+        )),
+        n => Ok(n),
     }
 }
 

@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 pub use packet::{Frame, Packet, Str};
@@ -90,6 +91,8 @@ pub struct EngineConfig {
     /// Tagged items each session keeps after taking them from its queue, for replay
     /// after a lost transport (0: none).
     pub history: usize,
+    /// Every session task is spawned on it, so shutdown can await them.
+    pub sessions: TaskTracker,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +111,7 @@ impl Default for EngineConfig {
             close_grace: session::default_close_grace(ping_timeout),
             body_timeout: Duration::from_secs(30),
             history: 0,
+            sessions: TaskTracker::new(),
         }
     }
 }
@@ -173,7 +177,7 @@ impl Inner {
             );
         }
         let session = Session::new(socket.clone(), self.clone(), queue, control_rx, ws);
-        tokio::spawn(session.run());
+        self.config.sessions.spawn(session.run());
         debug!(sid = %socket.id, ?peer, transport = transport.as_str(), "session opened");
         Ok(socket)
     }

@@ -24,9 +24,6 @@ struct State {
     channels: Mutex<Channels>,
 }
 
-/// How long a subscribe ack waits for the cluster's count before using this node's.
-const CLUSTER_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// A request's answer: now, or once the cluster has decided (a membership change).
 enum Answer {
     Now(Value),
@@ -34,15 +31,16 @@ enum Answer {
 }
 
 impl Answer {
-    /// `{ok, channel, count}` for a subscribe or unsubscribe.
-    fn membership(channel: &str, count: Count) -> Answer {
+    /// `{ok, channel, count}` for a subscribe or unsubscribe; a cluster's count is
+    /// awaited for `wait` at most.
+    fn membership(channel: &str, count: Count, wait: std::time::Duration) -> Answer {
         let reply = |count: usize| json!({"ok": true, "channel": channel, "count": count});
         match count {
             Count::Now(n) => Answer::Now(reply(n)),
             Count::Later(rx, local) => {
                 let channel = channel.to_owned();
                 Answer::Later(Box::pin(async move {
-                    let n = match tokio::time::timeout(CLUSTER_ANSWER, rx).await {
+                    let n = match tokio::time::timeout(wait, rx).await {
                         Ok(Ok(n)) => n,
                         _ => local,
                     };
@@ -142,7 +140,11 @@ impl HubApp {
         Self::permit(allowed, channel)?;
         let options = options.cloned().unwrap_or(Value::Null);
         let count = self.hub.subscribe(conn, channel, options)?;
-        Ok(Answer::membership(channel, count))
+        Ok(Answer::membership(
+            channel,
+            count,
+            self.hub.config().cluster_answer,
+        ))
     }
 
     fn unsubscribe(
@@ -154,7 +156,11 @@ impl HubApp {
         let channel = self.hub.validate_channel(channel)?;
         let options = options.cloned().unwrap_or(Value::Null);
         let count = self.hub.unsubscribe(conn, channel, options)?;
-        Ok(Answer::membership(channel, count))
+        Ok(Answer::membership(
+            channel,
+            count,
+            self.hub.config().cluster_answer,
+        ))
     }
 
     fn publish(

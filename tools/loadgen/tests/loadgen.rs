@@ -33,7 +33,7 @@ impl Server {
                 vec![listener],
                 product.router,
                 shutdown.clone(),
-                Duration::from_secs(1),
+                server::Bounds::from_config(&config.server),
             ));
             port
         });
