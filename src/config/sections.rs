@@ -287,7 +287,7 @@ mod tests {
         assert!(m.set("events", "").is_ok());
         assert!(m.events.is_empty());
         assert!(
-            matches!(m.set("events", "subscribe, join"), Err(SetError::Invalid(e)) if e.contains("\"join\""))
+            matches!(m.set("events", "subscribe, join"), Err(SetError::Invalid(e)) if e.to_string().contains("\"join\""))
         );
     }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::SetError;
 use super::value::{
-    boolean, duration, expected, list, nonzero_duration, optional, port, positive, size, word,
+    ValueError, boolean, duration, expected, list, nonzero_duration, optional, port, positive,
+    size, word,
 };
 
 /// An Engine.IO transport a client may use.
@@ -185,7 +186,7 @@ impl FlashConfig {
 }
 
 /// A cap on connections at once: at least 1, and no more than a semaphore holds.
-fn connection_cap(v: &str) -> Result<usize, String> {
+fn connection_cap(v: &str) -> Result<usize, ValueError> {
     match positive(v)? {
         n if n > tokio::sync::Semaphore::MAX_PERMITS => Err(expected(
             &format!(
@@ -200,7 +201,7 @@ fn connection_cap(v: &str) -> Result<usize, String> {
 
 /// Checks and normalises one `bind` address: `host:port`, `[v6]:port`, `:port` or `port`
 /// (the last two mean every interface, dual-stack). Port 0 (any free port) is allowed.
-fn host_port(a: &str) -> Result<String, String> {
+fn host_port(a: &str) -> Result<String, ValueError> {
     let what = "a listen address host:port (IPv6 in brackets, e.g. [::]:8001)";
     if !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) {
         return host_port(&format!(":{a}"));
@@ -226,7 +227,7 @@ fn host_port(a: &str) -> Result<String, String> {
 }
 
 /// `path = realtime` → `/realtime/`.
-fn resource_path(v: &str) -> Result<String, String> {
+fn resource_path(v: &str) -> Result<String, ValueError> {
     if v.is_empty() || v.contains(|c: char| c.is_whitespace() || matches!(c, '?' | '#' | '\\')) {
         return Err(expected("a URL path such as /socket.io/", v));
     }
@@ -240,7 +241,7 @@ fn resource_path(v: &str) -> Result<String, String> {
 /// Legacy transport names map onto the two Engine.IO transports; the other socket.io 0.6
 /// transports have no counterpart and are skipped with a warning. A blank value means all,
 /// as the original's comment said ("Blank means allow ALL types").
-fn transports(v: &str, warn: &mut Vec<String>) -> Result<Vec<Transport>, String> {
+fn transports(v: &str, warn: &mut Vec<String>) -> Result<Vec<Transport>, ValueError> {
     let names = list(v);
     if names.is_empty() {
         return Ok(ServerConfig::default().allowed_types);
