@@ -112,6 +112,9 @@ fn main() -> std::io::Result<()> {
         vec![listener],
         Arc::new(router),
         CancellationToken::new(),
-        Duration::from_secs(1),
+        server::Bounds {
+            grace: Duration::from_secs(1),
+            ..server::Bounds::default()
+        },
     ))
 }

@@ -191,7 +191,8 @@ commands, for machines without systemd.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
-Stop accepting, tell every client to disconnect, flush the monitor queue briefly, exit 0.
+Stop accepting, tell every client to disconnect, wait for them at most
+\fB[Server] shutdown-grace\fR, flush the monitor queue briefly, exit 0.
 .TP
 \fBSIGHUP\fR
 Reload the configuration file: what can change live is applied, every other changed key

@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,9 +29,21 @@ const MAX_CONNECTIONS: usize = 256;
 /// Largest `[Flash] policy-file` accepted.
 const MAX_POLICY_FILE: u64 = 64 * 1024;
 
+/// Why the policy cannot be served: the configured file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("[Flash] policy-file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "[Flash] policy-file {}: {len} bytes, expected at most {MAX_POLICY_FILE}",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, len: u64 },
+}
+
 /// The policy sent, NUL-terminated: `[Flash] policy-file` if set, else the built-in one
 /// allowing any domain to reach the HTTP ports.
-pub fn policy(file: Option<&Path>, http_ports: &[u16]) -> Result<Bytes, String> {
+pub fn policy(file: Option<&Path>, http_ports: &[u16]) -> Result<Bytes, PolicyError> {
     let mut xml = match file {
         Some(path) => read_policy_file(path)?,
         None => default_policy(http_ports).into_bytes(),
@@ -44,16 +56,19 @@ pub fn policy(file: Option<&Path>, http_ports: &[u16]) -> Result<Bytes, String> 
     Ok(Bytes::from(xml))
 }
 
-fn read_policy_file(path: &Path) -> Result<Vec<u8>, String> {
-    let what = |e: io::Error| format!("[Flash] policy-file {}: {e}", path.display());
-    let len = std::fs::metadata(path).map_err(what)?.len();
+fn read_policy_file(path: &Path) -> Result<Vec<u8>, PolicyError> {
+    let read = |source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(read)?.len();
     if len > MAX_POLICY_FILE {
-        return Err(format!(
-            "[Flash] policy-file {}: {len} bytes, expected at most {MAX_POLICY_FILE}",
-            path.display()
-        ));
+        return Err(PolicyError::TooLarge {
+            path: path.to_owned(),
+            len,
+        });
     }
-    std::fs::read(path).map_err(what)
+    std::fs::read(path).map_err(read)
 }
 
 fn default_policy(http_ports: &[u16]) -> String {
@@ -210,7 +225,7 @@ mod tests {
         let p = policy(Some(&path), &[8001]).unwrap();
         assert_eq!(&p[..], b"<cross-domain-policy/>\0");
         std::fs::remove_file(&path).unwrap();
-        let missing = policy(Some(&path), &[8001]).unwrap_err();
+        let missing = policy(Some(&path), &[8001]).unwrap_err().to_string();
         assert!(missing.contains("[Flash] policy-file"), "{missing}");
     }
 }

@@ -7,9 +7,13 @@ use std::time::Duration;
 use clap::Parser;
 use tracing::{error, info, warn};
 
+use realtime::auth::AuthError;
 use realtime::cli::{Cli, Command};
 use realtime::config::Config;
+use realtime::flash::PolicyError;
+use realtime::privileges::PrivilegeError;
 use realtime::reload::{self, Reloader};
+use realtime::service::ServiceError;
 use realtime::{flash, log, privileges, service, systemd};
 
 /// sysexits EX_USAGE: the configuration is wrong.
@@ -56,68 +60,73 @@ fn main() -> ExitCode {
     for w in config.warnings() {
         warn!("{w}");
     }
-    // The license file the configuration names (or finds) must be readable.
-    if let Err(e) = realtime::auth::Rules::from_config(&config) {
-        error!("{e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let account = match privileges::resolve(config.server.user.as_deref()) {
-        Ok(a) => a,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-
-    // Sockets before the runtime: systemd's fds are taken while this is the only thread,
-    // and a port in use fails fast and plainly.
-    let inherited = match systemd::inherited_listeners() {
-        Ok(i) => i,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let listeners = match service::listeners(&config, inherited) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let policy = match flash::policy(config.flash.policy_file.as_deref(), &listeners.http_ports()) {
-        Ok(p) => p,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    // Every port is bound: root is no longer needed.
-    if let Err(e) = privileges::drop_to(account.as_ref()) {
-        error!("{e}");
-        return ExitCode::FAILURE;
-    }
-
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let reloader = Reloader::new(path, overrides, config.clone(), logging);
-    let result = runtime.block_on(service::run(config, listeners, policy, reloader));
-    runtime.shutdown_timeout(RUNTIME_WIND_DOWN);
-    match result {
+    match daemon(config, reloader) {
         Ok(()) => {
             info!("stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {
             error!("{e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// What stops the daemon, at start or while serving.
+#[derive(Debug, thiserror::Error)]
+enum Fatal {
+    /// The license file the configuration names (or finds) cannot be used.
+    #[error(transparent)]
+    License(#[from] AuthError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Taking the sockets systemd passed, or binding ours.
+    #[error(transparent)]
+    Sockets(std::io::Error),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl Fatal {
+    /// The one place that decides the exit status: 64 for what the configuration can fix,
+    /// 1 for the rest.
+    fn exit_code(&self) -> ExitCode {
+        let config = match self {
+            Fatal::License(_) | Fatal::Policy(_) => true,
+            Fatal::Privileges(e) => e.is_config(),
+            Fatal::Sockets(_) | Fatal::Runtime(_) | Fatal::Service(_) => false,
+        };
+        if config {
+            ExitCode::from(EXIT_CONFIG)
+        } else {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The daemon, configuration read: sockets, privileges, then the run until a signal.
+fn daemon(config: Config, reloader: Reloader) -> Result<(), Fatal> {
+    // The license file the configuration names (or finds) must be readable.
+    realtime::auth::Rules::from_config(&config)?;
+    let account = privileges::resolve(config.server.user.as_deref())?;
+
+    // Sockets before the runtime: systemd's fds are taken while this is the only thread,
+    // and a port in use fails fast and plainly.
+    let inherited = systemd::inherited_listeners().map_err(Fatal::Sockets)?;
+    let listeners = service::listeners(&config, inherited).map_err(Fatal::Sockets)?;
+    let policy = flash::policy(config.flash.policy_file.as_deref(), &listeners.http_ports())?;
+    // Every port is bound: root is no longer needed.
+    privileges::drop_to(account.as_ref())?;
+
+    let runtime = tokio::runtime::Runtime::new().map_err(Fatal::Runtime)?;
+    let result = runtime.block_on(service::run(config, listeners, policy, reloader));
+    runtime.shutdown_timeout(RUNTIME_WIND_DOWN);
+    Ok(result?)
 }
 
 /// `realtime man`: realtime(8) as roff on stdout, for the packages.

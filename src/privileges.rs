@@ -8,6 +8,37 @@
 use nix::unistd::{Gid, Uid, User, getegid, geteuid, setgid, setgroups, setuid};
 use tracing::{info, warn};
 
+/// Why the daemon cannot become `[Server] user`.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    /// The name is not an account of this machine: a configuration error.
+    #[error("[Server] user: no such user {0:?}")]
+    NoSuchUser(String),
+    /// The account database could not be read.
+    #[error("[Server] user: cannot look up {name:?}: {source}")]
+    Lookup { name: String, source: nix::Error },
+    /// A system call of the switch failed.
+    #[error("cannot switch to user {name}: {call}: {source}")]
+    Switch {
+        name: String,
+        call: &'static str,
+        source: nix::Error,
+    },
+    /// The calls succeeded, yet the ids are not the account's.
+    #[error("cannot switch to user {name}: still uid {uid} gid {gid}")]
+    Unchanged { name: String, uid: Uid, gid: Gid },
+}
+
+impl PrivilegeError {
+    /// Whether the configuration, not the machine's state, is at fault.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            PrivilegeError::NoSuchUser(_) | PrivilegeError::Lookup { .. }
+        )
+    }
+}
+
 /// The account to switch to.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -17,7 +48,7 @@ pub struct Account {
 }
 
 /// Looks up `[Server] user`; `Ok(None)` when it is unset.
-pub fn resolve(user: Option<&str>) -> Result<Option<Account>, String> {
+pub fn resolve(user: Option<&str>) -> Result<Option<Account>, PrivilegeError> {
     let Some(name) = user else {
         return Ok(None);
     };
@@ -27,15 +58,18 @@ pub fn resolve(user: Option<&str>) -> Result<Option<Account>, String> {
             uid: u.uid,
             gid: u.gid,
         })),
-        Ok(None) => Err(format!("[Server] user: no such user {name:?}")),
-        Err(e) => Err(format!("[Server] user: cannot look up {name:?}: {e}")),
+        Ok(None) => Err(PrivilegeError::NoSuchUser(name.to_owned())),
+        Err(source) => Err(PrivilegeError::Lookup {
+            name: name.to_owned(),
+            source,
+        }),
     }
 }
 
 /// Becomes `account`: no supplementary groups, then its group, then its user, in that
 /// order (after `setuid` the process could no longer change its groups). Call after every
 /// listener is bound and before serving.
-pub fn drop_to(account: Option<&Account>) -> Result<(), String> {
+pub fn drop_to(account: Option<&Account>) -> Result<(), PrivilegeError> {
     let euid = geteuid();
     let Some(account) = account else {
         if euid.is_root() {
@@ -55,19 +89,23 @@ pub fn drop_to(account: Option<&Account>) -> Result<(), String> {
         );
         return Ok(());
     }
-    let fail =
-        |what: &str, e: nix::Error| format!("cannot switch to user {}: {what}: {e}", account.name);
-    setgroups(&[]).map_err(|e| fail("setgroups", e))?;
-    setgid(account.gid).map_err(|e| fail("setgid", e))?;
-    setuid(account.uid).map_err(|e| fail("setuid", e))?;
+    let fail = |call: &'static str| {
+        move |source| PrivilegeError::Switch {
+            name: account.name.clone(),
+            call,
+            source,
+        }
+    };
+    setgroups(&[]).map_err(fail("setgroups"))?;
+    setgid(account.gid).map_err(fail("setgid"))?;
+    setuid(account.uid).map_err(fail("setuid"))?;
     // setuid as root sets the real, effective and saved ids: there is no way back.
     if geteuid() != account.uid || getegid() != account.gid {
-        return Err(format!(
-            "cannot switch to user {}: still uid {} gid {}",
-            account.name,
-            geteuid(),
-            getegid()
-        ));
+        return Err(PrivilegeError::Unchanged {
+            name: account.name.clone(),
+            uid: geteuid(),
+            gid: getegid(),
+        });
     }
     info!(
         user = %account.name,
@@ -89,7 +127,9 @@ mod tests {
 
     #[test]
     fn unknown_user_is_an_error_naming_it() {
-        let e = resolve(Some("no-such-user-realtime-test")).unwrap_err();
+        let e = resolve(Some("no-such-user-realtime-test"))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("no-such-user-realtime-test") && e.contains("[Server] user"),
             "{e}"

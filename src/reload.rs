@@ -67,6 +67,14 @@ pub const KEYS: &[Key] = &[
     key!("Server", "user", Restart, server.user),
     key!("Server", "www", Restart, server.www),
     key!("Server", "connect-timeout", Restart, server.connect_timeout),
+    key!(
+        "Server",
+        "max-http-connections",
+        Restart,
+        server.max_http_connections
+    ),
+    key!("Server", "body-timeout", Restart, server.body_timeout),
+    key!("Server", "shutdown-grace", Restart, server.shutdown_grace),
     key!("Flash", "enabled", Restart, flash.enabled),
     key!("Flash", "port", Restart, flash.port),
     key!("Flash", "policy-file", Restart, flash.policy_file),
@@ -102,6 +110,7 @@ pub const KEYS: &[Key] = &[
     key!("Cluster", "node-id", Restart, cluster.node_id),
     key!("Cluster", "heartbeat", Restart, cluster.heartbeat),
     key!("Cluster", "node-timeout", Restart, cluster.node_timeout),
+    key!("Cluster", "answer-timeout", Restart, cluster.answer_timeout),
     key!("Log", "target", Restart, log.target),
     key!("Log", "level", Live, log.level),
 ];
@@ -220,7 +229,7 @@ mod tests {
             assert!(seen.insert((k.section, k.name)), "{} {}", k.section, k.name);
         }
         // Every field of every section: a new key must be classified here.
-        assert_eq!(KEYS.len(), 40);
+        assert_eq!(KEYS.len(), 44);
     }
 
     #[test]
@@ -239,6 +248,9 @@ mod tests {
             ("Server", "user", "nobody"),
             ("Server", "www", "/www"),
             ("Server", "connect-timeout", "1s"),
+            ("Server", "max-http-connections", "1"),
+            ("Server", "body-timeout", "1s"),
+            ("Server", "shutdown-grace", "1s"),
             ("Flash", "enabled", "false"),
             ("Flash", "port", "1"),
             ("Flash", "policy-file", "/p.xml"),
@@ -264,6 +276,7 @@ mod tests {
             ("Cluster", "node-id", "n"),
             ("Cluster", "heartbeat", "2s"),
             ("Cluster", "node-timeout", "30s"),
+            ("Cluster", "answer-timeout", "1s"),
             ("Log", "target", "stderr"),
             ("Log", "level", "debug"),
         ];

@@ -1,7 +1,8 @@
 //! Listeners in, connections served, shutdown out: `serve(listeners, router, shutdown)`.
 //!
 //! `main` binds (or, later, inherits) the listeners and passes them in, so tests can pass
-//! port-0 sockets; shutdown flows signal → cancellation → sessions closed → bounded wait.
+//! port-0 sockets; shutdown flows signal → cancellation → sessions closed → their tasks
+//! and the HTTP connections awaited, at most `[Server] shutdown-grace`.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
@@ -13,14 +14,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, Security};
 use crate::cluster::RedisCluster;
-use crate::config::{Config, Transport};
+use crate::config::{Config, ServerConfig, Transport};
 use crate::engineio::{CloseReason, Engine, EngineConfig};
 use crate::http::{Api, Metrics, Router, metrics};
 use crate::hub::{Hub, HubApp, HubConfig, Observer};
@@ -36,6 +37,31 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 /// How long shutdown keeps posting queued monitor events (SPEC §5: a few seconds).
 const MONITOR_FLUSH: Duration = Duration::from_secs(3);
+
+/// What `serve` bounds, from `[Server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// HTTP connections served at once; more are closed as they are accepted.
+    pub max_connections: usize,
+    /// At shutdown, how long sessions and connections get to finish.
+    pub grace: Duration,
+}
+
+impl Default for Bounds {
+    /// The defaults of `[Server]`.
+    fn default() -> Bounds {
+        Bounds::from_config(&ServerConfig::default())
+    }
+}
+
+impl Bounds {
+    pub fn from_config(s: &ServerConfig) -> Bounds {
+        Bounds {
+            max_connections: s.max_http_connections,
+            grace: s.shutdown_grace,
+        }
+    }
+}
 
 /// What stops the product from being built: a config that is valid text but unusable.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +135,7 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
         // Enough history to replay what a lost transport may not have delivered: what was in
         // flight when it went, not a whole cache (it costs memory on every connection).
         history: config.messaging.message_cache_limit.min(HISTORY),
+        body_timeout: s.body_timeout,
         ..EngineConfig::default()
     };
     let security = Arc::new(Security::from_config(config)?);
@@ -119,6 +146,7 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
         max_channels: config.messaging.max_channels,
         cache_limit: config.messaging.message_cache_limit,
         grace: s.reconnect_timeout,
+        cluster_answer: config.cluster.answer_timeout,
     });
     if let Some(m) = &monitor {
         hub = hub.with_observer(m.clone() as Arc<dyn Observer>);
@@ -156,7 +184,11 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
     });
     let router = Router::new()
         .mount(&s.path, engine.clone())
-        .api(Api::new(hub.clone(), s.max_payload).guarded(security.clone()))
+        .api(
+            Api::new(hub.clone(), s.max_payload)
+                .body_timeout(s.body_timeout)
+                .guarded(security.clone()),
+        )
         .www(s.www.clone())
         .metrics(metrics)
         .cluster(cluster.as_ref().map(|c| c.up_flag()))
@@ -172,17 +204,19 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
 }
 
 /// Serves HTTP on every listener until `shutdown` is cancelled, then closes every session
-/// and waits for them (at most `grace`).
+/// and waits for their tasks and the HTTP connections (at most `bounds.grace`).
 pub async fn serve(
     listeners: Vec<StdListener>,
     router: Arc<Router>,
     shutdown: CancellationToken,
-    grace: Duration,
+    bounds: Bounds,
 ) -> io::Result<()> {
     // Every accepted connection, so shutdown can let the ones in flight finish: a
     // connection accepted just before the signal would otherwise be reset, and under
     // socket activation a restart must fail no request.
     let connections = TaskTracker::new();
+    // One permit per connection served, shared by every listener.
+    let permits = Arc::new(Semaphore::new(bounds.max_connections));
     let mut accept_loops = Vec::new();
     for std_listener in listeners {
         let listener = TcpListener::from_std(std_listener)?;
@@ -192,6 +226,7 @@ pub async fn serve(
             router.clone(),
             shutdown.clone(),
             connections.clone(),
+            permits.clone(),
         )));
     }
     shutdown.cancelled().await;
@@ -205,16 +240,21 @@ pub async fn serve(
             socket.close(CloseReason::ServerClose);
         }
     }
-    let deadline = tokio::time::Instant::now() + grace;
-    while engines.iter().any(|e| e.session_count() > 0) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let left: usize = engines.iter().map(Engine::session_count).sum();
-    if left > 0 {
-        warn!(
-            sessions = left,
-            "shutdown grace period over; sessions dropped"
-        );
+    let deadline = tokio::time::Instant::now() + bounds.grace;
+    for engine in &engines {
+        let sessions = &engine.config().sessions;
+        // Closed, so the wait ends once the tasks running now have; a handshake still
+        // in flight may add one, and it is awaited too.
+        sessions.close();
+        if tokio::time::timeout_at(deadline, sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                sessions = sessions.len(),
+                "shutdown grace period over; sessions dropped"
+            );
+        }
     }
     connections.close();
     if tokio::time::timeout_at(deadline, connections.wait())
@@ -238,6 +278,7 @@ async fn accept_loop(
     router: Arc<Router>,
     shutdown: CancellationToken,
     connections: TaskTracker,
+    permits: Arc<Semaphore>,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -252,10 +293,18 @@ async fn accept_loop(
             },
             _ = shutdown.cancelled() => return,
         };
+        // Like the Flash listener: past the cap a connection is closed at once, rather than
+        // left in the backlog where it would look accepted to the client.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!(%peer, "too many HTTP connections; closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            // Held for as long as the connection is served.
+            let _permit = permit;
             // Signalled by every request; a stored permit means one has arrived.
             let requested = Arc::new(Notify::new());
             let on_request = requested.clone();
@@ -296,5 +345,49 @@ async fn accept_loop(
                 debug!(%peer, error = %e, "http connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_past_the_cap_are_closed_and_the_others_served() {
+        let product = product(&Config::default()).unwrap();
+        let listener = bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let bounds = Bounds {
+            max_connections: 1,
+            grace: Duration::from_secs(1),
+        };
+        let served = tokio::spawn(serve(
+            vec![listener],
+            product.router,
+            shutdown.clone(),
+            bounds,
+        ));
+        let wait = Duration::from_secs(5);
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(wait, second.read(&mut byte)).await;
+        assert!(matches!(closed, Ok(Ok(0) | Err(_))), "{closed:?}");
+        first
+            .write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answered = tokio::time::timeout(wait, first.read(&mut byte)).await;
+        assert!(matches!(answered, Ok(Ok(1))), "{answered:?}");
+        shutdown.cancel();
+        tokio::time::timeout(wait, served)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }

@@ -20,8 +20,6 @@ use crate::reload::Reloader;
 use crate::systemd::{self, Inherited, notify};
 use crate::{flash, server};
 
-/// How long shutdown waits for sessions to say goodbye.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long the test hook holds the hub's locks.
 const TEST_HANG: Duration = Duration::from_secs(3);
 
@@ -80,6 +78,21 @@ pub fn listeners(config: &Config, inherited: Inherited) -> io::Result<Listeners>
     Ok(Listeners { http, flash })
 }
 
+/// What ends a run with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot handle signals: {0}")]
+    Signals(io::Error),
+    /// The configuration is valid text but the product cannot be built from it.
+    #[error(transparent)]
+    Start(#[from] server::StartError),
+    /// Serving stopped on its own: a listener failed.
+    #[error(transparent)]
+    Serve(io::Error),
+    #[error("the HTTP server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// How long shutdown waits for this node to leave the cluster.
 const CLUSTER_DEPART: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -89,27 +102,28 @@ pub async fn run(
     listeners: Listeners,
     policy: Bytes,
     mut reloader: Reloader,
-) -> io::Result<()> {
+) -> Result<(), ServiceError> {
     // Handlers first: SIGHUP's default action would kill the process.
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let handler = |kind| signal(kind).map_err(ServiceError::Signals);
+    let mut hup = handler(SignalKind::hangup())?;
+    let mut term = handler(SignalKind::terminate())?;
+    let mut int = handler(SignalKind::interrupt())?;
     let mut hang = match std::env::var("REALTIME_TEST_HOOKS").as_deref() {
         Ok("1") => {
             warn!("REALTIME_TEST_HOOKS=1: SIGUSR2 makes the hub hang (tests only)");
-            Some(signal(SignalKind::user_defined2())?)
+            Some(handler(SignalKind::user_defined2())?)
         }
         _ => None,
     };
 
-    let product = server::product(&config).map_err(io::Error::other)?;
+    let product = server::product(&config)?;
     reloader.guard(product.security.clone());
     let shutdown = CancellationToken::new();
     let mut http = tokio::spawn(server::serve(
         listeners.http,
         product.router.clone(),
         shutdown.clone(),
-        SHUTDOWN_GRACE,
+        server::Bounds::from_config(&config.server),
     ));
     let flash = if listeners.flash.is_empty() {
         None
@@ -151,7 +165,7 @@ pub async fn run(
             }
             ended = &mut http => {
                 // Only an error ends serving before shutdown is asked for.
-                return ended.map_err(io::Error::other).and_then(|r| r);
+                return ended?.map_err(ServiceError::Serve);
             }
         }
     }
@@ -160,7 +174,7 @@ pub async fn run(
     if let Some(flash) = flash {
         let _ = flash.await;
     }
-    let served = http.await.map_err(io::Error::other)?;
+    let served = http.await?.map_err(ServiceError::Serve);
     // Sessions are closed: this node's members leave the cluster now, announced, rather
     // than when the other nodes notice the missing heartbeat.
     if let Some(cluster) = &product.cluster {

@@ -79,6 +79,32 @@ fn a_bad_value() {
         &file,
         &format!("{}:2: [Log] level: expected", file.display()),
     );
+    // The bounds that were constants: a bad value stops the start like any other.
+    for (name, text, want) in [
+        (
+            "c.conf",
+            "[Server]\nshutdown-grace = soon\n",
+            "[Server] shutdown-grace: expected a duration",
+        ),
+        (
+            "d.conf",
+            "[Server]\nmax-http-connections = 0\n",
+            "[Server] max-http-connections: expected a whole number of at least 1",
+        ),
+        (
+            "e.conf",
+            "[Server]\nbody-timeout = 0\n",
+            "[Server] body-timeout: expected a duration greater than 0",
+        ),
+        (
+            "f.conf",
+            "[Cluster]\nanswer-timeout = 1x\n",
+            "[Cluster] answer-timeout: expected a duration",
+        ),
+    ] {
+        let file = dir.write(name, text);
+        assert_rejected(&file, &format!("{}:2: {want}", file.display()));
+    }
 }
 
 #[test]

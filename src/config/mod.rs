@@ -21,6 +21,7 @@ pub use sections::{
     MONITOR_EVENTS, MessagingConfig, MonitorConfig,
 };
 pub use server::{FlashConfig, ServerConfig, Transport};
+pub use value::ValueError;
 
 /// Where [`Config::discover`] looks when no path is given, in order.
 pub const DEFAULT_PATHS: [&str; 2] = ["/etc/realtime/realtime.conf", "./etc/realtime.conf"];
@@ -93,13 +94,13 @@ pub enum ConfigError {
         section: String,
         key: String,
     },
-    #[error("{file}:{line}: [{section}] {key}: {message}")]
+    #[error("{file}:{line}: [{section}] {key}: {error}")]
     InvalidValue {
         file: String,
         line: u32,
         section: String,
         key: String,
-        message: String,
+        error: ValueError,
     },
 }
 
@@ -153,12 +154,12 @@ impl ConfigError {
 #[derive(Debug)]
 enum SetError {
     UnknownKey,
-    Invalid(String),
+    Invalid(ValueError),
 }
 
-impl From<String> for SetError {
-    fn from(message: String) -> Self {
-        SetError::Invalid(message)
+impl From<ValueError> for SetError {
+    fn from(error: ValueError) -> Self {
+        SetError::Invalid(error)
     }
 }
 
@@ -219,12 +220,12 @@ impl Config {
                             section: sect.to_owned(),
                             key: key.to_owned(),
                         },
-                        SetError::Invalid(message) => ConfigError::InvalidValue {
+                        SetError::Invalid(error) => ConfigError::InvalidValue {
                             file: origin.to_owned(),
                             line,
                             section: sect.to_owned(),
                             key: key.to_owned(),
-                            message,
+                            error,
                         },
                     };
                     result.map_err(at)?;
@@ -255,11 +256,10 @@ impl Config {
                 line,
                 section: "Cluster".to_owned(),
                 key: "node-timeout".to_owned(),
-                message: format!(
-                    "must be longer than heartbeat ({} is not longer than {})",
-                    humantime::format_duration(cluster.node_timeout),
-                    humantime::format_duration(cluster.heartbeat)
-                ),
+                error: ValueError::NodeTimeoutNotAboveHeartbeat {
+                    node_timeout: cluster.node_timeout,
+                    heartbeat: cluster.heartbeat,
+                },
             });
         }
         Ok(config)

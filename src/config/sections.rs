@@ -188,6 +188,9 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// A node silent this long is dead: the others remove its members.
     pub node_timeout: Duration,
+    /// How long a subscribe or unsubscribe ack waits for the cluster's member count
+    /// before answering with this node's.
+    pub answer_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -198,6 +201,7 @@ impl Default for ClusterConfig {
             node_id: None,
             heartbeat: Duration::from_secs(5),
             node_timeout: Duration::from_secs(15),
+            answer_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -218,6 +222,7 @@ impl ClusterConfig {
             }
             "heartbeat" => self.heartbeat = nonzero_duration(v)?,
             "node-timeout" => self.node_timeout = nonzero_duration(v)?,
+            "answer-timeout" => self.answer_timeout = nonzero_duration(v)?,
             _ => return Err(SetError::UnknownKey),
         }
         Ok(())
@@ -282,7 +287,7 @@ mod tests {
         assert!(m.set("events", "").is_ok());
         assert!(m.events.is_empty());
         assert!(
-            matches!(m.set("events", "subscribe, join"), Err(SetError::Invalid(e)) if e.contains("\"join\""))
+            matches!(m.set("events", "subscribe, join"), Err(SetError::Invalid(e)) if e.to_string().contains("\"join\""))
         );
     }
 

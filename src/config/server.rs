@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::SetError;
 use super::value::{
-    boolean, duration, expected, list, nonzero_duration, optional, port, positive, size, word,
+    ValueError, boolean, duration, expected, list, nonzero_duration, optional, port, positive,
+    size, word,
 };
 
 /// An Engine.IO transport a client may use.
@@ -55,6 +56,13 @@ pub struct ServerConfig {
     pub www: Option<PathBuf>,
     /// Time a client has to send its Socket.IO CONNECT after the Engine.IO handshake.
     pub connect_timeout: Duration,
+    /// HTTP connections served at once (a polling session may hold two); more are closed
+    /// as they are accepted.
+    pub max_http_connections: usize,
+    /// How long a request body (a polling POST, an `/api/` request) may take to arrive.
+    pub body_timeout: Duration,
+    /// At shutdown, how long sessions and connections get to finish; zero: no wait.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +81,9 @@ impl Default for ServerConfig {
             user: None,
             www: None,
             connect_timeout: Duration::from_secs(45),
+            max_http_connections: 200_000,
+            body_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -129,6 +140,10 @@ impl ServerConfig {
             "user" => self.user = optional(v).map(|u| word(&u, "a user name")).transpose()?,
             "www" => self.www = optional(v).map(PathBuf::from),
             "connect-timeout" => self.connect_timeout = nonzero_duration(v)?,
+            "max-http-connections" => self.max_http_connections = connection_cap(v)?,
+            "body-timeout" => self.body_timeout = nonzero_duration(v)?,
+            // 0 is allowed: sessions are told to close, and nothing waits for them.
+            "shutdown-grace" => self.shutdown_grace = duration(v)?,
             // Read by the 2011 releases; kept parseable so those files still start.
             "allowed-domain" => warn
                 .push("2011 key ignored; use [License] allowed-origins or license keys".to_owned()),
@@ -170,9 +185,23 @@ impl FlashConfig {
     }
 }
 
+/// A cap on connections at once: at least 1, and no more than a semaphore holds.
+fn connection_cap(v: &str) -> Result<usize, ValueError> {
+    match positive(v)? {
+        n if n > tokio::sync::Semaphore::MAX_PERMITS => Err(expected(
+            &format!(
+                "a whole number from 1 to {}",
+                tokio::sync::Semaphore::MAX_PERMITS
+            ),
+            v,
+        )),
+        n => Ok(n),
+    }
+}
+
 /// Checks and normalises one `bind` address: `host:port`, `[v6]:port`, `:port` or `port`
 /// (the last two mean every interface, dual-stack). Port 0 (any free port) is allowed.
-fn host_port(a: &str) -> Result<String, String> {
+fn host_port(a: &str) -> Result<String, ValueError> {
     let what = "a listen address host:port (IPv6 in brackets, e.g. [::]:8001)";
     if !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) {
         return host_port(&format!(":{a}"));
@@ -198,7 +227,7 @@ fn host_port(a: &str) -> Result<String, String> {
 }
 
 /// `path = realtime` → `/realtime/`.
-fn resource_path(v: &str) -> Result<String, String> {
+fn resource_path(v: &str) -> Result<String, ValueError> {
     if v.is_empty() || v.contains(|c: char| c.is_whitespace() || matches!(c, '?' | '#' | '\\')) {
         return Err(expected("a URL path such as /socket.io/", v));
     }
@@ -212,7 +241,7 @@ fn resource_path(v: &str) -> Result<String, String> {
 /// Legacy transport names map onto the two Engine.IO transports; the other socket.io 0.6
 /// transports have no counterpart and are skipped with a warning. A blank value means all,
 /// as the original's comment said ("Blank means allow ALL types").
-fn transports(v: &str, warn: &mut Vec<String>) -> Result<Vec<Transport>, String> {
+fn transports(v: &str, warn: &mut Vec<String>) -> Result<Vec<Transport>, ValueError> {
     let names = list(v);
     if names.is_empty() {
         return Ok(ServerConfig::default().allowed_types);

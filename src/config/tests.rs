@@ -104,6 +104,10 @@ fn defaults() {
     assert_eq!(s.allowed_types, [Transport::Polling, Transport::Websocket]);
     assert_eq!((&s.user, &s.www), (&None, &None));
     assert_eq!(
+        (s.max_http_connections, s.body_timeout, s.shutdown_grace),
+        (200_000, secs(30), secs(5))
+    );
+    assert_eq!(
         c.flash,
         FlashConfig {
             enabled: true,
@@ -145,6 +149,7 @@ fn defaults() {
         ),
         (&None, "realtime", &None)
     );
+    assert_eq!(c.cluster.answer_timeout, secs(10));
     assert_eq!(
         (c.log.target, c.log.level.as_str()),
         (LogTarget::Auto, "info")
@@ -256,6 +261,9 @@ allowed-types = websocket
 user = nobody
 www = /srv/www
 connect-timeout = 10s
+max-http-connections = 13
+body-timeout = 3s
+shutdown-grace = 0
 [Flash]
 enabled = off
 port = 8430
@@ -288,6 +296,7 @@ prefix = rt
 node-id = n1
 heartbeat = 2s
 node-timeout = 9s
+answer-timeout = 250ms
 [Log]
 target = stderr
 level = trace
@@ -311,6 +320,10 @@ fn every_key_is_read() {
         (Duration::ZERO, secs(10))
     );
     assert_eq!(s.allowed_types, [Transport::Websocket]);
+    assert_eq!(
+        (s.max_http_connections, s.body_timeout, s.shutdown_grace),
+        (13, secs(3), Duration::ZERO)
+    );
     assert_eq!(
         (s.user.as_deref(), s.www.clone()),
         (Some("nobody"), Some(PathBuf::from("/srv/www")))
@@ -358,6 +371,7 @@ fn every_key_is_read() {
         (c.cluster.heartbeat, c.cluster.node_timeout),
         (Duration::from_secs(2), Duration::from_secs(9))
     );
+    assert_eq!(c.cluster.answer_timeout, Duration::from_millis(250));
     assert_eq!(
         (c.cluster.prefix.as_str(), c.cluster.node_id.as_deref()),
         ("rt", Some("n1"))
@@ -452,6 +466,54 @@ fn errors_name_file_line_section_and_key() {
     );
     error_at("[Log]\nlevel = loud\n", 2, Some("Log"), Some("level"));
     error_at("[Server]\nbind =\n", 2, Some("Server"), Some("bind"));
+    // The bounds: malformed, zero where zero cannot work, and more than fits.
+    for (key, bad, want) in [
+        ("max-http-connections", "many", "expected a whole number"),
+        (
+            "max-http-connections",
+            "0",
+            "expected a whole number of at least 1",
+        ),
+        (
+            "max-http-connections",
+            "9999999999999999999",
+            "expected a whole number from 1 to",
+        ),
+        ("body-timeout", "soon", "expected a duration"),
+        ("body-timeout", "0s", "expected a duration greater than 0"),
+        (
+            "body-timeout",
+            "99999999999999999999h",
+            "expected a duration",
+        ),
+        ("shutdown-grace", "-1", "expected a duration"),
+        (
+            "shutdown-grace",
+            "99999999999999999999h",
+            "expected a duration",
+        ),
+    ] {
+        let e = error_at(
+            &format!("[Server]\n{key} = {bad}\n"),
+            2,
+            Some("Server"),
+            Some(key),
+        );
+        assert!(e.contains(want), "{key} = {bad}: {e}");
+    }
+    for (bad, want) in [
+        ("soon", "expected a duration"),
+        ("0", "expected a duration greater than 0"),
+        ("99999999999999999999h", "expected a duration"),
+    ] {
+        let e = error_at(
+            &format!("[Cluster]\nanswer-timeout = {bad}\n"),
+            2,
+            Some("Cluster"),
+            Some("answer-timeout"),
+        );
+        assert!(e.contains(want), "answer-timeout = {bad}: {e}");
+    }
     // `port` is not a key: the command line's --port is.
     error_at("[Server]\nport = 80\n", 2, Some("Server"), Some("port"));
 }

@@ -1,17 +1,39 @@
 //! Value syntax of the configuration file: booleans, durations, sizes, counts, lists, URLs.
 //!
-//! Every parser returns `Err(message)` where the message reads "expected ..., got \"...\"";
-//! the caller adds file, line, section and key.
+//! Every parser returns a [`ValueError`], which reads "expected ..., got \"...\""; the
+//! caller adds file, line, section and key.
 
 use std::time::Duration;
 
-/// Formats the common "expected X, got "Y"" message.
-pub(super) fn expected(what: &str, got: &str) -> String {
-    format!("expected {what}, got {got:?}")
+/// A value its key cannot take; [`super::ConfigError::InvalidValue`] says where it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not of the form the key takes.
+    #[error("expected {what}, got {got:?}")]
+    Expected { what: String, got: String },
+    /// `[Cluster] node-timeout` not longer than `heartbeat`: a node would be thought dead
+    /// between two of its beats.
+    #[error(
+        "must be longer than heartbeat ({} is not longer than {})",
+        humantime::format_duration(*.node_timeout),
+        humantime::format_duration(*.heartbeat)
+    )]
+    NodeTimeoutNotAboveHeartbeat {
+        node_timeout: Duration,
+        heartbeat: Duration,
+    },
+}
+
+/// The common "expected X, got "Y"" error.
+pub(super) fn expected(what: &str, got: &str) -> ValueError {
+    ValueError::Expected {
+        what: what.to_owned(),
+        got: got.to_owned(),
+    }
 }
 
 /// Booleans as the original's goconfig read them (`t`, `y`, `on`, ...), case-insensitively.
-pub(super) fn boolean(v: &str) -> Result<bool, String> {
+pub(super) fn boolean(v: &str) -> Result<bool, ValueError> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" | "t" | "y" => Ok(true),
         "false" | "no" | "off" | "0" | "f" | "n" => Ok(false),
@@ -21,7 +43,7 @@ pub(super) fn boolean(v: &str) -> Result<bool, String> {
 
 /// A duration: a plain number is seconds (the legacy `reconnect-timeout = 8`), otherwise a
 /// number with one unit: `ms`, `s`, `m`, `h` (decimals allowed, e.g. `1.5s`).
-pub(super) fn duration(v: &str) -> Result<Duration, String> {
+pub(super) fn duration(v: &str) -> Result<Duration, ValueError> {
     let err = || expected("a duration (e.g. 8, 500ms, 25s, 2m)", v);
     let split = v
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -51,7 +73,7 @@ pub(super) fn duration(v: &str) -> Result<Duration, String> {
 
 /// A size in bytes: plain bytes, or decimal `K`/`M`/`G` (with optional `B`), or binary
 /// `KiB`/`MiB`/`GiB`. Decimal because Socket.IO's own default `maxHttpBufferSize` is 1e6.
-pub(super) fn size(v: &str) -> Result<usize, String> {
+pub(super) fn size(v: &str) -> Result<usize, ValueError> {
     let err = || expected("a size in bytes (e.g. 1000000 or 1M)", v);
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (number, unit) = v.split_at(split);
@@ -70,12 +92,12 @@ pub(super) fn size(v: &str) -> Result<usize, String> {
 }
 
 /// A plain non-negative integer (counts, limits).
-pub(super) fn count<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+pub(super) fn count<T: std::str::FromStr>(v: &str) -> Result<T, ValueError> {
     v.parse().map_err(|_| expected("a whole number", v))
 }
 
 /// A count that must be at least 1 because 0 would make the server unusable.
-pub(super) fn positive(v: &str) -> Result<usize, String> {
+pub(super) fn positive(v: &str) -> Result<usize, ValueError> {
     match count::<usize>(v)? {
         0 => Err(expected("a whole number of at least 1", v)),
         n => Ok(n),
@@ -83,7 +105,7 @@ pub(super) fn positive(v: &str) -> Result<usize, String> {
 }
 
 /// A duration that must not be zero (timers that would spin or time out at once).
-pub(super) fn nonzero_duration(v: &str) -> Result<Duration, String> {
+pub(super) fn nonzero_duration(v: &str) -> Result<Duration, ValueError> {
     match duration(v)? {
         d if d.is_zero() => Err(expected("a duration greater than 0", v)),
         d => Ok(d),
@@ -91,7 +113,7 @@ pub(super) fn nonzero_duration(v: &str) -> Result<Duration, String> {
 }
 
 /// A TCP port, 1-65535.
-pub(super) fn port(v: &str) -> Result<u16, String> {
+pub(super) fn port(v: &str) -> Result<u16, ValueError> {
     match v.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(expected("a port number (1-65535)", v)),
@@ -112,7 +134,7 @@ pub(super) fn optional(v: &str) -> Option<String> {
 }
 
 /// A single word (no whitespace), e.g. a user name or a key prefix.
-pub(super) fn word(v: &str, what: &str) -> Result<String, String> {
+pub(super) fn word(v: &str, what: &str) -> Result<String, ValueError> {
     if v.is_empty() || v.chars().any(char::is_whitespace) {
         return Err(expected(what, v));
     }
@@ -121,7 +143,7 @@ pub(super) fn word(v: &str, what: &str) -> Result<String, String> {
 
 /// A URL with one of `schemes` (e.g. `["http", "https"]`) and a non-empty host part.
 /// Only the shape is checked here; the client that uses it parses it fully.
-pub(super) fn url(v: &str, schemes: &[&str]) -> Result<String, String> {
+pub(super) fn url(v: &str, schemes: &[&str]) -> Result<String, ValueError> {
     let what = || {
         let names: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
         format!("a URL starting with {}", names.join(" or "))
@@ -139,7 +161,7 @@ pub(super) fn url(v: &str, schemes: &[&str]) -> Result<String, String> {
 }
 
 /// One of a fixed set of words, case-insensitively; returns the lower-case form.
-pub(super) fn one_of(v: &str, allowed: &[&str]) -> Result<String, String> {
+pub(super) fn one_of(v: &str, allowed: &[&str]) -> Result<String, ValueError> {
     let lower = v.to_ascii_lowercase();
     if allowed.contains(&lower.as_str()) {
         Ok(lower)
@@ -160,7 +182,7 @@ mod tests {
         for f in ["False", "false", "no", "OFF", "0", "f", "N"] {
             assert_eq!(boolean(f), Ok(false), "{f}");
         }
-        let e = boolean("maybe").unwrap_err();
+        let e = boolean("maybe").unwrap_err().to_string();
         assert!(
             e.contains("expected a boolean") && e.contains("\"maybe\""),
             "{e}"
@@ -195,7 +217,7 @@ mod tests {
         assert_eq!(size("64 KB"), Ok(64_000));
         assert_eq!(size("1MiB"), Ok(1 << 20));
         for bad in ["", "abc", "-1", "1.5M", "1T", "M"] {
-            let e = size(bad).unwrap_err();
+            let e = size(bad).unwrap_err().to_string();
             assert!(e.starts_with("expected a size in bytes (e.g. 1000000 or 1M), got"));
         }
         assert!(size("99999999999999999999G").is_err());

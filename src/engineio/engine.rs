@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug};
 
 use super::errors::EngineError;
@@ -40,6 +41,8 @@ pub struct EngineConfig {
     /// Tagged items each session keeps after taking them from its queue, for replay
     /// after a lost transport (0: none).
     pub history: usize,
+    /// Every session task is spawned on it, so shutdown can await them.
+    pub sessions: TaskTracker,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +61,7 @@ impl Default for EngineConfig {
             close_grace: session::default_close_grace(ping_timeout),
             body_timeout: Duration::from_secs(30),
             history: 0,
+            sessions: TaskTracker::new(),
         }
     }
 }
@@ -124,7 +128,9 @@ impl Inner {
             );
         }
         let session = Session::new(socket.clone(), self.clone(), queue, control_rx, ws);
-        tokio::spawn(session.run().instrument(socket.span().clone()));
+        self.config
+            .sessions
+            .spawn(session.run().instrument(socket.span().clone()));
         socket.span().in_scope(|| debug!("session opened"));
         Ok(socket)
     }

@@ -17,9 +17,6 @@ use crate::auth::{ApiRefusal, Security};
 use crate::engineio::Body;
 use crate::hub::{ChannelName, CommandName, Hub, HubConfig, HubError, Identity, Publication};
 
-/// How long a request body may take to arrive.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Why an API request failed; [`ApiError::into_response`] makes it the status and the
 /// `{ok: false, error}` body the caller gets back.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +97,8 @@ type Item = (Option<Identity>, Publication);
 pub struct Api {
     hub: Arc<Hub>,
     max_payload: usize,
+    /// How long a request body may take to arrive (`[Server] body-timeout`).
+    body_timeout: Duration,
     /// API keys, else the origin check (SPEC §4); none lets everyone in.
     security: Option<Arc<Security>>,
 }
@@ -109,8 +108,15 @@ impl Api {
         Api {
             hub,
             max_payload,
+            body_timeout: Duration::from_secs(30),
             security: None,
         }
+    }
+
+    /// Sets how long a request body may take to arrive.
+    pub fn body_timeout(mut self, timeout: Duration) -> Api {
+        self.body_timeout = timeout;
+        self
     }
 
     /// Puts every `/api/*` request behind `security`.
@@ -178,7 +184,7 @@ impl Api {
 
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
         let read = tokio::time::timeout(
-            BODY_TIMEOUT,
+            self.body_timeout,
             Limited::new(req.into_body(), self.max_payload).collect(),
         )
         .await;

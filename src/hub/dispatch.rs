@@ -17,9 +17,6 @@ use super::{Count, Envelope, Hub, error_envelope};
 use crate::auth::Channels;
 use crate::socketio::{Event, SioSocket};
 
-/// How long a subscribe ack waits for the cluster's count before using this node's.
-const CLUSTER_ANSWER: Duration = Duration::from_secs(10);
-
 /// A request's answer: now, or once the cluster has decided (a membership change).
 pub(super) enum Answer {
     Now(Value),
@@ -31,14 +28,15 @@ impl Answer {
         Answer::Now(json!({"ok": true}))
     }
 
-    /// `{ok, channel, count}` for a subscribe or unsubscribe.
-    fn membership(channel: ChannelName, count: Count) -> Answer {
+    /// `{ok, channel, count}` for a subscribe or unsubscribe; a cluster's count is
+    /// awaited for `wait` at most (`[Cluster] answer-timeout`), then this node's is used.
+    fn membership(channel: ChannelName, count: Count, wait: Duration) -> Answer {
         let reply =
             |channel: &str, count: usize| json!({"ok": true, "channel": channel, "count": count});
         match count {
             Count::Now(n) => Answer::Now(reply(&channel, n)),
             Count::Later(rx, local) => Answer::Later(Box::pin(async move {
-                let n = match tokio::time::timeout(CLUSTER_ANSWER, rx).await {
+                let n = match tokio::time::timeout(wait, rx).await {
                     Ok(Ok(n)) => n,
                     _ => local,
                 };
@@ -76,7 +74,11 @@ impl HubApp {
             Request::Subscribe { channel, options } => self.subscribe(st, channel, options),
             Request::Unsubscribe { channel, options } => {
                 let count = self.hub.unsubscribe(&st.conn, &channel, options)?;
-                Ok(Answer::membership(channel, count))
+                Ok(Answer::membership(
+                    channel,
+                    count,
+                    self.hub.config().cluster_answer,
+                ))
             }
             Request::Publish(publication) => {
                 let channel = publication
@@ -100,7 +102,11 @@ impl HubApp {
     ) -> Result<Answer, RequestError> {
         permit(&st.channels, &channel)?;
         let count = self.hub.subscribe(&st.conn, &channel, options)?;
-        Ok(Answer::membership(channel, count))
+        Ok(Answer::membership(
+            channel,
+            count,
+            self.hub.config().cluster_answer,
+        ))
     }
 }
 

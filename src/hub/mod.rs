@@ -63,6 +63,8 @@ pub struct HubConfig {
     /// How long a member's subscriptions outlive its last connection (`reconnect-timeout`);
     /// zero turns the window and connection state recovery off.
     pub grace: Duration,
+    /// How long a membership ack waits for the cluster's count before using this node's.
+    pub cluster_answer: Duration,
 }
 
 impl Default for HubConfig {
@@ -73,6 +75,7 @@ impl Default for HubConfig {
             max_channels: 100,
             cache_limit: 100,
             grace: Duration::from_secs(8),
+            cluster_answer: Duration::from_secs(10),
         }
     }
 }

@@ -2,12 +2,62 @@
 //! server that drops deliveries makes the run fail.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::Command;
+use std::time::Duration;
 
-use common::Server;
+use realtime::config::Config;
+use realtime::server;
 use serde_json::Value;
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+
+/// The server, built from the product's library and served by this process on a free
+/// port, so the run always measures the tree under test. Stopped on drop.
+struct Server {
+    port: u16,
+    runtime: Option<Runtime>,
+    shutdown: CancellationToken,
+}
+
+impl Server {
+    /// Serves with this INI text as its config.
+    fn start(config: &str) -> Server {
+        let config = Config::parse(config, "test.conf").unwrap();
+        let runtime = Runtime::new().unwrap();
+        let shutdown = CancellationToken::new();
+        let port = runtime.block_on(async {
+            let product = server::product(&config).unwrap();
+            let listener = server::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(server::serve(
+                vec![listener],
+                product.router,
+                shutdown.clone(),
+                server::Bounds::from_config(&config.server),
+            ));
+            port
+        });
+        Server {
+            port,
+            runtime: Some(runtime),
+            shutdown,
+        }
+    }
+
+    /// The process serving it, whose CPU time and memory the load generator reads.
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
 
 /// Runs one scenario; returns its exit status and JSON.
 fn loadgen(server: &Server, scenario: &str, args: &[&str]) -> (bool, Value) {
