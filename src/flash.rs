@@ -1,4 +1,5 @@
-//! The Flash socket policy responder (SPEC §7), on the `flash` socket (port 843).
+//! The Flash socket policy responder (docs/design.md#flash-policy), on the `flash` socket (port
+//! 843).
 //!
 //! A Flash player asking whether it may open a socket connects, sends exactly
 //! `<policy-file-request/>\0`, and expects the policy XML followed by a NUL, then the close.

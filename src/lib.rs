@@ -12,7 +12,7 @@
 //! - [`server`]: listeners in, connections served, shutdown out;
 //! - [`config`]: the INI file and its defaults; [`cli`]: the command line.
 //!
-//! Around the product, the daemon (SPEC §7, §10): [`service`] (sockets in, signals, run),
+//! Around the product, the daemon (docs/design.md#daemon): [`service`] (sockets in, signals, run),
 //! [`systemd`] (named sockets, sd_notify, watchdog), [`reload`] (SIGHUP), [`log`]
 //! (journald, syslog, stderr), [`privileges`] (dropping root), [`flash`] (the Flash
 //! socket policy responder).

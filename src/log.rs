@@ -1,5 +1,5 @@
-//! Logging (SPEC §10): one event a line, to the journal, syslog or plain stderr, with the
-//! level changeable at run time (SIGHUP).
+//! Logging (docs/design.md#daemon): one event a line, to the journal, syslog or plain stderr, with
+//! the level changeable at run time (SIGHUP).
 //!
 //! The destination is chosen once at start:
 //! - journald: stderr is the journal (`JOURNAL_STREAM` equals `dev:ino` of stderr, as

@@ -1,5 +1,5 @@
-//! Dropping root (SPEC §10): started as root (supervisord, `sudo realtime`), the daemon binds
-//! every port first, then becomes `[Server] user` before it serves anything.
+//! Dropping root (docs/design.md#daemon): started as root (supervisord, `sudo realtime`), the
+//! daemon binds every port first, then becomes `[Server] user` before it serves anything.
 //!
 //! The user is looked up at start, before any port is bound, so a name that does not exist
 //! is a configuration error like any other. Under systemd the unit's `User=` already did

@@ -1,5 +1,5 @@
-//! SIGHUP (SPEC §8): re-read the configuration file used at start, apply what can change
-//! live, and name every changed key that needs a restart.
+//! SIGHUP (docs/design.md#configuration): re-read the configuration file used at start, apply what
+//! can change live, and name every changed key that needs a restart.
 //!
 //! [`KEYS`] lists every key with whether it is [`Apply::Live`]. The running configuration
 //! takes a live key's new value; a restart-only key keeps the value the daemon runs with,
@@ -47,7 +47,8 @@ macro_rules! key {
     };
 }
 
-/// Every key of SPEC §8. The monitor becomes live when it can be rebuilt in place.
+/// Every key of docs/design.md#configuration. The monitor becomes live when it can be rebuilt in
+/// place.
 pub const KEYS: &[Key] = &[
     key!("Server", "debug", Live, server.debug),
     key!("Server", "bind", Restart, server.bind),

@@ -35,7 +35,7 @@ const HISTORY: usize = 32;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// At shutdown, how long a connection accepted without a request yet may take to send one.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
-/// How long shutdown keeps posting queued monitor events (SPEC §5: a few seconds).
+/// How long shutdown keeps posting queued monitor events (docs/design.md#monitor: a few seconds).
 const MONITOR_FLUSH: Duration = Duration::from_secs(3);
 
 /// What `serve` bounds, from `[Server]`.

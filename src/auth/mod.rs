@@ -1,6 +1,6 @@
-//! Who may connect and publish: the origin check and license keys (SPEC §6), API keys
-//! (§4) and identity tokens (§3.1), read from the config into [`Rules`] that a reload can
-//! swap while the server runs.
+//! Who may connect and publish: the origin check and license keys (docs/design.md#origin-check),
+//! API keys (docs/design.md#api-keys) and identity tokens (docs/design.md#identity-tokens), read
+//! from the config into [`Rules`] that a reload can swap while the server runs.
 //!
 //! `origin` and `license` hold the origin policy, `api_key` the bearer keys of `/api/*`,
 //! `token` the JWTs; this file puts them together behind [`Security`], which the

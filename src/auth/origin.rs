@@ -1,5 +1,5 @@
-//! The origin check of SPEC §6: which web pages (by their `Origin`) and which non-browser
-//! clients (by the `Host` they reached) may open a session or use the API.
+//! The origin check of docs/design.md#origin-check: which web pages (by their `Origin`) and which
+//! non-browser clients (by the `Host` they reached) may open a session or use the API.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -175,7 +175,7 @@ impl OriginPolicy {
         self.patterns.is_empty() && self.keys.is_empty()
     }
 
-    /// The check of SPEC §6 on a request's `Origin` and `Host` headers.
+    /// The check of docs/design.md#origin-check on a request's `Origin` and `Host` headers.
     pub fn check(&self, headers: &HeaderMap) -> Verdict {
         if self.patterns.contains(&Pattern::Any) {
             return Verdict::Allowed;

@@ -1,6 +1,6 @@
-//! Identity tokens (SPEC §3.1): a JWT signed with HS256 and `[Identity] secret`, whose
-//! `sub` is the identity, with an `exp`, and an optional `channels` claim limiting what the
-//! connection may subscribe, publish and command to.
+//! Identity tokens (docs/design.md#identity-tokens): a JWT signed with HS256 and `[Identity]
+//! secret`, whose `sub` is the identity, with an `exp`, and an optional `channels` claim limiting
+//! what the connection may subscribe, publish and command to.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! What differs between one node and a cluster (SPEC §11): the message bus that carries
-//! broadcasts to the other nodes, and the presence that decides membership changes
+//! What differs between one node and a cluster (docs/design.md#cluster): the message bus that
+//! carries broadcasts to the other nodes, and the presence that decides membership changes
 //! cluster-wide. The hub owns this port; this layer never reaches into the hub.
 //!
 //! - `contract`: the traits ([`Bus`], [`Presence`] outward, [`Inbound`] back to the hub)

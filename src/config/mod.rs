@@ -1,4 +1,5 @@
-//! Configuration (SPEC §8): the INI file, its built-in defaults, lookup and error reporting.
+//! Configuration (docs/design.md#configuration): the INI file, its built-in defaults, lookup and
+//! error reporting.
 //!
 //! `Config::discover` finds the file, `Config::parse` turns its text into typed settings.
 //! Every problem is a [`ConfigError`] naming file, line, section and key; things that are
@@ -163,7 +164,7 @@ impl From<ValueError> for SetError {
     }
 }
 
-/// The sections, by canonical name (as in SPEC); matched case-insensitively.
+/// The sections, by canonical name (as in etc/realtime.conf); matched case-insensitively.
 const SECTIONS: [&str; 9] = [
     "Server",
     "Flash",
@@ -293,9 +294,9 @@ impl Config {
         Config::parse(&text, &origin)
     }
 
-    /// SPEC §8 lookup: explicit path if given; else /etc/realtime/realtime.conf if it exists;
-    /// else ./etc/realtime.conf if it exists; else defaults. Returns the path used
-    /// (None = defaults).
+    /// docs/design.md#configuration lookup: explicit path if given; else
+    /// /etc/realtime/realtime.conf if it exists; else ./etc/realtime.conf if it exists; else
+    /// defaults. Returns the path used (None = defaults).
     pub fn discover(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
         let candidates: Vec<PathBuf> = DEFAULT_PATHS.iter().map(PathBuf::from).collect();
         Config::discover_in(explicit, &candidates)

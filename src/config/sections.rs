@@ -20,7 +20,7 @@ pub const MONITOR_EVENTS: [&str; 6] = [
 /// Log levels accepted in `[Log] level`.
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
-/// `[Monitor]`: webhooks (SPEC §5).
+/// `[Monitor]`: webhooks (docs/design.md#monitor).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonitorConfig {
     /// Endpoint for the POSTs; `None` = no monitor.
@@ -78,7 +78,7 @@ impl MonitorConfig {
 /// `[Messaging]`: per-identity cache and limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessagingConfig {
-    /// Messages kept for an identity that dropped (SPEC §3.5); 0 keeps none.
+    /// Messages kept for an identity that dropped (docs/design.md#grace-window); 0 keeps none.
     pub message_cache_limit: usize,
     /// Outbound queue length after which a slow client is disconnected.
     pub client_queue: usize,
@@ -116,7 +116,7 @@ impl MessagingConfig {
     }
 }
 
-/// `[License]`: origin check (SPEC §6).
+/// `[License]`: origin check (docs/design.md#origin-check).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LicenseConfig {
     /// License key file; `None` = the caller's default location.
@@ -155,7 +155,7 @@ impl ApiConfig {
     }
 }
 
-/// `[Identity]`: JWT proof of identities (SPEC §3.1).
+/// `[Identity]`: JWT proof of identities (docs/design.md#identity-tokens).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdentityConfig {
     /// HS256 key; when set, an identity needs a valid token.
@@ -175,7 +175,7 @@ impl IdentityConfig {
     }
 }
 
-/// `[Cluster]`: Redis backplane (SPEC §11).
+/// `[Cluster]`: Redis backplane (docs/design.md#cluster).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// `redis://` or `rediss://` URL; `None` = single node.

@@ -46,7 +46,7 @@ pub struct ServerConfig {
     /// Largest accepted packet / HTTP body, in bytes.
     pub max_payload: usize,
     pub max_connections: usize,
-    /// Grace period after an identity's last connection goes (SPEC §3.5).
+    /// Grace period after an identity's last connection goes (docs/design.md#grace-window).
     pub reconnect_timeout: Duration,
     /// Allowed transports, in the configured order; never empty.
     pub allowed_types: Vec<Transport>,
@@ -154,7 +154,7 @@ impl ServerConfig {
     }
 }
 
-/// `[Flash]`: the Flash socket policy server (SPEC §7).
+/// `[Flash]`: the Flash socket policy server (docs/design.md#flash-policy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlashConfig {
     pub enabled: bool,

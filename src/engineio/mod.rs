@@ -68,8 +68,8 @@ pub trait Connection: Send + 'static {
     fn on_close(self: Box<Self>, reason: CloseReason, backlog: Backlog);
 }
 
-/// Decides who may open a session (the origin check of SPEC §6). Consulted on handshakes
-/// (requests without a session id), which it may refuse, and on every request for CORS:
+/// Decides who may open a session (the origin check of docs/design.md#origin-check). Consulted on
+/// handshakes (requests without a session id), which it may refuse, and on every request for CORS:
 /// only an allowed `Origin` is reflected.
 pub trait Gate: Send + Sync + 'static {
     fn allows(&self, headers: &HeaderMap) -> bool;

@@ -1,4 +1,4 @@
-//! The HTTP API of SPEC §4: publish from a backend, and look at channels.
+//! The HTTP API of docs/design.md#http-api: publish from a backend, and look at channels.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,7 +99,7 @@ pub struct Api {
     max_payload: usize,
     /// How long a request body may take to arrive (`[Server] body-timeout`).
     body_timeout: Duration,
-    /// API keys, else the origin check (SPEC §4); none lets everyone in.
+    /// API keys, else the origin check (docs/design.md#http-api); none lets everyone in.
     security: Option<Arc<Security>>,
 }
 

@@ -57,7 +57,7 @@ impl Envelope {
     }
 }
 
-/// The envelope for a refused request that had no ack to answer (SPEC §3.3).
+/// The envelope for a refused request that had no ack to answer (docs/design.md#server-events).
 pub fn error_envelope(channel: Option<&str>, error: &str) -> Value {
     json!({"type": "error", "channel": channel, "success": false, "error": error})
 }

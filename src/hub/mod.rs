@@ -1,5 +1,6 @@
 //! Channels, members and their sessions: subscribe, unsubscribe, publish, membership
-//! events, and the grace window that makes a short drop lose nothing (SPEC §3).
+//! events, and the grace window that makes a short drop lose nothing
+//! (docs/design.md#channels-and-members).
 //!
 //! State is sharded, each shard a map behind a short synchronous lock, and indexed both
 //! ways: channel → member sessions (`channel`), member → channels (`member`). A publish is

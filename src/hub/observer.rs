@@ -1,5 +1,5 @@
 //! The hub's one outward hook: what happened (membership, connections, publishes), for the
-//! monitor's webhooks (SPEC §5) and whatever else wants to watch.
+//! monitor's webhooks (docs/design.md#monitor) and whatever else wants to watch.
 
 use super::Envelope;
 use crate::cluster::Membership;

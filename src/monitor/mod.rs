@@ -1,4 +1,4 @@
-//! The monitor (SPEC §5): what happens in the hub, POSTed as JSON envelopes to
+//! The monitor (docs/design.md#monitor): what happens in the hub, POSTed as JSON envelopes to
 //! `[Monitor] url`.
 //!
 //! The hub only ever `try_send`s into a bounded queue ([`Monitor`] is its [`Observer`]); one

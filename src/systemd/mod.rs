@@ -1,5 +1,5 @@
-//! The systemd glue (SPEC §10): sockets passed by name, sd_notify state changes, and the
-//! watchdog that pings only while the hub answers.
+//! The systemd glue (docs/design.md#daemon): sockets passed by name, sd_notify state changes, and
+//! the watchdog that pings only while the hub answers.
 //!
 //! Everything here is a no-op without systemd (no `LISTEN_FDS`, no `NOTIFY_SOCKET`, no
 //! `WATCHDOG_USEC`), so the daemon runs the same from a shell.

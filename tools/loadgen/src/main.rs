@@ -1,7 +1,8 @@
 //! `realtime-loadgen`: drives a Socket.IO server over WebSocket with the `subscribe` and
-//! `publish` events of SPEC §3.2 and checks the `message` deliveries of §3.3, so it measures
-//! Realtime and any other server implementing those two events (the Node reference peer of
-//! `tests/bench/`) the same way. Also writes BENCHMARKS.md from the runs' JSON.
+//! `publish` events of docs/design.md#client-events and checks the `message` deliveries of
+//! docs/design.md#server-events, so it measures Realtime and any other server implementing those
+//! two events (the Node reference peer of `tests/bench/`) the same way. Also writes BENCHMARKS.md
+//! from the runs' JSON.
 //!
 //! Layout: `wire` is the pure packet codec; `ws` a lean WebSocket client; `conn` one
 //! Socket.IO client; `run` the subscriber and
@@ -33,7 +34,7 @@ use scenarios::{ChannelsArgs, Common, FanoutArgs, IdleArgs, RateArgs};
 #[derive(Debug, Parser)]
 #[command(
     name = "realtime-loadgen",
-    about = "Load generator for Socket.IO servers with subscribe/publish (SPEC §12)",
+    about = "Load generator for Socket.IO servers with subscribe/publish",
     // A later flag wins, so a script can append overrides to a preset list of flags.
     args_override_self = true
 )]

@@ -79,7 +79,7 @@ const fn fig(
     }
 }
 
-/// The figures issue 4 asks for, in its order.
+/// The figures of the report, in the order of its table.
 const FIGURES: &[Figure] = &[
     fig("fanout", "deliveries_per_s", "fan-out deliveries/s", true),
     fig(
@@ -197,7 +197,7 @@ fn cross_node(runs: &[Value]) -> bool {
     })
 }
 
-/// The anchors of issue 4, measured earlier on this machine type; context, not this run.
+/// The goals and their peers, measured earlier on this machine type; context, not this run.
 const BAR: &str = "\
 | scenario (medians of 5 rounds) | Node socket.io | socketioxide | minimal limit | goal for Realtime |
 |---|---|---|---|---|
@@ -404,7 +404,7 @@ pub fn write(a: &ReportArgs) -> Result<()> {
         "Every subscriber must get every message exactly once, in order; a run that loses, \
          duplicates or reorders anything, or whose clients fail, is marked failed. Other \
          events are what a server sent besides the deliveries (Realtime's membership \
-         notices, SPEC §3.3): work the server did that the figures include.\n"
+         notices, docs/design.md#server-events): work the server did that the figures include.\n"
     );
     let _ = writeln!(
         md,
@@ -572,7 +572,7 @@ pub fn write(a: &ReportArgs) -> Result<()> {
     let _ = writeln!(md, "\n## The bar (context: not measured in this run)\n");
     let _ = writeln!(
         md,
-        "The anchors of issue 4, measured earlier on a machine of this type (2 cores, server on \
+        "The goals and their peers, measured earlier on a machine of this type (2 cores, server on \
          one pinned core): the reference Node socket.io 4.8.4, socketioxide 0.18.9, and a \
          deliberately minimal Rust fan-out server with pre-encoded frames (the practical limit \
          of the machine). Compare ratios, not absolute numbers, with the table above.\n"

@@ -1,4 +1,4 @@
-//! The four scenarios of issue 4 (fan-out, fixed rate, idle, many channels), each a plan of
+//! The four benchmark scenarios (fan-out, fixed rate, idle, many channels), each a plan of
 //! who subscribes where and who publishes what, run by [`measure`], and reported as one JSON
 //! object whose `metrics` are flat numbers (names carry their unit).
 

@@ -2,8 +2,8 @@
 //! classify a text frame from the server, build the frames it sends, and find the
 //! load generator's own marker in a delivered `message` envelope without parsing it.
 //!
-//! Only `/` is used, so no packet carries a namespace. Only SPEC §3.2/§3.3 is relied on
-//! (`subscribe`, `publish`, the `message` event), so any Socket.IO server implementing
+//! Only `/` is used, so no packet carries a namespace. Only docs/design.md#client-events is relied
+//! on (`subscribe`, `publish`, the `message` event), so any Socket.IO server implementing
 //! those two events can be driven.
 
 use std::fmt::Write as _;
@@ -152,7 +152,7 @@ pub fn delivery(event: &[u8]) -> Option<Mark> {
     })
 }
 
-/// Whether an ACK's arguments say `{ok: true}` (the form of SPEC §3.2).
+/// Whether an ACK's arguments say `{ok: true}` (the form of docs/design.md#client-events).
 pub fn ack_ok(args: &[u8]) -> bool {
     matches!(
         serde_json::from_slice::<serde_json::Value>(args),
@@ -236,7 +236,7 @@ mod tests {
     }
 
     /// The marker is found whatever order the server writes the envelope's keys in, and
-    /// whatever follows the envelope (a recovery offset, SPEC §2).
+    /// whatever follows the envelope (a recovery offset, docs/design.md#connection-recovery).
     #[test]
     fn finds_the_marker_in_deliveries_from_either_server() {
         let data = json!({"lg": [2, 9, 77], "pad": "xx"});
