@@ -40,6 +40,7 @@ pub enum Destination {
 }
 
 /// What `init` decided, for the caller to report once logging works.
+#[derive(Debug)]
 pub struct Logging {
     pub destination: Destination,
     /// Why the configured destination could not be used, if it could not.
@@ -254,6 +255,12 @@ pub struct EventBuffer {
     sink: Arc<Sink>,
     level: Level,
     buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for EventBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBuffer").finish_non_exhaustive()
+    }
 }
 
 impl Write for EventBuffer {

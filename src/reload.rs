@@ -26,6 +26,7 @@ pub enum Apply {
 }
 
 /// One configuration key, as written in the file.
+#[derive(Debug)]
 pub struct Key {
     pub section: &'static str,
     pub name: &'static str,
@@ -139,6 +140,12 @@ pub struct Reloader {
     logging: Logging,
     /// Origins, license keys, API keys and identity rules, once the product exists.
     security: Option<Arc<Security>>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
 }
 
 impl Reloader {

@@ -121,6 +121,12 @@ pub struct Product {
     pub cluster: Option<Arc<RedisCluster>>,
 }
 
+impl std::fmt::Debug for Product {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Product").finish_non_exhaustive()
+    }
+}
+
 /// The product: the hub behind Socket.IO at the configured path.
 pub fn product(config: &Config) -> Result<Product, StartError> {
     let s = &config.server;

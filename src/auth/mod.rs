@@ -124,6 +124,12 @@ pub struct Security {
     pub refused: AtomicU64,
 }
 
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security").finish_non_exhaustive()
+    }
+}
+
 impl Security {
     /// The rules of `c`, with their warnings logged.
     pub fn from_config(c: &Config) -> Result<Security, AuthError> {

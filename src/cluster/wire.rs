@@ -15,7 +15,7 @@ const LAST_MILLISECOND: u64 = 253_402_300_799_999;
 
 /// A broadcast from another node.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BusMessage {
+pub(super) struct BusMessage {
     /// The node that published it (a node ignores its own).
     pub origin: String,
     pub envelope: Envelope,
@@ -50,7 +50,7 @@ struct HeaderIn {
 
 /// Why a bus message was dropped.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
+pub(super) enum WireError {
     #[error("no header line")]
     NoHeader,
     #[error("bad header: {0}")]
@@ -65,7 +65,12 @@ pub enum WireError {
     Attachments { announced: usize, got: usize },
 }
 
-pub fn encode(origin: &str, envelope: &Envelope, attachments: &[Bytes], to: Option<&str>) -> Bytes {
+pub(super) fn encode(
+    origin: &str,
+    envelope: &Envelope,
+    attachments: &[Bytes],
+    to: Option<&str>,
+) -> Bytes {
     let millis = envelope
         .timestamp
         .duration_since(UNIX_EPOCH)
@@ -93,7 +98,7 @@ pub fn encode(origin: &str, envelope: &Envelope, attachments: &[Bytes], to: Opti
     out.freeze()
 }
 
-pub fn decode(raw: &[u8]) -> Result<BusMessage, WireError> {
+pub(super) fn decode(raw: &[u8]) -> Result<BusMessage, WireError> {
     let nl = memchr::memchr(b'\n', raw).ok_or(WireError::NoHeader)?;
     let h: HeaderIn =
         serde_json::from_slice(&raw[..nl]).map_err(|e| WireError::Header(e.to_string()))?;

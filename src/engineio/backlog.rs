@@ -13,6 +13,12 @@ pub struct Backlog {
     pub(super) queue: Option<Arc<Queue>>,
 }
 
+impl std::fmt::Debug for Backlog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backlog").finish_non_exhaustive()
+    }
+}
+
 impl Backlog {
     pub fn empty() -> Backlog {
         Backlog {

@@ -15,7 +15,7 @@ const HIGH_WATER: usize = 64 * 1024;
 /// Capacity kept after a flush; more is freed.
 const KEEP: usize = 1024;
 
-pub struct Buffered<S> {
+pub(crate) struct Buffered<S> {
     inner: S,
     buf: Vec<u8>,
     /// How much of `buf` is already written.
@@ -23,7 +23,7 @@ pub struct Buffered<S> {
 }
 
 impl<S> Buffered<S> {
-    pub fn new(inner: S) -> Buffered<S> {
+    pub(crate) fn new(inner: S) -> Buffered<S> {
         Buffered {
             inner,
             buf: Vec::new(),

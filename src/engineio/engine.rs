@@ -72,6 +72,12 @@ pub struct Engine {
     pub(super) inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) config: EngineConfig,
     pub(crate) handler: Arc<dyn Handler>,

@@ -103,6 +103,12 @@ pub struct Api {
     security: Option<Arc<Security>>,
 }
 
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
 impl Api {
     pub fn new(hub: Arc<Hub>, max_payload: usize) -> Api {
         Api {

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use crate::engineio::Body;
 
 /// One file that may be served.
+#[derive(Debug)]
 pub struct Asset {
     /// Its name in `js-client/www/` (and in `[Server] www`).
     file: &'static str,

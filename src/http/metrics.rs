@@ -43,6 +43,12 @@ pub struct Metrics {
     registry: Registry,
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
 impl Metrics {
     pub fn new(sources: Sources) -> Metrics {
         let mut registry = Registry::with_prefix("realtime");

@@ -41,6 +41,12 @@ pub struct Router {
     monitor: Option<Arc<Monitor>>,
 }
 
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
+}
+
 impl Default for Router {
     fn default() -> Self {
         Router::new()

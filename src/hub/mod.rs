@@ -156,6 +156,12 @@ pub struct Hub {
     presence: Arc<dyn Presence>,
 }
 
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
 impl Hub {
     pub fn new(config: HubConfig) -> Hub {
         Hub {

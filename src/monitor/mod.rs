@@ -67,6 +67,12 @@ pub struct Monitor {
     drop_log: LogLimit,
 }
 
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor").finish_non_exhaustive()
+    }
+}
+
 impl Monitor {
     /// Starts the sender thread when `[Monitor] url` is set.
     pub fn start(config: &MonitorConfig) -> std::io::Result<Option<Arc<Monitor>>> {

@@ -81,6 +81,12 @@ pub struct RedisCluster {
     pub stats: Arc<BusStats>,
 }
 
+impl std::fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCluster").finish_non_exhaustive()
+    }
+}
+
 /// The worker, waiting for the hub it serves.
 pub struct Worker {
     client: Client,
@@ -104,6 +110,12 @@ pub struct Worker {
     /// by then the other nodes, which lost Redis at the same moment, have subscribed and
     /// written their own presence back, so they hear it and the count is whole.
     pending: Vec<(Change, Membership)>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]

@@ -16,11 +16,11 @@ use std::sync::LazyLock;
 use redis::Script;
 
 // Each script's SHA1 is computed once; Redis runs it by that hash (EVALSHA).
-pub static JOIN: LazyLock<Script> = LazyLock::new(|| Script::new(JOIN_LUA));
-pub static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE_LUA));
-pub static DROP: LazyLock<Script> = LazyLock::new(|| Script::new(DROP_LUA));
-pub static ONLINE: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE_LUA));
-pub static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(REAP_LUA));
+pub(super) static JOIN: LazyLock<Script> = LazyLock::new(|| Script::new(JOIN_LUA));
+pub(super) static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE_LUA));
+pub(super) static DROP: LazyLock<Script> = LazyLock::new(|| Script::new(DROP_LUA));
+pub(super) static ONLINE: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE_LUA));
+pub(super) static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(REAP_LUA));
 
 /// KEYS: sub:{node}, ch:{channel}, channels, ms:{member}. ARGV: channel, member.
 /// Returns {1 if the member is new in the channel cluster-wide, members after}.

@@ -2,7 +2,7 @@
 
 /// Lost, duplicated and reordered deliveries, summed over subscribers and channels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Deliveries expected (messages sent × subscribers of their channel).
     pub expected: u64,
     /// Distinct messages received.
@@ -18,7 +18,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn add(&mut self, o: &Counts) {
+    pub(crate) fn add(&mut self, o: &Counts) {
         self.expected += o.expected;
         self.received += o.received;
         self.lost += o.lost;
@@ -28,7 +28,7 @@ impl Counts {
     }
 
     /// Every subscriber got every message exactly once, in order.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.lost == 0 && self.duplicated == 0 && self.reordered == 0 && self.unexpected == 0
     }
 }
@@ -38,7 +38,7 @@ impl Counts {
 /// A bitset rather than "next expected number", so a duplicate is told apart from a
 /// late (reordered) message, and the loss count is exact even after a reordering.
 #[derive(Debug, Clone)]
-pub struct OrderCheck {
+pub(crate) struct OrderCheck {
     seen: Vec<u64>,
     expected: u32,
     /// Highest number received so far, plus one (0: nothing yet).
@@ -51,7 +51,7 @@ pub struct OrderCheck {
 
 /// What a delivery was, for the caller's own bookkeeping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seen {
+pub(crate) enum Seen {
     /// First time (in order or not).
     New,
     Duplicate,
@@ -59,7 +59,7 @@ pub enum Seen {
 }
 
 impl OrderCheck {
-    pub fn new(expected: u32) -> OrderCheck {
+    pub(crate) fn new(expected: u32) -> OrderCheck {
         OrderCheck {
             seen: vec![0; (expected as usize).div_ceil(64)],
             expected,
@@ -71,7 +71,7 @@ impl OrderCheck {
         }
     }
 
-    pub fn record(&mut self, seq: u32) -> Seen {
+    pub(crate) fn record(&mut self, seq: u32) -> Seen {
         if seq >= self.expected {
             self.unexpected += 1;
             return Seen::Unexpected;
@@ -90,7 +90,7 @@ impl OrderCheck {
         Seen::New
     }
 
-    pub fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self) -> Counts {
         Counts {
             expected: u64::from(self.expected),
             received: u64::from(self.received),

@@ -13,7 +13,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the server under test listens.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// `host:port` for the TCP connect.
     pub addr: String,
     /// Path and query of the Engine.IO WebSocket endpoint.
@@ -22,7 +22,7 @@ pub struct Target {
 
 impl Target {
     /// From `ws://host:port` (or `http://`) and the Engine.IO path (`/socket.io/`).
-    pub fn new(url: &str, path: &str) -> Result<Target> {
+    pub(crate) fn new(url: &str, path: &str) -> Result<Target> {
         let rest = url
             .strip_prefix("ws://")
             .or_else(|| url.strip_prefix("http://"))
@@ -39,7 +39,7 @@ impl Target {
 }
 
 /// Opens a connection and joins namespace `/`: ready for subscribe and publish.
-pub async fn connect(target: &Target) -> Result<Ws> {
+pub(crate) async fn connect(target: &Target) -> Result<Ws> {
     let mut ws = tokio::time::timeout(STEP_TIMEOUT, Ws::connect(&target.addr, &target.path))
         .await
         .context("websocket handshake timed out")??;
@@ -70,7 +70,7 @@ pub async fn connect(target: &Target) -> Result<Ws> {
 
 /// Subscribes to every channel (acks 1..=n, sent together), and waits for every ack.
 /// Events arriving meanwhile (other members' join notices) are counted, not checked.
-pub async fn subscribe(ws: &mut Ws, channels: &[&str]) -> Result<u64> {
+pub(crate) async fn subscribe(ws: &mut Ws, channels: &[&str]) -> Result<u64> {
     for (i, ch) in channels.iter().enumerate() {
         ws.queue_text(&wire::subscribe(ch, i as u64 + 1));
     }

@@ -9,7 +9,7 @@ use nix::unistd::{SysconfVar, sysconf};
 
 /// A process to measure: the server under test (by pid) or the load generator itself.
 #[derive(Debug, Clone, Copy)]
-pub enum Proc {
+pub(crate) enum Proc {
     Pid(u32),
     Me,
 }
@@ -23,7 +23,7 @@ impl Proc {
     }
 
     /// Resident set size in KiB (`VmRSS` of /proc/PID/status).
-    pub fn rss_kib(self) -> io::Result<u64> {
+    pub(crate) fn rss_kib(self) -> io::Result<u64> {
         let status = std::fs::read_to_string(format!("{}/status", self.dir()))?;
         parse_vmrss(&status).ok_or_else(|| io::Error::other("no VmRSS in /proc status"))
     }
@@ -34,7 +34,7 @@ impl Proc {
     ///
     /// Threads that ended are missing from the schedstat sum; the servers measured keep
     /// their worker threads for their whole life, so a phase's difference is unaffected.
-    pub fn cpu(self) -> io::Result<Duration> {
+    pub(crate) fn cpu(self) -> io::Result<Duration> {
         match self.schedstat_cpu() {
             Ok(d) => Ok(d),
             Err(_) => self.stat_cpu(),
@@ -88,7 +88,7 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// Raises the soft limit on open files to the hard limit; returns the limit now in force.
-pub fn raise_nofile() -> u64 {
+pub(crate) fn raise_nofile() -> u64 {
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
             Ok(()) => hard,

@@ -15,7 +15,7 @@ use crate::stats::median;
 use crate::svg::{self, Bar, Chart};
 
 #[derive(Debug, Clone, Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// JSON lines written by the scenario commands.
     #[arg(long)]
     pub results: PathBuf,
@@ -43,7 +43,7 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     #[arg(long)]
     pub results: PathBuf,
     /// Servers (labels) that must each have every scenario.
@@ -208,7 +208,7 @@ const BAR: &str = "\
 | many channels deliveries/s | 59k | 334k | 1.45M | ≥ 1.15M |
 ";
 
-pub fn load(path: &Path) -> Result<Vec<Value>> {
+pub(crate) fn load(path: &Path) -> Result<Vec<Value>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -343,7 +343,7 @@ fn params_line(runs: &[Value], scenario: &str) -> String {
         .unwrap_or_else(|| "not run".to_owned())
 }
 
-pub fn write(a: &ReportArgs) -> Result<()> {
+pub(crate) fn write(a: &ReportArgs) -> Result<()> {
     let runs = load(&a.results)?;
     if runs.is_empty() {
         bail!("{}: no runs", a.results.display());
@@ -594,7 +594,7 @@ pub fn write(a: &ReportArgs) -> Result<()> {
 }
 
 /// Problems with a set of runs: a missing scenario, a failed run, anything lost.
-pub fn problems(runs: &[Value], servers: &[String], scenarios: &[String]) -> Vec<String> {
+pub(crate) fn problems(runs: &[Value], servers: &[String], scenarios: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for server in servers {
         for scenario in scenarios {
@@ -629,7 +629,7 @@ pub fn problems(runs: &[Value], servers: &[String], scenarios: &[String]) -> Vec
     out
 }
 
-pub fn check(a: &CheckArgs) -> Result<bool> {
+pub(crate) fn check(a: &CheckArgs) -> Result<bool> {
     let runs = load(&a.results)?;
     let found = problems(&runs, &a.servers, &a.scenarios);
     for p in &found {
@@ -651,7 +651,7 @@ pub fn check(a: &CheckArgs) -> Result<bool> {
 }
 
 /// The readable table of one run.
-pub fn table(run: &Value) -> String {
+pub(crate) fn table(run: &Value) -> String {
     let mut s = String::new();
     let status = if run["ok"] == Value::Bool(true) {
         "ok"

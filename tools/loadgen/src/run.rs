@@ -23,7 +23,7 @@ use crate::ws::Ws;
 
 /// Tasks that have passed a point, awaited from the main task.
 #[derive(Default)]
-pub struct Arrivals {
+pub(crate) struct Arrivals {
     arrived: AtomicUsize,
     failed: AtomicUsize,
     notify: Notify,
@@ -40,12 +40,12 @@ impl Arrivals {
         self.notify.notify_waiters();
     }
 
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.failed.load(Ordering::Acquire)
     }
 
     /// Waits until `total` tasks have arrived or failed; returns how many arrived.
-    pub async fn wait(&self, total: usize) -> usize {
+    pub(crate) async fn wait(&self, total: usize) -> usize {
         loop {
             let mut n = pin!(self.notify.notified());
             n.as_mut().enable();
@@ -60,7 +60,7 @@ impl Arrivals {
 
 /// The points of a run every client passes, and the signals that move them on.
 #[derive(Default)]
-pub struct Phases {
+pub(crate) struct Phases {
     /// Bounds handshakes in flight, so the server's listen backlog never overflows
     /// (a dropped SYN costs a one-second retransmit and would wreck handshakes/s).
     connect_gate: Option<Arc<Semaphore>>,
@@ -73,7 +73,7 @@ pub struct Phases {
 }
 
 impl Phases {
-    pub fn new(concurrency: usize) -> Phases {
+    pub(crate) fn new(concurrency: usize) -> Phases {
         Phases {
             connect_gate: Some(Arc::new(Semaphore::new(concurrency.max(1)))),
             ..Phases::default()
@@ -83,7 +83,7 @@ impl Phases {
 
 /// Which messages a run sends, and who must get them: per channel, messages numbered
 /// `0..per_channel`, each expected by every subscriber of its channel.
-pub struct Tracker {
+pub(crate) struct Tracker {
     /// The load generator's clock: publish times and latencies are microseconds since it.
     pub epoch: Instant,
     pub per_channel: u32,
@@ -102,7 +102,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn new(expected: Vec<u32>, per_channel: u32) -> Tracker {
+    pub(crate) fn new(expected: Vec<u32>, per_channel: u32) -> Tracker {
         let n = expected.len() * per_channel as usize;
         Tracker {
             epoch: Instant::now(),
@@ -116,21 +116,21 @@ impl Tracker {
         }
     }
 
-    pub fn now_us(&self) -> u64 {
+    pub(crate) fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }
 
     /// Messages that will be sent in all.
-    pub fn total_messages(&self) -> u64 {
+    pub(crate) fn total_messages(&self) -> u64 {
         self.expected.len() as u64 * u64::from(self.per_channel)
     }
 
-    pub fn completed(&self) -> u64 {
+    pub(crate) fn completed(&self) -> u64 {
         self.completed.load(Ordering::Acquire)
     }
 
     /// When the last message completed, on the run's clock.
-    pub fn last_completion(&self) -> Duration {
+    pub(crate) fn last_completion(&self) -> Duration {
         Duration::from_micros(self.last_completion_us.load(Ordering::Acquire))
     }
 
@@ -165,7 +165,7 @@ impl Tracker {
 
     /// Waits until every message completed or none completed for `stall`; returns whether
     /// all completed.
-    pub async fn wait_done(&self, stall: Duration) -> bool {
+    pub(crate) async fn wait_done(&self, stall: Duration) -> bool {
         let total = self.total_messages();
         let mut last = self.completed();
         let mut moved_at = Instant::now();
@@ -187,7 +187,7 @@ impl Tracker {
 
 /// What one subscriber saw.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Publish-to-delivery times in microseconds, first receipts only.
     pub latencies: Vec<u32>,
     pub counts: Counts,
@@ -198,7 +198,7 @@ pub struct Outcome {
 }
 
 /// A subscribing client: which channels (indexes into `names`) it joins.
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     pub target: Arc<Target>,
     pub names: Arc<Vec<String>>,
     pub channels: Vec<u32>,
@@ -207,7 +207,7 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    pub fn spawn(self) -> JoinHandle<Outcome> {
+    pub(crate) fn spawn(self) -> JoinHandle<Outcome> {
         tokio::spawn(self.run())
     }
 
@@ -359,7 +359,7 @@ async fn idle_until(ws: &mut Ws, until: &CancellationToken) -> Result<()> {
 
 /// How a publisher paces itself.
 #[derive(Debug, Clone, Copy)]
-pub enum Pace {
+pub(crate) enum Pace {
     /// At most this many messages sent but not yet received by every subscriber of their
     /// channel (all publishers together), so the server's queues are never the limit.
     Window(u64),
@@ -368,7 +368,7 @@ pub enum Pace {
 }
 
 /// A publishing client: sends `per_channel` messages to each of its channels, round-robin.
-pub struct Publisher {
+pub(crate) struct Publisher {
     pub ws: Ws,
     pub names: Arc<Vec<String>>,
     pub channels: Vec<u32>,
@@ -380,7 +380,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn spawn(self) -> JoinHandle<Result<u64>> {
+    pub(crate) fn spawn(self) -> JoinHandle<Result<u64>> {
         tokio::spawn(self.run())
     }
 

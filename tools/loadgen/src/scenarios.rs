@@ -16,7 +16,7 @@ use crate::run::{Outcome, Pace, Phases, Publisher, Subscriber, Tracker};
 use crate::stats::{self, Latency};
 
 /// What every scenario needs to know about the server under test.
-pub struct Common {
+pub(crate) struct Common {
     /// Where the subscribers connect.
     pub target: Arc<Target>,
     /// Where the publishers connect: `target`, or another node of the same cluster.
@@ -36,7 +36,7 @@ pub struct Common {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct FanoutArgs {
+pub(crate) struct FanoutArgs {
     /// Subscribers on the one channel.
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
@@ -52,7 +52,7 @@ pub struct FanoutArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct RateArgs {
+pub(crate) struct RateArgs {
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
     /// Messages per second.
@@ -66,7 +66,7 @@ pub struct RateArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct IdleArgs {
+pub(crate) struct IdleArgs {
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
     /// Connection i subscribes to channel i mod this.
@@ -78,7 +78,7 @@ pub struct IdleArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ChannelsArgs {
+pub(crate) struct ChannelsArgs {
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
     #[arg(long, default_value_t = 1000)]
@@ -373,7 +373,7 @@ fn delivery_metrics(common: &Common, obs: &Observed) -> Vec<(&'static str, Optio
     m
 }
 
-pub async fn fanout(common: &Common, a: &FanoutArgs) -> Result<Value> {
+pub(crate) async fn fanout(common: &Common, a: &FanoutArgs) -> Result<Value> {
     let plan = Plan {
         names: vec!["fanout".into()],
         subscribers: vec![vec![0]; a.subscribers],
@@ -389,7 +389,7 @@ pub async fn fanout(common: &Common, a: &FanoutArgs) -> Result<Value> {
     Ok(report(&name, params, &obs, delivery_metrics(common, &obs)))
 }
 
-pub async fn rate(common: &Common, a: &RateArgs) -> Result<Value> {
+pub(crate) async fn rate(common: &Common, a: &RateArgs) -> Result<Value> {
     let messages = (a.rate * a.duration).round() as u32;
     if messages == 0 {
         bail!("--rate × --duration must be at least one message");
@@ -410,7 +410,7 @@ pub async fn rate(common: &Common, a: &RateArgs) -> Result<Value> {
     Ok(report(&name, params, &obs, delivery_metrics(common, &obs)))
 }
 
-pub async fn idle(common: &Common, a: &IdleArgs) -> Result<Value> {
+pub(crate) async fn idle(common: &Common, a: &IdleArgs) -> Result<Value> {
     let channels = a.channels.max(1);
     let plan = Plan {
         names: (0..channels).map(|c| format!("idle-{c}")).collect(),
@@ -473,7 +473,7 @@ fn spread(connections: usize, channels: u32, per_connection: u32) -> Vec<Vec<u32
         .collect()
 }
 
-pub async fn channels(common: &Common, a: &ChannelsArgs) -> Result<Value> {
+pub(crate) async fn channels(common: &Common, a: &ChannelsArgs) -> Result<Value> {
     let channels = a.channels.max(1);
     let publishers = a.publishers.clamp(1, channels);
     let plan = Plan {

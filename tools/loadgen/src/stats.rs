@@ -2,7 +2,7 @@
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub samples: usize,
     pub p50: f64,
     pub p99: f64,
@@ -13,7 +13,7 @@ pub struct Latency {
 
 /// The nearest-rank percentile `p` (0–100) of sorted samples: the smallest sample with at
 /// least p% of the samples at or below it.
-pub fn percentile(sorted: &[u32], p: f64) -> u32 {
+pub(crate) fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
     }
@@ -23,7 +23,7 @@ pub fn percentile(sorted: &[u32], p: f64) -> u32 {
 }
 
 /// Percentiles of samples in microseconds, reported in milliseconds.
-pub fn latency(mut micros: Vec<u32>) -> Latency {
+pub(crate) fn latency(mut micros: Vec<u32>) -> Latency {
     if micros.is_empty() {
         return Latency::default();
     }
@@ -41,7 +41,7 @@ pub fn latency(mut micros: Vec<u32>) -> Latency {
 }
 
 /// The median of a few figures (one per round); the mean of the middle two for an even count.
-pub fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return f64::NAN;

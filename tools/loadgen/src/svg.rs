@@ -6,13 +6,13 @@ use std::fmt::Write as _;
 
 /// One bar: median, min, max of the rounds (NaN when the server has no run of it).
 #[derive(Debug, Clone, Copy)]
-pub struct Bar {
+pub(crate) struct Bar {
     pub median: f64,
     pub min: f64,
     pub max: f64,
 }
 
-pub struct Chart<'a> {
+pub(crate) struct Chart<'a> {
     pub title: &'a str,
     pub y_label: &'a str,
     /// Names of the bars in each group (the servers), in colour order.
@@ -30,7 +30,7 @@ const TOP: f64 = 40.0;
 const BOTTOM: f64 = 70.0;
 
 impl Chart<'_> {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let values: Vec<f64> = self
             .groups
             .iter()
@@ -148,7 +148,7 @@ impl Chart<'_> {
 }
 
 /// 1500 → 1.5k, 2e6 → 2M, 0.25 → 0.25.
-pub fn si(v: f64) -> String {
+pub(crate) fn si(v: f64) -> String {
     let (scaled, suffix) = if v >= 1e9 {
         (v / 1e9, "G")
     } else if v >= 1e6 {

@@ -13,7 +13,7 @@ use memchr::memmem;
 
 /// A text frame from the server, classified. Payloads are the frame's own bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Incoming<'a> {
+pub(crate) enum Incoming<'a> {
     /// Engine.IO OPEN: the handshake JSON.
     Open(&'a [u8]),
     /// Engine.IO PING: must be answered with PONG (`3`).
@@ -35,7 +35,7 @@ pub enum Incoming<'a> {
 }
 
 /// Classifies one text frame. Cheap: nothing is JSON-parsed here.
-pub fn classify(frame: &[u8]) -> Incoming<'_> {
+pub(crate) fn classify(frame: &[u8]) -> Incoming<'_> {
     match frame.first() {
         Some(b'0') => Incoming::Open(&frame[1..]),
         Some(b'1') => Incoming::Close,
@@ -78,12 +78,12 @@ fn number(b: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// The PONG answering a server PING.
-pub const PONG: &str = "3";
+pub(crate) const PONG: &str = "3";
 /// Socket.IO CONNECT to `/` with no auth payload: an anonymous connection.
-pub const CONNECT: &str = "40";
+pub(crate) const CONNECT: &str = "40";
 
 /// `42<ack>["subscribe","<channel>"]`.
-pub fn subscribe(channel: &str, ack: u64) -> String {
+pub(crate) fn subscribe(channel: &str, ack: u64) -> String {
     let mut s = String::with_capacity(channel.len() + 24);
     let _ = write!(s, "42{ack}[\"subscribe\",");
     push_json_str(&mut s, channel);
@@ -94,7 +94,7 @@ pub fn subscribe(channel: &str, ack: u64) -> String {
 /// `42["publish","<channel>",{"lg":[c,seq,t],"pad":"..."}]` with the data object padded
 /// to about `size` bytes. `c` is the channel index, `seq` the message's number in its
 /// channel, `t` microseconds on the load generator's clock when it was sent.
-pub fn publish(channel: &str, c: u32, seq: u32, t: u64, size: usize) -> String {
+pub(crate) fn publish(channel: &str, c: u32, seq: u32, t: u64, size: usize) -> String {
     let mut data = String::with_capacity(size + 16);
     let _ = write!(data, "{{\"lg\":[{c},{seq},{t}],\"pad\":\"");
     // `"}` closes the object: pad so that the whole data object is `size` bytes.
@@ -120,7 +120,7 @@ fn push_json_str(out: &mut String, v: &str) {
 
 /// The marker a publish carries, found again in a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mark {
+pub(crate) struct Mark {
     pub channel: u32,
     pub seq: u32,
     /// Microseconds on the load generator's clock at publish.
@@ -137,7 +137,7 @@ static MARKER: LazyLock<memmem::Finder<'static>> =
 /// insertion order, serde_json sorts), so instead of parsing the whole envelope once per
 /// delivery, which would cost the load generator more than the server spends on it, this
 /// looks for the `"lg":[` marker only the load generator puts in `data`.
-pub fn delivery(event: &[u8]) -> Option<Mark> {
+pub(crate) fn delivery(event: &[u8]) -> Option<Mark> {
     let rest = event.strip_prefix(b"[\"message\",")?;
     let at = MARKER.find(rest)? + 6;
     let (channel, a) = number(&rest[at..])?;
@@ -153,7 +153,7 @@ pub fn delivery(event: &[u8]) -> Option<Mark> {
 }
 
 /// Whether an ACK's arguments say `{ok: true}` (the form of docs/design.md#client-events).
-pub fn ack_ok(args: &[u8]) -> bool {
+pub(crate) fn ack_ok(args: &[u8]) -> bool {
     matches!(
         serde_json::from_slice::<serde_json::Value>(args),
         Ok(serde_json::Value::Array(a)) if a.first().and_then(|v| v.get("ok")) == Some(&serde_json::Value::Bool(true))
@@ -161,7 +161,7 @@ pub fn ack_ok(args: &[u8]) -> bool {
 }
 
 /// The session id of an OPEN handshake: its presence shows an Engine.IO v4 server answered.
-pub fn open_sid(open: &[u8]) -> Option<String> {
+pub(crate) fn open_sid(open: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(open).ok()?;
     v.get("sid")?.as_str().map(str::to_owned)
 }

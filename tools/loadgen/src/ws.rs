@@ -100,7 +100,7 @@ fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
 }
 
 /// A text message, borrowed from the connection's buffer.
-pub struct Received<'a> {
+pub(crate) struct Received<'a> {
     pub text: &'a [u8],
     /// When its bytes were read from the socket.
     pub read_at: Instant,
@@ -112,7 +112,7 @@ enum Found {
     Fragments,
 }
 
-pub struct Ws {
+pub(crate) struct Ws {
     stream: TcpStream,
     /// Bytes read and not yet parsed are `buf[start..end]`.
     buf: Vec<u8>,
@@ -135,7 +135,7 @@ pub struct Ws {
 
 impl Ws {
     /// Connects to `addr` (`host:port`) and upgrades `GET path`.
-    pub async fn connect(addr: &str, path: &str) -> Result<Ws> {
+    pub(crate) async fn connect(addr: &str, path: &str) -> Result<Ws> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connect to {addr}"))?;
@@ -186,7 +186,7 @@ impl Ws {
     ///
     /// Cancel-safe, so it can sit in a `select!`: it only reads, and a read cancelled
     /// before it completes consumed nothing.
-    pub async fn next(&mut self) -> Result<Option<Received<'_>>> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Received<'_>>> {
         let found = loop {
             if let Some(found) = self.next_buffered()? {
                 break found;
@@ -280,18 +280,18 @@ impl Ws {
     }
 
     /// Queues a text frame; `flush` writes everything queued in one go.
-    pub fn queue_text(&mut self, text: &str) {
+    pub(crate) fn queue_text(&mut self, text: &str) {
         let mask = self.mask();
         encode_frame(&mut self.out, OP_TEXT, text.as_bytes(), mask);
     }
 
     /// Whether frames (pongs included) wait for `flush`.
-    pub fn wants_flush(&self) -> bool {
+    pub(crate) fn wants_flush(&self) -> bool {
         !self.out.is_empty()
     }
 
     /// Writes everything queued. Not cancel-safe: call it outside `select!` branches.
-    pub async fn flush(&mut self) -> Result<()> {
+    pub(crate) async fn flush(&mut self) -> Result<()> {
         if !self.out.is_empty() {
             self.stream.write_all(&self.out).await?;
             self.out.clear();
@@ -299,13 +299,13 @@ impl Ws {
         Ok(())
     }
 
-    pub async fn send_text(&mut self, text: &str) -> Result<()> {
+    pub(crate) async fn send_text(&mut self, text: &str) -> Result<()> {
         self.queue_text(text);
         self.flush().await
     }
 
     /// Sends a close frame (1000, normal) and shuts the write side.
-    pub async fn close(&mut self) -> Result<()> {
+    pub(crate) async fn close(&mut self) -> Result<()> {
         let mask = self.mask();
         encode_frame(&mut self.out, OP_CLOSE, &1000u16.to_be_bytes(), mask);
         self.flush().await?;
