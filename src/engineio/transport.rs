@@ -99,3 +99,21 @@ pub(super) fn ws_message(f: Frame) -> WsMessage {
         Frame::Binary(b) => WsMessage::Binary(b),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn polling_writes_only_to_a_held_get_and_sees_it_aborted() {
+        let mut t = Transport::new(None);
+        assert!(!t.can_write());
+        let (reply, answer) = oneshot::channel();
+        if let Some(waiting) = t.waiting() {
+            *waiting = Some(reply);
+        }
+        assert!(t.can_write());
+        drop(answer);
+        assert!(matches!(t.next_event().await, Event::PollAborted));
+    }
+}
