@@ -2,12 +2,12 @@
 //! server that drops deliveries makes the run fail.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use std::process::Command;
 
-use common::Server;
 use serde_json::Value;
+use support::Server;
 
 /// Runs one scenario; returns its exit status and JSON.
 fn loadgen(server: &Server, scenario: &str, args: &[&str]) -> (bool, Value) {

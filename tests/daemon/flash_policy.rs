@@ -3,25 +3,24 @@
 //! clients are closed within bounds, and the server keeps serving.
 #![allow(clippy::unwrap_used)]
 
-mod daemon;
-
+use crate::support::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use daemon::*;
-
 const REQUEST: &[u8] = b"<policy-file-request/>\0";
 
-fn flash_server(extra: &str) -> (TempDir, Daemon, u16, u16) {
-    let dir = TempDir::new("flash");
+fn flash_server(extra: &str) -> (Server, u16, u16) {
     let flash = free_port();
-    let (d, http) = start(&dir, &format!("[Flash]\nport = {flash}\n{extra}"), &[]);
+    let d = Launch::new(&format!("[Flash]\nport = {flash}\n{extra}"))
+        .debug(false)
+        .start();
+    let http = d.port;
     d.expect_log(
         &format!("flash policy server on [::]:{flash}"),
         Duration::from_secs(5),
     );
-    (dir, d, http, flash)
+    (d, http, flash)
 }
 
 /// Reads until the server closes; returns the bytes and how long it took.
@@ -43,7 +42,7 @@ fn read_until_closed(s: &mut TcpStream) -> (Vec<u8>, Duration) {
 
 #[test]
 fn the_exact_request_gets_the_policy_and_a_nul() {
-    let (_dir, d, http, flash) = flash_server("");
+    let (d, http, flash) = flash_server("");
     let policy = flash_request(flash);
     let text = String::from_utf8(policy).unwrap();
     assert!(text.starts_with("<?xml"), "{text}");
@@ -66,7 +65,7 @@ fn the_exact_request_gets_the_policy_and_a_nul() {
 
 #[test]
 fn anything_else_is_closed_at_once() {
-    let (_dir, d, http, flash) = flash_server("");
+    let (d, http, flash) = flash_server("");
     for wrong in [
         &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
         b"<policy-file-request/>X",  // wrong terminator
@@ -85,7 +84,7 @@ fn anything_else_is_closed_at_once() {
 
 #[test]
 fn silent_and_unfinished_requests_are_closed_after_the_timeout() {
-    let (_dir, d, http, flash) = flash_server("");
+    let (d, http, flash) = flash_server("");
     // Nothing at all, and the request without its NUL.
     for sent in [&b""[..], b"<policy-file-request/>"] {
         let mut s = TcpStream::connect(("127.0.0.1", flash)).unwrap();
@@ -103,7 +102,7 @@ fn silent_and_unfinished_requests_are_closed_after_the_timeout() {
 
 #[test]
 fn an_endless_sender_is_cut_off() {
-    let (_dir, d, http, flash) = flash_server("");
+    let (d, http, flash) = flash_server("");
     // Garbage, and a stream that starts like the request and never ends: writing stops
     // succeeding within a bounded time instead of the server reading forever.
     for prefix in [&b""[..], b"<policy-file-"] {
@@ -144,7 +143,7 @@ fn an_endless_sender_is_cut_off() {
 
 #[test]
 fn connections_at_once_are_bounded() {
-    let (_dir, d, http, flash) = flash_server("");
+    let (d, http, flash) = flash_server("");
     // 300 idle clients: at most 256 are held (until their 3 s run out), the rest closed now.
     let mut idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(("127.0.0.1", flash)).unwrap())
@@ -174,7 +173,7 @@ fn policy_file_replaces_the_built_in_policy() {
     let dir = TempDir::new("flash-file");
     let xml = "<cross-domain-policy><allow-access-from domain=\"example.com\" to-ports=\"80\"/></cross-domain-policy>";
     let file = dir.write("policy.xml", xml);
-    let (_d2, d, _http, flash) = flash_server(&format!("policy-file = {}\n", file.display()));
+    let (d, _http, flash) = flash_server(&format!("policy-file = {}\n", file.display()));
     let got = flash_request(flash);
     assert_eq!(got, format!("{xml}\0").as_bytes());
     drop(d);
@@ -185,8 +184,10 @@ fn a_port_that_cannot_be_bound_is_a_warning() {
     // The port is taken: the daemon warns and serves HTTP anyway.
     let taken = std::net::TcpListener::bind("[::]:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let dir = TempDir::new("flash-taken");
-    let (d, http) = start(&dir, &format!("[Flash]\nport = {port}\n"), &[]);
+    let d = Launch::new(&format!("[Flash]\nport = {port}\n"))
+        .debug(false)
+        .start();
+    let http = d.port;
     d.expect_log(
         "Flash policy requests will not be answered",
         Duration::from_secs(5),
@@ -197,13 +198,11 @@ fn a_port_that_cannot_be_bound_is_a_warning() {
 
 #[test]
 fn disabled_means_no_port() {
-    let dir = TempDir::new("flash-off");
     let port = free_port();
-    let (d, http) = start(
-        &dir,
-        &format!("[Flash]\nenabled = false\nport = {port}\n"),
-        &[],
-    );
+    let d = Launch::new(&format!("[Flash]\nenabled = false\nport = {port}\n"))
+        .debug(false)
+        .start();
+    let http = d.port;
     assert_handshake(http);
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
     assert!(!d.log().contains("flash policy server"), "{}", d.log());

@@ -4,14 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::redis::wait_readyz;
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 /// A CA and a certificate for `localhost` signed by it, made with `openssl`.
@@ -143,7 +140,7 @@ fn node(redis: &TlsRedis, id: &str, ca: &Path) -> Server {
         "[Cluster]\nredis = rediss://localhost:{}/0\nnode-id = {id}\nheartbeat = 1s\nnode-timeout = 3s\n",
         redis.port
     );
-    Server::start_with_env(&config, &[("SSL_CERT_FILE", ca.to_str().unwrap())])
+    Launch::new(&config).env("SSL_CERT_FILE", ca).start()
 }
 
 #[tokio::test]

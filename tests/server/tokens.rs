@@ -4,17 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-mod security;
-
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use hmac::{Hmac, Mac};
 use realtime::auth::Tokens;
-use security::*;
 use serde_json::{Value, json};
 use sha2::Sha256;
 

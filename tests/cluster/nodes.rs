@@ -6,15 +6,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-mod security;
-
 use std::time::{Duration, Instant};
 
-use common::redis::*;
-use common::*;
+use crate::support::redis::*;
+use crate::support::*;
 use futures_util::SinkExt;
-use security::*;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -50,14 +46,6 @@ async fn wait_members(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The value of a labelled sample in Prometheus text (`name{labels} value`).
-fn labelled(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let (n, v) = l.rsplit_once(' ')?;
-        (n == sample).then(|| v.trim().parse().ok())?
-    })
 }
 
 /// A raw Socket.IO client that keeps every `message` envelope it sees, also those that
@@ -292,11 +280,11 @@ async fn publishes_cross_nodes_exactly_once_in_order() {
         Some(1.0),
         "{on_a}"
     );
-    let sent = labelled(
+    let sent = metric(
         &on_a,
         r#"realtime_cluster_bus_messages_total{direction="sent"}"#,
     );
-    let received = labelled(
+    let received = metric(
         &on_b,
         r#"realtime_cluster_bus_messages_total{direction="received"}"#,
     );

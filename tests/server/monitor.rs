@@ -4,15 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-mod security;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use futures_util::SinkExt;
 use hmac::{Hmac, Mac};
-use security::*;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio_tungstenite::tungstenite::Message;

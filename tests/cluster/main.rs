@@ -1,0 +1,8 @@
+//! Cluster mode: nodes of the real binary sharing a `redis-server` of their own, over
+//! plain TCP and over TLS.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod nodes;
+mod tls;
