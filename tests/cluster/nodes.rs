@@ -38,13 +38,14 @@ async fn wait_members(
     count: u64,
     within: Duration,
 ) -> (u64, Vec<String>) {
-    let end = Instant::now() + within;
-    loop {
+    let reached = poll_until_async(within, || async {
         let got = members(port, channel).await;
-        if got.0 == count || Instant::now() > end {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        (got.0 == count).then_some(got)
+    })
+    .await;
+    match reached {
+        Some(got) => got,
+        None => members(port, channel).await,
     }
 }
 
@@ -353,6 +354,7 @@ async fn an_identitys_subscriptions_follow_it_across_nodes() {
     // a message published within that instant may miss it.
     let mut tab_c = Client::connect(cc, "alice").await;
     tab_c.name = "alice on C".to_owned();
+    // Nothing outside node C shows when it has asked: a fixed pause past that instant.
     tokio::time::sleep(Duration::from_millis(300)).await;
     bob.publish_now("room", &json!({"n": 2})).await;
     for who in [&mut tab_a, &mut tab_b, &mut tab_c] {
@@ -513,15 +515,15 @@ async fn an_identity_on_two_nodes_is_one_member() {
     }
 
     // The webhook, configured on all three nodes, heard each event once.
-    let end = Instant::now() + Duration::from_secs(8);
-    while !hook
-        .hits()
-        .iter()
-        .any(|h| summary(&h.json()) == ("onDisconnect".to_owned(), Value::Null, json!("alice")))
-        && Instant::now() < end
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _ = poll_until_async(Duration::from_secs(8), || async {
+        let hits = hook.hits();
+        let alice_gone = ("onDisconnect".to_owned(), Value::Null, json!("alice"));
+        hits.iter()
+            .any(|h| summary(&h.json()) == alice_gone)
+            .then_some(())
+    })
+    .await;
+    // Nothing more comes (no event twice): a wait for nothing to arrive, so a fixed one.
     tokio::time::sleep(QUIET).await;
     let all: Vec<(String, Value, Value)> = hook.hits().iter().map(|h| summary(&h.json())).collect();
     let alice: Vec<(String, Value)> = all
@@ -617,6 +619,7 @@ async fn a_killed_nodes_members_leave_within_the_node_timeout() {
     drop(greta_b);
     // The webhook heard dave leave once, though both survivors saw him go.
     hook.wait_for(5, Duration::from_secs(3));
+    // No event comes twice: a wait for nothing to arrive, so a fixed one.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dave_left = hook
         .hits()
@@ -695,6 +698,7 @@ async fn a_node_without_redis_serves_its_own_and_resynchronises() {
             }
             late = Some(newcomer);
         }
+        // The publishes are paced through the outage: the pause is the point.
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let mut late = late.expect("the outage lasted 10 s");
@@ -857,17 +861,7 @@ async fn garbage_on_the_bus_is_dropped_with_a_warning() {
     }
     for node in &c.nodes {
         for channel in ["realtime:m:room", "realtime:direct"] {
-            let end = Instant::now() + PROPAGATE;
-            let warned = loop {
-                let hit = node
-                    .log()
-                    .lines()
-                    .any(|l| l.contains(" WARN ") && l.contains(channel));
-                if hit || Instant::now() > end {
-                    break hit;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            };
+            let warned = node.wait_log_line(&[" WARN ", channel], PROPAGATE).await;
             assert!(warned, "no warning naming {channel} on :{}", node.port);
         }
     }

@@ -124,14 +124,11 @@ fn start_tls_redis(dir: &Path) -> TlsRedis {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server");
-    let end = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < end,
-            "redis-server did not open its TLS port"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "redis-server to open its TLS port",
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
     TlsRedis { child, port }
 }
 

@@ -15,10 +15,12 @@ fn a_request_in_flight_at_sigterm_is_answered() {
     let port = d.port;
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    // Let the accept happen, then stop the server before the request is sent.
+    // Let the accept happen, then stop the server before the request is sent. The
+    // server says nothing when it accepts: a fixed pause.
     std::thread::sleep(Duration::from_millis(200));
     d.signal(Signal::SIGTERM);
     d.expect_log("SIGTERM: shutting down", Duration::from_secs(2));
+    // The request comes a while after the signal was handled: that is the case tested.
     std::thread::sleep(Duration::from_millis(200));
     write!(
         s,
@@ -37,6 +39,7 @@ fn an_idle_connection_does_not_hold_up_the_exit() {
     let mut d = Launch::new("[Flash]\nenabled = no\n").debug(false).start();
     let port = d.port;
     let _idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Let the accept happen (the server says nothing when it accepts): a fixed pause.
     std::thread::sleep(Duration::from_millis(200));
     let t = std::time::Instant::now();
     d.signal(Signal::SIGTERM);

@@ -239,6 +239,19 @@ impl Server {
         .is_some()
     }
 
+    /// Waits until one log line contains every one of `parts` (a session's id and what
+    /// happened to it, say); false once `within` passed.
+    pub async fn wait_log_line(&self, parts: &[&str], within: Duration) -> bool {
+        poll_until_async(within, || async {
+            let log = self.log();
+            log.lines()
+                .any(|l| parts.iter().all(|p| l.contains(p)))
+                .then_some(())
+        })
+        .await
+        .is_some()
+    }
+
     /// Blocks until the log contains `needle`; panics with the log if it does not.
     pub fn expect_log(&self, needle: &str, within: Duration) {
         if poll_until(within, || self.log().contains(needle).then_some(())).is_none() {
