@@ -4,5 +4,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-mod nodes;
+mod client;
+mod delivery;
+mod failures;
+mod presence;
 mod tls;
