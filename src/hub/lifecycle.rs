@@ -43,6 +43,9 @@ impl Hub {
         identity: Option<Arc<str>>,
         claim: Option<Claim>,
     ) -> Conn {
+        if let Some(id) = &identity {
+            socket.engine().record_identity(id);
+        }
         if let Some(claim) = claim
             && claim.slot.attach(socket, true, self.config.cache_limit)
         {

@@ -48,7 +48,7 @@ srv.test("a non-subscriber does not receive, and channels are separate", async (
   assertEnvelope(await yInbox.next(), { channel: c1, identity: null, data: { to: "c1" } });
   assertPublishAck(await ack(x, "publish", c2, { to: "c2" }));
   assertEnvelope(await zInbox.next(), { channel: c2, identity: null, data: { to: "c2" } });
-  await sleep(200);
+  await sleep(200); // nothing more arrives: only a fixed wait shows that
   assert.equal(yInbox.items.length, 1, `y got ${JSON.stringify(yInbox.items)}`);
   assert.equal(zInbox.items.length, 1, `z got ${JSON.stringify(zInbox.items)}`);
 });
@@ -86,7 +86,7 @@ srv.test("1000 messages in a burst arrive in order at a websocket and a polling 
     assert.deepEqual(seqs, expected, `${name} subscriber got messages out of order or missing`);
     for (const env of items) assert.equal(env.identity, "burster");
   }
-  await sleep(200);
+  await sleep(200); // no duplicate follows: only a fixed wait shows that
   assert.equal(wsInbox.items.length, N, "no duplicates (websocket)");
   assert.equal(pollInbox.items.length, N, "no duplicates (polling)");
 });

@@ -47,7 +47,7 @@ srv.test("the subscription option subscribes on connect; handlers get `this` = t
   let self = null;
   rt.createChannel(channel, { onReceive(env) { self = this; got.push(env); } });
   await rt.ready();
-  await waitFor(() => rt.channels[channel].count === 1, 5000, "the subscription ack");
+  await waitFor(() => rt.channels[channel].count === 1, { what: "the subscription ack" });
   await rt.publish(channel, "x");
   assertMessage(await got.next(), { channel, identity: "opt", data: "x" });
   assert.equal(self, rt.channels[channel]);
@@ -99,7 +99,7 @@ srv.test("after unsubscribe, messages stop; subscribing again brings them back",
   assert.deepEqual(await b.unsubscribe(channel), { ok: true, channel, count: 1 });
   await a.publish(channel, 1);
   await aGot.next();
-  await sleep(150);
+  await sleep(150); // nothing more arrives: only a fixed wait shows that
   assert.equal(bGot.items.length, 0, "b still got a message after unsubscribing");
   await b.channels[channel].subscribe();
   await a.channels[channel].publish(2);
@@ -271,7 +271,7 @@ srv.test("a server that refuses the connection: a fatal error event, waiting req
   await assertRejects(ready, "connect_error", /identity must be a string/);
   assert.equal(rt.state, "disconnected");
   await assertRejects(rt.subscribe("chat"), "closed", /identity must be a string/);
-  await sleep(300);
+  await sleep(300); // no retry comes: only a fixed wait shows that
   assert.equal(errors.items.length, 1, "no retry after a refusal");
 });
 
@@ -282,7 +282,7 @@ srv.test("a namespace the server does not serve is refused the same way", async 
   assert.equal(err.code, "connect_error");
   assert.equal(err.fatal, true);
   assert.match(err.message, /connection refused .*: Invalid namespace/i);
-  await sleep(200);
+  await sleep(200); // nothing more arrives: only a fixed wait shows that
   assert.equal(errors.items.length, 1, `one error, not one per subscription: ${errors.items}`);
 });
 
@@ -306,7 +306,7 @@ srv.test("a dead URL: error events, a rejected ready(), requests time out, close
   await assertRejects(waiting, "closed", /the client was closed/);
   await assertRejects(rt.publish("chat", 1), "closed");
   const n = errors.items.length;
-  await sleep(700);
+  await sleep(700); // no attempt comes: only a fixed wait shows that
   assert.equal(errors.items.length, n, "no more attempts after close()");
 });
 
@@ -468,7 +468,7 @@ srv.test("a short drop is recovered: no resubscription, missed messages delivere
   const reconnects = record(a, "reconnect");
   a.socket.io.reconnection(false);
   a.socket.io.engine.close();
-  await waitFor(() => !a.socket.connected, 2000, "the drop");
+  await waitFor(() => !a.socket.connected, { timeout: 2000, what: "the drop" });
   await b.publish(channel, "missed");
   a.socket.io.reconnection(true);
   a.socket.connect();

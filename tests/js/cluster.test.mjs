@@ -1,8 +1,9 @@
 // Cluster mode (SPEC §11) with the stock socket.io-client: two nodes joined through a real
 // redis-server, one client on each node of the same channel.
 import assert from "node:assert/strict";
-import { useCluster } from "./lib/cluster.mjs";
-import { ack, collect, connected, sleep, uniqueChannel, withTimeout } from "./lib/server.mjs";
+import {
+  ack, collect, connected, metric, sleep, uniqueChannel, useCluster, waitFor, withTimeout,
+} from "./lib/server.mjs";
 import { assertEnvelope, assertPublishAck, assertSubscribeAck } from "./lib/envelope.mjs";
 
 // A short grace window, so the reload test can see it end.
@@ -75,7 +76,7 @@ for (const transport of ["websocket", "polling"]) {
       }
       assert.ok(items.every((e) => e.channel === channel));
     }
-    await sleep(300);
+    await sleep(300); // no duplicate follows: only a fixed wait shows that
     assert.equal(inbox.alice.items.length, 2 + 2 * N, "no duplicates at alice (node 0)");
     assert.equal(inbox.bob.items.length, 2 + 2 * N, "no duplicates at bob (node 1)");
   });
@@ -97,7 +98,7 @@ cluster.test("a publish through the HTTP API of one node reaches members on both
     assert.deepEqual(items.map((e) => e.data.seq), range(20));
     assertEnvelope(items[0], { channel, identity: "backend", data: { seq: 0 } });
   }
-  await sleep(200);
+  await sleep(200); // no duplicate follows: only a fixed wait shows that
   assert.equal(inA.items.length, 20);
   assert.equal(inB.items.length, 20);
 });
@@ -127,7 +128,7 @@ cluster.test("direct messages reach the identity's connections on every node", a
   assert.deepEqual(got.map((e) => e.data.seq), range(10));
   assertEnvelope(got[0], { channel: null, identity: "ops", data: { seq: 0 } });
 
-  await sleep(300);
+  await sleep(300); // no duplicate follows: only a fixed wait shows that
   assert.equal(inBob0.items.length, 1, `bob's node-0 tab: ${JSON.stringify(inBob0.items)}`);
   assert.equal(inBob1.items.length, 1, `bob's node-1 tab: ${JSON.stringify(inBob1.items)}`);
   assert.equal(inCarol.items.length, 10, "carol got only hers");
@@ -188,12 +189,14 @@ cluster.test("a reload that lands on the other node: a new session there, the sa
   // The page goes without a goodbye (node 0 keeps alice for the grace window), a message
   // is published meanwhile, and the reloaded page reaches node 1.
   tab0.io.engine.close();
-  await sleep(200);
+  // Node 0 saw the page go (tab0 was this test's only connection there).
+  await waitFor(async () => (await metric(cluster.url(0), 'realtime_connections{transport="websocket"}')) === 0,
+    { what: "node 0 to see the page go" });
   assertPublishAck(await ack(bob, "publish", channel, { missed: true }));
   const tab1 = cluster.connect(1, { auth: { identity: "reload-alice" } });
   const inbox = collect(tab1);
   await connected(tab1);
-  await sleep(300);
+  await sleep(300); // nothing is replayed: only a fixed wait shows that
   assert.deepEqual(inbox.items, [], "what node 0 kept for alice is not replayed on node 1");
 
   // Without subscribing again, the new tab is in the channel: subscriptions belong to the
@@ -208,6 +211,7 @@ cluster.test("a reload that lands on the other node: a new session there, the sa
       assert.equal(info.count, 2, `${when}, node ${node}: ${JSON.stringify(info)}`);
       assert.deepEqual([...info.identities].sort(), ["reload-alice", "reload-bob"]);
     }
+    // Waits out the grace window, a timer the node must honour.
     if (when === "during the grace window") await sleep(2_500);
   }
   const churn = bobEvents.items.filter((e) => e.identity === "reload-alice");

@@ -8,7 +8,7 @@ import { dirname, join as joinPath, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before } from "node:test";
 import { chromium } from "playwright-core";
-import { startServer, useServer } from "./lib/server.mjs";
+import { startServer, useServer, waitFor } from "./lib/server.mjs";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const ARTIFACTS = joinPath(ROOT, "target/test-artifacts");
@@ -148,12 +148,10 @@ async function freePort() {
 
 /** Waits until the locator's text is `want` (bounded), then asserts it. */
 async function assertText(locator, want, what = "", ms = 10_000) {
-  const deadline = Date.now() + ms;
   let text;
-  for (;;) {
+  await waitFor(async () => {
     text = (await locator.innerText().catch(() => null))?.trim();
-    if (text === want || Date.now() > deadline) break;
-    await new Promise((res) => setTimeout(res, 50));
-  }
+    return text === want;
+  }, { timeout: ms, interval: 50 }).catch(() => {});
   assert.equal(text, want, what);
 }

@@ -1,13 +1,16 @@
 // Members, membership events, commands, the legacy envelope, the grace window and
 // connection state recovery, with the stock socket.io-client.
 import assert from "node:assert/strict";
-import { ack, collect, connected, once, sleep, uniqueChannel, useServer, withTimeout } from "./lib/server.mjs";
+import {
+  ack, collect, connected, metric, once, sleep, uniqueChannel, useServer, waitFor, withTimeout,
+} from "./lib/server.mjs";
 import { assertEnvelope, assertErrorAck, assertPublishAck, assertSubscribeAck } from "./lib/envelope.mjs";
 import { startProxy } from "./lib/proxy.mjs";
 import { io } from "socket.io-client";
 
 // A short grace window keeps the "past the window" cases quick.
 const srv = useServer({ config: "[Server]\nreconnect-timeout = 1500ms\n" });
+const WS_CONNECTIONS = 'realtime_connections{transport="websocket"}';
 
 const ws = (identity, extra = {}) =>
   srv.connect("", { transports: ["websocket"], auth: identity ? { identity } : {}, ...extra });
@@ -46,7 +49,7 @@ srv.test("two tabs of one identity are one member; a second identity makes two",
     assert.deepEqual(ev.data, { command: "onSubscribe", options: null, count: 2 });
     assert.deepEqual(Object.keys(ev).sort(), ["channel", "data", "identity", "timestamp", "type"]);
   }
-  await sleep(100);
+  await sleep(100); // no other event follows: only a fixed wait shows that
   assert.deepEqual(commandsOf(i1), [["onSubscribe", 1, "alice"], ["onSubscribe", 2, "bob"]],
     "alice's second tab is not a new member");
 
@@ -129,9 +132,11 @@ srv.test("an identity's only tab reloads within the window: kept messages, same 
   await ack(tab, "subscribe", channel);
   await watch.next((e) => e.data.command === "onSubscribe" && e.identity === "erin");
 
+  const open = await metric(srv.url, WS_CONNECTIONS);
   cut(tab);
   await once(tab, "disconnect");
-  await sleep(300); // the server sees the connection end
+  await waitFor(async () => (await metric(srv.url, WS_CONNECTIONS)) < open,
+    { what: "the server to see the connection end" });
   for (let n = 1; n <= 3; n++) await ack(watcher, "publish", channel, { n });
 
   const reloaded = ws("erin");
@@ -142,7 +147,7 @@ srv.test("an identity's only tab reloads within the window: kept messages, same 
   // Still subscribed: a new publish arrives without subscribing again.
   await ack(watcher, "publish", channel, { n: 4 });
   assert.equal((await inbox.next((e) => e.data.n === 4)).data.n, 4);
-  await sleep(2000); // past the window of the old connection
+  await sleep(2000); // past the window of the old connection: a timer the server honours
   assert.deepEqual(commandsOf(watch).filter(([c]) => c !== "onSubscribe"), [], "nobody saw erin leave");
   assert.equal((await ack(reloaded, "subscribe", channel)).count, 2);
 });
@@ -186,18 +191,29 @@ for (const transports of [["websocket"], ["polling"], ["polling", "websocket"]])
     await inbox.waitCount(5);
     assert.equal(client.recovered, false);
 
-    // Let the client's next long-poll reach the server: that request is how a server
-    // notices a lost network on polling (with none in flight, only the ping timeout can).
-    await sleep(100);
+    const sessions = `realtime_connections{transport="${client.io.engine.transport.name}"}`;
+    const open = await metric(srv.url, sessions);
     const reconnected = once(client, "connect", 10_000);
+    // Cut while a long-poll is parked at the server: that request is how a server notices
+    // a lost network on polling (with none in flight, only the ping timeout can). One
+    // unanswered for 100 ms is parked (any other is answered at once).
+    if (client.io.engine.transport.name === "polling") {
+      await waitFor(() => proxy.getInFlight(100), { timeout: 10_000, interval: 5, what: "a parked long-poll" });
+    }
+    // The network stays down until the server has seen the connection go: a client back
+    // before that finds its session still attached, and recovers nothing.
+    proxy.hold();
     proxy.cutAll();
     // Published while the client is away.
     for (let n = 6; n <= 40; n++) await ack(publisher, "publish", channel, { n });
+    await waitFor(async () => (await metric(srv.url, sessions)) < open,
+      { what: "the server to see the connection go" });
+    proxy.release();
     await reconnected;
     assert.equal(client.recovered, true, "socket.recovered after the automatic reconnect");
     for (let n = 41; n <= 45; n++) await ack(publisher, "publish", channel, { n });
     await inbox.waitCount(45, 10_000);
-    await sleep(200);
+    await sleep(200); // no duplicate follows: only a fixed wait shows that
     assert.deepEqual(inbox.items.map((e) => e.data.n), Array.from({ length: 45 }, (_, i) => i + 1));
     // Every broadcast carried an offset (a string) as its last argument.
     assert.ok(inbox.offsets.every((o) => typeof o === "string" && o.length > 0));
@@ -210,8 +226,11 @@ srv.test("a client that says goodbye does not recover; a stale pid gets a new se
   await connected(a);
   await ack(a, "subscribe", channel);
   a.disconnect();
-  await sleep(100);
-  // An explicit disconnect leaves at once: the channel is empty.
+  // An explicit disconnect leaves at once (well within the 1.5 s window): the channel is empty.
+  await waitFor(async () => {
+    const res = await fetch(`${srv.url}/api/channels/${encodeURIComponent(channel)}`);
+    return (await res.json()).count === 0;
+  }, { timeout: 1000, what: "hank to leave the channel" });
   const b = ws("ivy");
   await connected(b);
   assertSubscribeAck(await ack(b, "subscribe", channel), channel, 1);

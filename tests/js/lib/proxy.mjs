@@ -4,8 +4,29 @@ import net from "node:net";
 
 export async function startProxy(targetPort) {
   const sockets = new Set();
+  // Per connection, the order of the last bytes each way: a request is in flight while
+  // the client spoke last.
+  const pairs = new Set();
+  let seq = 0;
+  // While held, the network stays down: new connections are dropped at once.
+  let held = false;
   const server = net.createServer((client) => {
+    if (held) {
+      client.destroy();
+      return;
+    }
     const upstream = net.connect(targetPort, "127.0.0.1");
+    const pair = { up: 0, down: 0, since: 0, get: false };
+    pairs.add(pair);
+    client.on("data", (chunk) => {
+      if (pair.up <= pair.down) {
+        pair.since = Date.now();
+        pair.get = chunk.subarray(0, 4).toString() === "GET ";
+      }
+      pair.up = ++seq;
+    });
+    upstream.on("data", () => { pair.down = ++seq; });
+    client.on("close", () => pairs.delete(pair));
     for (const s of [client, upstream]) {
       sockets.add(s);
       s.on("close", () => sockets.delete(s));
@@ -19,6 +40,17 @@ export async function startProxy(targetPort) {
   await new Promise((res) => server.listen(0, "127.0.0.1", res));
   return {
     url: `http://127.0.0.1:${server.address().port}`,
+    /** Whether a connection carries a GET unanswered for `ms` or more. */
+    getInFlight(ms = 0) {
+      return [...pairs].some((p) => p.get && p.up > p.down && Date.now() - p.since >= ms);
+    },
+    /** Keeps the network down (new connections dropped) until `release()`. */
+    hold() {
+      held = true;
+    },
+    release() {
+      held = false;
+    },
     /** Destroys every open connection, both ways, without a goodbye. */
     cutAll() {
       for (const s of sockets) s.destroy();

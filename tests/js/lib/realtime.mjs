@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { after, afterEach } from "node:test";
 import { withTimeout } from "./server.mjs";
 
+export { waitFor } from "./server.mjs";
+
 export { Realtime, RealtimeError, Channel } from "../../../js-client/src/realtime.js";
 import { Realtime } from "../../../js-client/src/realtime.js";
 
@@ -105,14 +107,6 @@ export function inbox() {
       return withTimeout(p, ms, () => `an envelope (got ${JSON.stringify(items)})`).finally(() => waiters.delete(w));
     },
   };
-}
-
-/** Resolves once `cond()` is truthy (checked every 20 ms), else rejects after `ms`. */
-export function waitFor(cond, ms = 5000, what = "a condition") {
-  return withTimeout(new Promise((res) => {
-    const check = () => (cond() ? res() : setTimeout(check, 20));
-    check();
-  }), ms, what);
 }
 
 /** Asserts that `promise` rejects with a RealtimeError of `code` whose message matches `re`. */

@@ -1,7 +1,9 @@
-// Test helpers: start/stop the realtime server binary, connect clients, and
-// wait for things with bounded timeouts.
+// The one launcher of the tests: the realtime binary (one server per test file, or
+// several nodes joined through a throwaway redis-server), clients connected to them, and
+// bounded waits for things (on an event, or on a condition polled until it holds).
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,6 +15,8 @@ export const BINARY = process.env.REALTIME_BIN || join(REPO_ROOT, "target/debug/
 
 const STARTUP_TIMEOUT_MS = 10_000;
 const KILL_GRACE_MS = 3_000;
+const REDIS_STARTUP_MS = 10_000;
+const READY_TIMEOUT_MS = 10_000;
 const MAX_LOG_CHARS = 200_000;
 const LISTEN_RE = /listening on \S*:(\d+)/;
 const ANSI_RE = /\x1b\[[0-9;]*[A-Za-z]/g;
@@ -127,6 +131,44 @@ export async function startServer({ config, args = [], port: wantPort = 0 } = {}
   }
 }
 
+/** Clients a test opens, closed after it (and after the file). */
+function trackClients() {
+  const clients = new Set();
+  afterEach(() => closeAll(clients));
+  return clients;
+}
+
+function closeAll(clients) {
+  for (const s of clients) {
+    try { s.io.opts.reconnection = false; s.io.reconnection(false); } catch { /* ignore */ }
+    try { s.disconnect(); } catch { /* ignore */ }
+    try { s.io.engine?.close(); } catch { /* ignore */ }
+  }
+  clients.clear();
+}
+
+/** A socket.io-client that does not reconnect, tracked in `clients`. */
+function openClient(clients, url, opts) {
+  const socket = io(url, { forceNew: true, reconnection: false, timeout: 5000, ...opts });
+  clients.add(socket);
+  return socket;
+}
+
+/** `test(name, [opts], fn)` that prints `log()` when the test fails. */
+function testPrinting(log) {
+  return (name, opts, fn) => {
+    if (typeof opts === "function") { fn = opts; opts = {}; }
+    nodeTest(name, { timeout: 30_000, ...opts }, async (t) => {
+      try {
+        await fn(t);
+      } catch (err) {
+        console.error(`--- realtime output (test "${name}" failed) ---\n${log()}\n--- end ---`);
+        throw err;
+      }
+    });
+  };
+}
+
 /**
  * Per test file: start one server before the tests and stop it after them (always).
  * Returns a handle {url, log(), test(name, [opts], fn), connect(path?, opts)} where
@@ -135,13 +177,12 @@ export async function startServer({ config, args = [], port: wantPort = 0 } = {}
  */
 export function useServer(options = {}) {
   const handle = { server: null, url: null };
-  const clients = new Set();
+  const clients = trackClients();
 
   before(async () => {
     handle.server = await startServer(options);
     handle.url = handle.server.url;
   });
-  afterEach(() => closeAll(clients));
   after(async () => {
     closeAll(clients);
     if (handle.server) {
@@ -155,41 +196,130 @@ export function useServer(options = {}) {
   });
 
   handle.log = () => (handle.server ? handle.server.log() : "");
-
   handle.connect = (path = "", opts = {}) => {
     if (!handle.url) throw new Error("server is not running");
-    const socket = io(handle.url + path, {
-      forceNew: true,
-      reconnection: false,
-      timeout: 5000,
-      ...opts,
-    });
-    clients.add(socket);
-    return socket;
+    return openClient(clients, handle.url + path, opts);
   };
-
-  handle.test = (name, opts, fn) => {
-    if (typeof opts === "function") { fn = opts; opts = {}; }
-    nodeTest(name, { timeout: 30_000, ...opts }, async (t) => {
-      try {
-        await fn(t);
-      } catch (err) {
-        const log = handle.log();
-        console.error(`--- realtime output (test "${name}" failed) ---\n${log.slice(-20_000)}\n--- end ---`);
-        throw err;
-      }
-    });
-  };
+  handle.test = testPrinting(() => handle.log().slice(-20_000));
   return handle;
 }
 
-function closeAll(clients) {
-  for (const s of clients) {
-    try { s.io.opts.reconnection = false; s.io.reconnection(false); } catch { /* ignore */ }
-    try { s.disconnect(); } catch { /* ignore */ }
-    try { s.io.engine?.close(); } catch { /* ignore */ }
+/** A TCP port nobody listens on right now (on 127.0.0.1). */
+export function freePort() {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", rej);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/**
+ * Start `redis-server` on a free port, no persistence, in a temp dir. Resolves to
+ * {port, url, log(), stop()}; retries on another port if the one picked was taken.
+ */
+export async function startRedis() {
+  let lastError;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), "realtime-redis-"));
+    const proc = spawn("redis-server", [
+      "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+      "--dir", dir,
+    ], { stdio: ["ignore", "pipe", "pipe"] });
+    let log = "";
+    proc.stdout.on("data", (c) => { log += c; });
+    proc.stderr.on("data", (c) => { log += c; });
+    let exited = null;
+    const exitPromise = new Promise((res) => proc.on("exit", (code, signal) => {
+      exited = { code, signal };
+      res(exited);
+    }));
+    proc.on("error", (err) => { lastError = err; });
+    const stop = async () => {
+      if (!exited) proc.kill("SIGKILL");
+      await exitPromise;
+      rmSync(dir, { recursive: true, force: true });
+    };
+    process.once("exit", () => { if (!exited) proc.kill("SIGKILL"); });
+    const started = await waitFor(() => exited || /Ready to accept connections/.test(log), {
+      timeout: REDIS_STARTUP_MS, what: "redis-server to start",
+    }).catch(() => false);
+    if (started && !exited) return { port, url: `redis://127.0.0.1:${port}/0`, log: () => log, stop };
+    lastError = lastError || new Error(`redis-server did not start on port ${port}:\n${log}`);
+    await stop();
   }
-  clients.clear();
+  throw lastError;
+}
+
+/** Resolve once `GET url/readyz` answers 200 (the node has joined the cluster). */
+export async function ready(url, ms = READY_TIMEOUT_MS) {
+  let last = "no answer";
+  await waitFor(async () => {
+    try {
+      const res = await fetch(`${url}/readyz`);
+      last = `${res.status} ${await res.text()}`;
+      return res.status === 200;
+    } catch (err) {
+      last = err.message;
+      return false;
+    }
+  }, { timeout: ms, what: () => `${url}/readyz to answer 200 (last: ${last})` });
+}
+
+/**
+ * Per test file: one redis-server and `nodes` realtime nodes joined through it, started
+ * before the tests and stopped after them. `config` is appended to every node's file.
+ * Returns {nodes: [{url, log()}], redis, url(i), connect(i, opts), test(name, fn), log()}:
+ * `test` prints every node's output when the test fails and closes the clients it opened.
+ * Clients connect over WebSocket unless `opts.transports` says otherwise.
+ */
+export function useCluster({ nodes = 2, config = "" } = {}) {
+  const handle = { redis: null, servers: [], nodes: [] };
+  const clients = trackClients();
+
+  before(async () => {
+    handle.redis = await startRedis();
+    for (let i = 0; i < nodes; i++) {
+      const server = await startServer({
+        config: `[Cluster]\nredis = ${handle.redis.url}\nnode-id = node-${i}\n` +
+          `heartbeat = 1s\nnode-timeout = 3s\n${config}`,
+      });
+      handle.servers.push(server);
+      handle.nodes.push({ url: server.url, log: server.log });
+    }
+    await Promise.all(handle.servers.map((s) => ready(s.url)));
+  });
+  after(async () => {
+    closeAll(clients);
+    for (const s of handle.servers) await s.stop();
+    if (handle.redis) await handle.redis.stop();
+  });
+
+  handle.url = (i) => handle.nodes[i].url;
+  handle.log = () => handle.servers
+    .map((s, i) => `--- node-${i} ---\n${s.log().slice(-10_000)}`)
+    .join("\n");
+  handle.connect = (i, opts = {}) =>
+    openClient(clients, handle.url(i), { transports: ["websocket"], ...opts });
+  handle.test = testPrinting(handle.log);
+  return handle;
+}
+
+/**
+ * The value of `sample` (`name` or `name{labels}`, as written) in the server's
+ * `/metrics`, or undefined.
+ */
+export async function metric(url, sample) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  for (const line of text.split("\n")) {
+    const at = line.lastIndexOf(" ");
+    if (!line.startsWith("#") && line.slice(0, at) === sample) return Number(line.slice(at + 1));
+  }
+  return undefined;
 }
 
 /** Reject after `ms` with a message naming what we were waiting for. */
@@ -281,7 +411,28 @@ export function collect(socket, event = "message", { types = ["message"] } = {})
   };
 }
 
+/**
+ * A fixed pause. Only for what a condition cannot show: that nothing (more) arrives
+ * within a while, or a timer the server must honour; say which at the call.
+ */
 export const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+
+/**
+ * Resolves with the first truthy value of `cond()` (sync or async), checked every
+ * `interval` ms; rejects after `timeout` ms naming `what` (a string or a function).
+ */
+export async function waitFor(cond, { timeout = 5000, interval = 20, what = "a condition" } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await cond();
+    if (value) return value;
+    if (Date.now() >= deadline) {
+      const desc = typeof what === "function" ? what() : what;
+      throw new Error(`timed out after ${timeout} ms waiting for ${desc}`);
+    }
+    await sleep(interval);
+  }
+}
 
 let counter = 0;
 /** A channel name unique to this process. */

@@ -2,11 +2,9 @@
 //! line, and the server keeps serving everyone else.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,7 +106,11 @@ async fn a_close_that_overtakes_its_get_still_answers_it() {
     // The close arrives first; the GET the client sent with it comes right after.
     assert_eq!(post(p, &polling(&sid), b"1").await, (200, "ok".into()));
     assert_eq!(get(p, &polling(&sid)).await, (200, "6".into()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        server
+            .wait_log_line(&[&sid, "session closed"], Duration::from_secs(5))
+            .await
+    );
     assert_eq!(get(p, &polling(&sid)).await.0, 400);
     server.assert_serving().await;
 }
@@ -197,7 +199,9 @@ async fn second_concurrent_get_closes_the_session() {
         let target = polling(&sid);
         async move { get(p, &target).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first GET must be parked before the second comes, and the server says nothing
+    // when it parks one: a fixed pause, long enough for a loaded machine.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let second = get(p, &polling(&sid)).await;
     assert_eq!(second.0, 400);
     assert_eq!(first.await.unwrap(), (200, "1".into()));
@@ -213,8 +217,13 @@ async fn silent_client_is_dropped_on_ping_timeout() {
     // The first ping comes one interval after the handshake, never before.
     assert_eq!(next_text(&mut ws).await.as_deref(), Some("2"));
     assert!(closes_within(&mut ws, Duration::from_secs(2)).await);
+    // A polling session that never polls gets its ping and no pong: it is closed.
     let sid = handshake(p).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        server
+            .wait_log_line(&[&sid, "session closed"], Duration::from_secs(5))
+            .await
+    );
     assert_eq!(get(p, &polling(&sid)).await.0, 400);
     assert!(
         server

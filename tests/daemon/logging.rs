@@ -3,58 +3,30 @@
 //! plain stderr otherwise; one event a line.
 #![allow(clippy::unwrap_used)]
 
-mod daemon;
-
+use crate::support::*;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use daemon::*;
+use std::time::Duration;
 
 /// A config that logs a warning at start (a 2011 key), so several priorities show up.
 const CONFIG: &str = "[Server]\nflash-server-port = 843\n[Flash]\nenabled = no\n";
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs the daemon with stderr going to a file; `journal_stream` is given the file's own
 /// `dev:ino` when `None`. Returns the stderr text once the daemon listens.
 fn stderr_to_file(dir: &TempDir, journal_stream: Option<&str>, config: &str) -> String {
-    let conf = dir.write("realtime.conf", config);
     let log_path = dir.path("stderr.log");
-    let file = File::create(&log_path).unwrap();
+    File::create(&log_path).unwrap();
     let meta = std::fs::metadata(&log_path).unwrap();
     let value = journal_stream
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{}:{}", meta.dev(), meta.ino()));
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&conf)
-        .args(["--port", "0"])
+    let _server = Launch::new(config)
+        .debug(false)
         .env("JOURNAL_STREAM", value)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let _child = Killed(child);
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&log_path).unwrap();
-        if text.contains("listening on") {
-            return text;
-        }
-        assert!(Instant::now() < end, "never listened:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .stderr_file(&log_path)
+        .start();
+    std::fs::read_to_string(&log_path).unwrap()
 }
 
 #[test]
@@ -106,19 +78,11 @@ fn syslog_target_sends_datagrams_with_priorities() {
     syslog
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let conf = dir.write(
-        "realtime.conf",
-        &format!("{CONFIG}[Log]\ntarget = syslog\nlevel = debug\n"),
-    );
-    let mut d = Daemon::spawn({
-        let mut c = Command::new(BIN);
-        c.arg("--config")
-            .arg(&conf)
-            .args(["--port", "0"])
-            .env("REALTIME_SYSLOG_SOCKET", &socket_path);
-        c
-    });
-    let pid = d.child.id();
+    let mut d = Launch::new(&format!("{CONFIG}[Log]\ntarget = syslog\nlevel = debug\n"))
+        .debug(false)
+        .env("REALTIME_SYSLOG_SOCKET", &socket_path)
+        .spawn();
+    let pid = d.pid();
     let mut got = Vec::new();
     let mut buf = [0u8; 8192];
     let port = loop {
@@ -157,7 +121,7 @@ fn syslog_target_sends_datagrams_with_priorities() {
         "{opened}"
     );
     assert!(!opened.contains('\n'), "{opened}");
-    // Nothing went to stderr.
+    // Nothing went to stderr: a wait for nothing to arrive, so a short fixed one.
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(d.log(), "");
     assert!(d.wait_exit(Duration::from_millis(1)).is_none());
@@ -167,11 +131,11 @@ fn syslog_target_sends_datagrams_with_priorities() {
 fn no_syslog_socket_falls_back_to_stderr() {
     let dir = TempDir::new("log-nosyslog");
     let missing = dir.path("missing.sock");
-    let (d, port) = start(
-        &dir,
-        &format!("{CONFIG}[Log]\ntarget = syslog\n"),
-        &[("REALTIME_SYSLOG_SOCKET", missing.to_str().unwrap())],
-    );
+    let d = Launch::new(&format!("{CONFIG}[Log]\ntarget = syslog\n"))
+        .debug(false)
+        .env("REALTIME_SYSLOG_SOCKET", &missing)
+        .start();
+    let port = d.port;
     let log = d.log();
     assert!(
         log.contains(&format!("cannot log to syslog at {}", missing.display())),

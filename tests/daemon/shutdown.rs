@@ -2,25 +2,25 @@
 //! when its request arrives after it; then the daemon exits 0.
 #![allow(clippy::unwrap_used)]
 
-mod daemon;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use daemon::*;
+use crate::support::*;
 use nix::sys::signal::Signal;
 
 #[test]
 fn a_request_in_flight_at_sigterm_is_answered() {
-    let dir = TempDir::new("shutdown");
-    let (mut d, port) = start(&dir, "[Flash]\nenabled = no\n", &[]);
+    let mut d = Launch::new("[Flash]\nenabled = no\n").debug(false).start();
+    let port = d.port;
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    // Let the accept happen, then stop the server before the request is sent.
+    // Let the accept happen, then stop the server before the request is sent. The
+    // server says nothing when it accepts: a fixed pause.
     std::thread::sleep(Duration::from_millis(200));
     d.signal(Signal::SIGTERM);
     d.expect_log("SIGTERM: shutting down", Duration::from_secs(2));
+    // The request comes a while after the signal was handled: that is the case tested.
     std::thread::sleep(Duration::from_millis(200));
     write!(
         s,
@@ -36,9 +36,10 @@ fn a_request_in_flight_at_sigterm_is_answered() {
 
 #[test]
 fn an_idle_connection_does_not_hold_up_the_exit() {
-    let dir = TempDir::new("shutdown-idle");
-    let (mut d, port) = start(&dir, "[Flash]\nenabled = no\n", &[]);
+    let mut d = Launch::new("[Flash]\nenabled = no\n").debug(false).start();
+    let port = d.port;
     let _idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Let the accept happen (the server says nothing when it accepts): a fixed pause.
     std::thread::sleep(Duration::from_millis(200));
     let t = std::time::Instant::now();
     d.signal(Signal::SIGTERM);

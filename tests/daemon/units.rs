@@ -2,11 +2,8 @@
 //! and the service's exposure (`systemd-analyze security`) is at most 2.0 (SPEC §10).
 #![allow(clippy::unwrap_used)]
 
-mod daemon;
-
+use crate::support::*;
 use std::process::Command;
-
-use daemon::*;
 
 const UNITS: [&str; 3] = [
     "realtime.service",

@@ -2,13 +2,11 @@
 //! members get every message, in order.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 

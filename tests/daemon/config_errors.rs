@@ -3,14 +3,11 @@
 //! bind nothing.
 #![allow(clippy::unwrap_used)]
 
-mod daemon;
-
+use crate::support::*;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
-
-use daemon::*;
 
 fn run(args: &[&str], file: &Path) -> Output {
     Command::new(BIN).args(args).arg(file).output().unwrap()

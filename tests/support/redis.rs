@@ -1,4 +1,4 @@
-//! A real `redis-server` for the cluster tests (SPEC §11): one per test, on a free loopback
+//! A real `redis-server` for the cluster tests: one per test, on a free loopback
 //! port, without persistence, killed on drop; it can be stopped and started again on the
 //! same port to play an outage. A minimal RESP client pokes at it (PUBLISH, SUBSCRIBE,
 //! HGETALL) with exactly the bytes a test means. `Cluster` starts N nodes of the real
@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Server, get};
+use super::wait::poll_until;
+use super::{Server, free_port, wait_readyz};
 
 /// A running `redis-server`; killed on drop.
 pub struct Redis {
@@ -54,10 +55,9 @@ impl Redis {
             return;
         };
         signal(child.id(), nix::sys::signal::Signal::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(3);
-        while matches!(child.try_wait(), Ok(None)) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let _ = poll_until(Duration::from_secs(3), || {
+            (!matches!(child.try_wait(), Ok(None))).then_some(())
+        });
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -65,16 +65,13 @@ impl Redis {
     /// Starts the server again on the same port (empty: nothing was saved).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "redis-server still running");
-        let end = Instant::now() + Duration::from_secs(10);
-        while !self.spawn() {
-            assert!(
-                Instant::now() < end,
-                "redis-server did not start again on port {}; log:\n{}",
-                self.port,
-                read_log(&self.dir)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let up = poll_until(Duration::from_secs(10), || self.spawn().then_some(()));
+        assert!(
+            up.is_some(),
+            "redis-server did not start again on port {}; log:\n{}",
+            self.port,
+            read_log(&self.dir)
+        );
     }
 
     /// Whether it is running (not stopped).
@@ -97,18 +94,17 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server (Debian package redis-server)");
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
+        // Some(true): it answers PING; Some(false): it exited (the port was taken).
+        let up = poll_until(Duration::from_secs(5), || {
             if !matches!(child.try_wait(), Ok(None)) {
-                return false;
+                return Some(false);
             }
-            if let Ok(Resp::Simple(s)) = try_command(self.port, &[b"PING"])
-                && s == "PONG"
-            {
-                self.child = Some(child);
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            let pong = try_command(self.port, &[b"PING"]);
+            matches!(pong, Ok(Resp::Simple(s)) if s == "PONG").then_some(true)
+        });
+        if up == Some(true) {
+            self.child = Some(child);
+            return true;
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -173,6 +169,7 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 /// starved process. It keeps its connections but sends no heartbeat meanwhile.
 pub async fn freeze(server: &Server, d: Duration) {
     signal(server.pid(), nix::sys::signal::Signal::SIGSTOP);
+    // The freeze lasting `d` is the point: a sleep, not a wait on a condition.
     tokio::time::sleep(d).await;
     signal(server.pid(), nix::sys::signal::Signal::SIGCONT);
 }
@@ -180,16 +177,8 @@ pub async fn freeze(server: &Server, d: Duration) {
 /// Kills a node at once (SIGKILL): it says goodbye to nobody.
 pub fn kill9(server: &mut Server) {
     signal(server.pid(), nix::sys::signal::Signal::SIGKILL);
-    let end = Instant::now() + Duration::from_secs(5);
-    while server.alive() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(!server.alive(), "SIGKILL did not stop the node");
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().unwrap().port()
+    let gone = poll_until(Duration::from_secs(5), || (!server.alive()).then_some(()));
+    assert!(gone.is_some(), "SIGKILL did not stop the node");
 }
 
 /// A RESP2 reply.
@@ -288,20 +277,6 @@ pub fn node_config(redis: &Redis, node_id: &str, extra: &str) -> String {
          [Cluster]\nredis = {}\nnode-id = {node_id}\nheartbeat = 1s\nnode-timeout = 3s\n{extra}",
         redis.url()
     )
-}
-
-/// Waits until `GET /readyz` answers `want` (200 or 503); false when `within` passed.
-pub async fn wait_readyz(port: u16, want: u16, within: Duration) -> bool {
-    let end = Instant::now() + within;
-    loop {
-        if get(port, "/readyz").await.0 == want {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Nodes `a`, `b`, `c`, … of the real binary sharing one `redis-server`.

@@ -1,139 +1,12 @@
-//! Helpers for the tests of origins, API keys, tokens, the monitor and metrics: raw HTTP
-//! with exactly the headers a test means (Host included), a Socket.IO CONNECT whose reply
-//! is returned as it is, and a webhook endpoint that records what it is sent or misbehaves
-//! on purpose.
-#![allow(clippy::unwrap_used)]
-#![allow(dead_code)]
+//! A webhook endpoint for the monitor tests, run by plain threads: it records what it is
+//! sent, or misbehaves on purpose (errors, redirects, garbage, silence, slowness).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-
-use crate::common::{Ws, next_sio, send};
-
-/// A response: status, headers (names lower-case) and body.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Sends `method target` with exactly `headers` (each line ending in CRLF, no Host
-/// added) and `Connection: close`; returns the whole answer.
-pub async fn raw(port: u16, method: &str, target: &str, headers: &[u8], body: &[u8]) -> Reply {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut req = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
-    req.extend_from_slice(headers);
-    req.extend_from_slice(
-        format!(
-            "Connection: close\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    req.extend_from_slice(body);
-    let _ = s.write_all(&req).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
-    parse(&out)
-}
-
-fn parse(raw: &[u8]) -> Reply {
-    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Reply {
-            status: 0,
-            headers: Vec::new(),
-            body: String::from_utf8_lossy(raw).into_owned(),
-        };
-    };
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&raw[split + 4..]).into_owned(),
-    }
-}
-
-/// A polling handshake with this `Host` and, if given, this `Origin`.
-pub async fn poll_handshake(port: u16, host: &str, origin: Option<&str>) -> Reply {
-    let mut h = format!("Host: {host}\r\n");
-    if let Some(o) = origin {
-        h.push_str(&format!("Origin: {o}\r\n"));
-    }
-    raw(
-        port,
-        "GET",
-        "/socket.io/?EIO=4&transport=polling",
-        h.as_bytes(),
-        b"",
-    )
-    .await
-}
-
-/// A direct WebSocket handshake with this `Host` and `Origin`: `Ok` with the socket, or
-/// the HTTP status it was refused with.
-pub async fn ws_handshake(port: u16, host: &str, origin: Option<&str>) -> Result<Ws, u16> {
-    let mut req = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("host", HeaderValue::from_str(host).unwrap());
-    if let Some(o) = origin {
-        req.headers_mut()
-            .insert("origin", HeaderValue::from_str(o).unwrap());
-    }
-    match connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
-        Err(e) => panic!("websocket handshake failed oddly: {e}"),
-    }
-}
-
-/// Opens a WebSocket session, sends CONNECT with `auth` and returns the socket and the
-/// Socket.IO reply as it came (`0{"sid":…}` or `4{"message":…}`).
-pub async fn connect_with(port: u16, auth: &str) -> (Ws, String) {
-    let (mut ws, _) = crate::common::ws_open(port).await;
-    send(&mut ws, &format!("40{auth}")).await;
-    let reply = next_sio(&mut ws).await.expect("CONNECT reply");
-    (ws, reply)
-}
-
-/// The message of a CONNECT_ERROR reply.
-pub fn connect_error(reply: &str) -> String {
-    let json = reply
-        .strip_prefix('4')
-        .unwrap_or_else(|| panic!("not a CONNECT_ERROR: {reply}"));
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    v["message"].as_str().unwrap().to_owned()
-}
+use super::wait::poll_until;
 
 /// What a webhook endpoint does with each request.
 #[derive(Debug, Clone)]
@@ -207,10 +80,9 @@ impl Endpoint {
 
     /// Waits until at least `n` requests came (or `within` passed); returns them.
     pub fn wait_for(&self, n: usize, within: Duration) -> Vec<Hit> {
-        let end = Instant::now() + within;
-        while self.hits.lock().unwrap().len() < n && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let _ = poll_until(within, || {
+            (self.hits.lock().unwrap().len() >= n).then_some(())
+        });
         self.hits()
     }
 }
@@ -286,14 +158,6 @@ fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Hit> {
         path,
         headers,
         body,
-    })
-}
-
-/// The value of an unlabelled sample in Prometheus text (`name value`).
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok())?
     })
 }
 

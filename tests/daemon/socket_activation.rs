@@ -3,21 +3,18 @@
 //! connection; the test reads the sd_notify messages from its own NOTIFY_SOCKET.
 #![allow(clippy::unwrap_used)]
 
-mod daemon;
-
-use std::process::Command;
 use std::time::Duration;
 
-use daemon::*;
+use crate::support::*;
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
 
 struct Activated {
-    daemon: Daemon,
+    daemon: Server,
     notify: Notify,
-    dir: TempDir,
-    config: std::path::PathBuf,
+    /// Holds the notify socket.
+    _dir: TempDir,
 }
 
 /// Starts the daemon behind systemd-socket-activate with sockets `(port, name)`, the
@@ -29,26 +26,18 @@ fn activate(sockets: &[(u16, &str)], config: &str, env: &[&str]) -> Option<Activ
         return None;
     }
     let dir = TempDir::new("activate");
-    let config_path = dir.write("realtime.conf", config);
     let notify = Notify::bind(&dir.path("notify.sock"));
-    let mut cmd = Command::new("systemd-socket-activate");
-    for (port, name) in sockets {
-        cmd.arg("-l")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg(format!("--fdname={name}"));
-    }
-    cmd.arg("-E")
-        .arg(format!("NOTIFY_SOCKET={}", notify.path.display()));
+    let mut launch = Launch::new(config)
+        .debug(false)
+        .socket_activation(sockets, &notify.path);
     for e in env {
-        cmd.arg("-E").arg(e);
+        let (k, v) = e.split_once('=').unwrap();
+        launch = launch.env(k, v);
     }
-    cmd.arg(BIN).arg("--config").arg(&config_path);
-    let daemon = Daemon::spawn(cmd);
     let mut a = Activated {
-        daemon,
+        daemon: launch.spawn(),
         notify,
-        dir,
-        config: config_path,
+        _dir: dir,
     };
     a.daemon
         .expect_log(&format!("127.0.0.1:{}", sockets[0].0), 5 * SEC);
@@ -123,7 +112,7 @@ fn sighup_reloads_around_reloading_and_ready() {
     };
     // A live change (level) and one that needs a restart (ping-interval).
     std::fs::write(
-        &a.config,
+        a.daemon.config_path(),
         "[Flash]\nenabled = no\n[Server]\nping-interval = 5s\n[Log]\nlevel = debug\n",
     )
     .unwrap();
@@ -162,17 +151,20 @@ fn sighup_reloads_around_reloading_and_ready() {
 
     // A bad file: the running configuration stays, the error names file, line and key,
     // and systemd still gets READY=1 (or `systemctl reload` would hang).
-    std::fs::write(&a.config, "[Server]\nping-interval = 5s\nbogus = 1\n").unwrap();
+    std::fs::write(
+        a.daemon.config_path(),
+        "[Server]\nping-interval = 5s\nbogus = 1\n",
+    )
+    .unwrap();
     a.daemon.signal(Signal::SIGHUP);
     a.notify.expect("RELOADING=1", 5 * SEC);
     a.notify.expect("READY=1", 5 * SEC);
     let expected = format!(
         "reload failed; keeping the running configuration: {}:3: unknown key \"bogus\" in [Server]",
-        a.config.display()
+        a.daemon.config_path().display()
     );
     a.daemon.expect_log(&expected, SEC);
     assert_handshake(http);
-    let _ = &a.dir;
 }
 
 #[test]

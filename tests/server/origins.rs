@@ -4,14 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-mod security;
-
+use crate::support::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use common::*;
-use security::*;
 
 const SEED_KEY: &str = "571ab3357c3e56e20b764f25e62149229f5d4b08";
 const FORBIDDEN: &str = r#"{"code":4,"message":"Forbidden"}"#;
@@ -28,11 +23,11 @@ async fn allowed(port: u16, host: &str, origin: Option<&str>) -> bool {
     let r = poll_handshake(port, host, origin).await;
     match r.status {
         200 => {
-            assert!(r.body.starts_with("0{\"sid\""), "{r:?}");
+            assert!(r.text().starts_with("0{\"sid\""), "{r:?}");
             true
         }
         403 => {
-            assert_eq!(r.body, FORBIDDEN);
+            assert_eq!(r.text(), FORBIDDEN);
             false
         }
         other => panic!("unexpected status {other}: {r:?}"),
@@ -105,7 +100,7 @@ async fn cors_reflects_allowed_origins_only() {
     let h =
         format!("Host: {local}\r\nOrigin: https://evil.example\r\nContent-Type: text/plain\r\n");
     let post = raw(p, "POST", &polling(&sid), h.as_bytes(), b"40").await;
-    assert_eq!((post.status, post.body.as_str()), (200, "ok"));
+    assert_eq!((post.status, post.text().as_str()), (200, "ok"));
     assert_eq!(post.header("access-control-allow-origin"), None);
 
     // A preflight from a refused origin gets no CORS headers either.

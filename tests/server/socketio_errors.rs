@@ -1,11 +1,8 @@
 //! Bad input at the Socket.IO layer: malformed packets close the session; the server goes on.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
+use crate::support::*;
 use std::time::Duration;
-
-use common::*;
 
 async fn assert_closes(server: &mut Server, packets: &[&str]) {
     let mut ws = sio_connect(server.port, "").await;

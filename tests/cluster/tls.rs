@@ -4,14 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::redis::wait_readyz;
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 /// A CA and a certificate for `localhost` signed by it, made with `openssl`.
@@ -127,14 +124,11 @@ fn start_tls_redis(dir: &Path) -> TlsRedis {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server");
-    let end = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < end,
-            "redis-server did not open its TLS port"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "redis-server to open its TLS port",
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
     TlsRedis { child, port }
 }
 
@@ -143,7 +137,7 @@ fn node(redis: &TlsRedis, id: &str, ca: &Path) -> Server {
         "[Cluster]\nredis = rediss://localhost:{}/0\nnode-id = {id}\nheartbeat = 1s\nnode-timeout = 3s\n",
         redis.port
     );
-    Server::start_with_env(&config, &[("SSL_CERT_FILE", ca.to_str().unwrap())])
+    Launch::new(&config).env("SSL_CERT_FILE", ca).start()
 }
 
 #[tokio::test]

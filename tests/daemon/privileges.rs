@@ -2,15 +2,12 @@
 //! supplementary groups (SPEC §10); an unknown user is a configuration error.
 #![allow(clippy::unwrap_used)]
 
-mod daemon;
-
+use crate::support::*;
 use std::process::Command;
 use std::time::Duration;
 
-use daemon::*;
-
 /// `Uid:`/`Gid:` (real, effective, saved, filesystem) and `Groups:` of a process.
-fn ids(pid: i32) -> (String, String, String) {
+fn ids(pid: u32) -> (String, String, String) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
         status
@@ -38,11 +35,13 @@ fn root_drops_to_the_configured_user_after_binding_both_ports() {
     // A reload (SIGHUP) reads the config file as that user.
     nix::unistd::chown(&dir.0, Some(nobody.uid), Some(nobody.gid)).unwrap();
     let flash = free_port();
-    let (d, http) = start(
-        &dir,
-        &format!("[Server]\nuser = nobody\n[Flash]\nport = {flash}\n"),
-        &[],
-    );
+    let d = Launch::new(&format!(
+        "[Server]\nuser = nobody\n[Flash]\nport = {flash}\n"
+    ))
+    .debug(false)
+    .config_dir(&dir)
+    .start();
+    let http = d.port;
     d.expect_log("dropped root privileges", Duration::from_secs(5));
     let (u, g, groups) = ids(d.pid());
     assert_eq!(u, format!("{uid} {uid} {uid} {uid}"));
@@ -59,8 +58,8 @@ fn root_without_a_user_warns() {
         eprintln!("SKIPPED: the warning is for root only (CI runs as root)");
         return;
     }
-    let dir = TempDir::new("privileges-none");
-    let (d, http) = start(&dir, "[Flash]\nenabled = no\n", &[]);
+    let d = Launch::new("[Flash]\nenabled = no\n").debug(false).start();
+    let http = d.port;
     d.expect_log("running as root; set [Server] user", Duration::from_secs(5));
     assert_handshake(http);
 }

@@ -3,11 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-mod security;
-
-use common::*;
-use security::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 async fn api(
@@ -25,7 +21,7 @@ async fn api(
         body.as_bytes(),
     )
     .await;
-    let v = serde_json::from_str(&r.body).unwrap_or_else(|_| json!({"raw": r.body}));
+    let v = serde_json::from_slice(&r.body).unwrap_or_else(|_| json!({"raw": r.text()}));
     (r.status, v, r)
 }
 

@@ -1,0 +1,11 @@
+//! Cluster mode: nodes of the real binary sharing a `redis-server` of their own, over
+//! plain TCP and over TLS.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod client;
+mod delivery;
+mod failures;
+mod presence;
+mod tls;

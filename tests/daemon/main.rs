@@ -1,0 +1,14 @@
+//! The binary as a daemon: configuration errors, the Flash policy port, where logs go,
+//! dropping root privileges, shutdown on SIGTERM, systemd socket activation and the
+//! systemd units.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod config_errors;
+mod flash_policy;
+mod logging;
+mod privileges;
+mod shutdown;
+mod socket_activation;
+mod units;
