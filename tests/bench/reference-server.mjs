@@ -1,6 +1,6 @@
 // The reference peer of the benchmarks: the stock socket.io server (version pinned in
-// package.json) with the events of SPEC §3.2 on rooms, and socket.io's defaults otherwise,
-// so every figure of BENCHMARKS.md can be a ratio to it measured in the same run.
+// package.json) with the events of docs/design.md#client-events on rooms, and socket.io's defaults
+// otherwise, so every figure of BENCHMARKS.md can be a ratio to it measured in the same run.
 //
 //   node tests/bench/reference-server.mjs [--port N]     (0 = any free port; default 8002)
 //   node tests/bench/reference-server.mjs --port 0 --redis redis://127.0.0.1:6379

@@ -1,5 +1,5 @@
-//! `rediss://` (SPEC §11): nodes joined through a real `redis-server` on a TLS port whose
-//! certificate comes from a private CA, trusted through `SSL_CERT_FILE` as an
+//! `rediss://` (docs/design.md#cluster): nodes joined through a real `redis-server` on a TLS port
+//! whose certificate comes from a private CA, trusted through `SSL_CERT_FILE` as an
 //! administrator would; a node that does not trust it stays off the cluster, not ready.
 
 #![allow(clippy::unwrap_used)]

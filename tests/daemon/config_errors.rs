@@ -1,5 +1,5 @@
-//! Bad configuration at the binary level (SPEC §8): both `realtime --config FILE` and
-//! `realtime check-config FILE` exit 64 with a message naming the file, line and key, and
+//! Bad configuration at the binary level (docs/design.md#configuration): both `realtime --config
+//! FILE` and `realtime check-config FILE` exit 64 with a message naming the file, line and key, and
 //! bind nothing.
 #![allow(clippy::unwrap_used)]
 

@@ -1,4 +1,4 @@
-//! The Flash socket policy responder (SPEC §7), bound by the daemon itself from
+//! The Flash socket policy responder (docs/design.md#flash-policy), bound by the daemon itself from
 //! `[Flash] port`: the exact request gets the policy and a NUL; wrong, slow and endless
 //! clients are closed within bounds, and the server keeps serving.
 #![allow(clippy::unwrap_used)]

@@ -1,5 +1,5 @@
-//! Where log lines go (SPEC §10): journald priority prefixes when stderr is the journal
-//! (JOURNAL_STREAM matches stderr's device and inode), syslog datagrams when configured,
+//! Where log lines go (docs/design.md#daemon): journald priority prefixes when stderr is the
+//! journal (JOURNAL_STREAM matches stderr's device and inode), syslog datagrams when configured,
 //! plain stderr otherwise; one event a line.
 #![allow(clippy::unwrap_used)]
 

@@ -1,5 +1,5 @@
 //! Started as root, the daemon binds every port, then becomes `[Server] user` with no
-//! supplementary groups (SPEC §10); an unknown user is a configuration error.
+//! supplementary groups (docs/design.md#daemon); an unknown user is a configuration error.
 #![allow(clippy::unwrap_used)]
 
 use crate::support::*;

@@ -1,5 +1,5 @@
-//! SIGTERM (SPEC §10): a connection accepted before the signal still gets its answer, even
-//! when its request arrives after it; then the daemon exits 0.
+//! SIGTERM (docs/design.md#daemon): a connection accepted before the signal still gets its answer,
+//! even when its request arrives after it; then the daemon exits 0.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};

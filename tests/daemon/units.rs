@@ -1,5 +1,5 @@
 //! The systemd units in `systemd/`: `systemd-analyze verify` has nothing to say about them,
-//! and the service's exposure (`systemd-analyze security`) is at most 2.0 (SPEC §10).
+//! and the service's exposure (`systemd-analyze security`) is at most 2.0 (docs/design.md#daemon).
 #![allow(clippy::unwrap_used)]
 
 use crate::support::*;

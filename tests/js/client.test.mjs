@@ -1,5 +1,6 @@
 // The Realtime client (js-client/src/realtime.js) against the real server: the API of
-// SPEC §9, dispatch of envelopes to channel handlers, reconnects, and errors.
+// README.md#the-javascript-client, dispatch of envelopes to channel handlers, reconnects, and
+// errors.
 import assert from "node:assert/strict";
 import { sleep, uniqueChannel, useServer, TIMESTAMP_RE } from "./lib/server.mjs";
 import { assertRejects, inbox, Realtime, record, useClients, waitFor } from "./lib/realtime.mjs";
@@ -391,8 +392,8 @@ srv.test("the path option reaches a server at /realtime/", async () => {
   }
 });
 
-// ---- needs the server side of SPEC §3 (identities as members, onSubscribe/onUnsubscribe,
-// ---- commands, connection state recovery)
+// ---- needs the server side of docs/design.md#channels-and-members (identities as members,
+// ---- onSubscribe/onUnsubscribe, commands, connection state recovery)
 
 srv.test("onSubscribe and onUnsubscribe reach every member with the count", async () => {
   const channel = uniqueChannel("members");

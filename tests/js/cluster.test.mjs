@@ -1,5 +1,5 @@
-// Cluster mode (SPEC §11) with the stock socket.io-client: two nodes joined through a real
-// redis-server, one client on each node of the same channel.
+// Cluster mode (docs/design.md#cluster) with the stock socket.io-client: two nodes joined through a
+// real redis-server, one client on each node of the same channel.
 import assert from "node:assert/strict";
 import {
   ack, collect, connected, metric, sleep, uniqueChannel, useCluster, waitFor, withTimeout,

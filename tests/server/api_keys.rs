@@ -1,5 +1,5 @@
-//! `/api/*` behind `[Api] keys` (SPEC §4): right, wrong and missing keys; what stays open;
-//! and without keys, the origin check as in the original.
+//! `/api/*` behind `[Api] keys` (docs/design.md#http-api): right, wrong and missing keys; what
+//! stays open; and without keys, the origin check as in the original.
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,5 +1,5 @@
-//! The HTTP API of SPEC §4 against the real binary: every body form reaches subscribers,
-//! and every bad request gets its status and a JSON error while the server goes on.
+//! The HTTP API of docs/design.md#http-api against the real binary: every body form reaches
+//! subscribers, and every bad request gets its status and a JSON error while the server goes on.
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,5 +1,5 @@
-//! The monitor (SPEC §5) against the real binary and a webhook endpoint run by the test:
-//! events in order with their signatures, the default selection, endpoints that fail in
+//! The monitor (docs/design.md#monitor) against the real binary and a webhook endpoint run by the
+//! test: events in order with their signatures, the default selection, endpoints that fail in
 //! every way, a dead endpoint that must not slow 10,000 publishes, and the shutdown flush.
 
 #![allow(clippy::unwrap_used)]

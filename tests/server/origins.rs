@@ -1,5 +1,5 @@
-//! The origin check of SPEC §6 against the real binary: loopback, license keys (the 2012
-//! key for mydomain.com), `allowed-origins`, polling and WebSocket handshakes, with and
+//! The origin check of docs/design.md#origin-check against the real binary: loopback, license keys
+//! (the 2012 key for mydomain.com), `allowed-origins`, polling and WebSocket handshakes, with and
 //! without `Origin`, CORS, garbage headers, and a license file that cannot be read.
 
 #![allow(clippy::unwrap_used)]

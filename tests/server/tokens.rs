@@ -1,6 +1,6 @@
-//! Identity tokens (SPEC §3.1) against the real binary: valid, expired, wrong signature,
-//! `alg: none`, malformed, another identity's; the `channels` claim on subscribe, publish,
-//! command and the legacy envelope; `[Identity] require`; recovery re-checks the token.
+//! Identity tokens (docs/design.md#identity-tokens) against the real binary: valid, expired, wrong
+//! signature, `alg: none`, malformed, another identity's; the `channels` claim on subscribe,
+//! publish, command and the legacy envelope; `[Identity] require`; recovery re-checks the token.
 
 #![allow(clippy::unwrap_used)]
 

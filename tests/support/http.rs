@@ -10,28 +10,34 @@ use tokio::net::TcpStream;
 /// A response: status (0 when there was no HTTP head), headers (names lower-case) and
 /// body.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// Sends `method target` with exactly `headers` (each line ending in CRLF, no Host
 /// added), `Connection: close` and the body; returns the whole answer.
-pub async fn raw(port: u16, method: &str, target: &str, headers: &[u8], body: &[u8]) -> Reply {
+pub(crate) async fn raw(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[u8],
+    body: &[u8],
+) -> Reply {
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -79,7 +85,7 @@ fn parse(raw: &[u8]) -> Reply {
 }
 
 /// `raw` with `Host: 127.0.0.1:PORT` and `extra` header lines; returns status and body.
-pub async fn http(
+pub(crate) async fn http(
     port: u16,
     method: &str,
     target: &str,
@@ -96,7 +102,12 @@ pub async fn http(
 
 /// A JSON request to the HTTP API: the status and the body as JSON (`{"raw": text}` when
 /// it is not JSON).
-pub async fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+pub(crate) async fn api(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let (status, raw) = http(
         port,
         method,
@@ -110,18 +121,18 @@ pub async fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, serde
     (status, v)
 }
 
-pub async fn get(port: u16, target: &str) -> (u16, String) {
+pub(crate) async fn get(port: u16, target: &str) -> (u16, String) {
     let (status, body) = http(port, "GET", target, b"", "").await;
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-pub async fn post(port: u16, target: &str, body: &[u8]) -> (u16, String) {
+pub(crate) async fn post(port: u16, target: &str, body: &[u8]) -> (u16, String) {
     let (status, body) = http(port, "POST", target, body, "Content-Type: text/plain\r\n").await;
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Runs one of the async helpers from a plain `#[test]`.
-pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -130,12 +141,12 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// The blocking `get`, for tests that wait on processes.
-pub fn http_get(port: u16, target: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, target: &str) -> (u16, String) {
     block_on(get(port, target))
 }
 
 /// Proves the HTTP port serves Engine.IO: a polling handshake answers with an open packet.
-pub fn assert_handshake(port: u16) {
+pub(crate) fn assert_handshake(port: u16) {
     let (status, body) = http_get(port, "/socket.io/?EIO=4&transport=polling");
     assert_eq!(status, 200, "handshake on {port}: {body}");
     assert!(body.starts_with("0{\"sid\":"), "{body}");

@@ -2,7 +2,7 @@
 
 /// The value of the sample `sample` (`name` or `name{labels}`, exactly as written) in
 /// Prometheus text.
-pub fn metric(text: &str, sample: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, sample: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (n, v) = l.rsplit_once(' ')?;
         (n == sample).then(|| v.trim().parse().ok())?

@@ -7,32 +7,32 @@
 #![allow(dead_code)]
 #![allow(unused_imports)]
 
-pub mod http;
-pub mod metrics;
-pub mod notify;
-pub mod process;
-pub mod redis;
-pub mod sio;
-pub mod wait;
-pub mod webhook;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod process;
+pub(crate) mod redis;
+pub(crate) mod sio;
+pub(crate) mod wait;
+pub(crate) mod webhook;
 
-pub use http::*;
-pub use metrics::*;
-pub use notify::*;
-pub use process::*;
-pub use sio::*;
-pub use wait::*;
-pub use webhook::*;
+pub(crate) use http::*;
+pub(crate) use metrics::*;
+pub(crate) use notify::*;
+pub(crate) use process::*;
+pub(crate) use sio::*;
+pub(crate) use wait::*;
+pub(crate) use webhook::*;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Instant;
 
 /// A directory of its own per test, removed on drop.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!(
             "realtime-{tag}-{}-{:x}",
             std::process::id(),
@@ -42,12 +42,12 @@ impl TempDir {
         TempDir(dir)
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 
     /// Writes a file; returns its path.
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path(name);
         std::fs::write(&p, text).unwrap();
         p
@@ -67,7 +67,7 @@ pub(crate) fn rand_suffix() -> u64 {
 
 /// A port nobody listens on right now (bound, then released; another process may take it
 /// before the test binds it, so callers that can retry do).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -76,17 +76,17 @@ pub fn free_port() -> u16 {
 }
 
 /// Whether a program is on PATH.
-pub fn have(program: &str) -> bool {
+pub(crate) fn have(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
 /// Sends the Flash policy request; returns what came back before the server closed.
-pub fn flash_request(port: u16) -> Vec<u8> {
+pub(crate) fn flash_request(port: u16) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A bound `NOTIFY_SOCKET` and what arrived on it.
-pub struct Notify {
+pub(crate) struct Notify {
     sock: UnixDatagram,
     pub path: PathBuf,
     /// Every message so far, in order.
@@ -14,7 +14,7 @@ pub struct Notify {
 }
 
 impl Notify {
-    pub fn bind(path: &Path) -> Notify {
+    pub(crate) fn bind(path: &Path) -> Notify {
         let sock = UnixDatagram::bind(path).unwrap();
         Notify {
             sock,
@@ -24,7 +24,7 @@ impl Notify {
     }
 
     /// The next message, if one arrives within `within`.
-    pub fn next(&mut self, within: Duration) -> Option<String> {
+    pub(crate) fn next(&mut self, within: Duration) -> Option<String> {
         self.sock
             .set_read_timeout(Some(within.max(Duration::from_millis(1))))
             .unwrap();
@@ -36,7 +36,7 @@ impl Notify {
     }
 
     /// The first message (from now) containing `needle`; panics if none within `within`.
-    pub fn expect(&mut self, needle: &str, within: Duration) -> String {
+    pub(crate) fn expect(&mut self, needle: &str, within: Duration) -> String {
         let end = Instant::now() + within;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -52,7 +52,7 @@ impl Notify {
     }
 
     /// Messages that arrive within `within`.
-    pub fn collect(&mut self, within: Duration) -> Vec<String> {
+    pub(crate) fn collect(&mut self, within: Duration) -> Vec<String> {
         let end = Instant::now() + within;
         let mut got = Vec::new();
         loop {

@@ -13,11 +13,11 @@ use std::time::Duration;
 use super::wait::{poll_until, poll_until_async, wait_until};
 use super::{TempDir, get};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_realtime");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_realtime");
 
 /// How a test starts the binary. `Launch::new(config).start()` is the common case: this
 /// INI text as its config, at debug level, on a free port.
-pub struct Launch {
+pub(crate) struct Launch {
     config: String,
     env: Vec<(OsString, OsString)>,
     args: Vec<OsString>,
@@ -31,7 +31,7 @@ pub struct Launch {
 }
 
 impl Launch {
-    pub fn new(config: &str) -> Launch {
+    pub(crate) fn new(config: &str) -> Launch {
         Launch {
             config: config.to_owned(),
             env: Vec::new(),
@@ -44,34 +44,34 @@ impl Launch {
     }
 
     /// One more environment variable for the server.
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Launch {
+    pub(crate) fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Launch {
         self.env.push((key.into(), value.into()));
         self
     }
 
     /// One more command-line argument, after `--config`.
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Launch {
+    pub(crate) fn arg(mut self, arg: impl Into<OsString>) -> Launch {
         self.args.push(arg.into());
         self
     }
 
     /// Whether `--debug` is passed (it is by default); the daemon tests see the level
     /// their config sets.
-    pub fn debug(mut self, on: bool) -> Launch {
+    pub(crate) fn debug(mut self, on: bool) -> Launch {
         self.debug = on;
         self
     }
 
     /// Writes the config file into `dir` (which the test owns, say to chown it) rather
     /// than into a directory of the server's own.
-    pub fn config_dir(mut self, dir: &TempDir) -> Launch {
+    pub(crate) fn config_dir(mut self, dir: &TempDir) -> Launch {
         self.dir = Some(dir.0.clone());
         self
     }
 
     /// Sends its stderr to this file (the test sees a file, as journald would), not to
     /// the log; `start` then reads `listening on` from the file.
-    pub fn stderr_file(mut self, path: &Path) -> Launch {
+    pub(crate) fn stderr_file(mut self, path: &Path) -> Launch {
         self.stderr = Some(path.to_owned());
         self
     }
@@ -79,14 +79,14 @@ impl Launch {
     /// Runs the binary behind `systemd-socket-activate`, which passes these named sockets
     /// the way systemd does and execs the binary at the first connection; sd_notify
     /// messages go to `notify`. No `--port 0` then: the passed sockets are the ports.
-    pub fn socket_activation(mut self, sockets: &[(u16, &str)], notify: &Path) -> Launch {
+    pub(crate) fn socket_activation(mut self, sockets: &[(u16, &str)], notify: &Path) -> Launch {
         let sockets = sockets.iter().map(|(p, n)| (*p, (*n).to_owned())).collect();
         self.activation = Some((sockets, notify.to_owned()));
         self
     }
 
     /// Starts it and waits until it listens; `port` is its HTTP port.
-    pub fn start(self) -> Server {
+    pub(crate) fn start(self) -> Server {
         let mut server = self.spawn();
         let found = poll_until(Duration::from_secs(10), || {
             let log = match &server.stderr {
@@ -103,7 +103,7 @@ impl Launch {
     }
 
     /// Starts it without waiting: `port` is the activated `http` socket's, or 0.
-    pub fn spawn(self) -> Server {
+    pub(crate) fn spawn(self) -> Server {
         let dir = self.dir.is_none().then(|| TempDir::new("server"));
         let config = match (&self.dir, &dir) {
             (Some(path), _) => path.join("realtime.conf"),
@@ -190,7 +190,7 @@ impl Launch {
 
 /// A running server (or the wrapper that execs it); killed on drop, its log printed when
 /// the test failed.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub port: u16,
     log: Arc<Mutex<String>>,
@@ -202,36 +202,36 @@ pub struct Server {
 
 impl Server {
     /// `Launch::new(config).start()`.
-    pub fn start(config: &str) -> Server {
+    pub(crate) fn start(config: &str) -> Server {
         Launch::new(config).start()
     }
 
     /// Everything it wrote so far, stderr and stdout.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// The file its config was written to.
-    pub fn config_path(&self) -> &Path {
+    pub(crate) fn config_path(&self) -> &Path {
         &self.config
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The process is still running.
-    pub fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+    pub(crate) fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).unwrap());
         nix::sys::signal::kill(pid, sig).unwrap();
     }
 
     /// Waits until the log contains `needle`; false once `within` passed.
-    pub async fn wait_log(&self, needle: &str, within: Duration) -> bool {
+    pub(crate) async fn wait_log(&self, needle: &str, within: Duration) -> bool {
         poll_until_async(within, || async {
             self.log().contains(needle).then_some(())
         })
@@ -241,7 +241,7 @@ impl Server {
 
     /// Waits until one log line contains every one of `parts` (a session's id and what
     /// happened to it, say); false once `within` passed.
-    pub async fn wait_log_line(&self, parts: &[&str], within: Duration) -> bool {
+    pub(crate) async fn wait_log_line(&self, parts: &[&str], within: Duration) -> bool {
         poll_until_async(within, || async {
             let log = self.log();
             log.lines()
@@ -253,24 +253,24 @@ impl Server {
     }
 
     /// Blocks until the log contains `needle`; panics with the log if it does not.
-    pub fn expect_log(&self, needle: &str, within: Duration) {
+    pub(crate) fn expect_log(&self, needle: &str, within: Duration) {
         if poll_until(within, || self.log().contains(needle).then_some(())).is_none() {
             panic!("log never showed {needle:?}; log:\n{}", self.log());
         }
     }
 
     /// Waits for the process to exit.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         poll_until(within, || self.child.try_wait().unwrap())
     }
 
     /// Waits for the process to be gone; panics if it outlives `within`.
-    pub fn expect_exit(&mut self, within: Duration) {
+    pub(crate) fn expect_exit(&mut self, within: Duration) {
         wait_until(within, "the server to exit", || !self.alive());
     }
 
     /// Proves it still serves a newcomer: a polling handshake works.
-    pub async fn assert_serving(&mut self) {
+    pub(crate) async fn assert_serving(&mut self) {
         assert!(self.alive(), "server exited; log:\n{}", self.log());
         let sid = super::handshake(self.port).await;
         assert_eq!(sid.len(), 20);
@@ -288,7 +288,7 @@ impl Drop for Server {
 }
 
 /// The first `listening on` port in a log.
-pub fn listening_port(log: &str) -> Option<u16> {
+pub(crate) fn listening_port(log: &str) -> Option<u16> {
     log.lines()
         .filter_map(|l| l.split("listening on ").nth(1))
         .filter_map(|rest| rest.trim().rsplit(':').next())
@@ -296,7 +296,7 @@ pub fn listening_port(log: &str) -> Option<u16> {
 }
 
 /// Waits until `GET /readyz` answers `want` (200 or 503); false when `within` passed.
-pub async fn wait_readyz(port: u16, want: u16, within: Duration) -> bool {
+pub(crate) async fn wait_readyz(port: u16, want: u16, within: Duration) -> bool {
     poll_until_async(within, || async {
         (get(port, "/readyz").await.0 == want).then_some(())
     })

@@ -14,7 +14,7 @@ use super::wait::poll_until;
 use super::{Server, free_port, wait_readyz};
 
 /// A running `redis-server`; killed on drop.
-pub struct Redis {
+pub(crate) struct Redis {
     pub port: u16,
     child: Option<Child>,
     dir: PathBuf,
@@ -22,7 +22,7 @@ pub struct Redis {
 
 impl Redis {
     /// Starts `redis-server` on a free loopback port and waits until it answers PING.
-    pub fn start() -> Redis {
+    pub(crate) fn start() -> Redis {
         let dir = std::env::temp_dir().join(format!(
             "realtime-redis-{}-{}",
             std::process::id(),
@@ -45,12 +45,12 @@ impl Redis {
     }
 
     /// `redis://127.0.0.1:PORT/0`
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
     /// Stops the server (SIGTERM, then SIGKILL): every client connection goes.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -63,7 +63,7 @@ impl Redis {
     }
 
     /// Starts the server again on the same port (empty: nothing was saved).
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none(), "redis-server still running");
         let up = poll_until(Duration::from_secs(10), || self.spawn().then_some(()));
         assert!(
@@ -75,7 +75,7 @@ impl Redis {
     }
 
     /// Whether it is running (not stopped).
-    pub fn running(&self) -> bool {
+    pub(crate) fn running(&self) -> bool {
         self.child.is_some()
     }
 
@@ -112,12 +112,12 @@ impl Redis {
     }
 
     /// Runs one command on a fresh connection and returns its reply.
-    pub fn command(&self, args: &[&[u8]]) -> Resp {
+    pub(crate) fn command(&self, args: &[&[u8]]) -> Resp {
         try_command(self.port, args).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
     }
 
     /// `PUBLISH channel payload`; returns how many subscribers got it.
-    pub fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
+    pub(crate) fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
         match self.command(&[b"PUBLISH", channel.as_bytes(), payload]) {
             Resp::Int(n) => n,
             other => panic!("PUBLISH answered {other:?}"),
@@ -125,7 +125,7 @@ impl Redis {
     }
 
     /// A connection subscribed to `channel`, to see what the nodes send on the bus.
-    pub fn tap(&self, channel: &str) -> Tap {
+    pub(crate) fn tap(&self, channel: &str) -> Tap {
         let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut tap = Tap {
@@ -167,7 +167,7 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 
 /// Freezes a node (SIGSTOP) for `d`, then lets it go on (SIGCONT): a VM pause, a
 /// starved process. It keeps its connections but sends no heartbeat meanwhile.
-pub async fn freeze(server: &Server, d: Duration) {
+pub(crate) async fn freeze(server: &Server, d: Duration) {
     signal(server.pid(), nix::sys::signal::Signal::SIGSTOP);
     // The freeze lasting `d` is the point: a sleep, not a wait on a condition.
     tokio::time::sleep(d).await;
@@ -175,7 +175,7 @@ pub async fn freeze(server: &Server, d: Duration) {
 }
 
 /// Kills a node at once (SIGKILL): it says goodbye to nobody.
-pub fn kill9(server: &mut Server) {
+pub(crate) fn kill9(server: &mut Server) {
     signal(server.pid(), nix::sys::signal::Signal::SIGKILL);
     let gone = poll_until(Duration::from_secs(5), || (!server.alive()).then_some(()));
     assert!(gone.is_some(), "SIGKILL did not stop the node");
@@ -183,7 +183,7 @@ pub fn kill9(server: &mut Server) {
 
 /// A RESP2 reply.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Resp {
+pub(crate) enum Resp {
     Simple(String),
     Error(String),
     Int(i64),
@@ -192,7 +192,7 @@ pub enum Resp {
 }
 
 impl Resp {
-    pub fn bulk(s: &str) -> Resp {
+    pub(crate) fn bulk(s: &str) -> Resp {
         Resp::Bulk(Some(s.as_bytes().to_vec()))
     }
 }
@@ -250,13 +250,13 @@ fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
 }
 
 /// A connection subscribed to one Redis channel.
-pub struct Tap {
+pub(crate) struct Tap {
     r: BufReader<TcpStream>,
 }
 
 impl Tap {
     /// The payload of the next message published on the channel (within 10 s).
-    pub fn next(&mut self) -> Vec<u8> {
+    pub(crate) fn next(&mut self) -> Vec<u8> {
         loop {
             let reply = read_resp(&mut self.r).expect("a message on the tapped channel");
             if let Resp::Array(Some(parts)) = reply
@@ -271,7 +271,7 @@ impl Tap {
 
 /// The `[Cluster]` section of node `node_id` (heartbeat 1 s, node timeout 3 s) and a short
 /// reconnect grace, then `extra` (more sections; a section may repeat).
-pub fn node_config(redis: &Redis, node_id: &str, extra: &str) -> String {
+pub(crate) fn node_config(redis: &Redis, node_id: &str, extra: &str) -> String {
     format!(
         "[Server]\nreconnect-timeout = 1s\n\
          [Cluster]\nredis = {}\nnode-id = {node_id}\nheartbeat = 1s\nnode-timeout = 3s\n{extra}",
@@ -280,7 +280,7 @@ pub fn node_config(redis: &Redis, node_id: &str, extra: &str) -> String {
 }
 
 /// Nodes `a`, `b`, `c`, … of the real binary sharing one `redis-server`.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub nodes: Vec<Server>,
     pub redis: Redis,
 }
@@ -288,7 +288,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts Redis, then `n` nodes with `extra` appended to each config; returns once
     /// every node answers `/readyz` 200 (connected to Redis).
-    pub async fn start(n: usize, extra: &str) -> Cluster {
+    pub(crate) async fn start(n: usize, extra: &str) -> Cluster {
         let redis = Redis::start();
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -305,7 +305,7 @@ impl Cluster {
     }
 
     /// The HTTP port of node `i`.
-    pub fn port(&self, i: usize) -> u16 {
+    pub(crate) fn port(&self, i: usize) -> u16 {
         self.nodes[i].port
     }
 }

@@ -13,14 +13,14 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use super::http::{Reply, get, raw};
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-pub fn polling(sid: &str) -> String {
+pub(crate) fn polling(sid: &str) -> String {
     format!("/socket.io/?EIO=4&transport=polling&sid={sid}")
 }
 
 /// A polling handshake; returns the session id.
-pub async fn handshake(port: u16) -> String {
+pub(crate) async fn handshake(port: u16) -> String {
     let (status, body) = get(port, "/socket.io/?EIO=4&transport=polling").await;
     assert_eq!(status, 200, "handshake failed: {body}");
     let json: serde_json::Value =
@@ -29,7 +29,7 @@ pub async fn handshake(port: u16) -> String {
 }
 
 /// Opens a direct WebSocket session and reads its open packet; returns the socket and sid.
-pub async fn ws_open(port: u16) -> (Ws, String) {
+pub(crate) async fn ws_open(port: u16) -> (Ws, String) {
     let (mut ws, _) = connect_async(format!(
         "ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
     ))
@@ -42,7 +42,7 @@ pub async fn ws_open(port: u16) -> (Ws, String) {
 }
 
 /// The next text frame, skipping nothing; `None` when the socket closed.
-pub async fn next_text(ws: &mut Ws) -> Option<String> {
+pub(crate) async fn next_text(ws: &mut Ws) -> Option<String> {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -56,7 +56,7 @@ pub async fn next_text(ws: &mut Ws) -> Option<String> {
 }
 
 /// The next Socket.IO text packet (without the Engine.IO `4`), answering pings.
-pub async fn next_sio(ws: &mut Ws) -> Option<String> {
+pub(crate) async fn next_sio(ws: &mut Ws) -> Option<String> {
     loop {
         let t = next_text(ws).await?;
         if t == "2" {
@@ -68,7 +68,7 @@ pub async fn next_sio(ws: &mut Ws) -> Option<String> {
 }
 
 /// Whether the server closes the socket within `within` (draining whatever comes first).
-pub async fn closes_within(ws: &mut Ws, within: Duration) -> bool {
+pub(crate) async fn closes_within(ws: &mut Ws, within: Duration) -> bool {
     let end = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(end, ws.next()).await {
@@ -79,12 +79,12 @@ pub async fn closes_within(ws: &mut Ws, within: Duration) -> bool {
     }
 }
 
-pub async fn send(ws: &mut Ws, text: &str) {
+pub(crate) async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
 
 /// A Socket.IO client on a WebSocket, connected to `/` with this auth.
-pub async fn sio_connect(port: u16, auth: &str) -> Ws {
+pub(crate) async fn sio_connect(port: u16, auth: &str) -> Ws {
     let (mut ws, _) = ws_open(port).await;
     send(&mut ws, &format!("40{auth}")).await;
     let reply = next_sio(&mut ws).await.expect("CONNECT reply");
@@ -96,7 +96,7 @@ pub async fn sio_connect(port: u16, auth: &str) -> Ws {
 }
 
 /// The next ACK packet (`3...`), skipping events that come before it.
-pub async fn next_ack(ws: &mut Ws) -> String {
+pub(crate) async fn next_ack(ws: &mut Ws) -> String {
     loop {
         let p = next_sio(ws).await.expect("socket closed before the ack");
         if p.starts_with('3') {
@@ -106,7 +106,7 @@ pub async fn next_ack(ws: &mut Ws) -> String {
 }
 
 /// A polling handshake with this `Host` and, if given, this `Origin`.
-pub async fn poll_handshake(port: u16, host: &str, origin: Option<&str>) -> Reply {
+pub(crate) async fn poll_handshake(port: u16, host: &str, origin: Option<&str>) -> Reply {
     let mut h = format!("Host: {host}\r\n");
     if let Some(o) = origin {
         h.push_str(&format!("Origin: {o}\r\n"));
@@ -123,7 +123,7 @@ pub async fn poll_handshake(port: u16, host: &str, origin: Option<&str>) -> Repl
 
 /// A direct WebSocket handshake with this `Host` and `Origin`: `Ok` with the socket, or
 /// the HTTP status it was refused with.
-pub async fn ws_handshake(port: u16, host: &str, origin: Option<&str>) -> Result<Ws, u16> {
+pub(crate) async fn ws_handshake(port: u16, host: &str, origin: Option<&str>) -> Result<Ws, u16> {
     let mut req = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
         .into_client_request()
         .unwrap();
@@ -142,7 +142,7 @@ pub async fn ws_handshake(port: u16, host: &str, origin: Option<&str>) -> Result
 
 /// Opens a WebSocket session, sends CONNECT with `auth` and returns the socket and the
 /// Socket.IO reply as it came (`0{"sid":…}` or `4{"message":…}`).
-pub async fn connect_with(port: u16, auth: &str) -> (Ws, String) {
+pub(crate) async fn connect_with(port: u16, auth: &str) -> (Ws, String) {
     let (mut ws, _) = ws_open(port).await;
     send(&mut ws, &format!("40{auth}")).await;
     let reply = next_sio(&mut ws).await.expect("CONNECT reply");
@@ -150,7 +150,7 @@ pub async fn connect_with(port: u16, auth: &str) -> (Ws, String) {
 }
 
 /// The message of a CONNECT_ERROR reply.
-pub fn connect_error(reply: &str) -> String {
+pub(crate) fn connect_error(reply: &str) -> String {
     let json = reply
         .strip_prefix('4')
         .unwrap_or_else(|| panic!("not a CONNECT_ERROR: {reply}"));

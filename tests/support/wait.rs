@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(20);
 
 /// Polls `cond` until it returns `Some`; `None` once `within` passed.
-pub fn poll_until<T>(within: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn poll_until<T>(within: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + within;
     loop {
         if let Some(v) = cond() {
@@ -23,7 +23,7 @@ pub fn poll_until<T>(within: Duration, mut cond: impl FnMut() -> Option<T>) -> O
 }
 
 /// Polls `cond` until it holds; panics naming `what` once `within` passed.
-pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     if poll_until(within, || cond().then_some(())).is_none() {
         panic!("timed out after {within:?} waiting for {what}");
     }
@@ -31,7 +31,10 @@ pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
 
 /// The async `poll_until`: `cond` is awaited until it returns `Some`; `None` once `within`
 /// passed.
-pub async fn poll_until_async<T, F>(within: Duration, mut cond: impl FnMut() -> F) -> Option<T>
+pub(crate) async fn poll_until_async<T, F>(
+    within: Duration,
+    mut cond: impl FnMut() -> F,
+) -> Option<T>
 where
     F: Future<Output = Option<T>>,
 {
@@ -48,7 +51,7 @@ where
 }
 
 /// The async `wait_until`: panics naming `what` once `within` passed.
-pub async fn wait_until_async<F>(within: Duration, what: &str, mut cond: impl FnMut() -> F)
+pub(crate) async fn wait_until_async<F>(within: Duration, what: &str, mut cond: impl FnMut() -> F)
 where
     F: Future<Output = bool>,
 {

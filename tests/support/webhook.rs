@@ -10,7 +10,7 @@ use super::wait::poll_until;
 
 /// What a webhook endpoint does with each request.
 #[derive(Debug, Clone)]
-pub enum Behaviour {
+pub(crate) enum Behaviour {
     /// Answer 200.
     Accept,
     /// Answer with this status (and an empty body).
@@ -27,7 +27,7 @@ pub enum Behaviour {
 
 /// One request the endpoint got.
 #[derive(Debug, Clone)]
-pub struct Hit {
+pub(crate) struct Hit {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -35,27 +35,27 @@ pub struct Hit {
 }
 
 impl Hit {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 }
 
 /// A webhook endpoint on 127.0.0.1 run by plain threads; it stops serving when dropped
 /// (its threads end with the test process).
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub port: u16,
     hits: Arc<Mutex<Vec<Hit>>>,
 }
 
 impl Endpoint {
-    pub fn start(behaviour: Behaviour) -> Endpoint {
+    pub(crate) fn start(behaviour: Behaviour) -> Endpoint {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(Mutex::new(Vec::new()));
@@ -70,16 +70,16 @@ impl Endpoint {
         Endpoint { port, hits }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    pub fn hits(&self) -> Vec<Hit> {
+    pub(crate) fn hits(&self) -> Vec<Hit> {
         self.hits.lock().unwrap().clone()
     }
 
     /// Waits until at least `n` requests came (or `within` passed); returns them.
-    pub fn wait_for(&self, n: usize, within: Duration) -> Vec<Hit> {
+    pub(crate) fn wait_for(&self, n: usize, within: Duration) -> Vec<Hit> {
         let _ = poll_until(within, || {
             (self.hits.lock().unwrap().len() >= n).then_some(())
         });
@@ -162,7 +162,7 @@ fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Hit> {
 }
 
 /// `(type or command, channel, identity)` of a webhook body.
-pub fn summary(v: &serde_json::Value) -> (String, serde_json::Value, serde_json::Value) {
+pub(crate) fn summary(v: &serde_json::Value) -> (String, serde_json::Value, serde_json::Value) {
     let what = match v["type"].as_str().unwrap() {
         "command" => v["data"]["command"].as_str().unwrap().to_owned(),
         t => t.to_owned(),
