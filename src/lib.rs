@@ -1,24 +1,34 @@
 //! Realtime: a message server for web clients over Socket.IO.
 //!
 //! The request path follows the folders, each layer depending only on the ones before it:
-//! - [`engineio`]: Engine.IO v4 sessions over polling and WebSocket (packet codec, session
-//!   task, upgrade);
+//! - [`engineio`]: Engine.IO v4 sessions. `service` routes a request (one `match`),
+//!   `polling` and `websocket` serve the two transports, `session` is the task that owns
+//!   one session and its `transport` (one enum), `errors` maps failures to the reference
+//!   server's answers, `packet` is the pure codec;
 //! - [`socketio`]: Socket.IO v5 on top of it (packet codec, namespaces, acks, binary
-//!   attachments);
-//! - [`hub`]: channels, members and the message envelope;
-//! - [`cluster`]: what the hub shares with other nodes (message bus, presence), through
-//!   Redis when there are several (or in memory, for tests of several nodes in-process);
-//! - [`http`]: the one routing function for everything on the HTTP port, and `/metrics`;
+//!   attachments); its [`socketio::App`] trait is the seam to the application, which
+//!   owns each socket's state in the session task;
+//! - [`hub`]: the application. At the edge, `request`, `legacy` (the 2012 envelope) and
+//!   `validate` parse a client's request once into one typed request, `admission` admits a
+//!   CONNECT, `dispatch` carries a request out and answers it; inside, `lifecycle`
+//!   (sessions and the grace window), `membership` (subscribe, unsubscribe and their
+//!   events), `deliver` (publish), `query` (counts), `remote` (what the cluster tells
+//!   the hub);
+//! - [`cluster`]: the port between the hub and other nodes. `contract` holds the traits
+//!   ([`cluster::Bus`], [`cluster::Presence`] out, [`cluster::Inbound`] back in) and the
+//!   words they speak; `single` is one node, `memory` several nodes in one process (for
+//!   tests), `redis` nodes joined through Redis;
+//! - [`http`]: the one routing function for everything on the HTTP port, the HTTP API
+//!   (`api`) and `/metrics`;
 //! - [`server`]: listeners in, connections served, shutdown out;
 //! - [`config`]: the INI file and its defaults; [`cli`]: the command line.
 //!
-//! Around the product, the daemon (docs/design.md#daemon): [`service`] (sockets in, signals, run),
-//! [`systemd`] (named sockets, sd_notify, watchdog), [`reload`] (SIGHUP), [`log`]
-//! (journald, syslog, stderr), [`privileges`] (dropping root), [`flash`] (the Flash
-//! socket policy responder).
+//! Around the product, the daemon: [`service`] (sockets in, signals, run), [`systemd`]
+//! (named sockets, sd_notify, watchdog), [`reload`] (SIGHUP), [`log`] (journald, syslog,
+//! stderr), [`privileges`] (dropping root), [`flash`] (the Flash socket policy responder).
 //!
-//! Beside the request path: [`auth`] (origins, license keys, API keys, identity tokens)
-//! and [`monitor`] (webhooks for what happens in the hub).
+//! Beside the request path: [`auth`] (origins, license keys, API keys, identity tokens),
+//! [`ratelimit`] and [`monitor`] (webhooks for what happens in the hub).
 //!
 //! How a message flows through these, and what each area promises: `docs/design.md`.
 
