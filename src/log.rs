@@ -52,14 +52,23 @@ pub struct Logging {
 
 impl Logging {
     /// Replaces the level (`error` … `trace`) of every event from now on.
-    pub fn set_level(&self, level: &str) -> Result<(), String> {
+    pub fn set_level(&self, level: &str) -> Result<(), LevelError> {
         if self.env_override {
-            return Err("RUST_LOG is set and takes precedence over [Log] level".to_owned());
+            return Err(LevelError::EnvOverride);
         }
         self.handle
             .reload(filter(level))
-            .map_err(|e| format!("cannot change the log level: {e}"))
+            .map_err(LevelError::Reload)
     }
+}
+
+/// Why the log level was not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LevelError {
+    #[error("RUST_LOG is set and takes precedence over [Log] level")]
+    EnvOverride,
+    #[error("cannot change the log level: {0}")]
+    Reload(reload::Error),
 }
 
 fn filter(level: &str) -> EnvFilter {

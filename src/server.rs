@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, Security};
-use crate::cluster::RedisCluster;
+use crate::cluster::{ClusterError, RedisCluster};
 use crate::config::{Config, ServerConfig, Transport};
 use crate::engineio::{CloseReason, Engine, EngineConfig};
 use crate::http::{Api, Metrics, Router, metrics};
@@ -71,7 +71,7 @@ pub enum StartError {
     #[error("cannot start the monitor: {0}")]
     Monitor(io::Error),
     #[error("cannot join the cluster: {0}")]
-    Cluster(String),
+    Cluster(#[source] ClusterError),
 }
 
 /// Binds `addr` (`host:port`); `[::]` listens on IPv4 too, and falls back to `0.0.0.0`
@@ -160,8 +160,8 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
     let mut worker = None;
     let cluster = match &config.cluster.redis {
         Some(url) => {
-            let (cluster, w) = RedisCluster::new(&config.cluster, url)
-                .map_err(|e| StartError::Cluster(e.to_string()))?;
+            let (cluster, w) =
+                RedisCluster::new(&config.cluster, url).map_err(StartError::Cluster)?;
             hub = hub.with_cluster(cluster.clone(), cluster.clone());
             worker = Some(w);
             Some(cluster)
