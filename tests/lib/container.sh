@@ -27,15 +27,20 @@ ct_boot() {
   NS=$!
   for _ in $(seq 100); do P=$(pgrep -P "$NS" -x systemd) && break; sleep 0.1; done
   [[ -n $P ]] || { cat "$W/nspawn.log"; echo "container did not boot" >&2; exit 1; }
-  # The bus socket appears a moment after PID 1 does: retry until systemctl can ask.
-  local state=''
-  for _ in $(seq 300); do
+  # The bus socket appears a moment after PID 1 does: until then systemctl answers nothing,
+  # "offline" or "unknown" (it could not ask). Retry those for 120 s; any other answer is
+  # the manager's own, after --wait has seen the boot end.
+  local state='' seen=() end=$((SECONDS + 120))
+  while ((SECONDS < end)); do
     state=$(timeout 60 nsenter -t "$P" -a systemctl is-system-running --wait 2>/dev/null || true)
-    [[ -n $state ]] && break
-    sleep 0.2
+    seen+=("${state:-(nothing)}")
+    case $state in ''|offline|unknown|initializing|starting) sleep 0.2 ;; *) break ;; esac
   done
   echo "container: $state"
-  [[ $state == running || $state == degraded ]] || { echo "boot failed" >&2; exit 1; }
+  [[ $state == running || $state == degraded ]] || {
+    echo "boot failed: systemctl is-system-running said, in order: $(printf '%s\n' "${seen[@]}" | uniq -c | xargs)" >&2
+    exit 1
+  }
 }
 
 in_ct() { timeout "$CT_TIMEOUT" nsenter -t "$P" -a "$@"; }  # a command inside the container
