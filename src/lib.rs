@@ -49,3 +49,6 @@ pub mod server;
 pub mod service;
 pub mod socketio;
 pub mod systemd;
+
+#[cfg(test)]
+mod json_doc;
