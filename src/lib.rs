@@ -30,6 +30,9 @@
 //! Beside the request path: [`auth`] (origins, license keys, API keys, identity tokens),
 //! [`ratelimit`] and [`monitor`] (webhooks for what happens in the hub).
 //!
+//! For tests only, `json_doc` generates arbitrary JSON documents and checks that a payload
+//! came through with every number as written.
+//!
 //! How a message flows through these, and what each area promises: `docs/design.md`.
 
 pub mod auth;
@@ -49,3 +52,6 @@ pub mod server;
 pub mod service;
 pub mod socketio;
 pub mod systemd;
+
+#[cfg(test)]
+mod json_doc;

@@ -308,6 +308,42 @@ mod tests {
         }
     }
 
+    /// A token signed by hand, so the header and claims keep any number form.
+    fn sign_text(head: &str, claims: &str, secret: &str) -> Value {
+        use hmac::{Hmac, Mac};
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(head),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(signed.as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        Value::String(format!("{signed}.{sig}"))
+    }
+
+    /// Numbers are read with their text kept: claims and header fields of every number
+    /// form beside the ones read leave a valid token valid, and a fractional `exp` is
+    /// still refused.
+    #[test]
+    fn numbers_of_every_form_in_a_token() {
+        let t = Tokens::new("k");
+        let head = r#"{"alg":"HS256","typ":"JWT","x":1.5e3,"big":12345678901234567890123}"#;
+        let exp = now() + 60;
+        let claims = format!(
+            r#"{{"sub":"alice","exp":{exp},"nbf":{},"iat":{},"n":-0,"f":0.9049426916855675,"big":100000000000000000000}}"#,
+            now() - 10,
+            now() - 10
+        );
+        let g = t.verify(&sign_text(head, &claims, "k"), Some("alice"));
+        assert_eq!(g.map(|g| g.identity), Ok(Arc::from("alice")));
+        let fractional = format!(r#"{{"sub":"alice","exp":{exp}.5}}"#);
+        assert_eq!(
+            t.verify(&sign_text(head, &fractional, "k"), Some("alice")),
+            Err(TokenError::Malformed)
+        );
+    }
+
     #[test]
     fn alg_none_and_other_algorithms_are_refused() {
         let t = Tokens::new("k");

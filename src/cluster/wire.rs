@@ -218,6 +218,18 @@ mod tests {
 
     proptest! {
         #[test]
+        fn a_payload_crosses_the_bus_as_it_was_sent(d in crate::json_doc::doc()) {
+            let data: Value = serde_json::from_str(&d.text()).unwrap();
+            let mut e = Envelope::command("c", None, "poke", data.clone());
+            e.timestamp = now_millis();
+            let m = decode(&encode("n1", &e, &[], None)).unwrap();
+            prop_assert!(d.is(&m.envelope.data["options"]), "{}", m.envelope.data);
+            let e = Envelope::message("c", None, data);
+            let m = decode(&encode("n1", &e, &[], Some("bob"))).unwrap();
+            prop_assert!(d.is(&m.envelope.data), "{}", m.envelope.data);
+        }
+
+        #[test]
         fn never_panics_on_any_bytes(raw in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode(&raw);
         }

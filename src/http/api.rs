@@ -341,6 +341,23 @@ mod tests {
         assert!(matches!(p, Publication::Message { ref data, .. } if data.is_null()));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn items_keep_the_payload_as_it_was_sent(d in crate::json_doc::doc()) {
+            let text = d.text();
+            let message = format!(r#"{{"channel":"c","data":{text}}}"#);
+            let (_, p) = parse(serde_json::from_str(&message).unwrap()).unwrap();
+            let Publication::Message { data, .. } = p else { panic!("{p:?}") };
+            proptest::prop_assert!(d.is(&data), "{data}");
+            let command = format!(
+                r#"{{"channel":"c","type":"command","data":{{"command":"poke","options":{text}}}}}"#
+            );
+            let (_, p) = parse(serde_json::from_str(&command).unwrap()).unwrap();
+            let Publication::Command { options, .. } = p else { panic!("{p:?}") };
+            proptest::prop_assert!(d.is(&options), "{options}");
+        }
+    }
+
     #[test]
     fn malformed_items_are_refused_with_the_reason() {
         let cases = [

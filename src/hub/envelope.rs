@@ -126,4 +126,20 @@ mod tests {
         };
         assert!(t.starts_with(r#"451-["message",{"#) && t.ends_with("}]"));
     }
+
+    proptest::proptest! {
+        /// The event frame and the webhook body (`to_json`) write the data as it came.
+        #[test]
+        fn the_frame_and_the_webhook_body_keep_the_data(d in crate::json_doc::doc()) {
+            let e = Envelope::message("c", None, serde_json::from_str(&d.text()).unwrap());
+            let item = e.encode(7, Vec::new());
+            let Frame::Text(t) = &item.frames()[0] else {
+                panic!("binary first frame")
+            };
+            let event: Value = serde_json::from_str(&t[2..]).unwrap();
+            proptest::prop_assert!(d.is(&event[1]["data"]), "{t}");
+            let body: Value = serde_json::from_str(&e.to_json().to_string()).unwrap();
+            proptest::prop_assert!(d.is(&body["data"]), "{body}");
+        }
+    }
 }

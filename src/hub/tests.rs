@@ -580,4 +580,5 @@ async fn snapshot_lists_what_this_node_holds() {
     assert_eq!(snap.members, members);
 }
 
+mod exact;
 mod memory_cluster;

@@ -142,6 +142,41 @@ async fn a_direct_message_reaches_every_node() {
 }
 
 #[tokio::test]
+async fn numbers_cross_the_bus_as_published() {
+    // Written in the form the server writes back (an exponent as `e+`), so the text
+    // must come back byte for byte.
+    const NUMBERS: &str = "[12345678901234567890123,100000000000000000000,-0,1.5e+3,\
+        0.9049426916855675,0.41413233367384084,3.141592653589793238462643383279]";
+    let c = Cluster::start(2, "").await;
+    let mut sub = Client::connect(c.port(1), "sub").await;
+    assert_eq!(sub.subscribe("room").await["count"], 1);
+    let mut publisher = Client::connect(c.port(0), "pub").await;
+    assert_eq!(publisher.subscribe("room").await["count"], 2);
+    publisher
+        .ws
+        .send(Message::text(format!(r#"42["publish","room",{NUMBERS}]"#)))
+        .await
+        .unwrap();
+    let body = format!(
+        r#"{{"channel":"room","type":"command","data":{{"command":"poke","options":{NUMBERS}}}}}"#
+    );
+    assert_eq!(api(c.port(0), "POST", "/api/publish", &body).await.0, 200);
+    let got = sub.drain(QUIET).await;
+    let message: Vec<String> = got
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| e["data"].to_string())
+        .collect();
+    assert_eq!(message, [NUMBERS], "{got:?}");
+    let options: Vec<String> = got
+        .iter()
+        .filter(|e| e["data"]["command"] == "poke")
+        .map(|e| e["data"]["options"].to_string())
+        .collect();
+    assert_eq!(options, [NUMBERS], "{got:?}");
+}
+
+#[tokio::test]
 async fn garbage_on_the_bus_is_dropped_with_a_warning() {
     let mut c = Cluster::start(2, "").await;
     let (a, b) = (c.port(0), c.port(1));

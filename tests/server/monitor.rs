@@ -124,6 +124,37 @@ async fn the_default_events_are_subscribe_and_unsubscribe() {
 }
 
 /// Waits until `/metrics` shows `name` at least `n`; returns the metrics text.
+#[tokio::test]
+async fn the_webhook_gets_the_numbers_as_published() {
+    let hook = Endpoint::start(Behaviour::Accept);
+    let server = Server::start(&format!(
+        "[Monitor]\nurl = {}\nevents = message, command\n",
+        hook.url("/hook")
+    ));
+    let numbers =
+        "[12345678901234567890123,-0,0.9049426916855675,3.141592653589793238462643383279]";
+    let mut ws = sio_connect(server.port, "{}").await;
+    send(&mut ws, &format!(r#"420["publish","a",{{"n":{numbers}}}]"#)).await;
+    next_ack(&mut ws).await;
+    send(&mut ws, &format!(r#"421["command","a","poke",{numbers}]"#)).await;
+    next_ack(&mut ws).await;
+    let hits = hook.wait_for(2, Duration::from_secs(10));
+    let bodies: Vec<_> = hits
+        .iter()
+        .map(|h| String::from_utf8_lossy(&h.body))
+        .collect();
+    assert!(
+        bodies[0].contains(&format!(r#""data":{{"n":{numbers}}}"#)),
+        "{}",
+        bodies[0]
+    );
+    assert!(
+        bodies[1].contains(&format!(r#""options":{numbers}"#)),
+        "{}",
+        bodies[1]
+    );
+}
+
 async fn wait_metric(port: u16, name: &str, n: f64) -> String {
     let reached = poll_until_async(Duration::from_secs(15), || async {
         let (_, text) = get(port, "/metrics").await;

@@ -293,3 +293,34 @@ async fn a_departing_node_takes_its_members_out_at_once() {
     assert_eq!(events(&mut carol.rx), [ev("onUnsubscribe", "dave", 1)]);
     assert_eq!(cluster_members(&b.hub, "room").await, ["carol"]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// A payload crosses to the other node as it was sent.
+    #[test]
+    fn a_payload_crosses_nodes_as_it_was_sent(d in crate::json_doc::doc()) {
+        let sent: Value = serde_json::from_str(&d.text()).unwrap();
+        let mut got = Vec::new();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(async {
+                let backplane = MemoryBackplane::new();
+                let (a, b) = (node(&backplane, "a"), node(&backplane, "b"));
+                settle().await;
+                let alice = tab(&a.hub, Some("alice"));
+                let mut bob = tab(&b.hub, Some("bob"));
+                join(&a.hub, &alice, "chat").await;
+                join(&b.hub, &bob, "chat").await;
+                settle().await;
+                a.hub.publish(&Envelope::message("chat", None, sent), Vec::new());
+                settle().await;
+                got = data(&received(&mut bob.rx));
+            });
+        proptest::prop_assert_eq!(got.len(), 1);
+        proptest::prop_assert!(d.is(&got[0]), "sent {}\ngot  {}", d.text(), got[0]);
+    }
+}
