@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::auth::{AuthError, Security};
 use crate::cluster::{ClusterError, RedisCluster};
 use crate::config::{Config, ServerConfig, Transport};
-use crate::engineio::{CloseReason, Engine, EngineConfig};
+use crate::engineio::{Engine, EngineConfig};
 use crate::http::{Api, Metrics, Router, metrics};
 use crate::hub::{Hub, HubApp, HubConfig, Observer};
 use crate::monitor::Monitor;
@@ -242,9 +242,7 @@ pub async fn serve(
     }
     let engines: Vec<Engine> = router.engines().cloned().collect();
     for engine in &engines {
-        for socket in engine.sockets() {
-            socket.close(CloseReason::ServerClose);
-        }
+        engine.shut_down();
     }
     let deadline = tokio::time::Instant::now() + bounds.grace;
     for engine in &engines {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use super::errors::EngineError;
 use super::packet::{Packet, Str};
 use super::queue::Queue;
 use super::session::{self, Control, Session};
-use super::socket::{Sid, Socket, TransportKind};
+use super::socket::{CloseReason, Sid, Socket, TransportKind};
 use super::transport::WsStream;
 use super::{Gate, Handler};
 
@@ -85,6 +86,8 @@ pub(crate) struct Inner {
     pub(super) gate: OnceLock<Arc<dyn Gate>>,
     /// Short critical sections only (lookup, insert, remove); never held across an await.
     sessions: Mutex<HashMap<Sid, Entry>>,
+    /// Set when the server goes away, so WebSocket clients are told so (1001).
+    pub(crate) shutting_down: AtomicBool,
 }
 
 /// What a request needs to reach a session: its handle, and the way to its task.
@@ -167,6 +170,7 @@ impl Engine {
                 handler,
                 gate: OnceLock::new(),
                 sessions: Mutex::new(HashMap::new()),
+                shutting_down: AtomicBool::new(false),
             }),
         }
     }
@@ -183,6 +187,15 @@ impl Engine {
     /// Sessions currently open.
     pub fn session_count(&self) -> usize {
         self.inner.len()
+    }
+
+    /// Closes every open session as the server goes away: each flushes what it has
+    /// queued, and a WebSocket client gets 1001 "server shutting down".
+    pub fn shut_down(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        for socket in self.sockets() {
+            socket.close(CloseReason::ServerClose);
+        }
     }
 
     /// Every open session (for shutdown and status).

@@ -10,7 +10,7 @@
 //! - `websocket`: the upgrade handshake and the probe;
 //! - `engine`: the settings and the table of open sessions;
 //! - `session`: the task that owns a session's transport, heartbeat and queue, entered
-//!   in the session's tracing span; `transport`: what carries the session now (one enum);
+//!   in the session's tracing span; `close`: the WebSocket close frame it ends with; `transport`: what carries the session now (one enum);
 //!   `backlog`: what a closed session leaves for a replay;
 //! - `socket`: the handle shared with the layers above, with the send handle
 //!   [`SessionTx`]; `queue`: the outbound queue behind both;
@@ -18,6 +18,7 @@
 
 mod backlog;
 mod buffered;
+mod close;
 mod cors;
 mod engine;
 mod errors;
@@ -38,6 +39,7 @@ use http_body_util::Full;
 use hyper::header::HeaderMap;
 
 pub use backlog::Backlog;
+pub use close::WsClose;
 pub use engine::{Engine, EngineConfig};
 pub use errors::EngineError;
 pub use packet::{Frame, Packet, Str};

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::debug;
 
 use super::backlog::Backlog;
+use super::close::WsClose;
 use super::engine::Inner;
 use super::packet::{self, Frame, Packet, Str};
 use super::queue::Queue;
@@ -27,6 +29,9 @@ pub(crate) use super::transport::{PollError, PollReply, WsStream};
 
 /// How long a client's close waits for a GET it sent alongside.
 const CLIENT_CLOSE_GRACE: Duration = Duration::from_millis(100);
+
+/// How long a session ended by an error may take to say why in a WebSocket close frame.
+const CLOSE_FRAME_WAIT: Duration = Duration::from_secs(1);
 
 /// How many queued items a writer takes before it flushes once.
 const DRAIN_BATCH: usize = 256;
@@ -59,6 +64,8 @@ pub(crate) struct Session {
     ping_at: Instant,
     /// When the awaited pong is late.
     pong_deadline: Option<Instant>,
+    /// The close frame for what the WebSocket reader found wrong, if it found something.
+    read_error: Option<WsClose>,
 }
 
 impl Session {
@@ -81,6 +88,7 @@ impl Session {
             transport: Transport::new(ws),
             ping_at,
             pong_deadline: None,
+            read_error: None,
         }
     }
 
@@ -247,6 +255,7 @@ impl Session {
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => {
                 debug!(error = %e, "websocket read failed");
+                self.read_error = WsClose::for_read_error(&e);
                 Err(CloseReason::TransportError)
             }
         }
@@ -384,17 +393,31 @@ impl Session {
             std::mem::replace(&mut self.transport, Transport::Polling { waiting: None });
         match transport {
             Transport::WebSocket(mut ws) => {
-                if graceful {
-                    let frames: Vec<Frame> = self.pending.drain(..).collect();
-                    let limit = self.inner.config.write_timeout;
-                    let _ = timeout(limit, async {
-                        for f in frames {
-                            ws.feed(ws_message(f)).await?;
-                        }
-                        ws.close().await
+                let close = self.read_error.or_else(|| {
+                    self.socket.ws_close_for(reason).or_else(|| {
+                        let down = self.inner.shutting_down.load(Ordering::Acquire);
+                        WsClose::for_reason(reason, down)
                     })
-                    .await;
-                }
+                });
+                // Flushed whatever the reason: after a close frame from the client, this
+                // sends the echo that completes the closing handshake.
+                let frames: Vec<Frame> = if graceful {
+                    self.pending.drain(..).collect()
+                } else {
+                    Vec::new()
+                };
+                let limit = if graceful {
+                    self.inner.config.write_timeout
+                } else {
+                    CLOSE_FRAME_WAIT.min(self.inner.config.write_timeout)
+                };
+                let _ = timeout(limit, async {
+                    for f in frames {
+                        ws.feed(ws_message(f)).await?;
+                    }
+                    WsStream::close(&mut ws, close.map(WsClose::frame)).await
+                })
+                .await;
             }
             Transport::Polling { waiting } | Transport::Upgrading { waiting } => {
                 let body = match reason {

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
+use super::close::WsClose;
 use super::packet::{Frame, Str};
 use super::queue::Queue;
 
@@ -196,8 +197,9 @@ pub struct Socket {
     queue: Arc<Queue>,
     /// Cancelled once, by whoever closes first; the session task then winds down.
     closing: CancellationToken,
-    /// The first close reason wins; read by the session task when it winds down.
-    reason: Mutex<Option<CloseReason>>,
+    /// The first close reason wins, with the WebSocket close given with it, if any; read
+    /// by the session task when it winds down.
+    reason: Mutex<Option<(CloseReason, Option<WsClose>)>>,
     transport: AtomicU8,
     /// Set once the session task has finished and the layer above was told.
     closed: AtomicBool,
@@ -263,8 +265,18 @@ impl Socket {
 
     /// Asks the session to close; the first reason given is the one reported.
     pub fn close(&self, reason: CloseReason) {
+        self.close_as(reason, None);
+    }
+
+    /// Closes the session for a protocol violation ([`CloseReason::ParseError`]), with the
+    /// close frame a WebSocket client gets, when it says more than "parse error".
+    pub fn reject(&self, ws: WsClose) {
+        self.close_as(CloseReason::ParseError, Some(ws));
+    }
+
+    fn close_as(&self, reason: CloseReason, ws: Option<WsClose>) {
         if let Ok(mut r) = self.reason.lock() {
-            r.get_or_insert(reason);
+            r.get_or_insert((reason, ws));
         }
         self.closing.cancel();
     }
@@ -302,7 +314,15 @@ impl Socket {
             .lock()
             .ok()
             .and_then(|r| *r)
-            .unwrap_or(CloseReason::ServerClose)
+            .map_or(CloseReason::ServerClose, |(reason, _)| reason)
+    }
+
+    /// The close frame given with the close, if the session ends for the reason it came with.
+    pub(crate) fn ws_close_for(&self, reason: CloseReason) -> Option<WsClose> {
+        match self.reason.lock().ok().and_then(|r| *r) {
+            Some((r, ws)) if r == reason => ws,
+            _ => None,
+        }
     }
 
     pub(crate) fn mark_closed(&self) {

@@ -12,7 +12,7 @@ use tracing::{Instrument, debug};
 use super::packet::{Packet, PacketType};
 use super::socket::{DisconnectReason, SioSocket};
 use super::{App, Event, SocketIoConfig};
-use crate::engineio::{self, Backlog, CloseReason, Connection, Message, Outgoing, Sid};
+use crate::engineio::{self, Backlog, CloseReason, Connection, Message, Outgoing, Sid, WsClose};
 
 pub(crate) struct Client<A: App> {
     engine: Arc<engineio::Socket>,
@@ -83,11 +83,18 @@ impl<A: App> Client<A> {
 
     fn on_binary(&mut self, data: Bytes) {
         let Some((_, attachments, size)) = self.partial.as_mut() else {
-            return self.reject(&"binary message with no packet waiting for it");
+            // What a client with another parser (e.g. msgpack) sends first.
+            debug!("closing: binary message with no packet waiting for it");
+            return self
+                .engine
+                .reject(WsClose::new(1003, "binary message not expected"));
         };
         *size += data.len();
         if *size > self.max_attachment_bytes {
-            return self.reject(&"attachments over max payload");
+            debug!("closing: attachments over max payload");
+            return self
+                .engine
+                .reject(WsClose::new(1009, "attachments too big"));
         }
         attachments.push(data);
         if let Some((p, a, _)) = self.partial.take_if(|(p, a, _)| a.len() == p.attachments) {

@@ -164,13 +164,57 @@ async fn websocket_message_over_max_payload_closes() {
     ws.send(Message::text(format!("4{}", "x".repeat(5000))))
         .await
         .unwrap();
-    assert!(closes_within(&mut ws, Duration::from_secs(5)).await);
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(5)).await,
+        Some((1009, "message too big".into()))
+    );
     assert!(
         server
             .wait_log("websocket read failed", Duration::from_secs(2))
             .await
     );
     server.assert_serving().await;
+}
+
+#[tokio::test]
+async fn websocket_protocol_errors_end_with_a_close_frame() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let mut server = Server::start("");
+    // Not an Engine.IO packet.
+    let (mut ws, _) = ws_open(server.port).await;
+    send(&mut ws, "9nonsense").await;
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(3)).await,
+        Some((1002, "parse error".into()))
+    );
+    // A text frame that is not UTF-8.
+    let (mut ws, _) = ws_open(server.port).await;
+    let bad = Frame::message(vec![b'4', 0xff, 0xfe], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(bad)).await.unwrap();
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(3)).await,
+        Some((1007, "invalid utf-8".into()))
+    );
+    // A client that says goodbye with a close packet.
+    let (mut ws, _) = ws_open(server.port).await;
+    send(&mut ws, "1").await;
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(3)).await,
+        Some((1000, "client close".into()))
+    );
+    server.assert_serving().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_websocket_clients_the_server_goes_away() {
+    let server = Server::start("");
+    let (mut ws, _) = ws_open(server.port).await;
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(5)).await,
+        Some((1001, "server shutting down".into()))
+    );
 }
 
 #[tokio::test]
@@ -216,7 +260,10 @@ async fn silent_client_is_dropped_on_ping_timeout() {
     let (mut ws, _) = ws_open(p).await;
     // The first ping comes one interval after the handshake, never before.
     assert_eq!(next_text(&mut ws).await.as_deref(), Some("2"));
-    assert!(closes_within(&mut ws, Duration::from_secs(2)).await);
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(2)).await,
+        Some((1002, "ping timeout".into()))
+    );
     // A polling session that never polls gets its ping and no pong: it is closed.
     let sid = handshake(p).await;
     assert!(

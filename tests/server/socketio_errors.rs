@@ -9,9 +9,10 @@ async fn assert_closes(server: &mut Server, packets: &[&str]) {
     for p in packets {
         send(&mut ws, p).await;
     }
-    assert!(
-        closes_within(&mut ws, Duration::from_secs(3)).await,
-        "{packets:?} did not close"
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(3)).await,
+        Some((1002, "parse error".into())),
+        "{packets:?}"
     );
 }
 
@@ -48,7 +49,10 @@ async fn binary_without_a_packet_closes() {
     let mut server = Server::start("");
     let mut ws = sio_connect(server.port, "").await;
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
-    assert!(closes_within(&mut ws, Duration::from_secs(3)).await);
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(3)).await,
+        Some((1003, "binary message not expected".into()))
+    );
     server.assert_serving().await;
 }
 
@@ -62,7 +66,10 @@ async fn unknown_namespace_gets_connect_error_and_events_to_it_close() {
         Some(r#"4/random,{"message":"Invalid namespace"}"#)
     );
     send(&mut ws, "42/random,[\"publish\",\"x\"]").await;
-    assert!(closes_within(&mut ws, Duration::from_secs(3)).await);
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(3)).await,
+        Some((1002, "parse error".into()))
+    );
     server.assert_serving().await;
 }
 
@@ -89,7 +96,10 @@ async fn malformed_packets_over_polling_close_the_session() {
 async fn no_connect_in_time_closes() {
     let mut server = Server::start("[Server]\nconnect-timeout = 300ms\n");
     let (mut ws, _) = ws_open(server.port).await;
-    assert!(closes_within(&mut ws, Duration::from_secs(3)).await);
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(3)).await,
+        Some((1000, "server close".into()))
+    );
     assert!(
         server
             .wait_log("no CONNECT in time", Duration::from_secs(2))
@@ -114,5 +124,27 @@ async fn bad_identity_is_a_connect_error() {
     );
     send(&mut ws, r#"40{"identity":"alice"}"#).await;
     assert!(next_sio(&mut ws).await.unwrap().starts_with("0{\"sid\""));
+    server.assert_serving().await;
+}
+
+#[tokio::test]
+async fn attachments_over_max_payload_close_as_too_big() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut server = Server::start("[Server]\nmax-payload = 1000\n");
+    let mut ws = sio_connect(server.port, "").await;
+    send(
+        &mut ws,
+        r#"452-["publish","chat",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+    )
+    .await;
+    // Each fits the max payload; together they do not.
+    for _ in 0..2 {
+        ws.send(Message::binary(vec![0u8; 600])).await.unwrap();
+    }
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(3)).await,
+        Some((1009, "attachments too big".into()))
+    );
     server.assert_serving().await;
 }

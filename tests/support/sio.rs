@@ -79,6 +79,23 @@ pub(crate) async fn closes_within(ws: &mut Ws, within: Duration) -> bool {
     }
 }
 
+/// The code and reason of the close frame the server ends with, skipping what comes
+/// before it; `None` if the connection ends without one or `within` passes.
+pub(crate) async fn close_frame(ws: &mut Ws, within: Duration) -> Option<(u16, String)> {
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(end, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => {
+                return Some((u16::from(f.code), f.reason.as_str().to_owned()));
+            }
+            Ok(Some(Ok(Message::Close(None)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => {
+                return None;
+            }
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
 pub(crate) async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
