@@ -28,7 +28,8 @@
 //! stderr), [`privileges`] (dropping root), [`flash`] (the Flash socket policy responder).
 //!
 //! Beside the request path: [`auth`] (origins, license keys, API keys, identity tokens),
-//! [`ratelimit`] and [`monitor`] (webhooks for what happens in the hub).
+//! [`ratelimit`], [`refusals`] (refused clients, counted and logged now and then, from
+//! every layer) and [`monitor`] (webhooks for what happens in the hub).
 //!
 //! For tests only, `json_doc` generates arbitrary JSON documents and checks that a payload
 //! came through with every number as written.
@@ -47,6 +48,7 @@ pub mod log;
 pub mod monitor;
 pub mod privileges;
 pub mod ratelimit;
+pub mod refusals;
 pub mod reload;
 pub mod server;
 pub mod service;

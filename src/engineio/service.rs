@@ -14,6 +14,7 @@ use super::engine::{Engine, EngineConfig};
 use super::errors::EngineError;
 use super::socket::TransportKind;
 use super::{Body, polling, websocket};
+use crate::refusals::{self, Refusal};
 
 /// The query of an Engine.IO request, as sent.
 struct Query<'a> {
@@ -89,6 +90,15 @@ impl Engine {
             }
             Err(e) => {
                 debug!(?peer, error = %e, "engine.io request refused");
+                // A refused origin is counted and logged by the origin check already.
+                let kind = match e {
+                    EngineError::UnsupportedProtocolVersion => Some(Refusal::UnsupportedProtocol),
+                    EngineError::Forbidden => None,
+                    _ => Some(Refusal::EngineRequest),
+                };
+                if let Some(kind) = kind {
+                    refusals::record(kind, peer, &e);
+                }
                 e.into_response()
             }
         };

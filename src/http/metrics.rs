@@ -159,6 +159,19 @@ impl Collector for Sources {
             &c.recovered,
         )?;
 
+        {
+            let zero = ConstCounter::new(0u64);
+            let mut family = e.encode_descriptor(
+                "refusals",
+                "Client requests refused, by reason (logged at info at most every 10 s per reason).",
+                None,
+                zero.metric_type(),
+            )?;
+            for (reason, n) in crate::refusals::counts() {
+                ConstCounter::new(n).encode(family.encode_family(&[("reason", reason)])?)?;
+            }
+        }
+
         let zero = AtomicU64::new(0);
         let refused = self.security.as_ref().map_or(&zero, |s| &s.refused);
         counter(

@@ -3,6 +3,7 @@
 //! recover.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -14,6 +15,7 @@ use super::request::RequestError;
 use super::validate::Identity;
 use crate::auth::Channels;
 use crate::engineio::Sid;
+use crate::refusals::{self, Refusal};
 use crate::socketio::Accept;
 
 /// What [`HubApp::admit_connect`] decided, for the socket's state once it joined.
@@ -39,6 +41,7 @@ impl HubApp {
     pub(super) fn admit_connect(
         &self,
         auth: Option<&Value>,
+        peer: Option<SocketAddr>,
     ) -> Result<Accept<Admitted>, RequestError> {
         let field = |name| auth.and_then(|a| a.get(name));
         let identity = Identity::from_json(field("identity"), self.hub.config())?;
@@ -71,6 +74,11 @@ impl HubApp {
                 });
             }
             debug!(%pid, "connection state not recoverable; new session");
+            refusals::record(
+                Refusal::RecoveryFailed,
+                peer,
+                &"connection state not recoverable; new session",
+            );
         }
         Ok(Accept {
             sid: None,

@@ -76,9 +76,9 @@ impl App for HubApp {
         &self,
         _nsp: &str,
         auth: Option<&Value>,
-        _engine: &engineio::Socket,
+        engine: &engineio::Socket,
     ) -> Result<Accept<Admitted>, RequestError> {
-        self.admit_connect(auth)
+        self.admit_connect(auth, engine.peer)
     }
 
     fn on_connect(

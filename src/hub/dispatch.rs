@@ -15,6 +15,7 @@ use super::request::{Parsed, Publication, Request, RequestError, parse_event};
 use super::validate::{ChannelName, HubError};
 use super::{Count, Envelope, Hub, error_envelope};
 use crate::auth::Channels;
+use crate::refusals::{self, Refusal};
 use crate::socketio::{Event, SioSocket};
 
 /// A request's answer: now, or once the cluster has decided (a membership change).
@@ -143,6 +144,11 @@ fn answer(
         (Ok(_), None) => {}
         (Err(e), ack) => {
             debug!(sid = %socket.sid, %event, error = %e, "request refused");
+            refusals::record(
+                Refusal::RequestRefused,
+                socket.engine().peer,
+                &format_args!("{event}: {e}"),
+            );
             let error = e.to_string();
             let _ = match ack {
                 Some(id) => socket.ack(id, json!([{"ok": false, "error": error}]), Vec::new()),

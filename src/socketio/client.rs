@@ -13,6 +13,7 @@ use super::packet::{Packet, PacketType};
 use super::socket::{DisconnectReason, SioSocket};
 use super::{App, Event, SocketIoConfig};
 use crate::engineio::{self, Backlog, CloseReason, Connection, Message, Outgoing, Sid, WsClose};
+use crate::refusals::{self, Refusal};
 
 pub(crate) struct Client<A: App> {
     engine: Arc<engineio::Socket>,
@@ -63,7 +64,15 @@ impl<A: App> Client<A> {
     /// Ends the whole session for a protocol violation.
     fn reject(&self, why: &dyn std::fmt::Display) {
         debug!(error = %why, "closing: bad socket.io packet");
+        refusals::record(Refusal::BadPacket, self.engine.peer, why);
         self.engine.close(CloseReason::ParseError);
+    }
+
+    /// Like [`Client::reject`], with the close frame a WebSocket client gets.
+    fn reject_as(&self, ws: WsClose) {
+        debug!(error = ws.reason, "closing: bad socket.io packet");
+        refusals::record(Refusal::BadPacket, self.engine.peer, &ws.reason);
+        self.engine.reject(ws);
     }
 
     fn on_text(&mut self, text: &str) {
@@ -84,17 +93,11 @@ impl<A: App> Client<A> {
     fn on_binary(&mut self, data: Bytes) {
         let Some((_, attachments, size)) = self.partial.as_mut() else {
             // What a client with another parser (e.g. msgpack) sends first.
-            debug!("closing: binary message with no packet waiting for it");
-            return self
-                .engine
-                .reject(WsClose::new(1003, "binary message not expected"));
+            return self.reject_as(WsClose::new(1003, "binary message not expected"));
         };
         *size += data.len();
         if *size > self.max_attachment_bytes {
-            debug!("closing: attachments over max payload");
-            return self
-                .engine
-                .reject(WsClose::new(1009, "attachments too big"));
+            return self.reject_as(WsClose::new(1009, "attachments too big"));
         }
         attachments.push(data);
         if let Some((p, a, _)) = self.partial.take_if(|(p, a, _)| a.len() == p.attachments) {

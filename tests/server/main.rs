@@ -10,6 +10,7 @@ mod engineio_errors;
 mod http_api;
 mod monitor;
 mod origins;
+mod refusals;
 mod slow_client;
 mod socketio_errors;
 mod tokens;
