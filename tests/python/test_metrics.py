@@ -110,6 +110,7 @@ def test_metrics_parse_and_count_what_happens(monitored, hook):
         "realtime_slow_client_disconnects": "counter",
         "realtime_recovered": "counter",
         "realtime_origin_refused": "counter",
+        "realtime_refusals": "counter",
         "realtime_monitor_queue": "gauge",
         "realtime_monitor_sent": "counter",
         "realtime_monitor_failed": "counter",
@@ -138,6 +139,8 @@ def test_metrics_parse_and_count_what_happens(monitored, hook):
         assert samples[("realtime_messages_delivered_total", ())] >= 5
         assert samples[("realtime_monitor_dropped_total", ())] == 0
         assert samples[("realtime_origin_refused_total", ())] == 0
+        # Refusals are counted by reason, every reason shown from the start.
+        assert samples[("realtime_refusals_total", (("reason", "bad_packet"),))] == 0
     finally:
         ws.disconnect()
         poll.disconnect()
