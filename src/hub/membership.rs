@@ -51,17 +51,7 @@ impl Hub {
         if let Settle::Later(rx) = self.presence.join(channel, &member.key, &options) {
             return Ok(Count::Later(rx, count));
         }
-        let event = Envelope::membership(
-            channel,
-            member.identity.clone(),
-            Membership::Subscribe,
-            options,
-            count,
-        );
-        self.observe(HubEvent::Subscribe, &event);
-        let item = event.encode(self.next_offset(), Vec::new());
-        let f = ch.deliver(&item, self.config.cache_limit);
-        self.count_fanout(f);
+        self.announce_here(ch, channel, member, Membership::Subscribe, options, &[]);
         Ok(Count::Now(count))
     }
 
@@ -129,20 +119,7 @@ impl Hub {
             }
             return Count::Later(rx, count);
         }
-        let event = Envelope::membership(
-            channel,
-            member.identity.clone(),
-            Membership::Unsubscribe,
-            options,
-            count,
-        );
-        self.observe(HubEvent::Unsubscribe, &event);
-        let item = event.encode(self.next_offset(), Vec::new());
-        let mut f = ch.deliver(&item, self.config.cache_limit);
-        for s in also {
-            f.add(s.deliver(&item, self.config.cache_limit));
-        }
-        self.count_fanout(f);
+        self.announce_here(ch, channel, member, Membership::Unsubscribe, options, also);
         if ch.is_empty() {
             map.remove(channel);
             self.bus.watch(channel, false);
@@ -158,5 +135,27 @@ impl Hub {
             .ok()
             .and_then(|m| m.get(channel).map(Channel::count))
             .unwrap_or(0)
+    }
+
+    /// A membership change this node settled itself (channel lock held): told to the
+    /// observer, then to the channel's sessions and to `also` (slots no longer in it).
+    fn announce_here(
+        &self,
+        ch: &Channel,
+        channel: &str,
+        member: &Member,
+        change: Membership,
+        options: Value,
+        also: &[Arc<Slot>],
+    ) {
+        let count = ch.count();
+        let event = Envelope::membership(channel, member.identity.clone(), change, options, count);
+        self.observe(HubEvent::from(change), &event);
+        let item = event.encode(self.next_offset(), Vec::new());
+        let mut f = ch.deliver(&item, self.config.cache_limit);
+        for s in also {
+            f.add(s.deliver(&item, self.config.cache_limit));
+        }
+        self.count_fanout(f);
     }
 }
