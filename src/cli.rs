@@ -85,6 +85,9 @@ pub enum Command {
     /// Print the man page, realtime(8), as roff (the packages install it).
     #[command(hide = true)]
     Man,
+    /// Print the configuration reference, docs/configuration.md, as Markdown.
+    #[command(hide = true)]
+    ConfigReference,
 }
 
 /// realtime(8): NAME, SYNOPSIS and OPTIONS from the clap definition, COMMANDS from its
