@@ -7,7 +7,7 @@
 //! etc/realtime.conf, so none of them can drift from the others.
 
 use super::Config;
-use super::sections::{LOG_LEVELS, MONITOR_EVENTS};
+use super::sections::{LOG_LEVELS, LOG_TARGETS, MONITOR_EVENTS};
 
 /// When a key's new value takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,8 +189,8 @@ pub const KEYS: &[Key] = &[
         "Policy XML to serve instead of the built-in one."),
     key!("Monitor" "url", Url(&["http", "https"]), "", Restart, monitor.url,
         "POST events as JSON to this URL; unset: no monitor."),
-    key!("Monitor" "events", ListOf(&MONITOR_EVENTS), "subscribe, unsubscribe", Restart, monitor.events,
-        "Events to post."),
+    key!("Monitor" "events", ListOf(&MONITOR_EVENTS), "subscribe, unsubscribe", Restart,
+        monitor.events, "Events to post."),
     key!("Monitor" "secret", Text, "", Restart, monitor.secret,
         "Sign each POST: `X-Realtime-Signature: sha256=<HMAC of the body with this key>`."),
     key!("Monitor" "queue", Positive, "10000", Restart, monitor.queue,
@@ -210,11 +210,13 @@ pub const KEYS: &[Key] = &[
     key!("Messaging" "max-identity", Positive, "256", Restart, messaging.max_identity,
         "Longest identity, in bytes."),
     key!("License" "file", Path, "", Live, license.file,
-        "License key file; unset: /etc/realtime/license.txt, else ./etc/license.txt, if one exists."),
+        "License key file; unset: /etc/realtime/license.txt, else ./etc/license.txt, \
+         if one exists."),
     key!("License" "secret", Text, "", Live, license.secret,
         "Secret of the license keys; unset: the original server's, so old keys work."),
     key!("License" "allowed-origins", List, "", Live, license.allowed_origins,
-        "Origins always allowed: `https://app.example.com`, `app.example.com`, `*.example.com` or `*`."),
+        "Origins always allowed: `https://app.example.com`, `app.example.com`, \
+         `*.example.com` or `*`."),
     key!("Api" "keys", List, "", Live, api.keys,
         "Keys for `/api/*` (`Authorization: Bearer KEY`); empty: the origin check applies."),
     key!("Identity" "secret", Text, "", Live, identity.secret,
@@ -233,7 +235,7 @@ pub const KEYS: &[Key] = &[
         "A node silent this long is dead and its members are removed; must exceed `heartbeat`."),
     key!("Cluster" "answer-timeout", NonzeroDuration, "10s", Restart, cluster.answer_timeout,
         "How long a subscribe or unsubscribe ack waits for the cluster's member count."),
-    key!("Log" "target", OneOf(&["auto", "journald", "syslog", "stderr"]), "auto", Restart, log.target,
+    key!("Log" "target", OneOf(&LOG_TARGETS), "auto", Restart, log.target,
         "Where logs go: auto is journald under systemd, else stderr."),
     key!("Log" "level", OneOf(&LOG_LEVELS), "info", Live, log.level,
         "Least severe level logged."),
