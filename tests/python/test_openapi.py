@@ -124,7 +124,7 @@ def test_open_routes(open_server, seen):
         res = c.call("POST", "/api/publish", 200, body=[
             {"channel": "chat", "data": 1, "identity": "backend"},
             {"channel": "chat", "type": "command", "data": {"command": "ping"}},
-            {"to": "alice", "data": "direct"},
+            {"to": "alice", "data": "direct", "identity": ""},
         ])
         assert res.json()["published"] == 3
         c.call("POST", "/api/publish", 400, data=b"not json",
