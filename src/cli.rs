@@ -85,6 +85,9 @@ pub enum Command {
     /// Print the man page, realtime(8), as roff (the packages install it).
     #[command(hide = true)]
     Man,
+    /// Print the configuration reference, docs/configuration.md, as Markdown.
+    #[command(hide = true)]
+    ConfigReference,
 }
 
 /// realtime(8): NAME, SYNOPSIS and OPTIONS from the clap definition, COMMANDS from its
@@ -174,8 +177,9 @@ const MAN_SECTIONS: &str = r#".SH FILES
 \fI/etc/realtime/realtime.conf\fR
 The configuration (INI). Without \fB\-\-config\fR, this file is read if it exists, else
 \fI./etc/realtime.conf\fR, else built\-in defaults. Every key is listed with its default
-in the sample file. An unknown key or a bad value stops the server with an error naming
-the file, line and key.
+in the sample file, and with its type and whether a reload applies it in
+\fI/usr/share/doc/realtime/configuration.md\fR. An unknown key or a bad value stops the
+server with an error naming the file, line and key.
 .TP
 \fI/etc/realtime/license.txt\fR
 License keys, one a line: hex sha1 of a domain and \fB[License] secret\fR
@@ -188,6 +192,12 @@ carries its own copies.
 \fI/usr/share/doc/realtime/examples/supervisor/\fR
 supervisord configuration and \fBstart\fR, \fBstop\fR, \fBstatus\fR, \fBrestart\fR
 commands, for machines without systemd.
+.TP
+\fI/usr/share/doc/realtime/operating.md\fR
+The log lines and metrics worth an alert, with suggested alert rules.
+.TP
+\fI/usr/share/realtime/grafana\-dashboard.json\fR
+A Grafana dashboard for \fB/metrics\fR.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::CheckConfig { file }) => return check_config(file),
         Some(Command::Man) => return man_page(),
+        Some(Command::ConfigReference) => return config_reference(),
         _ => {}
     }
 
@@ -136,6 +137,18 @@ fn man_page() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("realtime: cannot write the man page: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `realtime config-reference`: docs/configuration.md, from the configuration's key table.
+fn config_reference() -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match realtime::config::write_reference(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("realtime: cannot write the configuration reference: {e}");
             ExitCode::FAILURE
         }
     }

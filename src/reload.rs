@@ -1,10 +1,10 @@
 //! SIGHUP (docs/design.md#configuration): re-read the configuration file used at start, apply what
 //! can change live, and name every changed key that needs a restart.
 //!
-//! [`KEYS`] lists every key with whether it is [`Apply::Live`]. The running configuration
-//! takes a live key's new value; a restart-only key keeps the value the daemon runs with,
+//! [`KEYS`], the configuration's key table, says of every key whether it is
+//! [`Apply::Live`]. The running configuration takes a live key's new value; a restart-only key keeps the value the daemon runs with,
 //! so it is reported again on every reload until the restart. Making a key live later is a
-//! one-word change in the table plus its effect in [`Reloader::apply_live`].
+//! one-word change in that table plus its effect in [`Reloader::apply_live`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,109 +13,8 @@ use tracing::{error, info, warn};
 
 use crate::auth::Security;
 use crate::cli::Overrides;
-use crate::config::Config;
+use crate::config::{Apply, Config, KEYS, Key};
 use crate::log::Logging;
-
-/// When a key's new value takes effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Apply {
-    /// On reload.
-    Live,
-    /// At the next start.
-    Restart,
-}
-
-/// One configuration key, as written in the file.
-#[derive(Debug)]
-pub struct Key {
-    pub section: &'static str,
-    pub name: &'static str,
-    pub apply: Apply,
-    changed: fn(&Config, &Config) -> bool,
-    /// Copies this key's value from the new configuration into the running one.
-    take: fn(&mut Config, &Config),
-}
-
-macro_rules! key {
-    ($section:literal, $name:literal, $apply:ident, $($field:ident).+) => {
-        Key {
-            section: $section,
-            name: $name,
-            apply: Apply::$apply,
-            changed: |old, new| old.$($field).+ != new.$($field).+,
-            take: |running, new| running.$($field).+ = new.$($field).+.clone(),
-        }
-    };
-}
-
-/// Every key of docs/design.md#configuration. The monitor becomes live when it can be rebuilt in
-/// place.
-pub const KEYS: &[Key] = &[
-    key!("Server", "debug", Live, server.debug),
-    key!("Server", "bind", Restart, server.bind),
-    key!("Server", "websocket-port", Restart, server.websocket_port),
-    key!("Server", "path", Restart, server.path),
-    key!("Server", "ping-interval", Restart, server.ping_interval),
-    key!("Server", "ping-timeout", Restart, server.ping_timeout),
-    key!("Server", "max-payload", Restart, server.max_payload),
-    key!("Server", "max-connections", Restart, server.max_connections),
-    key!(
-        "Server",
-        "reconnect-timeout",
-        Restart,
-        server.reconnect_timeout
-    ),
-    key!("Server", "allowed-types", Restart, server.allowed_types),
-    key!("Server", "user", Restart, server.user),
-    key!("Server", "www", Restart, server.www),
-    key!("Server", "connect-timeout", Restart, server.connect_timeout),
-    key!(
-        "Server",
-        "max-http-connections",
-        Restart,
-        server.max_http_connections
-    ),
-    key!("Server", "body-timeout", Restart, server.body_timeout),
-    key!("Server", "shutdown-grace", Restart, server.shutdown_grace),
-    key!("Flash", "enabled", Restart, flash.enabled),
-    key!("Flash", "port", Restart, flash.port),
-    key!("Flash", "policy-file", Restart, flash.policy_file),
-    key!("Monitor", "url", Restart, monitor.url),
-    key!("Monitor", "events", Restart, monitor.events),
-    key!("Monitor", "secret", Restart, monitor.secret),
-    key!("Monitor", "queue", Restart, monitor.queue),
-    key!("Monitor", "timeout", Restart, monitor.timeout),
-    key!("Monitor", "retries", Restart, monitor.retries),
-    key!(
-        "Messaging",
-        "message-cache-limit",
-        Restart,
-        messaging.message_cache_limit
-    ),
-    key!("Messaging", "client-queue", Restart, messaging.client_queue),
-    key!("Messaging", "max-channels", Restart, messaging.max_channels),
-    key!(
-        "Messaging",
-        "max-channel-name",
-        Restart,
-        messaging.max_channel_name
-    ),
-    key!("Messaging", "max-identity", Restart, messaging.max_identity),
-    key!("License", "file", Live, license.file),
-    key!("License", "secret", Live, license.secret),
-    key!("License", "allowed-origins", Live, license.allowed_origins),
-    key!("Api", "keys", Live, api.keys),
-    key!("Identity", "secret", Live, identity.secret),
-    key!("Identity", "require", Live, identity.require),
-    key!("Cluster", "redis", Restart, cluster.redis),
-    key!("Cluster", "prefix", Restart, cluster.prefix),
-    key!("Cluster", "node-id", Restart, cluster.node_id),
-    key!("Cluster", "heartbeat", Restart, cluster.heartbeat),
-    key!("Cluster", "node-timeout", Restart, cluster.node_timeout),
-    key!("Cluster", "answer-timeout", Restart, cluster.answer_timeout),
-    key!("Log", "target", Restart, log.target),
-    key!("Log", "level", Live, log.level),
-];
 
 /// The keys whose value differs between `old` and `new`.
 pub fn changed<'k>(old: &Config, new: &Config) -> Vec<&'k Key> {

@@ -1,5 +1,5 @@
 // Compiled (not run) by `npm run check-types`: the hand-written types of src/realtime.d.ts
-// accept the API of README.md#the-javascript-client and refuse what it does not allow.
+// accept the API of docs/js-client.md and refuse what it does not allow.
 import Realtime, {
   Channel, type CommandEnvelope, type MembershipAck, type MessageEnvelope, RealtimeError,
 } from "realtime-client";

@@ -6,6 +6,8 @@
 //! accepted but worth telling (legacy names, a key set twice) are in [`Config::warnings`].
 
 mod ini;
+pub mod keys;
+mod reference;
 mod sections;
 mod server;
 mod value;
@@ -17,6 +19,8 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use keys::{Apply, KEYS, Key};
+pub use reference::{reference, write_reference};
 pub use sections::{
     ApiConfig, ClusterConfig, IdentityConfig, LOG_LEVELS, LicenseConfig, LogConfig, LogTarget,
     MONITOR_EVENTS, MessagingConfig, MonitorConfig,
@@ -336,6 +340,14 @@ impl Config {
         value: &str,
         notes: &mut Vec<String>,
     ) -> Result<(), SetError> {
+        // The key table decides what is a key, so the reference lists all there are.
+        if let Some(instead) = keys::legacy(section, key) {
+            notes.push(format!("2011 key ignored; use {instead}"));
+            return Ok(());
+        }
+        if keys::find(section, key).is_none() {
+            return Err(SetError::UnknownKey);
+        }
         match section {
             "Server" => self.server.set(key, value, notes),
             "Flash" => self.flash.set(key, value),

@@ -17,6 +17,9 @@ pub const MONITOR_EVENTS: [&str; 6] = [
     "command",
 ];
 
+/// Log targets accepted in `[Log] target`.
+pub(super) const LOG_TARGETS: [&str; 4] = ["auto", "journald", "syslog", "stderr"];
+
 /// Log levels accepted in `[Log] level`.
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
@@ -261,7 +264,7 @@ impl LogConfig {
     pub(super) fn set(&mut self, key: &str, v: &str) -> Result<(), SetError> {
         match key {
             "target" => {
-                self.target = match one_of(v, &["auto", "journald", "syslog", "stderr"])?.as_str() {
+                self.target = match one_of(v, &LOG_TARGETS)?.as_str() {
                     "journald" => LogTarget::Journald,
                     "syslog" => LogTarget::Syslog,
                     "stderr" => LogTarget::Stderr,

@@ -144,10 +144,6 @@ impl ServerConfig {
             "body-timeout" => self.body_timeout = nonzero_duration(v)?,
             // 0 is allowed: sessions are told to close, and nothing waits for them.
             "shutdown-grace" => self.shutdown_grace = duration(v)?,
-            // Read by the 2011 releases; kept parseable so those files still start.
-            "allowed-domain" => warn
-                .push("2011 key ignored; use [License] allowed-origins or license keys".to_owned()),
-            "flash-server-port" => warn.push("2011 key ignored; use [Flash] port".to_owned()),
             _ => return Err(SetError::UnknownKey),
         }
         Ok(())

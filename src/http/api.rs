@@ -135,6 +135,10 @@ impl Api {
     pub async fn handle(&self, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
+        // Public, before the key and origin check: see the openapi module.
+        if path == super::openapi::PATH {
+            return super::openapi::serve(&method);
+        }
         match self.route(req, peer, &path, &method).await {
             Ok(v) => json_response(StatusCode::OK, v),
             Err(e) => {

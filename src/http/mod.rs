@@ -4,6 +4,7 @@
 mod api;
 mod assets;
 pub mod metrics;
+mod openapi;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,6 +5,7 @@
 mod support;
 
 mod client;
+mod dashboard;
 mod delivery;
 mod failures;
 mod presence;

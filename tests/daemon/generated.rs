@@ -1,6 +1,7 @@
 //! The files committed in `packaging/generated/` are what the binary and the sample
 //! configuration give: the man page is `realtime man`, the packaged configuration is
 //! `etc/realtime.conf` with `user` and `www` set (as `packaging/build generated` writes them).
+//! docs/configuration.md is `realtime config-reference`, written by the same command.
 #![allow(clippy::unwrap_used)]
 
 use crate::support::*;
@@ -30,6 +31,17 @@ fn man_page_is_realtime_man() {
     assert!(
         committed == fresh,
         "packaging/generated/realtime.8.gz is not `realtime man`: {FIX}"
+    );
+}
+
+#[test]
+fn configuration_reference_is_realtime_config_reference() {
+    let committed = std::fs::read_to_string("docs/configuration.md").unwrap();
+    let fresh = stdout_of(Command::new(BIN).arg("config-reference"));
+    assert!(
+        committed == fresh,
+        "docs/configuration.md is not `realtime config-reference`: \
+         run packaging/build generated and commit docs/configuration.md"
     );
 }
 

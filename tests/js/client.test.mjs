@@ -1,5 +1,5 @@
 // The Realtime client (js-client/src/realtime.js) against the real server: the API of
-// README.md#the-javascript-client, dispatch of envelopes to channel handlers, reconnects, and
+// docs/js-client.md, dispatch of envelopes to channel handlers, reconnects, and
 // errors.
 import assert from "node:assert/strict";
 import { sleep, uniqueChannel, useServer, TIMESTAMP_RE } from "./lib/server.mjs";

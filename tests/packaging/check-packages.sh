@@ -59,7 +59,9 @@ for path in /usr/bin/realtime /usr/share/man/man8/realtime.8.gz /etc/realtime/re
   /etc/realtime/license.txt /usr/lib/systemd/system/realtime.service \
   /usr/lib/systemd/system/realtime.socket /usr/lib/systemd/system/realtime-flash.socket \
   /usr/lib/sysusers.d/realtime.conf /usr/share/realtime/www/index.html \
-  /usr/share/realtime/www/realtime.js /usr/share/doc/realtime/examples/supervisor/supervisord.conf \
+  /usr/share/realtime/www/realtime.js /usr/share/realtime/grafana-dashboard.json \
+  /usr/share/doc/realtime/configuration.md /usr/share/doc/realtime/operating.md \
+  /usr/share/doc/realtime/examples/supervisor/supervisord.conf \
   /usr/share/doc/realtime/examples/supervisor/realtime-program.conf; do
   check "the packages install $path" has "$deb_files" " $path\$"
 done
@@ -71,6 +73,8 @@ for unit in realtime.service realtime.socket realtime-flash.socket; do
   check "$unit is systemd/$unit" cmp -s "systemd/$unit" "$W/deb/usr/lib/systemd/system/$unit"
 done
 check "license.txt is etc/license.txt" cmp -s etc/license.txt "$W/deb/etc/realtime/license.txt"
+check "the Grafana dashboard is packaging/grafana-dashboard.json" \
+  cmp -s packaging/grafana-dashboard.json "$W/deb/usr/share/realtime/grafana-dashboard.json"
 check "the demo and bundle are js-client/www's" \
   bash -c 'cmp -s js-client/www/index.html "$1/index.html" && cmp -s js-client/www/realtime.js "$1/realtime.js"' \
   _ "$W/deb/usr/share/realtime/www"
