@@ -1,5 +1,6 @@
 //! `/api/*` behind `[Api] keys` (docs/design.md#http-api): right, wrong and missing keys; what
-//! stays open; and without keys, the origin check as in the original.
+//! stays open; without keys, the origin check as in the original; a reload that cannot
+//! read the license file keeps the rules and says so.
 
 #![allow(clippy::unwrap_used)]
 
@@ -110,4 +111,56 @@ async fn without_keys_the_origin_check_guards_the_api() {
     );
     let h = "Host: rt.mydomain.com\r\nOrigin: https://www.mydomain.com\r\n";
     assert_eq!(api(p, "GET", "/api/channels", h, "").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_reload_that_cannot_read_the_license_file_keeps_the_rules_and_says_so() {
+    let dir = TempDir::new("reload-license");
+    let lic = dir.write("license.txt", "571ab3357c3e56e20b764f25e62149229f5d4b08\n");
+    let server = Server::start(&format!("[License]\nfile = {}\n", lic.display()));
+    let p = server.port;
+    let local = format!("Host: 127.0.0.1:{p}\r\n");
+    assert_eq!(api(p, "POST", "/api/publish", &local, PUBLISH).await.0, 200);
+
+    // Keys added, and the license file gone: nothing of the rules can be applied.
+    let conf = format!(
+        "[License]\nfile = {}\n[Api]\nkeys = new-key\n",
+        lic.display()
+    );
+    std::fs::write(server.config_path(), &conf).unwrap();
+    std::fs::remove_file(&lic).unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    let wait = std::time::Duration::from_secs(10);
+    assert!(
+        server
+            .wait_log_line(
+                &[
+                    "license.txt",
+                    "keeping the previous license, origin, API and identity rules",
+                    "[Api] keys changed, not applied"
+                ],
+                wait
+            )
+            .await,
+        "{}",
+        server.log()
+    );
+    assert!(server.wait_log("configuration reloaded", wait).await);
+    assert!(
+        !server.log().contains("[Api] keys changed; applied"),
+        "{}",
+        server.log()
+    );
+    // What the log says is what runs: no key needed yet.
+    assert_eq!(api(p, "POST", "/api/publish", &local, PUBLISH).await.0, 200);
+
+    // Once the file is back, the next reload applies the keys.
+    std::fs::write(&lic, "571ab3357c3e56e20b764f25e62149229f5d4b08\n").unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        server.wait_log("[Api] keys changed; applied", wait).await,
+        "{}",
+        server.log()
+    );
+    assert_eq!(api(p, "POST", "/api/publish", &local, PUBLISH).await.0, 401);
 }
