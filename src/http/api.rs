@@ -8,14 +8,16 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tracing::debug;
 
 use super::json_response;
-use crate::auth::{ApiRefusal, Security};
+use crate::auth::{ApiGrant, ApiRefusal, Security};
 use crate::engineio::Body;
 use crate::hub::{ChannelName, CommandName, Hub, HubConfig, HubError, Identity, Publication};
+use crate::refusals::{self, Refusal};
 
 /// Why an API request failed; [`ApiError::into_response`] makes it the status and the
 /// `{ok: false, error}` body the caller gets back.
@@ -23,6 +25,10 @@ use crate::hub::{ChannelName, CommandName, Hub, HubConfig, HubError, Identity, P
 enum ApiError {
     #[error("{}", .0.message)]
     Refused(ApiRefusal),
+    #[error(
+        "publishing under an identity needs an API key when [Identity] secret is set ([Api] keys)"
+    )]
+    IdentityNeedsKey,
     #[error("not found")]
     NotFound,
     /// The methods the path takes.
@@ -58,6 +64,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Refused(r) => r.status,
+            ApiError::IdentityNeedsKey => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -133,12 +140,17 @@ impl Api {
 
     /// Serves a request whose path starts with `/api/`.
     pub async fn handle(&self, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
-        let path = req.uri().path().to_owned();
-        let method = req.method().clone();
-        match self.route(req, peer, &path, &method).await {
+        let (parts, body) = req.into_parts();
+        // Taken by whatever reads it.
+        let mut body = Some(body);
+        match self.route(&parts, &mut body, peer).await {
             Ok(v) => json_response(StatusCode::OK, v),
             Err(e) => {
-                debug!(%method, %path, ?peer, status = e.status().as_u16(), error = %e, "api request refused");
+                debug!(method = %parts.method, path = parts.uri.path(), ?peer,
+                    status = e.status().as_u16(), error = %e, "api request refused");
+                if matches!(e, ApiError::Refused(_) | ApiError::IdentityNeedsKey) {
+                    refusals::record(Refusal::ApiRefused, peer, &e);
+                }
                 e.into_response()
             }
         }
@@ -146,18 +158,22 @@ impl Api {
 
     async fn route(
         &self,
-        req: Request<Incoming>,
+        parts: &Parts,
+        body: &mut Option<Incoming>,
         peer: Option<SocketAddr>,
-        path: &str,
-        method: &Method,
     ) -> Result<Value, ApiError> {
-        if let Some(security) = &self.security {
-            security
-                .check_api(req.headers(), peer)
-                .map_err(ApiError::Refused)?;
-        }
-        match path {
-            "/api/publish" if method == Method::POST => self.publish(req).await,
+        let grant = match &self.security {
+            Some(security) => security
+                .check_api(&parts.headers, peer)
+                .map_err(ApiError::Refused)?,
+            None => ApiGrant { identities: true },
+        };
+        let method = &parts.method;
+        match parts.uri.path() {
+            "/api/publish" if method == Method::POST => match body.take() {
+                Some(b) => self.publish(b, grant).await,
+                None => Err(ApiError::Body("body already read".into())),
+            },
             "/api/publish" => Err(ApiError::MethodNotAllowed("POST")),
             "/api/channels" if is_get(method) => Ok(self.channels().await),
             p if p.starts_with("/api/channels/") && is_get(method) => {
@@ -168,8 +184,8 @@ impl Api {
         }
     }
 
-    async fn publish(&self, req: Request<Incoming>) -> Result<Value, ApiError> {
-        let body = self.read_body(req).await?;
+    async fn publish(&self, body: Incoming, grant: ApiGrant) -> Result<Value, ApiError> {
+        let body = self.read_body(body).await?;
         let value: Value = serde_json::from_slice(&body).map_err(ApiError::Json)?;
         let items = match value {
             Value::Array(list) if list.is_empty() => return Err(ApiError::EmptyArray),
@@ -179,6 +195,9 @@ impl Api {
                 .collect::<Result<Vec<_>, _>>()?,
             v => vec![item(v, self.hub.config())?],
         };
+        if !grant.identities && items.iter().any(|(from, _)| from.is_some()) {
+            return Err(ApiError::IdentityNeedsKey);
+        }
         // Everything was checked first: a bad element publishes nothing.
         let published = items.len();
         for (from, publication) in items {
@@ -188,10 +207,10 @@ impl Api {
         Ok(json!({"ok": true, "published": published}))
     }
 
-    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    async fn read_body(&self, body: Incoming) -> Result<Bytes, ApiError> {
         let read = tokio::time::timeout(
             self.body_timeout,
-            Limited::new(req.into_body(), self.max_payload).collect(),
+            Limited::new(body, self.max_payload).collect(),
         )
         .await;
         match read {
