@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tracing::debug;
 
-use super::json_response;
+use super::{close_after, drain, json_response};
 use crate::auth::{ApiGrant, ApiRefusal, Security};
 use crate::engineio::Body;
 use crate::hub::{ChannelName, CommandName, Hub, HubConfig, HubError, Identity, Publication};
@@ -82,6 +82,14 @@ impl ApiError {
         }
     }
 
+    /// Whether the body was left part read: the connection cannot carry another request.
+    fn body_broken(&self) -> bool {
+        matches!(
+            self,
+            ApiError::TooLarge(_) | ApiError::BodyTimeout | ApiError::Body(_)
+        )
+    }
+
     fn into_response(self) -> Response<Body> {
         let status = self.status();
         let mut res = json_response(status, json!({"ok": false, "error": self.to_string()}));
@@ -141,19 +149,30 @@ impl Api {
     /// Serves a request whose path starts with `/api/`.
     pub async fn handle(&self, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        // Taken by whatever reads it.
+        // Taken by whatever reads it; left here when the answer comes first.
         let mut body = Some(body);
-        match self.route(&parts, &mut body, peer).await {
-            Ok(v) => json_response(StatusCode::OK, v),
+        let (mut res, mut settled) = match self.route(&parts, &mut body, peer).await {
+            Ok(v) => (json_response(StatusCode::OK, v), true),
             Err(e) => {
                 debug!(method = %parts.method, path = parts.uri.path(), ?peer,
                     status = e.status().as_u16(), error = %e, "api request refused");
                 if matches!(e, ApiError::Refused(_) | ApiError::IdentityNeedsKey) {
                     refusals::record(Refusal::ApiRefused, peer, &e);
                 }
-                e.into_response()
+                // A body read in part leaves the connection mid-request.
+                let settled = !e.body_broken();
+                (e.into_response(), settled)
             }
+        };
+        if let Some(unread) = body {
+            // Answered before the body was read (a refusal, a 404): read it now, bounded,
+            // so the next request on this keep-alive connection is read from its start.
+            settled = drain(unread, self.max_payload, self.body_timeout).await;
         }
+        if !settled {
+            close_after(&mut res);
+        }
+        res
     }
 
     async fn route(
