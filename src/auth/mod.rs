@@ -3,8 +3,9 @@
 //! from the config into [`Rules`] that a reload can swap while the server runs.
 //!
 //! `origin` and `license` hold the origin policy, `local` what makes a request local,
-//! `api_key` the bearer keys of `/api/*`, `token` the JWTs; this file puts them together behind [`Security`], which the
-//! Engine.IO handshake (as its [`Gate`]), the HTTP API and the Socket.IO application ask.
+//! `api_key` the bearer keys of `/api/*`, `token` the JWTs; this file puts them together
+//! behind [`Security`], which the Engine.IO handshake (as its [`Gate`]), the HTTP API and
+//! the Socket.IO application ask.
 
 pub mod api_key;
 pub mod license;
@@ -127,9 +128,10 @@ pub struct Security {
     /// A poisoned lock still holds a whole `Arc` (a swap cannot be half done), so it is
     /// used as it is.
     rules: RwLock<Arc<Rules>>,
-    /// Refused handshakes and API requests can come at any rate: one warning per period.
+    /// Refused handshakes can come at any rate: one warning per period.
     refusal_log: LogLimit,
-    /// Handshakes and API requests refused by the origin check (for metrics).
+    /// Handshakes refused by the origin check (for metrics); refused API requests are
+    /// counted with the other refusals (`crate::refusals`).
     pub refused: AtomicU64,
 }
 

@@ -1,5 +1,5 @@
 //! The origin check of docs/design.md#origin-check: which web pages (by their `Origin`) and which
-//! non-browser clients (by the `Host` they reached) may open a session or use the API.
+//! non-browser clients (by the `Host` they reached) may open a session.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
