@@ -56,6 +56,8 @@ async fn a_refusal_before_the_body_keeps_the_connection_usable() {
     let mut server = Server::start("[Api]\nkeys = the-key\n[Server]\nmax-payload = 4096\n");
     let p = server.port;
     let mut s = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
+    // Each write goes out at once, not held back for the last one's ACK.
+    s.set_nodelay(true).unwrap();
     let mut buf = Vec::new();
     let body = r#"{"channel":"news","data":"refused, and read all the same"}"#;
     let refused_head = format!(
@@ -80,6 +82,28 @@ async fn a_refusal_before_the_body_keeps_the_connection_usable() {
         let r = response(&mut s, &mut buf)
             .await
             .unwrap_or_else(|| panic!("request {i} after a refusal not answered"));
+        assert_eq!(r.status, 200, "{i}: {r:?}");
+    }
+
+    // The same for the router's own answers: a 405 from /healthz.
+    let refused_head = format!(
+        "POST /healthz HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    for i in 0..50 {
+        s.write_all(refused_head.as_bytes()).await.unwrap();
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        s.write_all(body.as_bytes()).await.unwrap();
+        let r = response(&mut s, &mut buf)
+            .await
+            .unwrap_or_else(|| panic!("POST /healthz {i} not answered"));
+        assert_eq!(r.status, 405, "{i}: {r:?}");
+        s.write_all(next.as_bytes()).await.unwrap();
+        let r = response(&mut s, &mut buf)
+            .await
+            .unwrap_or_else(|| panic!("request {i} after a 405 not answered"));
         assert_eq!(r.status, 200, "{i}: {r:?}");
     }
 
