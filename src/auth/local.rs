@@ -10,14 +10,9 @@ use hyper::header;
 use super::origin;
 
 /// Headers a proxy adds: a request with one came from elsewhere, through a proxy that may
-/// itself run on this machine (and so connect from loopback).
-const PROXY_HEADERS: [&str; 5] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-real-ip",
-    "via",
-];
+/// itself run on this machine (and so connect from loopback). Any `x-forwarded-*` too.
+const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-real-ip", "via"];
+const PROXY_PREFIX: &str = "x-forwarded-";
 
 /// The peer is this machine: 127.0.0.0/8, `::1`, or IPv4 loopback mapped into IPv6 (a
 /// dual-stack listener sees those).
@@ -32,7 +27,10 @@ pub fn is_loopback_peer(peer: Option<SocketAddr>) -> bool {
 
 /// Whether a proxy says it forwarded the request.
 pub fn through_proxy(headers: &HeaderMap) -> bool {
-    PROXY_HEADERS.iter().any(|h| headers.contains_key(*h))
+    // Names are lower-case in a `HeaderMap`.
+    headers.keys().any(|name| {
+        PROXY_HEADERS.contains(&name.as_str()) || name.as_str().starts_with(PROXY_PREFIX)
+    })
 }
 
 /// Sent from this machine by the client itself: a loopback peer, no proxy header, and one
@@ -112,10 +110,19 @@ mod tests {
             &headers(&[("host", "localhost"), ("origin", "https://evil.example")]),
             local
         ));
-        for proxy in PROXY_HEADERS {
+        for proxy in [
+            "Forwarded",
+            "X-Forwarded-For",
+            "x-forwarded-host",
+            "X-Forwarded-Proto",
+            "X-Real-IP",
+            "Via",
+        ] {
             let h = headers(&[("host", "localhost"), (proxy, "10.0.0.9")]);
             assert!(!reached_locally(&h, local), "{proxy}");
         }
+        let other = headers(&[("host", "localhost"), ("x-forwarder", "no")]);
+        assert!(reached_locally(&other, local));
         // No Host, or two.
         assert!(!reached_locally(&HeaderMap::new(), local));
         let two = headers(&[("host", "localhost"), ("host", "localhost")]);
