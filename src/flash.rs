@@ -17,7 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
+
+use crate::server::AcceptBackoff;
 
 /// The only request answered, NUL included.
 pub const REQUEST: &[u8] = b"<policy-file-request/>\0";
@@ -123,18 +125,21 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
+    let mut backoff = AcceptBackoff::new("flash accept failed");
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    warn!(error = %e, "flash accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    if backoff.failed(&e, &shutdown).await {
+                        continue;
+                    }
+                    return;
                 }
             },
             _ = shutdown.cancelled() => return,
         };
+        backoff.succeeded();
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             debug!(%peer, "flash: too many connections; closed");
             continue;

@@ -29,15 +29,19 @@ pub enum Refusal {
     RecoveryFailed,
     /// A client request (publish, subscribe...) refused.
     RequestRefused,
+    /// An `/api/*` request refused: a missing or wrong key, not local without keys, or an
+    /// identity that only a key may publish under.
+    ApiRefused,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 5] = [
+    const ALL: [Refusal; 6] = [
         Refusal::UnsupportedProtocol,
         Refusal::EngineRequest,
         Refusal::BadPacket,
         Refusal::RecoveryFailed,
         Refusal::RequestRefused,
+        Refusal::ApiRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Refusal {
             Refusal::BadPacket => "bad_packet",
             Refusal::RecoveryFailed => "recovery_failed",
             Refusal::RequestRefused => "request_refused",
+            Refusal::ApiRefused => "api_refused",
         }
     }
 }

@@ -87,9 +87,28 @@ impl Reloader {
             warn!("{w}");
         }
         let changes = changed(&self.running, &new);
+        // The rules of who may connect are built first, from every live change: when they
+        // cannot be (a license file that cannot be read), none of their keys is applied,
+        // and the log says so rather than "applied". Built every time, even with no key
+        // changed: new license keys go in the license file.
+        let rules_kept = match &self.security {
+            Some(security) => {
+                let mut next = self.running.clone();
+                for key in changes.iter().filter(|k| k.apply == Apply::Live) {
+                    (key.take)(&mut next, &new);
+                }
+                security.reload(&next).err()
+            }
+            None => None,
+        };
         let mut live = false;
+        let mut not_applied = Vec::new();
         for key in &changes {
             match key.apply {
+                Apply::Live if rules_kept.is_some() && key.is_rule() => {
+                    // Left out of the running settings: the next reload tries it again.
+                    not_applied.push(format!("[{}] {}", key.section, key.name));
+                }
                 Apply::Live => {
                     (key.take)(&mut self.running, &new);
                     live = true;
@@ -104,11 +123,15 @@ impl Reloader {
         if live {
             self.apply_live();
         }
-        // Every time, even with no key changed: new license keys go in the license file.
-        if let Some(security) = &self.security
-            && let Err(e) = security.reload(&self.running)
-        {
-            error!("reload: keeping the previous origin, API and identity rules: {e}");
+        if let Some(e) = rules_kept {
+            let changed = if not_applied.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} changed, not applied)", not_applied.join(", "))
+            };
+            error!(
+                "reload: {e}; keeping the previous license, origin, API and identity rules{changed}"
+            );
         }
         info!(
             changed = changes.len(),

@@ -2,12 +2,14 @@
 //! API keys (docs/design.md#api-keys) and identity tokens (docs/design.md#identity-tokens), read
 //! from the config into [`Rules`] that a reload can swap while the server runs.
 //!
-//! `origin` and `license` hold the origin policy, `api_key` the bearer keys of `/api/*`,
-//! `token` the JWTs; this file puts them together behind [`Security`], which the
-//! Engine.IO handshake (as its [`Gate`]), the HTTP API and the Socket.IO application ask.
+//! `origin` and `license` hold the origin policy, `local` what makes a request local,
+//! `api_key` the bearer keys of `/api/*`, `token` the JWTs; this file puts them together
+//! behind [`Security`], which the Engine.IO handshake (as its [`Gate`]), the HTTP API and
+//! the Socket.IO application ask.
 
 pub mod api_key;
 pub mod license;
+pub mod local;
 pub mod origin;
 pub mod token;
 
@@ -112,15 +114,24 @@ pub struct ApiRefusal {
     pub message: &'static str,
 }
 
+/// What an `/api/*` request let in by [`Security::check_api`] may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiGrant {
+    /// Whether it may publish under an identity: where tokens protect identities, only a
+    /// request with an API key may (a local one proves no identity).
+    pub identities: bool,
+}
+
 /// The rules in force, shared by every request and connection.
 pub struct Security {
     /// Swapped whole by [`Security::reload`]; readers clone the `Arc` and let go at once.
     /// A poisoned lock still holds a whole `Arc` (a swap cannot be half done), so it is
     /// used as it is.
     rules: RwLock<Arc<Rules>>,
-    /// Refused handshakes and API requests can come at any rate: one warning per period.
+    /// Refused handshakes can come at any rate: one warning per period.
     refusal_log: LogLimit,
-    /// Handshakes and API requests refused by the origin check (for metrics).
+    /// Handshakes refused by the origin check (for metrics); refused API requests are
+    /// counted with the other refusals (`crate::refusals`).
     pub refused: AtomicU64,
 }
 
@@ -164,6 +175,16 @@ impl Security {
                  localhost may connect"
             );
         }
+        if rules.api_keys.is_empty() {
+            info!(
+                "no [Api] keys: /api answers only requests from this machine to localhost{}",
+                if rules.tokens.is_some() {
+                    ", and none may publish under an identity"
+                } else {
+                    ""
+                }
+            );
+        }
         Ok(rules)
     }
 
@@ -174,15 +195,17 @@ impl Security {
             .clone()
     }
 
-    /// `/api/*`: a bearer key when keys are configured, else the origin check.
+    /// `/api/*`: a bearer key when keys are configured, else a local request
+    /// ([`local::reached_locally`]). Headers such as `Origin` prove nothing here: a backend
+    /// writes whatever it likes.
     pub fn check_api(
         &self,
         headers: &HeaderMap,
         peer: Option<SocketAddr>,
-    ) -> Result<(), ApiRefusal> {
+    ) -> Result<ApiGrant, ApiRefusal> {
         let rules = self.rules();
         if !rules.api_keys.is_empty() {
-            return rules.api_keys.check(headers).map_err(|r| match r {
+            rules.api_keys.check(headers).map_err(|r| match r {
                 KeyRefusal::Missing => ApiRefusal {
                     status: StatusCode::UNAUTHORIZED,
                     message: "missing API key (Authorization: Bearer KEY)",
@@ -191,18 +214,19 @@ impl Security {
                     status: StatusCode::FORBIDDEN,
                     message: "wrong API key",
                 },
+            })?;
+            return Ok(ApiGrant { identities: true });
+        }
+        if !local::reached_locally(headers, peer) {
+            return Err(ApiRefusal {
+                status: StatusCode::FORBIDDEN,
+                message: "not a local request: without [Api] keys, /api answers only \
+                          requests from this machine to localhost",
             });
         }
-        match rules.origins.check(headers) {
-            Verdict::Allowed => Ok(()),
-            Verdict::Refused(who) => {
-                self.log_refusal("API request", &who, peer);
-                Err(ApiRefusal {
-                    status: StatusCode::FORBIDDEN,
-                    message: "origin not allowed",
-                })
-            }
-        }
+        Ok(ApiGrant {
+            identities: rules.tokens.is_none(),
+        })
     }
 
     /// Decides the identity of a Socket.IO CONNECT from its auth payload's identity (as
@@ -237,7 +261,7 @@ impl Security {
         self.rules().tokens.is_some()
     }
 
-    fn log_refusal(&self, what: &str, who: &str, peer: Option<SocketAddr>) {
+    fn log_refusal(&self, who: &str, why: &str, peer: Option<SocketAddr>) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         if let Some(held) = self.refusal_log.allow() {
             let who = if who.is_empty() { "(none)" } else { who };
@@ -245,15 +269,15 @@ impl Security {
                 origin = %who,
                 ?peer,
                 suppressed = held,
-                "{what} refused: origin not allowed (add a license key or [License] allowed-origins)"
+                "handshake refused: {why}"
             );
         }
     }
 }
 
 impl Gate for Security {
-    fn allows(&self, headers: &HeaderMap) -> bool {
-        self.rules().origins.check(headers) == Verdict::Allowed
+    fn allows(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> bool {
+        self.rules().origins.check(headers, peer) == Verdict::Allowed
     }
 
     fn refused(&self, headers: &HeaderMap, peer: Option<SocketAddr>) {
@@ -268,7 +292,15 @@ impl Gate for Security {
         let who: String = shown(header::ORIGIN)
             .or_else(|| shown(header::HOST).map(|h| format!("host {h}")))
             .unwrap_or_default();
-        self.log_refusal("handshake", &who, peer);
+        // Loopback names from elsewhere are refused for where they came from, not for
+        // what they name: say so, or the line would read as a refused localhost.
+        let why = if origin::names_loopback(headers) {
+            "loopback Host/Origin from another machine or through a proxy (only a client on \
+             this machine reaching it as localhost is local)"
+        } else {
+            "origin not allowed (add a license key or [License] allowed-origins)"
+        };
+        self.log_refusal(&who, why, peer);
     }
 }
 

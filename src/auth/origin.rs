@@ -1,13 +1,13 @@
 //! The origin check of docs/design.md#origin-check: which web pages (by their `Origin`) and which
-//! non-browser clients (by the `Host` they reached) may open a session or use the API.
+//! non-browser clients (by the `Host` they reached) may open a session.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use hyper::HeaderMap;
 use hyper::header;
 
-use super::license;
+use super::{license, local};
 
 /// One entry of `[License] allowed-origins`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +144,23 @@ pub fn is_loopback(host: &str) -> bool {
     }
 }
 
+/// Whether the headers name this machine: a loopback `Host`, and an `Origin` absent or
+/// loopback too. Half of [`local::reached_locally`]; the peer address is the other half.
+pub fn names_loopback(headers: &HeaderMap) -> bool {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(split_host_port);
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().ok().and_then(Origin::parse));
+    host.is_some_and(|(h, _)| is_loopback(&h))
+        && match origin {
+            None => true,
+            Some(parsed) => parsed.is_some_and(|o| is_loopback(&o.host)),
+        }
+}
+
 /// The rules, built from `[License]` and the license file.
 #[derive(Debug, Clone, Default)]
 pub struct OriginPolicy {
@@ -175,8 +192,9 @@ impl OriginPolicy {
         self.patterns.is_empty() && self.keys.is_empty()
     }
 
-    /// The check of docs/design.md#origin-check on a request's `Origin` and `Host` headers.
-    pub fn check(&self, headers: &HeaderMap) -> Verdict {
+    /// The check of docs/design.md#origin-check on a request's `Origin` and `Host` headers,
+    /// and for loopback, on the peer it came from.
+    pub fn check(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Verdict {
         if self.patterns.contains(&Pattern::Any) {
             return Verdict::Allowed;
         }
@@ -196,9 +214,11 @@ impl OriginPolicy {
                 None => return Verdict::Refused(shown(raw)),
             },
         };
-        // A server reached as localhost by a page of localhost (or by a local tool).
+        // A server reached as localhost by a page of localhost (or by a local tool), from
+        // this machine: the headers are the caller's to write, the peer address is not.
         if host.as_deref().is_some_and(is_loopback)
             && origin.as_ref().is_none_or(|o| is_loopback(&o.host))
+            && local::from_this_machine(headers, peer)
         {
             return Verdict::Allowed;
         }
@@ -259,8 +279,13 @@ mod tests {
         )
     }
 
+    const LOCAL_PEER: Option<SocketAddr> = Some(SocketAddr::new(
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        40000,
+    ));
+
     fn allowed(p: &OriginPolicy, host: Option<&str>, origin: Option<&str>) -> bool {
-        p.check(&headers(host, origin)) == Verdict::Allowed
+        p.check(&headers(host, origin), LOCAL_PEER) == Verdict::Allowed
     }
 
     #[test]
@@ -288,6 +313,31 @@ mod tests {
         assert!(!allowed(&p, Some("example.com"), None));
         assert!(!allowed(&p, Some("example.com"), Some("http://localhost")));
         assert!(!allowed(&p, None, None));
+    }
+
+    #[test]
+    fn loopback_headers_from_another_machine_are_not_loopback() {
+        let p = policy(&[], &[]);
+        let remote = Some(SocketAddr::from(([10, 200, 0, 2], 40000)));
+        for (host, origin) in [
+            ("localhost:8001", None),
+            ("127.0.0.1", Some("http://localhost:3000")),
+            ("[::1]:8001", None),
+        ] {
+            let h = headers(Some(host), origin);
+            assert!(names_loopback(&h), "{host}");
+            assert_ne!(p.check(&h, remote), Verdict::Allowed, "{host}");
+            assert_ne!(p.check(&h, None), Verdict::Allowed, "{host}");
+        }
+        // Through a proxy on this machine.
+        let mut h = headers(Some("localhost"), None);
+        h.insert("x-forwarded-for", "10.0.0.9".parse().unwrap());
+        assert_ne!(p.check(&h, LOCAL_PEER), Verdict::Allowed);
+        // An allowed origin does not need a local peer.
+        let open = policy(&["https://app.example.com"], &[]);
+        let h = headers(Some("rt.example.com"), Some("https://app.example.com"));
+        assert_eq!(open.check(&h, remote), Verdict::Allowed);
+        assert!(!names_loopback(&headers(Some("localhost"), Some("null"))));
     }
 
     #[test]

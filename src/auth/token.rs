@@ -1,6 +1,6 @@
 //! Identity tokens (docs/design.md#identity-tokens): a JWT signed with HS256 and `[Identity]
-//! secret`, whose `sub` is the identity, with an `exp`, and an optional `channels` claim limiting
-//! what the connection may subscribe, publish and command to.
+//! secret`, whose `sub` is the identity, with an `exp` (and, if it likes, an `nbf`), and an optional
+//! `channels` claim limiting what the connection may subscribe, publish and command to.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// Longer tokens are refused before any decoding (a token is a few hundred bytes).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
-/// Clock skew tolerated on `exp`, in seconds.
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
 const LEEWAY_SECS: u64 = 5;
 
 /// The claims this server reads and writes.
@@ -122,6 +122,8 @@ impl Tokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
+        // Checked when present: a token issued for later is not valid now.
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Tokens {
@@ -306,6 +308,31 @@ mod tests {
         for (token, want) in cases {
             assert_eq!(t.verify(&token, Some("alice")), Err(want), "{token}");
         }
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_past_the_leeway() {
+        let t = Tokens::new("k");
+        let exp = now() + 7200;
+        let later = sign(
+            json!({"sub": "alice", "exp": exp, "nbf": now() + 3600}),
+            "k",
+        );
+        assert_eq!(
+            t.verify(&later, Some("alice")),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(TokenError::NotYetValid.to_string(), "token not valid yet");
+        // Within the clock skew allowed, as for `exp`.
+        let skewed = sign(json!({"sub": "alice", "exp": exp, "nbf": now() + 2}), "k");
+        assert!(t.verify(&skewed, Some("alice")).is_ok());
+        let past = sign(json!({"sub": "alice", "exp": exp, "nbf": now() - 60}), "k");
+        assert!(t.verify(&past, Some("alice")).is_ok());
+        let text = sign(json!({"sub": "alice", "exp": exp, "nbf": "soon"}), "k");
+        assert_eq!(
+            t.verify(&text, Some("alice")),
+            Err(TokenError::BadClaim("nbf".into()))
+        );
     }
 
     /// A token signed by hand, so the header and claims keep any number form.

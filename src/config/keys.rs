@@ -127,6 +127,13 @@ pub struct Key {
     pub(crate) take: fn(&mut Config, &Config),
 }
 
+impl Key {
+    /// Whether the key is one of the rules of who may connect (`auth::Security` holds them).
+    pub fn is_rule(&self) -> bool {
+        matches!(self.section, "License" | "Api" | "Identity")
+    }
+}
+
 macro_rules! key {
     ($section:literal $name:literal, $kind:expr, $default:literal, $apply:ident,
      $($field:ident).+, $about:literal) => {

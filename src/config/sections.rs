@@ -142,7 +142,7 @@ impl LicenseConfig {
     }
 }
 
-/// `[Api]`: bearer keys for `/api/*`; empty = origin/license check instead.
+/// `[Api]`: bearer keys for `/api/*`; empty = local requests only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiConfig {
     pub keys: Vec<String>,

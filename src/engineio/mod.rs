@@ -74,7 +74,8 @@ pub trait Connection: Send + 'static {
 /// handshakes (requests without a session id), which it may refuse, and on every request for CORS:
 /// only an allowed `Origin` is reflected.
 pub trait Gate: Send + Sync + 'static {
-    fn allows(&self, headers: &HeaderMap) -> bool;
+    /// `peer` is where the request came from: loopback headers count only from loopback.
+    fn allows(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> bool;
     /// A handshake was refused with 403 (for the log line and the count).
     fn refused(&self, headers: &HeaderMap, peer: Option<SocketAddr>);
 }

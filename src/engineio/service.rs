@@ -80,7 +80,7 @@ impl Engine {
             .inner
             .gate
             .get()
-            .is_none_or(|g| g.allows(req.headers()));
+            .is_none_or(|g| g.allows(req.headers(), peer));
         let origin = req.headers().get(header::ORIGIN).cloned();
         let mut res = match self.route(req, peer, allowed).await {
             Ok(res) => res,

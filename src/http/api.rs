@@ -8,14 +8,16 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tracing::debug;
 
-use super::json_response;
-use crate::auth::{ApiRefusal, Security};
+use super::{close_after, drain, json_response};
+use crate::auth::{ApiGrant, ApiRefusal, Security};
 use crate::engineio::Body;
 use crate::hub::{ChannelName, CommandName, Hub, HubConfig, HubError, Identity, Publication};
+use crate::refusals::{self, Refusal};
 
 /// Why an API request failed; [`ApiError::into_response`] makes it the status and the
 /// `{ok: false, error}` body the caller gets back.
@@ -23,6 +25,10 @@ use crate::hub::{ChannelName, CommandName, Hub, HubConfig, HubError, Identity, P
 enum ApiError {
     #[error("{}", .0.message)]
     Refused(ApiRefusal),
+    #[error(
+        "publishing under an identity needs an API key when [Identity] secret is set ([Api] keys)"
+    )]
+    IdentityNeedsKey,
     #[error("not found")]
     NotFound,
     /// The methods the path takes.
@@ -58,6 +64,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Refused(r) => r.status,
+            ApiError::IdentityNeedsKey => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -73,6 +80,14 @@ impl ApiError {
             | ApiError::ChannelNotUtf8
             | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
         }
+    }
+
+    /// Whether the body was left part read: the connection cannot carry another request.
+    fn body_broken(&self) -> bool {
+        matches!(
+            self,
+            ApiError::TooLarge(_) | ApiError::BodyTimeout | ApiError::Body(_)
+        )
     }
 
     fn into_response(self) -> Response<Body> {
@@ -133,35 +148,61 @@ impl Api {
 
     /// Serves a request whose path starts with `/api/`.
     pub async fn handle(&self, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
-        let path = req.uri().path().to_owned();
-        let method = req.method().clone();
+        let (parts, body) = req.into_parts();
+        // Taken by whatever reads it; left here when the answer comes first.
+        let mut body = Some(body);
         // Public, before the key and origin check: see the openapi module.
-        if path == super::openapi::PATH {
-            return super::openapi::serve(&method);
-        }
-        match self.route(req, peer, &path, &method).await {
-            Ok(v) => json_response(StatusCode::OK, v),
+        let public = (parts.uri.path() == super::openapi::PATH)
+            .then(|| (super::openapi::serve(&parts.method), true));
+        let routed = match public {
+            Some(answer) => Ok(answer),
+            None => self
+                .route(&parts, &mut body, peer)
+                .await
+                .map(|v| (json_response(StatusCode::OK, v), true)),
+        };
+        let (mut res, mut settled) = match routed {
+            Ok(answer) => answer,
             Err(e) => {
-                debug!(%method, %path, ?peer, status = e.status().as_u16(), error = %e, "api request refused");
-                e.into_response()
+                debug!(method = %parts.method, path = parts.uri.path(), ?peer,
+                    status = e.status().as_u16(), error = %e, "api request refused");
+                if matches!(e, ApiError::Refused(_) | ApiError::IdentityNeedsKey) {
+                    refusals::record(Refusal::ApiRefused, peer, &e);
+                }
+                // A body read in part leaves the connection mid-request.
+                let settled = !e.body_broken();
+                (e.into_response(), settled)
             }
+        };
+        if let Some(unread) = body {
+            // Answered before the body was read (a refusal, a 404): read it now, bounded,
+            // so the next request on this keep-alive connection is read from its start.
+            settled = drain(unread, self.max_payload, self.body_timeout).await;
         }
+        if !settled {
+            close_after(&mut res);
+        }
+        res
     }
 
     async fn route(
         &self,
-        req: Request<Incoming>,
+        parts: &Parts,
+        body: &mut Option<Incoming>,
         peer: Option<SocketAddr>,
-        path: &str,
-        method: &Method,
     ) -> Result<Value, ApiError> {
-        if let Some(security) = &self.security {
-            security
-                .check_api(req.headers(), peer)
-                .map_err(ApiError::Refused)?;
-        }
-        match path {
-            "/api/publish" if method == Method::POST => self.publish(req).await,
+        let grant = match &self.security {
+            Some(security) => security
+                .check_api(&parts.headers, peer)
+                .map_err(ApiError::Refused)?,
+            None => ApiGrant { identities: true },
+        };
+        let method = &parts.method;
+        match parts.uri.path() {
+            "/api/publish" if method == Method::POST => match body.take() {
+                Some(b) => self.publish(b, grant).await,
+                None => Err(ApiError::Body("body already read".into())),
+            },
             "/api/publish" => Err(ApiError::MethodNotAllowed("POST")),
             "/api/channels" if is_get(method) => Ok(self.channels().await),
             p if p.starts_with("/api/channels/") && is_get(method) => {
@@ -172,8 +213,8 @@ impl Api {
         }
     }
 
-    async fn publish(&self, req: Request<Incoming>) -> Result<Value, ApiError> {
-        let body = self.read_body(req).await?;
+    async fn publish(&self, body: Incoming, grant: ApiGrant) -> Result<Value, ApiError> {
+        let body = self.read_body(body).await?;
         let value: Value = serde_json::from_slice(&body).map_err(ApiError::Json)?;
         let items = match value {
             Value::Array(list) if list.is_empty() => return Err(ApiError::EmptyArray),
@@ -183,6 +224,9 @@ impl Api {
                 .collect::<Result<Vec<_>, _>>()?,
             v => vec![item(v, self.hub.config())?],
         };
+        if !grant.identities && items.iter().any(|(from, _)| from.is_some()) {
+            return Err(ApiError::IdentityNeedsKey);
+        }
         // Everything was checked first: a bad element publishes nothing.
         let published = items.len();
         for (from, publication) in items {
@@ -192,10 +236,10 @@ impl Api {
         Ok(json!({"ok": true, "published": published}))
     }
 
-    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    async fn read_body(&self, body: Incoming) -> Result<Bytes, ApiError> {
         let read = tokio::time::timeout(
             self.body_timeout,
-            Limited::new(req.into_body(), self.max_payload).collect(),
+            Limited::new(body, self.max_payload).collect(),
         )
         .await;
         match read {

@@ -177,7 +177,7 @@ impl Collector for Sources {
         counter(
             e,
             "origin_refused",
-            "Handshakes and API requests refused by the origin check.",
+            "Handshakes refused by the origin check.",
             refused,
         )?;
 

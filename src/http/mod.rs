@@ -10,8 +10,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -22,6 +24,11 @@ use crate::monitor::Monitor;
 pub use api::Api;
 pub use assets::Assets;
 pub use metrics::Metrics;
+
+/// A body the router's own answers (health, metrics, assets, 404) do not need is read and
+/// dropped up to this size, within this time; past either the connection is closed.
+const UNUSED_BODY_LIMIT: usize = 64 * 1024;
+const UNUSED_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What answers on the HTTP port.
 #[derive(Clone)]
@@ -120,6 +127,16 @@ impl Router {
 
     /// Routes one request.
     pub async fn handle(&self, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
+        // Two `Host` headers: which one a check would read is a guess, and a proxy in
+        // front may have read the other. HTTP/1.1 allows one.
+        if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+            let mut res = json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"ok": false, "error": "more than one Host header"}),
+            );
+            close_after(&mut res);
+            return res;
+        }
         let path = req.uri().path();
         for (mount, engine) in &self.engines {
             if path == mount || path == mount.trim_end_matches('/') {
@@ -132,13 +149,24 @@ impl Router {
                 None => not_found(),
             };
         }
+        let (parts, body) = req.into_parts();
+        let mut res = self.own(&parts).await;
+        if !drain(body, UNUSED_BODY_LIMIT, UNUSED_BODY_TIMEOUT).await {
+            close_after(&mut res);
+        }
+        res
+    }
+
+    /// The answers that are the router's own: none reads a body.
+    async fn own(&self, req: &hyper::http::request::Parts) -> Response<Body> {
+        let path = req.uri.path();
         if let Some(asset) = Assets::lookup(path) {
-            return match *req.method() {
-                Method::GET | Method::HEAD => self.assets.serve(asset, req.headers()).await,
+            return match req.method {
+                Method::GET | Method::HEAD => self.assets.serve(asset, &req.headers).await,
                 _ => method_not_allowed(),
             };
         }
-        match (req.method(), path) {
+        match (&req.method, path) {
             (&Method::GET | &Method::HEAD, "/healthz") => {
                 json_response(StatusCode::OK, json!({"ok": true}))
             }
@@ -176,6 +204,37 @@ impl Router {
             _ => not_found(),
         }
     }
+}
+
+/// Reads what is left of a request body and drops it, up to `limit` bytes within
+/// `timeout`. True when it all came: the connection is then at the start of the next
+/// request, and can be kept alive after an answer given before the body was read.
+pub(crate) async fn drain(mut body: Incoming, limit: usize, timeout: Duration) -> bool {
+    if body.is_end_stream() {
+        return true;
+    }
+    if body.size_hint().exact().is_some_and(|n| n > limit as u64) {
+        return false;
+    }
+    let read = async move {
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            seen = seen.saturating_add(frame.data_ref().map_or(0, |d| d.len()));
+            if seen > limit {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or(false)
+}
+
+/// Says `connection: close`; hyper then closes the connection after this answer, and the
+/// client knows not to send another request on it.
+pub(crate) fn close_after(res: &mut Response<Body>) {
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 fn method_not_allowed() -> Response<Body> {

@@ -1,5 +1,6 @@
 //! `/api/*` behind `[Api] keys` (docs/design.md#http-api): right, wrong and missing keys; what
-//! stays open; and without keys, the origin check as in the original.
+//! stays open; without keys, local requests only, and no identity where tokens protect
+//! identities; a reload that cannot read the license file keeps the rules and says so.
 
 #![allow(clippy::unwrap_used)]
 
@@ -84,30 +85,139 @@ async fn keys_right_wrong_and_missing() {
     server.assert_serving().await;
 }
 
+const NOT_LOCAL: &str = "not a local request: without [Api] keys, /api answers only requests from this machine to localhost";
+
 #[tokio::test]
-async fn without_keys_the_origin_check_guards_the_api() {
+async fn without_keys_only_local_requests_reach_the_api() {
     let lic = std::env::temp_dir().join(format!("realtime-api-lic-{}", std::process::id()));
     std::fs::write(&lic, "571ab3357c3e56e20b764f25e62149229f5d4b08\n").unwrap();
-    let server = Server::start(&format!("[License]\nfile = {}\n", lic.display()));
+    let mut server = Server::start(&format!(
+        "[License]\nfile = {}\nallowed-origins = https://app.example.com\n",
+        lic.display()
+    ));
     let _ = std::fs::remove_file(&lic);
     let p = server.port;
 
     let local = format!("Host: 127.0.0.1:{p}\r\n");
     assert_eq!(api(p, "POST", "/api/publish", &local, PUBLISH).await.0, 200);
-    let (status, body, _) = api(p, "POST", "/api/publish", "Host: example.com\r\n", PUBLISH).await;
-    assert_eq!(
-        (status, body),
-        (403, json!({"ok": false, "error": "origin not allowed"}))
+    let h = format!("Host: localhost:{p}\r\nOrigin: http://localhost:3000\r\n");
+    assert_eq!(api(p, "GET", "/api/channels", &h, "").await.0, 200);
+    // Headers a caller writes open nothing: another name, a foreign page, an allowed
+    // origin or a licensed domain (the origin check is for browsers' pages, not for
+    // backends, which can send any Origin).
+    for h in [
+        "Host: example.com\r\n".to_owned(),
+        format!("{local}Origin: https://evil.example\r\n"),
+        "Host: rt.example.com\r\nOrigin: https://app.example.com\r\n".to_owned(),
+        "Host: rt.mydomain.com\r\n".to_owned(),
+        "Host: rt.mydomain.com\r\nOrigin: https://www.mydomain.com\r\n".to_owned(),
+        // Through a proxy on this machine.
+        format!("{local}X-Forwarded-For: 192.0.2.7\r\n"),
+        format!("{local}Forwarded: for=192.0.2.7\r\n"),
+    ] {
+        let (status, body, _) = api(p, "POST", "/api/publish", &h, PUBLISH).await;
+        assert_eq!(
+            (status, body),
+            (403, json!({"ok": false, "error": NOT_LOCAL})),
+            "{h}"
+        );
+    }
+    assert!(
+        server
+            .wait_log_line(
+                &["client refused", "api_refused"],
+                std::time::Duration::from_secs(5)
+            )
+            .await,
+        "{}",
+        server.log()
     );
-    let h = format!("{local}Origin: https://evil.example\r\n");
-    assert_eq!(api(p, "GET", "/api/channels", &h, "").await.0, 403);
-    // A licensed domain, as Origin or as Host.
+    let (_, metrics) = get(p, "/metrics").await;
+    let refused = metric(&metrics, r#"realtime_refusals_total{reason="api_refused"}"#);
+    assert!(refused.is_some_and(|n| n >= 7.0), "{refused:?}");
+    server.assert_serving().await;
+}
+
+#[tokio::test]
+async fn identities_that_tokens_protect_need_a_key() {
+    let server = Server::start("[Identity]\nsecret = token-secret\n");
+    let p = server.port;
+    let local = format!("Host: 127.0.0.1:{p}\r\n");
+    // Anonymous publishing from this machine is fine.
+    assert_eq!(api(p, "POST", "/api/publish", &local, PUBLISH).await.0, 200);
+    for body in [
+        r#"{"channel":"chat","data":1,"identity":"admin"}"#,
+        r#"[{"channel":"chat","data":1},{"channel":"chat","data":2,"identity":"admin"}]"#,
+        r#"{"to":"alice","identity":"bob","data":"hi"}"#,
+    ] {
+        let (status, v, _) = api(p, "POST", "/api/publish", &local, body).await;
+        assert_eq!(status, 403, "{body}: {v}");
+        assert_eq!(
+            v["error"],
+            "publishing under an identity needs an API key when [Identity] secret is set ([Api] keys)"
+        );
+    }
+    // A direct message needs no sender.
+    let direct = r#"{"to":"alice","data":"hi"}"#;
+    assert_eq!(api(p, "POST", "/api/publish", &local, direct).await.0, 200);
+
+    let keyed = Server::start("[Identity]\nsecret = token-secret\n[Api]\nkeys = k1\n");
+    let h = "Host: backend.example\r\nAuthorization: Bearer k1\r\n";
+    let body = r#"{"channel":"chat","data":1,"identity":"admin"}"#;
     assert_eq!(
-        api(p, "GET", "/api/channels", "Host: rt.mydomain.com\r\n", "")
-            .await
-            .0,
-        200
+        api(keyed.port, "POST", "/api/publish", h, body).await.1,
+        json!({"ok": true, "published": 1})
     );
-    let h = "Host: rt.mydomain.com\r\nOrigin: https://www.mydomain.com\r\n";
-    assert_eq!(api(p, "GET", "/api/channels", h, "").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_reload_that_cannot_read_the_license_file_keeps_the_rules_and_says_so() {
+    let dir = TempDir::new("reload-license");
+    let lic = dir.write("license.txt", "571ab3357c3e56e20b764f25e62149229f5d4b08\n");
+    let server = Server::start(&format!("[License]\nfile = {}\n", lic.display()));
+    let p = server.port;
+    let local = format!("Host: 127.0.0.1:{p}\r\n");
+    assert_eq!(api(p, "POST", "/api/publish", &local, PUBLISH).await.0, 200);
+
+    // Keys added, and the license file gone: nothing of the rules can be applied.
+    let conf = format!(
+        "[License]\nfile = {}\n[Api]\nkeys = new-key\n",
+        lic.display()
+    );
+    std::fs::write(server.config_path(), &conf).unwrap();
+    std::fs::remove_file(&lic).unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    let wait = std::time::Duration::from_secs(10);
+    assert!(
+        server
+            .wait_log_line(
+                &[
+                    "license.txt",
+                    "keeping the previous license, origin, API and identity rules",
+                    "[Api] keys changed, not applied"
+                ],
+                wait
+            )
+            .await,
+        "{}",
+        server.log()
+    );
+    assert!(server.wait_log("configuration reloaded", wait).await);
+    assert!(
+        !server.log().contains("[Api] keys changed; applied"),
+        "{}",
+        server.log()
+    );
+    // What the log says is what runs: no key needed yet.
+    assert_eq!(api(p, "POST", "/api/publish", &local, PUBLISH).await.0, 200);
+
+    // Once the file is back, the next reload applies the keys.
+    std::fs::write(&lic, "571ab3357c3e56e20b764f25e62149229f5d4b08\n").unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        server.wait_log("[Api] keys changed; applied", wait).await,
+        "{}",
+        server.log()
+    );
+    assert_eq!(api(p, "POST", "/api/publish", &local, PUBLISH).await.0, 401);
 }

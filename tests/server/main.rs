@@ -1,13 +1,15 @@
 //! The server as a client sees it, one real binary per test: the Engine.IO and Socket.IO
-//! layers with bad input, slow clients, the HTTP API, origins, API keys, identity tokens
-//! and the monitor's webhooks.
+//! layers with bad input, slow clients, the HTTP API, origins, who is local, API keys,
+//! identity tokens, the HTTP connection itself and the monitor's webhooks.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod api_keys;
+mod connections;
 mod engineio_errors;
 mod http_api;
+mod local_peer;
 mod monitor;
 mod origins;
 mod refusals;
