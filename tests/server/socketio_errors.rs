@@ -28,8 +28,11 @@ async fn malformed_packets_close_the_websocket_session() {
         &["42abc[\"subscribe\",\"x\"]"], // non-numeric ack id
         &["451-[\"publish\"]", "4x"],    // text where an attachment was due
         &["459999-[\"publish\"]"],       // absurd attachment count
-        &["41/other,"],                  // leaving a namespace never joined
-        &["40"],                         // joining a namespace twice
+        // placeholders that do not match the attachments
+        &[r#"451-["publish","x",{"_placeholder":true,"num":5}]"#],
+        &[r#"42["publish","x",{"_placeholder":true,"num":0}]"#],
+        &["41/other,"], // leaving a namespace never joined
+        &["40"],        // joining a namespace twice
     ];
     for packets in cases {
         assert_closes(&mut server, packets).await;
