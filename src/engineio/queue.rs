@@ -3,37 +3,63 @@
 //! A broadcast pushes into thousands of these per message, so a push is one short lock and
 //! wakes the receiver only when the queue goes from empty to not empty (the receiver drains
 //! everything before it waits again).
+//!
+//! A receiver is judged by its progress, not by one length a single burst can pass: past
+//! its limit, a queue still takes items as long as the receiver keeps taking (it never
+//! goes [`STALL`] without), up to [`CAP_FACTOR`] times the limit (the memory bound). Past
+//! either, the receiver is slow: the next push is refused.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::socket::{Outgoing, SendError};
 
 /// Capacity kept after a burst has drained; more is given back (idle connections are many).
 const KEEP_CAPACITY: usize = 8;
 
+/// How long a receiver past its limit may go without taking anything.
+pub(crate) const STALL: Duration = Duration::from_secs(5);
+
+/// How many times its limit a queue may hold while its receiver catches up.
+pub(crate) const CAP_FACTOR: usize = 4;
+
 pub(crate) struct Queue {
     /// Held only to push or pop; never across an await.
     state: Mutex<State>,
     /// Wakes the receiver; a notification sent while it is busy is kept for its next wait.
     notify: Notify,
-    capacity: usize,
+    limit: usize,
+    cap: usize,
 }
 
 #[derive(Default)]
 struct State {
     items: VecDeque<Outgoing>,
     closed: bool,
+    /// Set once the queue passes its limit, until it is back to half of it: when it passed
+    /// it, or when the receiver last took something since.
+    behind_since: Option<Instant>,
 }
 
 impl Queue {
-    pub(crate) fn new(capacity: usize) -> Queue {
+    /// A queue whose receiver may fall `limit` items behind, or up to [`CAP_FACTOR`] times
+    /// that while it keeps taking.
+    pub(crate) fn new(limit: usize) -> Queue {
+        Queue::bounded(limit, limit.saturating_mul(CAP_FACTOR))
+    }
+
+    /// A queue with its hard cap given.
+    pub(crate) fn bounded(limit: usize, cap: usize) -> Queue {
+        let limit = limit.max(1);
         Queue {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
-            capacity: capacity.max(1),
+            limit,
+            cap: cap.max(limit),
         }
     }
 
@@ -47,8 +73,16 @@ impl Queue {
         if st.closed {
             return Err((SendError::Closed, item));
         }
-        if st.items.len() >= self.capacity {
-            return Err((SendError::Full, item));
+        let len = st.items.len();
+        if len >= self.limit {
+            if len >= self.cap {
+                return Err((SendError::Full, item));
+            }
+            match st.behind_since {
+                None => st.behind_since = Some(Instant::now()),
+                Some(t) if t.elapsed() >= STALL => return Err((SendError::Full, item)),
+                Some(_) => {}
+            }
         }
         st.items.push_back(item);
         let was_empty = st.items.len() == 1;
@@ -64,6 +98,12 @@ impl Queue {
         let mut st = self.lock();
         let n = st.items.len().min(max);
         out.extend(st.items.drain(..n));
+        if st.items.len() <= self.limit / 2 {
+            st.behind_since = None;
+        } else if n > 0 && st.behind_since.is_some() {
+            // Progress: the receiver is catching up, however slowly.
+            st.behind_since = Some(Instant::now());
+        }
         if st.items.is_empty() && st.items.capacity() > KEEP_CAPACITY {
             st.items.shrink_to(KEEP_CAPACITY);
         }
@@ -81,6 +121,13 @@ impl Queue {
             }
             self.notify.notified().await;
         }
+    }
+
+    /// Whether the receiver is behind, past the limit, and still has time to catch up: what
+    /// a publisher of a batch waits for.
+    pub(crate) fn is_catching_up(&self) -> bool {
+        let st = self.lock();
+        !st.closed && st.behind_since.is_some_and(|t| t.elapsed() < STALL)
     }
 
     /// Refuses every later push; what is queued stays to be taken.
@@ -107,7 +154,7 @@ mod tests {
 
     #[test]
     fn bounded_and_closable() {
-        let q = Queue::new(2);
+        let q = Queue::bounded(2, 2);
         assert!(q.push(item(1)).is_ok());
         assert!(q.push(item(2)).is_ok());
         assert!(matches!(q.push(item(3)), Err((SendError::Full, i)) if i.tag == 3));
@@ -117,6 +164,57 @@ mod tests {
         assert!(matches!(q.push(item(4)), Err((SendError::Closed, _))));
         assert_eq!(q.take(10, &mut out), 1);
         assert_eq!(out.iter().map(|i| i.tag).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receiver_that_catches_up_is_not_slow() {
+        let q = Queue::new(4);
+        // A burst past the limit is taken while the receiver has time to catch up.
+        for n in 1..=10 {
+            assert!(q.push(item(n)).is_ok());
+        }
+        assert!(q.is_catching_up());
+        tokio::time::advance(STALL / 2).await;
+        let mut out = Vec::new();
+        q.take(8, &mut out);
+        assert!(!q.is_catching_up(), "back to half the limit");
+        // Later, the same again: the clock starts anew.
+        tokio::time::advance(STALL * 2).await;
+        for n in 11..=16 {
+            assert!(q.push(item(n)).is_ok());
+        }
+        assert!(q.is_catching_up());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receiver_that_keeps_taking_is_not_slow_however_slowly() {
+        let q = Queue::new(4);
+        for n in 1..=12 {
+            assert!(q.push(item(n)).is_ok());
+        }
+        let mut out = Vec::new();
+        for n in 13..=20 {
+            tokio::time::advance(STALL - Duration::from_millis(1)).await;
+            q.take(1, &mut out);
+            assert!(q.push(item(n)).is_ok(), "{n}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_receiver_is_refused_after_the_stall_time_or_at_the_cap() {
+        let q = Queue::new(4);
+        for n in 1..=5 {
+            assert!(q.push(item(n)).is_ok());
+        }
+        tokio::time::advance(STALL).await;
+        assert!(!q.is_catching_up());
+        assert!(matches!(q.push(item(6)), Err((SendError::Full, _))));
+
+        let q = Queue::new(4);
+        for n in 1..=16 {
+            assert!(q.push(item(n)).is_ok(), "{n}");
+        }
+        assert!(matches!(q.push(item(17)), Err((SendError::Full, _))));
     }
 
     #[tokio::test]

@@ -179,6 +179,12 @@ impl SessionTx {
     pub fn push(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
         self.0.push(item)
     }
+
+    /// Whether the client is behind and still has time to catch up: a publisher of a batch
+    /// waits while it is, rather than push it further behind.
+    pub fn is_catching_up(&self) -> bool {
+        self.0.is_catching_up()
+    }
 }
 
 impl fmt::Debug for SessionTx {
@@ -230,8 +236,9 @@ impl Socket {
         }
     }
 
-    /// Queues frames without waiting. A full queue closes the session as a slow client:
-    /// one slow reader must never stall a broadcast.
+    /// Queues frames without waiting. A refused push (the client fell too far behind, or
+    /// stopped catching up) closes the session as a slow client: one slow reader must never
+    /// stall a broadcast.
     pub fn send(&self, item: Outgoing) -> Result<(), SendError> {
         self.offer(item).map_err(|(e, _)| e)
     }
@@ -378,7 +385,7 @@ mod tests {
             Sid::random(),
             None,
             TransportKind::Polling,
-            Arc::new(Queue::new(1)),
+            Arc::new(Queue::bounded(1, 1)),
         );
         assert_eq!(s.send(Outgoing::text(Str::from("4a"))), Ok(()));
         assert_eq!(

@@ -62,6 +62,11 @@ impl Channel {
         self.members.is_empty()
     }
 
+    /// The queues of the sessions that are behind and still catching up.
+    pub(crate) fn catching_up(&self) -> Vec<crate::engineio::SessionTx> {
+        self.slots.iter().filter_map(|s| s.catching_up()).collect()
+    }
+
     /// Queues one encoded item to every slot.
     pub(crate) fn deliver(&self, item: &Outgoing, limit: usize) -> Fanout {
         let mut f = Fanout::default();

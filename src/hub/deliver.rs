@@ -3,11 +3,18 @@
 
 use std::sync::atomic::Ordering;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use super::channel::Fanout;
-use super::{Envelope, Hub, HubEvent};
+use super::{Envelope, Hub, HubEvent, Publication};
 use crate::cluster::member_key;
+use crate::engineio::SessionTx;
+
+/// How often a paced publisher looks whether the sessions it waits for caught up.
+const PACE_POLL: Duration = Duration::from_millis(2);
 
 impl Hub {
     /// Delivers an envelope to every session of its channel's members; returns how many
@@ -80,6 +87,51 @@ impl Hub {
         (f.queued + f.kept) as usize
     }
 
+    /// [`Hub::submit`] for the publisher of a batch, which then waits while a recipient
+    /// catches up (see [`Hub::pace_channel`]).
+    pub async fn submit_paced(&self, publication: Publication, from: Option<Arc<str>>) -> usize {
+        let channel = publication.channel().cloned();
+        let to = match &publication {
+            Publication::Direct { to, .. } => Some(to.clone()),
+            _ => None,
+        };
+        let queued = self.submit(publication, from, Vec::new());
+        if let Some(channel) = channel {
+            self.pace_channel(channel.as_str()).await;
+        } else if let Some(to) = to {
+            self.pace_identity(to.as_str()).await;
+        }
+        queued
+    }
+
+    /// Waits while a session of `channel` is behind and still catching up: how a publisher
+    /// of a batch is held back instead of pushing readers far past their limit. A session
+    /// that stops taking is no longer waited for once the stall time passed (and is cut at
+    /// its next push), so a stalled reader holds a batch up once, by that long at most, and
+    /// never holds up anyone else.
+    pub async fn pace_channel(&self, channel: &str) {
+        let behind = match self.shard(channel).channels.lock() {
+            Ok(map) => map.get(channel).map(|ch| ch.catching_up()),
+            Err(_) => None,
+        };
+        wait_for(behind.unwrap_or_default()).await;
+    }
+
+    /// Like [`Hub::pace_channel`], for the sessions of one identity.
+    pub async fn pace_identity(&self, identity: &str) {
+        let key = member_key(Some(identity), "");
+        let member = self
+            .registry(&key)
+            .lock()
+            .ok()
+            .and_then(|r| r.get(key.as_str()).cloned());
+        let behind: Vec<SessionTx> = match member.as_ref().map(|m| m.state.lock()) {
+            Some(Ok(st)) => st.slots.iter().filter_map(|s| s.catching_up()).collect(),
+            _ => Vec::new(),
+        };
+        wait_for(behind).await;
+    }
+
     pub(super) fn count_fanout(&self, f: Fanout) {
         self.counters
             .delivered
@@ -88,5 +140,14 @@ impl Hub {
         self.counters
             .dropped
             .fetch_add(f.dropped, Ordering::Relaxed);
+    }
+}
+
+/// Waits until none of `queues` is catching up any more: each has caught up, closed, or
+/// gone the stall time without taking anything.
+async fn wait_for(mut queues: Vec<SessionTx>) {
+    while !queues.is_empty() {
+        tokio::time::sleep(PACE_POLL).await;
+        queues.retain(SessionTx::is_catching_up);
     }
 }

@@ -160,6 +160,14 @@ impl Slot {
         }
     }
 
+    /// The live session's queue, when its client is behind and still catching up.
+    pub(crate) fn catching_up(&self) -> Option<SessionTx> {
+        match self.state.lock().as_deref() {
+            Ok(SlotState::Live(l)) if l.queue.is_catching_up() => Some(l.queue.clone()),
+            _ => None,
+        }
+    }
+
     /// The live socket's connection ended. With `grace`, the slot keeps deliveries until
     /// its expiry; without, it is over.
     pub(crate) fn detach(

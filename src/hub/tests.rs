@@ -29,7 +29,7 @@ fn hub() -> Arc<Hub> {
 }
 
 fn socket(queue: usize) -> (Arc<SioSocket>, Arc<Queue>) {
-    let rx = Arc::new(Queue::new(queue));
+    let rx = Arc::new(Queue::bounded(queue, queue));
     let engine = Arc::new(engineio::Socket::new(
         Sid::random(),
         None,
