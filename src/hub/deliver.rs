@@ -140,6 +140,9 @@ impl Hub {
         self.counters
             .dropped
             .fetch_add(f.dropped, Ordering::Relaxed);
+        self.counters
+            .cache_evictions
+            .fetch_add(f.evicted, Ordering::Relaxed);
     }
 }
 

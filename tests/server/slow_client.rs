@@ -257,3 +257,31 @@ async fn a_stalled_member_is_still_cut_during_a_burst() {
     drop(stalled);
     server.assert_serving().await;
 }
+
+#[tokio::test]
+async fn messages_a_session_away_loses_past_the_cache_are_counted() {
+    let mut server =
+        Server::start("[Messaging]\nmessage-cache-limit = 3\n[Server]\nreconnect-timeout = 60s\n");
+    let p = server.port;
+    let evictions = || async move {
+        let (_, metrics) = get(p, "/metrics").await;
+        metric(&metrics, "realtime_recovery_cache_evictions_total")
+    };
+    assert_eq!(evictions().await, Some(0.0));
+    let mut away = sio_connect(p, r#"{"identity":"away"}"#).await;
+    send(&mut away, r#"421["subscribe","cache"]"#).await;
+    assert!(next_ack(&mut away).await.starts_with("31[{"));
+    drop(away);
+    // Once the server saw the connection go, each message past the three kept drops one.
+    let mut n = 0;
+    wait_until_async(Duration::from_secs(10), "a counted eviction", || {
+        n += 1;
+        let body = format!(r#"{{"channel":"cache","data":{{"n":{n}}}}}"#);
+        async move {
+            assert_eq!(api(p, "POST", "/api/publish", &body).await.0, 200);
+            evictions().await.is_some_and(|e| e >= 1.0)
+        }
+    })
+    .await;
+    server.assert_serving().await;
+}
