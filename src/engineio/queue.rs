@@ -10,6 +10,7 @@
 //! either, the receiver is slow: the next push is refused.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -26,6 +27,27 @@ pub(crate) const STALL: Duration = Duration::from_secs(5);
 
 /// How many times its limit a queue may hold while its receiver catches up.
 pub(crate) const CAP_FACTOR: usize = 4;
+
+/// How often a paced publisher looks whether the queues it waits for caught up.
+const PACE_POLL: Duration = Duration::from_millis(2);
+
+/// Queues past their limit right now, process-wide: when none is, a publisher need not
+/// look for one (the usual case costs one load).
+static BEHIND: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether any queue is past its limit: a hint, for skipping the search.
+pub(crate) fn any_behind() -> bool {
+    BEHIND.load(Ordering::Relaxed) > 0
+}
+
+/// Waits until none of `queues` is catching up any more: each has caught up, closed, or
+/// gone [`STALL`] without taking anything.
+pub(crate) async fn wait_caught_up(mut queues: Vec<super::SessionTx>) {
+    while !queues.is_empty() {
+        tokio::time::sleep(PACE_POLL).await;
+        queues.retain(super::SessionTx::is_catching_up);
+    }
+}
 
 pub(crate) struct Queue {
     /// Held only to push or pop; never across an await.
@@ -79,7 +101,10 @@ impl Queue {
                 return Err((SendError::Full, item));
             }
             match st.behind_since {
-                None => st.behind_since = Some(Instant::now()),
+                None => {
+                    st.behind_since = Some(Instant::now());
+                    BEHIND.fetch_add(1, Ordering::Relaxed);
+                }
                 Some(t) if t.elapsed() >= STALL => return Err((SendError::Full, item)),
                 Some(_) => {}
             }
@@ -99,7 +124,9 @@ impl Queue {
         let n = st.items.len().min(max);
         out.extend(st.items.drain(..n));
         if st.items.len() <= self.limit / 2 {
-            st.behind_since = None;
+            if st.behind_since.take().is_some() {
+                BEHIND.fetch_sub(1, Ordering::Relaxed);
+            }
         } else if n > 0 && st.behind_since.is_some() {
             // Progress: the receiver is catching up, however slowly.
             st.behind_since = Some(Instant::now());
@@ -139,6 +166,14 @@ impl Queue {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().items.len()
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if self.lock().behind_since.is_some() {
+            BEHIND.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -211,6 +211,9 @@ pub struct Socket {
     closed: AtomicBool,
     /// Set while a WebSocket upgrade is under way, so that a second one is refused.
     pub(crate) upgrading: AtomicBool,
+    /// Queues of other sessions still catching up with what this client published: the
+    /// session reads nothing more from its client until they did (see `queue`).
+    holds: Mutex<Vec<SessionTx>>,
     /// The session's span: entered by everything the session does, so its lines carry
     /// sid, peer and transport without repeating them.
     span: Span,
@@ -231,6 +234,7 @@ impl Socket {
             transport: AtomicU8::new(transport as u8),
             closed: AtomicBool::new(false),
             upgrading: AtomicBool::new(false),
+            holds: Mutex::new(Vec::new()),
             span: session_span(&id, peer, transport),
             id,
         }
@@ -257,6 +261,26 @@ impl Socket {
     /// The send side of the outbound queue, for a broadcaster that keeps it at hand.
     pub fn tx(&self) -> SessionTx {
         SessionTx(self.queue.clone())
+    }
+
+    /// Holds the client's next packets until `queues` (other sessions' queues its last
+    /// publish pushed past their limit) caught up: a publisher is paced by its readers.
+    pub fn hold_for(&self, queues: Vec<SessionTx>) {
+        // Its own queue is drained by this very session, which then waits: never on it.
+        let others = queues
+            .into_iter()
+            .filter(|q| !Arc::ptr_eq(&q.0, &self.queue));
+        if let Ok(mut holds) = self.holds.lock() {
+            holds.extend(others);
+        }
+    }
+
+    /// What [`Socket::hold_for`] asked to wait for, cleared.
+    pub(crate) fn take_holds(&self) -> Vec<SessionTx> {
+        self.holds
+            .lock()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default()
     }
 
     /// The session's span, for work done on its behalf outside its task.

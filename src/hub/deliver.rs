@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -12,9 +11,7 @@ use super::channel::Fanout;
 use super::{Envelope, Hub, HubEvent, Publication};
 use crate::cluster::member_key;
 use crate::engineio::SessionTx;
-
-/// How often a paced publisher looks whether the sessions it waits for caught up.
-const PACE_POLL: Duration = Duration::from_millis(2);
+use crate::engineio::queue::{any_behind, wait_caught_up};
 
 impl Hub {
     /// Delivers an envelope to every session of its channel's members; returns how many
@@ -110,11 +107,19 @@ impl Hub {
     /// its next push), so a stalled reader holds a batch up once, by that long at most, and
     /// never holds up anyone else.
     pub async fn pace_channel(&self, channel: &str) {
-        let behind = match self.shard(channel).channels.lock() {
+        wait_caught_up(self.catching_up(channel)).await;
+    }
+
+    /// The queues of `channel`'s sessions that are behind and still catching up.
+    pub(crate) fn catching_up(&self, channel: &str) -> Vec<SessionTx> {
+        if !any_behind() {
+            return Vec::new();
+        }
+        match self.shard(channel).channels.lock() {
             Ok(map) => map.get(channel).map(|ch| ch.catching_up()),
             Err(_) => None,
-        };
-        wait_for(behind.unwrap_or_default()).await;
+        }
+        .unwrap_or_default()
     }
 
     /// Like [`Hub::pace_channel`], for the sessions of one identity.
@@ -129,7 +134,7 @@ impl Hub {
             Some(Ok(st)) => st.slots.iter().filter_map(|s| s.catching_up()).collect(),
             _ => Vec::new(),
         };
-        wait_for(behind).await;
+        wait_caught_up(behind).await;
     }
 
     pub(super) fn count_fanout(&self, f: Fanout) {
@@ -143,14 +148,5 @@ impl Hub {
         self.counters
             .cache_evictions
             .fetch_add(f.evicted, Ordering::Relaxed);
-    }
-}
-
-/// Waits until none of `queues` is catching up any more: each has caught up, closed, or
-/// gone the stall time without taking anything.
-async fn wait_for(mut queues: Vec<SessionTx>) {
-    while !queues.is_empty() {
-        tokio::time::sleep(PACE_POLL).await;
-        queues.retain(SessionTx::is_catching_up);
     }
 }

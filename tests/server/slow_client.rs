@@ -285,3 +285,38 @@ async fn messages_a_session_away_loses_past_the_cache_are_counted() {
     .await;
     server.assert_serving().await;
 }
+
+#[tokio::test]
+async fn a_polling_post_burst_reaches_members_that_keep_reading() {
+    let mut server = Server::start("[Server]\nmax-payload = 8MB\n");
+    let p = server.port;
+    let mut readers = Vec::new();
+    for websocket in [true, false, true] {
+        let member = Member::join(p, websocket, "burst").await;
+        readers.push(tokio::spawn(member.read(p, BURST)));
+    }
+    let sid = handshake(p).await;
+    assert_eq!(post(p, &polling(&sid), b"40").await.0, 200);
+    let pad = "x".repeat(200);
+    let packets: Vec<String> = (0..BURST)
+        .map(|n| format!(r#"42["publish","burst",{{"n":{n},"pad":"{pad}"}}]"#))
+        .collect();
+    let (status, reply) = post(p, &polling(&sid), packets.join("\x1e").as_bytes()).await;
+    assert_eq!(status, 200, "{reply}");
+    for r in readers {
+        let seen = tokio::time::timeout(Duration::from_secs(120), r)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            seen.iter().copied().eq(0..BURST as u64),
+            "a reader lost messages: {}",
+            seen.len()
+        );
+    }
+    assert!(
+        !server.log().contains("slow client"),
+        "a reader was cut as slow"
+    );
+    server.assert_serving().await;
+}
