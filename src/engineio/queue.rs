@@ -6,8 +6,9 @@
 //!
 //! A receiver is judged by its progress, not by one length a single burst can pass: past
 //! its limit, a queue still takes items as long as the receiver keeps taking (it never
-//! goes [`STALL`] without), up to [`CAP_FACTOR`] times the limit (the memory bound). Past
-//! either, the receiver is slow: the next push is refused.
+//! goes [`STALL`] without) and is back to half the limit within [`CATCH_UP`], up to
+//! [`CAP_FACTOR`] times the limit (the memory bound). Past any of these, the receiver is
+//! slow: the next push is refused.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +25,10 @@ const KEEP_CAPACITY: usize = 8;
 
 /// How long a receiver past its limit may go without taking anything.
 pub(crate) const STALL: Duration = Duration::from_secs(5);
+
+/// How long a receiver past its limit has to get back to half of it: one that reads, but
+/// slower than its channel, cannot hold paced publishers back for longer.
+pub(crate) const CATCH_UP: Duration = Duration::from_secs(30);
 
 /// How many times its limit a queue may hold while its receiver catches up.
 pub(crate) const CAP_FACTOR: usize = 4;
@@ -63,8 +68,20 @@ struct State {
     items: VecDeque<Outgoing>,
     closed: bool,
     /// Set once the queue passes its limit, until it is back to half of it: when it passed
-    /// it, or when the receiver last took something since.
-    behind_since: Option<Instant>,
+    /// it, and when the receiver last took something since.
+    behind: Option<Behind>,
+}
+
+#[derive(Clone, Copy)]
+struct Behind {
+    since: Instant,
+    progress: Instant,
+}
+
+impl Behind {
+    fn is_stalled(&self) -> bool {
+        self.progress.elapsed() >= STALL || self.since.elapsed() >= CATCH_UP
+    }
 }
 
 impl Queue {
@@ -100,12 +117,16 @@ impl Queue {
             if len >= self.cap {
                 return Err((SendError::Full, item));
             }
-            match st.behind_since {
+            match st.behind {
                 None => {
-                    st.behind_since = Some(Instant::now());
+                    let now = Instant::now();
+                    st.behind = Some(Behind {
+                        since: now,
+                        progress: now,
+                    });
                     BEHIND.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(t) if t.elapsed() >= STALL => return Err((SendError::Full, item)),
+                Some(b) if b.is_stalled() => return Err((SendError::Full, item)),
                 Some(_) => {}
             }
         }
@@ -124,12 +145,12 @@ impl Queue {
         let n = st.items.len().min(max);
         out.extend(st.items.drain(..n));
         if st.items.len() <= self.limit / 2 {
-            if st.behind_since.take().is_some() {
+            if st.behind.take().is_some() {
                 BEHIND.fetch_sub(1, Ordering::Relaxed);
             }
-        } else if n > 0 && st.behind_since.is_some() {
-            // Progress: the receiver is catching up, however slowly.
-            st.behind_since = Some(Instant::now());
+        } else if let Some(b) = st.behind.as_mut().filter(|_| n > 0) {
+            // Progress: the receiver is catching up.
+            b.progress = Instant::now();
         }
         if st.items.is_empty() && st.items.capacity() > KEEP_CAPACITY {
             st.items.shrink_to(KEEP_CAPACITY);
@@ -154,7 +175,7 @@ impl Queue {
     /// a publisher of a batch waits for.
     pub(crate) fn is_catching_up(&self) -> bool {
         let st = self.lock();
-        !st.closed && st.behind_since.is_some_and(|t| t.elapsed() < STALL)
+        !st.closed && st.behind.is_some_and(|b| !b.is_stalled())
     }
 
     /// Refuses every later push; what is queued stays to be taken.
@@ -171,7 +192,7 @@ impl Queue {
 
 impl Drop for Queue {
     fn drop(&mut self) {
-        if self.lock().behind_since.is_some() {
+        if self.lock().behind.is_some() {
             BEHIND.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -222,17 +243,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_receiver_that_keeps_taking_is_not_slow_however_slowly() {
+    async fn a_receiver_that_keeps_taking_has_until_the_catch_up_time() {
         let q = Queue::new(4);
         for n in 1..=12 {
             assert!(q.push(item(n)).is_ok());
         }
         let mut out = Vec::new();
-        for n in 13..=20 {
-            tokio::time::advance(STALL - Duration::from_millis(1)).await;
+        let mut n = 13;
+        let mut waited = Duration::ZERO;
+        let step = STALL - Duration::from_millis(1);
+        while waited + step < CATCH_UP {
+            tokio::time::advance(step).await;
+            waited += step;
             q.take(1, &mut out);
             assert!(q.push(item(n)).is_ok(), "{n}");
+            n += 1;
         }
+        // Taking one at a time, it never got back to half the limit.
+        tokio::time::advance(step).await;
+        q.take(1, &mut out);
+        assert!(matches!(q.push(item(n)), Err((SendError::Full, _))));
     }
 
     #[tokio::test(start_paused = true)]
