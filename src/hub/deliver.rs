@@ -1,9 +1,8 @@
 //! Delivery: a publish to a channel's sessions, a message to one identity's sessions, and
 //! the counters a fan-out adds to.
 
-use std::sync::atomic::Ordering;
-
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -103,9 +102,9 @@ impl Hub {
 
     /// Waits while a session of `channel` is behind and still catching up: how a publisher
     /// of a batch is held back instead of pushing readers far past their limit. A session
-    /// that stops taking is no longer waited for once the stall time passed (and is cut at
-    /// its next push), so a stalled reader holds a batch up once, by that long at most, and
-    /// never holds up anyone else.
+    /// that stops taking is no longer waited for once the stall time passed (one that
+    /// reads too slowly, once the catch-up time passed), and is cut at its next push: a
+    /// stalled reader holds a publisher up once, by that long at most.
     pub async fn pace_channel(&self, channel: &str) {
         wait_caught_up(self.catching_up(channel)).await;
     }
@@ -124,6 +123,9 @@ impl Hub {
 
     /// Like [`Hub::pace_channel`], for the sessions of one identity.
     pub async fn pace_identity(&self, identity: &str) {
+        if !any_behind() {
+            return;
+        }
         let key = member_key(Some(identity), "");
         let member = self
             .registry(&key)
