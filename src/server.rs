@@ -32,6 +32,10 @@ use crate::socketio::{SocketIo, SocketIoConfig};
 /// Broadcasts each session keeps after writing them, for connection state recovery.
 const HISTORY: usize = 32;
 
+/// How many packets of `max-payload` bytes unfinished binary packets may hold, all
+/// sessions together.
+const ATTACHMENT_BUDGET_PACKETS: usize = 64;
+
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// At shutdown, how long a connection accepted without a request yet may take to send one.
@@ -185,6 +189,9 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
         SocketIoConfig {
             connect_timeout: s.connect_timeout,
             max_attachment_bytes: s.max_payload,
+            // A client that keeps up answers pings within this; so do its attachments.
+            attachment_timeout: s.ping_timeout,
+            attachment_budget: s.max_payload.saturating_mul(ATTACHMENT_BUDGET_PACKETS),
         },
     );
     let engine = Engine::new(engine_config, Arc::new(sio));

@@ -209,7 +209,7 @@ pub const KEYS: &[Key] = &[
     key!("Messaging" "message-cache-limit", Count, "100", Restart, messaging.message_cache_limit,
         "Messages kept per identity while it is disconnected; further ones are discarded."),
     key!("Messaging" "client-queue", Positive, "4096", Restart, messaging.client_queue,
-        "Messages queued for one connection before it is disconnected as too slow."),
+        "Messages queued for one connection before it must show progress (docs/protocol.md)."),
     key!("Messaging" "max-channels", Positive, "100", Restart, messaging.max_channels,
         "Channels one connection may subscribe to."),
     key!("Messaging" "max-channel-name", Positive, "256", Restart, messaging.max_channel_name,

@@ -27,7 +27,8 @@ pub struct EngineConfig {
     pub max_payload: usize,
     pub allow_polling: bool,
     pub allow_websocket: bool,
-    /// Outbound queue length per session, in queued items.
+    /// Outbound queue length per session, in queued items, past which a client must catch
+    /// up (see `queue`).
     pub queue_capacity: usize,
     /// Sessions at once; handshakes past it get 503.
     pub max_sessions: usize,

@@ -3,37 +3,106 @@
 //! A broadcast pushes into thousands of these per message, so a push is one short lock and
 //! wakes the receiver only when the queue goes from empty to not empty (the receiver drains
 //! everything before it waits again).
+//!
+//! A receiver is judged by its progress, not by one length a single burst can pass: past
+//! its limit, a queue still takes items as long as the receiver keeps taking (it never
+//! goes [`STALL`] without) and is back to half the limit within [`CATCH_UP`], up to
+//! [`CAP_FACTOR`] times the limit (the memory bound). Past any of these, the receiver is
+//! slow: the next push is refused.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::socket::{Outgoing, SendError};
 
 /// Capacity kept after a burst has drained; more is given back (idle connections are many).
 const KEEP_CAPACITY: usize = 8;
 
+/// How long a receiver past its limit may go without taking anything.
+pub(crate) const STALL: Duration = Duration::from_secs(5);
+
+/// How long a receiver past its limit has to get back to half of it: one that reads, but
+/// slower than its channel, cannot hold paced publishers back for longer.
+pub(crate) const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// How many times its limit a queue may hold while its receiver catches up.
+pub(crate) const CAP_FACTOR: usize = 4;
+
+/// How long a paced publisher waits for a receiver past its limit that took nothing: a
+/// stalled reader holds its channel's publishers up at most this long, once.
+pub(crate) const PATIENCE: Duration = Duration::from_millis(500);
+
+/// How often a paced publisher looks whether the queues it waits for caught up.
+const PACE_POLL: Duration = Duration::from_millis(2);
+
+/// Queues past their limit right now, process-wide: when none is, a publisher need not
+/// look for one (the usual case costs one load).
+static BEHIND: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether any queue is past its limit: a hint, for skipping the search.
+pub(crate) fn any_behind() -> bool {
+    BEHIND.load(Ordering::Relaxed) > 0
+}
+
+/// Waits until none of `queues` is catching up any more: each has caught up, closed, or
+/// gone [`STALL`] without taking anything.
+pub(crate) async fn wait_caught_up(mut queues: Vec<super::SessionTx>) {
+    while !queues.is_empty() {
+        tokio::time::sleep(PACE_POLL).await;
+        queues.retain(super::SessionTx::is_catching_up);
+    }
+}
+
 pub(crate) struct Queue {
     /// Held only to push or pop; never across an await.
     state: Mutex<State>,
     /// Wakes the receiver; a notification sent while it is busy is kept for its next wait.
     notify: Notify,
-    capacity: usize,
+    limit: usize,
+    cap: usize,
 }
 
 #[derive(Default)]
 struct State {
     items: VecDeque<Outgoing>,
     closed: bool,
+    /// Set once the queue passes its limit, until it is back to half of it: when it passed
+    /// it, and when the receiver last took something since.
+    behind: Option<Behind>,
+}
+
+#[derive(Clone, Copy)]
+struct Behind {
+    since: Instant,
+    progress: Instant,
+}
+
+impl Behind {
+    fn is_stalled(&self) -> bool {
+        self.progress.elapsed() >= STALL || self.since.elapsed() >= CATCH_UP
+    }
 }
 
 impl Queue {
-    pub(crate) fn new(capacity: usize) -> Queue {
+    /// A queue whose receiver may fall `limit` items behind, or up to [`CAP_FACTOR`] times
+    /// that while it keeps taking.
+    pub(crate) fn new(limit: usize) -> Queue {
+        Queue::bounded(limit, limit.saturating_mul(CAP_FACTOR))
+    }
+
+    /// A queue with its hard cap given.
+    pub(crate) fn bounded(limit: usize, cap: usize) -> Queue {
+        let limit = limit.max(1);
         Queue {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
-            capacity: capacity.max(1),
+            limit,
+            cap: cap.max(limit),
         }
     }
 
@@ -47,8 +116,23 @@ impl Queue {
         if st.closed {
             return Err((SendError::Closed, item));
         }
-        if st.items.len() >= self.capacity {
-            return Err((SendError::Full, item));
+        let len = st.items.len();
+        if len >= self.limit {
+            if len >= self.cap {
+                return Err((SendError::Full, item));
+            }
+            match st.behind {
+                None => {
+                    let now = Instant::now();
+                    st.behind = Some(Behind {
+                        since: now,
+                        progress: now,
+                    });
+                    BEHIND.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(b) if b.is_stalled() => return Err((SendError::Full, item)),
+                Some(_) => {}
+            }
         }
         st.items.push_back(item);
         let was_empty = st.items.len() == 1;
@@ -64,6 +148,14 @@ impl Queue {
         let mut st = self.lock();
         let n = st.items.len().min(max);
         out.extend(st.items.drain(..n));
+        if st.items.len() <= self.limit / 2 {
+            if st.behind.take().is_some() {
+                BEHIND.fetch_sub(1, Ordering::Relaxed);
+            }
+        } else if let Some(b) = st.behind.as_mut().filter(|_| n > 0) {
+            // Progress: the receiver is catching up.
+            b.progress = Instant::now();
+        }
         if st.items.is_empty() && st.items.capacity() > KEEP_CAPACITY {
             st.items.shrink_to(KEEP_CAPACITY);
         }
@@ -83,6 +175,16 @@ impl Queue {
         }
     }
 
+    /// Whether the receiver is behind, past the limit, still has time to catch up and took
+    /// something within [`PATIENCE`]: what a publisher of a batch waits for.
+    pub(crate) fn is_catching_up(&self) -> bool {
+        let st = self.lock();
+        !st.closed
+            && st
+                .behind
+                .is_some_and(|b| !b.is_stalled() && b.progress.elapsed() < PATIENCE)
+    }
+
     /// Refuses every later push; what is queued stays to be taken.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
@@ -92,6 +194,14 @@ impl Queue {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().items.len()
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if self.lock().behind.is_some() {
+            BEHIND.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -107,7 +217,7 @@ mod tests {
 
     #[test]
     fn bounded_and_closable() {
-        let q = Queue::new(2);
+        let q = Queue::bounded(2, 2);
         assert!(q.push(item(1)).is_ok());
         assert!(q.push(item(2)).is_ok());
         assert!(matches!(q.push(item(3)), Err((SendError::Full, i)) if i.tag == 3));
@@ -117,6 +227,83 @@ mod tests {
         assert!(matches!(q.push(item(4)), Err((SendError::Closed, _))));
         assert_eq!(q.take(10, &mut out), 1);
         assert_eq!(out.iter().map(|i| i.tag).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receiver_that_catches_up_is_not_slow() {
+        let q = Queue::new(4);
+        // A burst past the limit is taken while the receiver has time to catch up.
+        for n in 1..=10 {
+            assert!(q.push(item(n)).is_ok());
+        }
+        assert!(q.is_catching_up());
+        tokio::time::advance(STALL / 2).await;
+        let mut out = Vec::new();
+        q.take(8, &mut out);
+        assert!(!q.is_catching_up(), "back to half the limit");
+        // Later, the same again: the clock starts anew.
+        tokio::time::advance(STALL * 2).await;
+        for n in 11..=16 {
+            assert!(q.push(item(n)).is_ok());
+        }
+        assert!(q.is_catching_up());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn publishers_stop_waiting_for_a_receiver_that_takes_nothing() {
+        let q = Queue::new(4);
+        for n in 1..=8 {
+            assert!(q.push(item(n)).is_ok());
+        }
+        let mut out = Vec::new();
+        tokio::time::advance(PATIENCE / 2).await;
+        q.take(1, &mut out);
+        tokio::time::advance(PATIENCE / 2).await;
+        assert!(q.is_catching_up(), "it took one within the patience");
+        tokio::time::advance(PATIENCE / 2).await;
+        assert!(!q.is_catching_up(), "nothing taken for the whole patience");
+        // Not slow yet: it may still take, and is cut only at the stall time.
+        assert!(q.push(item(9)).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receiver_that_keeps_taking_has_until_the_catch_up_time() {
+        let q = Queue::new(4);
+        for n in 1..=12 {
+            assert!(q.push(item(n)).is_ok());
+        }
+        let mut out = Vec::new();
+        let mut n = 13;
+        let mut waited = Duration::ZERO;
+        let step = STALL - Duration::from_millis(1);
+        while waited + step < CATCH_UP {
+            tokio::time::advance(step).await;
+            waited += step;
+            q.take(1, &mut out);
+            assert!(q.push(item(n)).is_ok(), "{n}");
+            n += 1;
+        }
+        // Taking one at a time, it never got back to half the limit.
+        tokio::time::advance(step).await;
+        q.take(1, &mut out);
+        assert!(matches!(q.push(item(n)), Err((SendError::Full, _))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_receiver_is_refused_after_the_stall_time_or_at_the_cap() {
+        let q = Queue::new(4);
+        for n in 1..=5 {
+            assert!(q.push(item(n)).is_ok());
+        }
+        tokio::time::advance(STALL).await;
+        assert!(!q.is_catching_up());
+        assert!(matches!(q.push(item(6)), Err((SendError::Full, _))));
+
+        let q = Queue::new(4);
+        for n in 1..=16 {
+            assert!(q.push(item(n)).is_ok(), "{n}");
+        }
+        assert!(matches!(q.push(item(17)), Err((SendError::Full, _))));
     }
 
     #[tokio::test]

@@ -125,7 +125,7 @@ impl Session {
                 _ = closing.cancelled() => return Ok(()),
                 Some(control) = self.control.recv() => self.on_control(control).await?,
                 event = self.transport.next_event() => match event {
-                    Event::Ws(msg) => self.on_ws_message(msg)?,
+                    Event::Ws(msg) => self.on_ws_message(msg).await?,
                     Event::PollAborted => {
                         debug!("polling request aborted by the client");
                         return Err(CloseReason::TransportClose);
@@ -176,7 +176,7 @@ impl Session {
                 }
             },
             Control::Post(packets, reply) => {
-                let result = self.on_packets(packets);
+                let result = self.on_packets(packets).await;
                 let _ = reply.send(Ok(()));
                 result?;
             }
@@ -205,15 +205,21 @@ impl Session {
     }
 
     /// Packets from the client, in order.
-    fn on_packets(&mut self, packets: Vec<Packet>) -> Result<(), CloseReason> {
+    async fn on_packets(&mut self, packets: Vec<Packet>) -> Result<(), CloseReason> {
         if self.pong_deadline.is_some() {
             // Data while a pong is due shows the client alive; engine.io refreshes the deadline too.
             self.pong_deadline = Some(Instant::now() + self.inner.config.ping_timeout);
         }
         for p in packets {
             match p {
-                Packet::Message(text) => self.deliver(Message::Text(text)),
-                Packet::Binary(data) => self.deliver(Message::Binary(data)),
+                Packet::Message(text) => {
+                    self.deliver(Message::Text(text));
+                    self.paced().await;
+                }
+                Packet::Binary(data) => {
+                    self.deliver(Message::Binary(data));
+                    self.paced().await;
+                }
                 Packet::Pong(_) => {
                     self.pong_deadline = None;
                     self.ping_at = Instant::now() + self.inner.config.ping_interval;
@@ -229,19 +235,37 @@ impl Session {
         Ok(())
     }
 
+    /// Waits while what the client just published is still being caught up with by other
+    /// sessions (see [`Socket::hold_for`]); bounded by their progress, and by the stall
+    /// time for one that stopped reading.
+    async fn paced(&mut self) {
+        let holds = self.socket.take_holds();
+        if holds.is_empty() {
+            return;
+        }
+        tokio::select! {
+            _ = super::queue::wait_caught_up(holds) => {}
+            _ = self.socket.closing() => {}
+        }
+        if self.pong_deadline.is_some() {
+            // Held back by the server, the client could not answer: it is not late.
+            self.pong_deadline = Some(Instant::now() + self.inner.config.ping_timeout);
+        }
+    }
+
     fn deliver(&mut self, msg: Message) {
         if let Some(conn) = self.conn.as_mut() {
             conn.on_message(msg);
         }
     }
 
-    fn on_ws_message(
+    async fn on_ws_message(
         &mut self,
         msg: Option<Result<WsMessage, tungstenite::Error>>,
     ) -> Result<(), CloseReason> {
         match msg {
             Some(Ok(WsMessage::Text(text))) => match Packet::decode_text(text) {
-                Ok(p) => self.on_packets(vec![p]),
+                Ok(p) => self.on_packets(vec![p]).await,
                 Err(e) => {
                     debug!(error = %e, "bad packet on websocket");
                     Err(CloseReason::ParseError)
@@ -249,6 +273,7 @@ impl Session {
             },
             Some(Ok(WsMessage::Binary(data))) => {
                 self.deliver(Message::Binary(data));
+                self.paced().await;
                 Ok(())
             }
             Some(Ok(WsMessage::Close(_))) | None => Err(CloseReason::TransportClose),

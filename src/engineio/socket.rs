@@ -179,6 +179,12 @@ impl SessionTx {
     pub fn push(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
         self.0.push(item)
     }
+
+    /// Whether the client is behind and still has time to catch up: a publisher of a batch
+    /// waits while it is, rather than push it further behind.
+    pub fn is_catching_up(&self) -> bool {
+        self.0.is_catching_up()
+    }
 }
 
 impl fmt::Debug for SessionTx {
@@ -205,6 +211,9 @@ pub struct Socket {
     closed: AtomicBool,
     /// Set while a WebSocket upgrade is under way, so that a second one is refused.
     pub(crate) upgrading: AtomicBool,
+    /// Queues of other sessions still catching up with what this client published: the
+    /// session reads nothing more from its client until they did (see `queue`).
+    holds: Mutex<Vec<SessionTx>>,
     /// The session's span: entered by everything the session does, so its lines carry
     /// sid, peer and transport without repeating them.
     span: Span,
@@ -225,13 +234,15 @@ impl Socket {
             transport: AtomicU8::new(transport as u8),
             closed: AtomicBool::new(false),
             upgrading: AtomicBool::new(false),
+            holds: Mutex::new(Vec::new()),
             span: session_span(&id, peer, transport),
             id,
         }
     }
 
-    /// Queues frames without waiting. A full queue closes the session as a slow client:
-    /// one slow reader must never stall a broadcast.
+    /// Queues frames without waiting. A refused push (the client fell too far behind, or
+    /// stopped catching up) closes the session as a slow client: one slow reader must never
+    /// stall a broadcast.
     pub fn send(&self, item: Outgoing) -> Result<(), SendError> {
         self.offer(item).map_err(|(e, _)| e)
     }
@@ -250,6 +261,26 @@ impl Socket {
     /// The send side of the outbound queue, for a broadcaster that keeps it at hand.
     pub fn tx(&self) -> SessionTx {
         SessionTx(self.queue.clone())
+    }
+
+    /// Holds the client's next packets until `queues` (other sessions' queues its last
+    /// publish pushed past their limit) caught up: a publisher is paced by its readers.
+    pub fn hold_for(&self, queues: Vec<SessionTx>) {
+        // Its own queue is drained by this very session, which then waits: never on it.
+        let others = queues
+            .into_iter()
+            .filter(|q| !Arc::ptr_eq(&q.0, &self.queue));
+        if let Ok(mut holds) = self.holds.lock() {
+            holds.extend(others);
+        }
+    }
+
+    /// What [`Socket::hold_for`] asked to wait for, cleared.
+    pub(crate) fn take_holds(&self) -> Vec<SessionTx> {
+        self.holds
+            .lock()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default()
     }
 
     /// The session's span, for work done on its behalf outside its task.
@@ -378,7 +409,7 @@ mod tests {
             Sid::random(),
             None,
             TransportKind::Polling,
-            Arc::new(Queue::new(1)),
+            Arc::new(Queue::bounded(1, 1)),
         );
         assert_eq!(s.send(Outgoing::text(Str::from("4a"))), Ok(()));
         assert_eq!(

@@ -229,9 +229,11 @@ impl Api {
         }
         // Everything was checked first: a bad element publishes nothing.
         let published = items.len();
+        // Paced: a long batch goes at the speed of the members that keep reading.
         for (from, publication) in items {
             self.hub
-                .submit(publication, from.map(Identity::into_arc), Vec::new());
+                .submit_paced(publication, from.map(Identity::into_arc))
+                .await;
         }
         Ok(json!({"ok": true, "published": published}))
     }

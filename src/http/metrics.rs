@@ -149,8 +149,14 @@ impl Collector for Sources {
         counter(
             e,
             "slow_client_disconnects",
-            "Clients disconnected because their outbound queue was full.",
+            "Clients disconnected because they fell too far behind (or stopped reading).",
             &c.slow_clients,
+        )?;
+        counter(
+            e,
+            "recovery_cache_evictions",
+            "Messages dropped from a disconnected session's cache (message-cache-limit) to make room; its recovery then fails.",
+            &c.cache_evictions,
         )?;
         counter(
             e,

@@ -23,6 +23,8 @@ pub(crate) struct Fanout {
     pub(crate) queued: u64,
     pub(crate) kept: u64,
     pub(crate) dropped: u64,
+    /// Kept items dropped from a full grace-window cache to make room.
+    pub(crate) evicted: u64,
 }
 
 impl Fanout {
@@ -30,6 +32,10 @@ impl Fanout {
         match d {
             Delivery::Queued => self.queued += 1,
             Delivery::Kept => self.kept += 1,
+            Delivery::KeptEvicting => {
+                self.kept += 1;
+                self.evicted += 1;
+            }
             Delivery::Dropped => self.dropped += 1,
         }
     }
@@ -60,6 +66,11 @@ impl Channel {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// The queues of the sessions that are behind and still catching up.
+    pub(crate) fn catching_up(&self) -> Vec<crate::engineio::SessionTx> {
+        self.slots.iter().filter_map(|s| s.catching_up()).collect()
     }
 
     /// Queues one encoded item to every slot.

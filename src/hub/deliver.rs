@@ -1,13 +1,16 @@
 //! Delivery: a publish to a channel's sessions, a message to one identity's sessions, and
 //! the counters a fan-out adds to.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
 use super::channel::Fanout;
-use super::{Envelope, Hub, HubEvent};
+use super::{Envelope, Hub, HubEvent, Publication};
 use crate::cluster::member_key;
+use crate::engineio::SessionTx;
+use crate::engineio::queue::{any_behind, wait_caught_up};
 
 impl Hub {
     /// Delivers an envelope to every session of its channel's members; returns how many
@@ -80,6 +83,62 @@ impl Hub {
         (f.queued + f.kept) as usize
     }
 
+    /// [`Hub::submit`] for the publisher of a batch, which then waits while a recipient
+    /// catches up (see [`Hub::pace_channel`]).
+    pub async fn submit_paced(&self, publication: Publication, from: Option<Arc<str>>) -> usize {
+        let channel = publication.channel().cloned();
+        let to = match &publication {
+            Publication::Direct { to, .. } => Some(to.clone()),
+            _ => None,
+        };
+        let queued = self.submit(publication, from, Vec::new());
+        if let Some(channel) = channel {
+            self.pace_channel(channel.as_str()).await;
+        } else if let Some(to) = to {
+            self.pace_identity(to.as_str()).await;
+        }
+        queued
+    }
+
+    /// Waits while a session of `channel` is behind and still catching up: how a publisher
+    /// of a batch is held back instead of pushing readers far past their limit. A session
+    /// that stops taking is no longer waited for once the stall time passed (one that
+    /// reads too slowly, once the catch-up time passed), and is cut at its next push: a
+    /// stalled reader holds a publisher up once, by that long at most.
+    pub async fn pace_channel(&self, channel: &str) {
+        wait_caught_up(self.catching_up(channel)).await;
+    }
+
+    /// The queues of `channel`'s sessions that are behind and still catching up.
+    pub(crate) fn catching_up(&self, channel: &str) -> Vec<SessionTx> {
+        if !any_behind() {
+            return Vec::new();
+        }
+        match self.shard(channel).channels.lock() {
+            Ok(map) => map.get(channel).map(|ch| ch.catching_up()),
+            Err(_) => None,
+        }
+        .unwrap_or_default()
+    }
+
+    /// Like [`Hub::pace_channel`], for the sessions of one identity.
+    pub async fn pace_identity(&self, identity: &str) {
+        if !any_behind() {
+            return;
+        }
+        let key = member_key(Some(identity), "");
+        let member = self
+            .registry(&key)
+            .lock()
+            .ok()
+            .and_then(|r| r.get(key.as_str()).cloned());
+        let behind: Vec<SessionTx> = match member.as_ref().map(|m| m.state.lock()) {
+            Some(Ok(st)) => st.slots.iter().filter_map(|s| s.catching_up()).collect(),
+            _ => Vec::new(),
+        };
+        wait_caught_up(behind).await;
+    }
+
     pub(super) fn count_fanout(&self, f: Fanout) {
         self.counters
             .delivered
@@ -88,5 +147,8 @@ impl Hub {
         self.counters
             .dropped
             .fetch_add(f.dropped, Ordering::Relaxed);
+        self.counters
+            .cache_evictions
+            .fetch_add(f.evicted, Ordering::Relaxed);
     }
 }

@@ -86,8 +86,14 @@ impl HubApp {
                     .channel()
                     .ok_or(RequestError::DirectFromClient)?;
                 permit(&st.channels, channel)?;
+                let channel = channel.clone();
                 let from = st.conn.member.identity.clone();
                 self.hub.submit(publication, from, attachments);
+                // A client publishing faster than the channel's members read is held
+                // back, as an API batch is.
+                socket
+                    .engine()
+                    .hold_for(self.hub.catching_up(channel.as_str()));
                 Ok(Answer::ok())
             }
             Request::Init(init) => self.init(socket, st, init).map(Answer::Now),

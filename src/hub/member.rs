@@ -101,6 +101,8 @@ static EPOCHS: AtomicU64 = AtomicU64::new(1);
 pub(crate) enum Delivery {
     Queued,
     Kept,
+    /// Kept, and the cache was full: the oldest kept item was dropped for it.
+    KeptEvicting,
     Dropped,
 }
 
@@ -147,16 +149,21 @@ impl Slot {
                     // The connection is closing (too slow, or gone): keep what it could
                     // not take, so its recovery still gets everything in order.
                     let mut d = Detached::new(socket);
-                    d.keep(item, limit);
+                    let kept = d.keep(item, limit);
                     *state = SlotState::Detached(d);
-                    Delivery::Kept
+                    kept
                 }
             },
-            SlotState::Detached(d) => {
-                d.keep(item.clone(), limit);
-                Delivery::Kept
-            }
+            SlotState::Detached(d) => d.keep(item.clone(), limit),
             SlotState::Gone => Delivery::Dropped,
+        }
+    }
+
+    /// The live session's queue, when its client is behind and still catching up.
+    pub(crate) fn catching_up(&self) -> Option<SessionTx> {
+        match self.state.lock().as_deref() {
+            Ok(SlotState::Live(l)) if l.queue.is_catching_up() => Some(l.queue.clone()),
+            _ => None,
         }
     }
 
@@ -316,15 +323,19 @@ impl Detached {
         }
     }
 
-    fn keep(&mut self, item: Outgoing, limit: usize) {
+    /// Keeps an item, dropping the oldest past the limit; says whether one was lost.
+    fn keep(&mut self, item: Outgoing, limit: usize) -> Delivery {
+        let mut kept = Delivery::Kept;
         // A claimed slot is about to be handed over: dropping now would break the replay.
         if !self.claimed && self.kept.len() >= limit {
             self.kept.pop_front();
             self.overflowed = true;
+            kept = Delivery::KeptEvicting;
             if limit == 0 {
-                return;
+                return kept;
             }
         }
         self.kept.push_back(item);
+        kept
     }
 }

@@ -103,6 +103,8 @@ pub struct Counters {
     pub recovered: AtomicU64,
     /// Items for a session that had ended meanwhile.
     pub dropped: AtomicU64,
+    /// Kept items dropped because a session away got more than the cache holds.
+    pub cache_evictions: AtomicU64,
 }
 
 /// The member count after a subscribe or unsubscribe.

@@ -29,7 +29,7 @@ fn hub() -> Arc<Hub> {
 }
 
 fn socket(queue: usize) -> (Arc<SioSocket>, Arc<Queue>) {
-    let rx = Arc::new(Queue::new(queue));
+    let rx = Arc::new(Queue::bounded(queue, queue));
     let engine = Arc::new(engineio::Socket::new(
         Sid::random(),
         None,
@@ -304,9 +304,19 @@ async fn recovery_is_refused_when_the_offset_is_unknown_or_the_cache_overflowed(
     hub.subscribe(&u.conn, "d", Value::Null).unwrap();
     let backlog = backlog_of(&mut u.rx);
     hub.detach(&u.conn, &u.socket, (backlog, 0), true);
-    for n in 0..6 {
+    let evicted = || hub.counters.cache_evictions.load(Ordering::Relaxed);
+    for n in 0..5 {
         publish(&hub, "d", n);
     }
+    assert_eq!(evicted(), 0, "the cache holds 5");
+    for n in 5..8 {
+        publish(&hub, "d", n);
+    }
+    assert_eq!(
+        evicted(),
+        3,
+        "each message past the cache drops one, and is counted"
+    );
     assert!(
         hub.claim(u.socket.pid.clone().unwrap().as_str(), None, None)
             .is_none()

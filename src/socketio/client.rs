@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug};
 
+use super::attachments::{Budget, Partial};
 use super::packet::{Packet, PacketType};
 use super::socket::{DisconnectReason, SioSocket};
 use super::{App, Event, SocketIoConfig};
@@ -21,8 +23,11 @@ pub(crate) struct Client<A: App> {
     /// Each joined namespace's socket and the application's state for it.
     nsps: HashMap<String, (Arc<SioSocket>, A::State)>,
     /// A binary packet waiting for its attachments.
-    partial: Option<(Packet, Vec<Bytes>, usize)>,
+    partial: Option<Partial>,
     max_attachment_bytes: usize,
+    attachment_timeout: Duration,
+    /// Shared by every session.
+    budget: Arc<Budget>,
     /// Dropped on the first CONNECT, which stops the connect-timeout task.
     connected: Option<oneshot::Sender<()>>,
 }
@@ -32,6 +37,7 @@ impl<A: App> Client<A> {
         engine: Arc<engineio::Socket>,
         app: Arc<A>,
         config: &SocketIoConfig,
+        budget: Arc<Budget>,
     ) -> Client<A> {
         // The timer ends as soon as a namespace is joined (the sender is dropped), so an
         // idle connection carries no task for it.
@@ -57,6 +63,8 @@ impl<A: App> Client<A> {
             nsps: HashMap::new(),
             partial: None,
             max_attachment_bytes: config.max_attachment_bytes,
+            attachment_timeout: config.attachment_timeout,
+            budget,
             connected: Some(connected),
         }
     }
@@ -84,24 +92,33 @@ impl<A: App> Client<A> {
             Err(e) => return self.reject(&e),
         };
         if packet.kind.is_binary() && packet.attachments > 0 {
-            self.partial = Some((packet, Vec::new(), 0));
+            match Partial::start(packet, &self.budget, &self.engine, self.attachment_timeout) {
+                Ok(p) => self.partial = Some(p),
+                Err(refused) => self.reject_as(refused.ws_close()),
+            }
         } else {
             self.on_packet(packet, Vec::new());
         }
     }
 
     fn on_binary(&mut self, data: Bytes) {
-        let Some((_, attachments, size)) = self.partial.as_mut() else {
+        let Some(partial) = self.partial.as_mut() else {
             // What a client with another parser (e.g. msgpack) sends first.
             return self.reject_as(WsClose::new(1003, "binary message not expected"));
         };
-        *size += data.len();
-        if *size > self.max_attachment_bytes {
-            return self.reject_as(WsClose::new(1009, "attachments too big"));
-        }
-        attachments.push(data);
-        if let Some((p, a, _)) = self.partial.take_if(|(p, a, _)| a.len() == p.attachments) {
-            self.on_packet(p, a);
+        match partial.add(data, self.max_attachment_bytes) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Some(p) = self.partial.take() {
+                    let (packet, attachments) = p.finish();
+                    self.on_packet(packet, attachments);
+                }
+            }
+            Err(refused) => {
+                // Dropped at once: its bytes go back to the budget.
+                self.partial = None;
+                self.reject_as(refused.ws_close());
+            }
         }
     }
 

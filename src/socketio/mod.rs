@@ -2,6 +2,7 @@
 //! attachments, and the connect timeout. The application above sees only [`App`] and
 //! [`SioSocket`].
 
+mod attachments;
 mod client;
 pub mod packet;
 mod socket;
@@ -110,6 +111,12 @@ pub struct SocketIoConfig {
     pub connect_timeout: Duration,
     /// Bytes of binary attachments one packet may carry.
     pub max_attachment_bytes: usize,
+    /// A binary packet whose attachments do not all come within this time closes its
+    /// session.
+    pub attachment_timeout: Duration,
+    /// Bytes that binary packets still waiting for attachments may hold, all sessions
+    /// together; past it, a session starting another one is closed.
+    pub attachment_budget: usize,
 }
 
 impl Default for SocketIoConfig {
@@ -117,6 +124,8 @@ impl Default for SocketIoConfig {
         SocketIoConfig {
             connect_timeout: Duration::from_secs(45),
             max_attachment_bytes: 1_000_000,
+            attachment_timeout: Duration::from_secs(20),
+            attachment_budget: 64_000_000,
         }
     }
 }
@@ -126,11 +135,17 @@ impl Default for SocketIoConfig {
 pub struct SocketIo<A> {
     app: Arc<A>,
     config: SocketIoConfig,
+    budget: Arc<attachments::Budget>,
 }
 
 impl<A: App> SocketIo<A> {
     pub fn new(app: Arc<A>, config: SocketIoConfig) -> SocketIo<A> {
-        SocketIo { app, config }
+        let budget = attachments::Budget::new(config.attachment_budget);
+        SocketIo {
+            app,
+            config,
+            budget,
+        }
     }
 }
 
@@ -140,6 +155,7 @@ impl<A: App> engineio::Handler for SocketIo<A> {
             socket.clone(),
             self.app.clone(),
             &self.config,
+            self.budget.clone(),
         ))
     }
 }

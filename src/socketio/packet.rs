@@ -81,6 +81,10 @@ pub enum DecodeError {
     BadJson(String),
     #[error("invalid payload for {0:?}")]
     BadPayload(PacketType),
+    /// A placeholder out of range or repeated, an attachment never referenced, or a
+    /// placeholder in a packet that carries no binary.
+    #[error("illegal attachments: {0}")]
+    BadPlaceholders(&'static str),
 }
 
 impl Packet {
@@ -189,6 +193,8 @@ impl Packet {
         if !packet.payload_is_valid() {
             return Err(DecodeError::BadPayload(kind));
         }
+        check_placeholders(packet.data.as_ref(), packet.attachments)
+            .map_err(DecodeError::BadPlaceholders)?;
         Ok(packet)
     }
 
@@ -251,6 +257,45 @@ impl Packet {
             // Writing JSON into a String cannot fail.
             let _ = serde_json::to_writer(string_writer(out), data);
         }
+    }
+}
+
+/// Checks that the placeholders of a packet with `attachments` binary attachments
+/// reference each attachment exactly once (none at all without attachments): a client
+/// parser refuses anything else, so relaying it would break every recipient.
+pub fn check_placeholders(data: Option<&Value>, attachments: usize) -> Result<(), &'static str> {
+    let mut seen = vec![false; attachments];
+    if let Some(data) = data {
+        mark_placeholders(data, &mut seen)?;
+    }
+    if seen.iter().all(|s| *s) {
+        Ok(())
+    } else {
+        Err("an attachment is never referenced")
+    }
+}
+
+fn mark_placeholders(v: &Value, seen: &mut [bool]) -> Result<(), &'static str> {
+    match v {
+        Value::Array(items) => items.iter().try_for_each(|i| mark_placeholders(i, seen)),
+        // What socket.io-parser takes for a placeholder: `_placeholder` set to true.
+        Value::Object(map) if map.get("_placeholder") == Some(&Value::Bool(true)) => {
+            if seen.is_empty() {
+                return Err("placeholder in a packet without attachments");
+            }
+            let slot = map
+                .get("num")
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .and_then(|n| seen.get_mut(n))
+                .ok_or("placeholder number missing or out of range")?;
+            if std::mem::replace(slot, true) {
+                return Err("attachment referenced twice");
+            }
+            Ok(())
+        }
+        Value::Object(map) => map.values().try_for_each(|i| mark_placeholders(i, seen)),
+        _ => Ok(()),
     }
 }
 
@@ -323,7 +368,10 @@ mod tests {
         assert_eq!(p.nsp, "/custom");
         let p = Packet::decode(r#"0/admin,{"token":"1"}"#).unwrap();
         assert_eq!(p.data, Some(json!({"token": "1"})));
-        let p = Packet::decode(r#"52-["message",{"_placeholder":true,"num":0}]"#).unwrap();
+        let p = Packet::decode(
+            r#"52-["message",{"_placeholder":true,"num":0},{"a":[{"_placeholder":true,"num":1}]}]"#,
+        )
+        .unwrap();
         assert_eq!((p.kind, p.attachments), (PacketType::BinaryEvent, 2));
         let p = Packet::decode(r#"2/nsp,12["ev"]"#).unwrap();
         assert_eq!((p.nsp.as_str(), p.id), ("/nsp", Some(12)));
@@ -344,7 +392,16 @@ mod tests {
     #[test]
     fn round_trips() {
         round_trip(Packet::event("/", json!(["a", 1, null]), 0));
-        round_trip(Packet::event("/x", json!(["a"]), 3));
+        round_trip(Packet::event(
+            "/x",
+            json!([
+                "a",
+                (0..3)
+                    .map(|n| json!({"_placeholder": true, "num": n}))
+                    .collect::<Vec<_>>()
+            ]),
+            3,
+        ));
         round_trip(Packet::ack("/", 0, json!([]), 0));
         round_trip(Packet::new(PacketType::Disconnect, "/chat", None));
         round_trip(Packet {
@@ -380,6 +437,33 @@ mod tests {
         assert!(matches!(Packet::decode("2[\"a\""), Err(BadJson(_))));
     }
 
+    #[test]
+    fn rejects_placeholders_that_do_not_match_the_attachments() {
+        let bad = |s: &str| matches!(Packet::decode(s), Err(DecodeError::BadPlaceholders(_)));
+        let ph = |n: &str| format!(r#"{{"_placeholder":true,"num":{n}}}"#);
+        // Out of range, not an integer, missing.
+        assert!(bad(&format!(r#"51-["publish","room",{}]"#, ph("5"))));
+        assert!(bad(&format!(r#"51-["publish","room",{}]"#, ph("-1"))));
+        assert!(bad(&format!(r#"51-["publish","room",{}]"#, ph("0.5"))));
+        assert!(bad(&format!(r#"51-["publish","room",{}]"#, ph("\"0\""))));
+        assert!(bad(r#"51-["publish","room",{"_placeholder":true}]"#));
+        // Referenced twice, or never.
+        assert!(bad(&format!(r#"52-["p",{},{}]"#, ph("0"), ph("0"))));
+        assert!(bad(&format!(r#"52-["p",{}]"#, ph("1"))));
+        assert!(bad(r#"51-["p","no placeholder"]"#));
+        // Nested, and in packets that carry no binary.
+        assert!(bad(&format!(
+            r#"51-["p",{{"x":[{}]}},{}]"#,
+            ph("0"),
+            ph("0")
+        )));
+        assert!(bad(&format!(r#"2["p",{}]"#, ph("0"))));
+        assert!(bad(&format!(r#"31[{{"deep":{}}}]"#, ph("0"))));
+        // Only `_placeholder: true` makes a placeholder.
+        assert!(Packet::decode(r#"2["p",{"_placeholder":false,"num":9}]"#).is_ok());
+        assert!(Packet::decode(&format!(r#"61-3[{}]"#, ph("0"))).is_ok());
+    }
+
     proptest! {
         #[test]
         fn any_string_decodes_without_panic(s in "\\PC{0,64}") {
@@ -395,7 +479,8 @@ mod tests {
 
         #[test]
         fn events_round_trip(name in "[a-z]{1,8}", id in proptest::option::of(any::<u64>()), n in 0usize..4, nsp in "/[a-z]{0,6}") {
-            let p = Packet { id, ..Packet::event(&nsp, json!([name, 1, "x"]), n) };
+            let refs: Vec<Value> = (0..n).map(|i| json!({"_placeholder": true, "num": i})).collect();
+            let p = Packet { id, ..Packet::event(&nsp, json!([name, 1, "x", refs]), n) };
             prop_assert_eq!(Packet::decode(&p.encode()).unwrap(), p);
         }
     }

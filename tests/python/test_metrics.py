@@ -109,6 +109,7 @@ def test_metrics_parse_and_count_what_happens(monitored, hook):
         "realtime_messages_dropped": "counter",
         "realtime_slow_client_disconnects": "counter",
         "realtime_recovered": "counter",
+        "realtime_recovery_cache_evictions": "counter",
         "realtime_origin_refused": "counter",
         "realtime_refusals": "counter",
         "realtime_monitor_queue": "gauge",

@@ -28,8 +28,11 @@ async fn malformed_packets_close_the_websocket_session() {
         &["42abc[\"subscribe\",\"x\"]"], // non-numeric ack id
         &["451-[\"publish\"]", "4x"],    // text where an attachment was due
         &["459999-[\"publish\"]"],       // absurd attachment count
-        &["41/other,"],                  // leaving a namespace never joined
-        &["40"],                         // joining a namespace twice
+        // placeholders that do not match the attachments
+        &[r#"451-["publish","x",{"_placeholder":true,"num":5}]"#],
+        &[r#"42["publish","x",{"_placeholder":true,"num":0}]"#],
+        &["41/other,"], // leaving a namespace never joined
+        &["40"],        // joining a namespace twice
     ];
     for packets in cases {
         assert_closes(&mut server, packets).await;
@@ -146,5 +149,81 @@ async fn attachments_over_max_payload_close_as_too_big() {
         close_frame(&mut ws, Duration::from_secs(3)).await,
         Some((1009, "attachments too big".into()))
     );
+    server.assert_serving().await;
+}
+
+/// Announces two attachments and sends one of `size` bytes.
+async fn half_sent(ws: &mut Ws, size: usize) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    send(
+        ws,
+        r#"452-["publish","chat",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+    )
+    .await;
+    ws.send(Message::binary(vec![7u8; size])).await.unwrap();
+}
+
+#[tokio::test]
+async fn attachments_not_all_sent_in_time_close_the_session() {
+    let mut server = Server::start("[Server]\nping-timeout = 1s\n");
+    let mut ws = sio_connect(server.port, "").await;
+    half_sent(&mut ws, 100).await;
+    assert_eq!(
+        close_frame(&mut ws, Duration::from_secs(10)).await,
+        Some((1002, "attachments not sent in time".into()))
+    );
+    server.assert_serving().await;
+}
+
+#[tokio::test]
+async fn half_sent_attachments_of_all_sessions_stay_within_one_budget() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    // max-payload 1000: 64,000 bytes for all unfinished packets, 71 of 900 bytes.
+    let mut server = Server::start("[Server]\nmax-payload = 1000\n");
+    let p = server.port;
+    let mut sessions = Vec::new();
+    for _ in 0..72 {
+        let mut ws = sio_connect(p, "").await;
+        half_sent(&mut ws, 900).await;
+        sessions.push(ws);
+    }
+    // Whichever came last is refused; the others are held (nothing else can close them).
+    let closes: Vec<_> = futures_util::future::join_all(
+        sessions
+            .iter_mut()
+            .map(|ws| close_frame(ws, Duration::from_secs(5))),
+    )
+    .await;
+    let refused = (1013, "too many attachments in flight".to_owned());
+    assert_eq!(
+        closes
+            .iter()
+            .filter(|c| **c == Some(refused.clone()))
+            .count(),
+        1
+    );
+    assert_eq!(closes.iter().filter(|c| c.is_none()).count(), 71);
+
+    // The bytes of sessions that end go back to the budget: binary packets go through again.
+    drop(sessions);
+    wait_until_async(
+        Duration::from_secs(10),
+        "a binary publish to go through",
+        || async {
+            let mut ws = sio_connect(p, "").await;
+            send(
+                &mut ws,
+                r#"451-1["publish","chat",{"_placeholder":true,"num":0}]"#,
+            )
+            .await;
+            if ws.send(Message::binary(vec![1u8; 900])).await.is_err() {
+                return false;
+            }
+            matches!(next_sio(&mut ws).await, Some(ack) if ack.starts_with("31["))
+        },
+    )
+    .await;
     server.assert_serving().await;
 }
