@@ -120,7 +120,10 @@ impl Inner {
         transport: TransportKind,
         ws: Option<Box<WsStream>>,
     ) -> Result<Arc<Socket>, EngineError> {
-        let queue = Arc::new(Queue::new(self.config.queue_capacity));
+        let queue = Arc::new(Queue::with_history(
+            self.config.queue_capacity,
+            self.config.history,
+        ));
         let (control_tx, control_rx) = mpsc::channel(8);
         let socket = Arc::new(Socket::new(Sid::random(), peer, transport, queue.clone()));
         {

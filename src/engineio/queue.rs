@@ -3,6 +3,9 @@
 //! A broadcast pushes into thousands of these per message, so a push is one short lock and
 //! wakes the receiver only when the queue goes from empty to not empty (the receiver drains
 //! everything before it waits again).
+//!
+//! It also keeps the last tagged items taken, under the same lock as the queue, so that what
+//! a replay needs can be handed over at once, even while the session is still writing.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -20,20 +23,31 @@ pub(crate) struct Queue {
     /// Wakes the receiver; a notification sent while it is busy is kept for its next wait.
     notify: Notify,
     capacity: usize,
+    /// How many tagged items taken are kept for a replay (0: none).
+    history: usize,
 }
 
 #[derive(Default)]
 struct State {
     items: VecDeque<Outgoing>,
     closed: bool,
+    /// The last tagged items taken, oldest first: taken is not delivered.
+    taken: VecDeque<Outgoing>,
 }
 
 impl Queue {
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize) -> Queue {
+        Queue::with_history(capacity, 0)
+    }
+
+    /// A queue that remembers the last `history` tagged items taken from it.
+    pub(crate) fn with_history(capacity: usize, history: usize) -> Queue {
         Queue {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             capacity: capacity.max(1),
+            history,
         }
     }
 
@@ -63,7 +77,16 @@ impl Queue {
     pub(crate) fn take(&self, max: usize, out: &mut Vec<Outgoing>) -> usize {
         let mut st = self.lock();
         let n = st.items.len().min(max);
+        let from = out.len();
         out.extend(st.items.drain(..n));
+        if self.history > 0 {
+            for item in out[from..].iter().filter(|i| i.tag != 0) {
+                if st.taken.len() == self.history {
+                    st.taken.pop_front();
+                }
+                st.taken.push_back(item.clone());
+            }
+        }
         if st.items.is_empty() && st.items.capacity() > KEEP_CAPACITY {
             st.items.shrink_to(KEEP_CAPACITY);
         }
@@ -83,7 +106,32 @@ impl Queue {
         }
     }
 
+    /// Hands over what a replay elsewhere needs: the tagged items taken (the history) and
+    /// then those never taken, oldest first, with how many were taken. Only when `accept`
+    /// takes them: then the queue is closed and emptied, so nothing is written twice; else
+    /// it is left as it was.
+    pub(crate) fn seize_if(
+        &self,
+        accept: impl FnOnce(&VecDeque<Outgoing>) -> bool,
+    ) -> Option<(VecDeque<Outgoing>, usize)> {
+        let mut st = self.lock();
+        let taken = st.taken.len();
+        let mut items = std::mem::take(&mut st.taken);
+        items.extend(st.items.iter().filter(|i| i.tag != 0).cloned());
+        if !accept(&items) {
+            items.truncate(taken);
+            st.taken = items;
+            return None;
+        }
+        st.items.clear();
+        st.closed = true;
+        drop(st);
+        self.notify.notify_one();
+        Some((items, taken))
+    }
+
     /// Refuses every later push; what is queued stays to be taken.
+    #[cfg(test)]
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.notify.notify_one();
@@ -147,5 +195,34 @@ mod tests {
         producer.await.unwrap();
         assert_eq!(got, (1..=5000).collect::<Vec<_>>());
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn the_history_is_handed_over_only_when_accepted() {
+        let q = Queue::with_history(8, 2);
+        for n in 1..=4 {
+            q.push(item(n)).unwrap();
+        }
+        q.push(Outgoing::text(Str::from("3"))).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(q.take(3, &mut out), 3);
+        assert_eq!(q.seize_if(|_| false).map(|_| ()), None);
+        assert!(
+            q.push(item(5)).is_ok(),
+            "a refused hand-over leaves the queue open"
+        );
+        let (items, taken) = q.seize_if(|_| true).unwrap();
+        // Taken 1 to 3, of which the last two are kept; 4 and 5 were never taken.
+        assert_eq!(
+            items.iter().map(|i| i.tag).collect::<Vec<_>>(),
+            [2, 3, 4, 5]
+        );
+        assert_eq!(taken, 2);
+        assert_eq!(q.len(), 0);
+        assert!(matches!(q.push(item(6)), Err((SendError::Closed, _))));
+        assert_eq!(
+            q.seize_if(|_| true).map(|(i, t)| (i.len(), t)),
+            Some((0, 0))
+        );
     }
 }

@@ -57,8 +57,6 @@ pub(crate) struct Session {
     control: mpsc::Receiver<Control>,
     /// Frames taken from the queue that wait for the next polling GET.
     pending: VecDeque<Frame>,
-    /// The last tagged items taken from the queue, oldest first (at most `config.history`).
-    history: VecDeque<Outgoing>,
     transport: Transport,
     /// When the next ping goes out (if no pong is awaited).
     ping_at: Instant,
@@ -84,7 +82,6 @@ impl Session {
             queue,
             control,
             pending: VecDeque::new(),
-            history: VecDeque::new(),
             transport: Transport::new(ws),
             ping_at,
             pong_deadline: None,
@@ -267,20 +264,7 @@ impl Session {
         self.queue.take(DRAIN_BATCH, &mut items);
         for item in items {
             self.pending.extend(item.frames().iter().cloned());
-            self.remember(item);
         }
-    }
-
-    /// Keeps a tagged item in the history, dropping the oldest past the limit.
-    fn remember(&mut self, item: Outgoing) {
-        let limit = self.inner.config.history;
-        if item.tag == 0 || limit == 0 {
-            return;
-        }
-        if self.history.len() == limit {
-            self.history.pop_front();
-        }
-        self.history.push_back(item);
     }
 
     /// Writes a batch taken from the queue plus whatever else is ready, then flushes once.
@@ -290,16 +274,12 @@ impl Session {
                 .iter()
                 .flat_map(|i| i.frames().iter().cloned())
                 .collect();
-            let written = self.write_frames(frames).await;
-            // Taken is taken, written or not: a replay decides by what the client saw.
-            for item in items {
-                self.remember(item);
-            }
-            written
+            // The queue kept what was taken: written or not, a replay decides by what the
+            // client saw.
+            self.write_frames(frames).await
         } else {
             for item in items {
                 self.pending.extend(item.frames().iter().cloned());
-                self.remember(item);
             }
             self.take_ready();
             self.flush_poll()
@@ -451,7 +431,6 @@ impl Session {
         self.socket.mark_closed();
         debug!(reason = reason.as_str(), "session closed");
         let backlog = Backlog {
-            history: std::mem::take(&mut self.history),
             queue: Some(self.queue.clone()),
         };
         if let Some(conn) = self.conn.take() {
