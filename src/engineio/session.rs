@@ -115,6 +115,7 @@ impl Session {
         loop {
             let timer = self.pong_deadline.unwrap_or(self.ping_at);
             let can_write = self.transport.can_write();
+            let batch_max = self.batch_max();
             // Filled only when the queue branch wins (no allocation until then).
             let mut batch = Vec::new();
             // Unbiased: a client flooding one direction cannot starve the other, or the timers.
@@ -128,7 +129,7 @@ impl Session {
                         return Err(CloseReason::TransportClose);
                     }
                 },
-                n = self.queue.wait_take(DRAIN_BATCH, &mut batch), if can_write => {
+                n = self.queue.wait_take(batch_max, &mut batch), if can_write => {
                     if n > 0 && n < DRAIN_BATCH && matches!(self.transport, Transport::WebSocket(_)) {
                         // Let the broadcasts already under way land too: one write for
                         // several of them costs less than a write for each.
@@ -258,10 +259,24 @@ impl Session {
         }
     }
 
+    /// How many items to take from the queue at once: on polling, no more than the next
+    /// answer carries, so the rest waits in the bounded queue (which is what notices a
+    /// client that does not keep up).
+    fn batch_max(&self) -> usize {
+        match self.transport {
+            Transport::WebSocket(_) => DRAIN_BATCH,
+            _ => self.inner.config.max_poll_packets.clamp(1, DRAIN_BATCH),
+        }
+    }
+
     /// Moves whatever is already queued into `pending`, without waiting.
     fn take_ready(&mut self) {
+        let max = match self.transport {
+            Transport::WebSocket(_) => DRAIN_BATCH,
+            _ => self.batch_max().saturating_sub(self.pending.len()),
+        };
         let mut items = Vec::new();
-        self.queue.take(DRAIN_BATCH, &mut items);
+        self.queue.take(max, &mut items);
         for item in items {
             self.pending.extend(item.frames().iter().cloned());
         }
@@ -344,14 +359,15 @@ impl Session {
         Ok(())
     }
 
-    /// Takes pending frames up to the max payload (at least one frame).
+    /// Takes pending frames up to the max payload and the packet limit (at least one frame).
     fn take_payload(&mut self) -> Bytes {
         let max = self.inner.config.max_payload;
+        let max_packets = self.inner.config.max_poll_packets;
         let mut size = 0;
         let mut n = 0;
         for f in &self.pending {
             let len = packet::payload_len(f) + usize::from(n > 0);
-            if n > 0 && size + len > max {
+            if n > 0 && (size + len > max || n >= max_packets) {
                 break;
             }
             size += len;
