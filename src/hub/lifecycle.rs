@@ -105,6 +105,15 @@ impl Hub {
         }
     }
 
+    /// Forgets `pid` if it still leads to `slot`.
+    fn unindex_pid(&self, pid: Option<Sid>, slot: &Arc<Slot>) {
+        if let (Some(pid), Ok(mut map)) = (pid, self.recovery.lock())
+            && map.get(&pid).is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            map.remove(&pid);
+        }
+    }
+
     /// Adds a connection to its member (member lock held).
     fn join_member(
         &self,
@@ -176,7 +185,11 @@ impl Hub {
                     hub.expire(&slot, epoch);
                 });
             }
-            Detach::Ended => self.remove_slot(&conn.slot),
+            Detach::Ended => {
+                // The slot is gone already: only the connection still knows its pid.
+                self.unindex_pid(socket.pid.clone(), &conn.slot);
+                self.remove_slot(&conn.slot);
+            }
             Detach::TakenOver => {}
         }
     }
@@ -218,11 +231,7 @@ impl Hub {
     /// Removes a slot from its member and channels (member lock held). The member's last
     /// slot takes the member out of every channel, with `onUnsubscribe`.
     fn drop_slot(&self, st: &mut MemberState, slot: &Arc<Slot>) {
-        if let (Some(pid), Ok(mut map)) = (slot.pid(), self.recovery.lock())
-            && map.get(&pid).is_some_and(|s| Arc::ptr_eq(s, slot))
-        {
-            map.remove(&pid);
-        }
+        self.unindex_pid(slot.pid(), slot);
         slot.end();
         st.slots.retain(|s| !Arc::ptr_eq(s, slot));
         for ch in &st.channels {

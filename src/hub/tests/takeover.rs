@@ -127,3 +127,18 @@ async fn without_a_pid_a_new_connection_is_another_tab_and_keeps_the_membership(
     assert!(commands(&received(&mut watcher.rx)).is_empty(), "no churn");
     assert_eq!(hub.count("c"), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_session_that_ends_is_no_longer_found_by_its_pid() {
+    let hub = hub();
+    let gone = open_tab(&hub, Some("ann"));
+    let left = open_tab(&hub, None);
+    let kept = open_tab(&hub, None);
+    assert_eq!(hub.recovery.lock().unwrap().len(), 3);
+    hub.detach(&gone.conn, &gone.socket, Default::default(), true);
+    hub.detach(&left.conn, &left.socket, Default::default(), false);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let map = hub.recovery.lock().unwrap();
+    assert_eq!(map.len(), 1);
+    assert!(map.contains_key(kept.socket.pid.as_ref().unwrap()));
+}
