@@ -142,3 +142,24 @@ async fn a_session_that_ends_is_no_longer_found_by_its_pid() {
     assert_eq!(map.len(), 1);
     assert!(map.contains_key(kept.socket.pid.as_ref().unwrap()));
 }
+
+#[tokio::test]
+async fn a_session_caught_between_its_end_and_its_detach_is_not_taken_over_empty() {
+    let hub = hub();
+    let mut old = open_tab(&hub, None);
+    hub.subscribe(&old.conn, "c", Value::Null).unwrap();
+    publish(&hub, "c", 1);
+    publish(&hub, "c", 2);
+    let seen = offset_of(&received(&mut old.rx), 1);
+    // Its session ended and handed its queue over; the detach has not come yet.
+    let backlog = old.socket.engine().take_backlog(|_| true).unwrap();
+    let pid = old.socket.pid.clone().unwrap();
+    assert!(hub.claim(pid.as_str(), Some(seen), None).is_none());
+    hub.detach(&old.conn, &old.socket, backlog, true);
+    let claim = hub
+        .claim(pid.as_str(), Some(seen), None)
+        .expect("detached now");
+    let (socket, mut rx) = socket(64);
+    hub.attach(&socket, None, Some(claim));
+    assert_eq!(data(&received(&mut rx)), [json!(2)]);
+}
