@@ -159,7 +159,7 @@ mod tests {
             assert!(seen.insert((k.section, k.name)), "{} {}", k.section, k.name);
         }
         // Every field of every section: a new key must be classified here.
-        assert_eq!(KEYS.len(), 44);
+        assert_eq!(KEYS.len(), 45);
     }
 
     #[test]
@@ -181,6 +181,7 @@ mod tests {
             ("Server", "max-http-connections", "1"),
             ("Server", "body-timeout", "1s"),
             ("Server", "shutdown-grace", "1s"),
+            ("Server", "max-poll-packets", "1"),
             ("Flash", "enabled", "false"),
             ("Flash", "port", "1"),
             ("Flash", "policy-file", "/p.xml"),

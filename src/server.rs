@@ -154,6 +154,7 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
         // flight when it went, not a whole cache (it costs memory on every connection).
         history: config.messaging.message_cache_limit.min(HISTORY),
         body_timeout: s.body_timeout,
+        max_poll_packets: s.max_poll_packets,
         ..EngineConfig::default()
     };
     let security = Arc::new(Security::from_config(config)?);

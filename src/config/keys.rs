@@ -188,6 +188,8 @@ pub const KEYS: &[Key] = &[
         "How long a request body (a polling POST, an `/api/` request) may take to arrive."),
     key!("Server" "shutdown-grace", Duration, "5s", Restart, server.shutdown_grace,
         "At shutdown, how long clients get to be told and connections to finish; 0: no wait."),
+    key!("Server" "max-poll-packets", Positive, "16", Restart, server.max_poll_packets,
+        "Packets one long-polling answer carries at most; the rest go in the next poll."),
     key!("Flash" "enabled", Bool, "true", Restart, flash.enabled,
         "Answer Flash socket policy requests."),
     key!("Flash" "port", Port, "843", Restart, flash.port,

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// At shutdown, how long sessions and connections get to finish; zero: no wait.
     pub shutdown_grace: Duration,
+    /// Packets one long-polling answer carries at most (python-engineio takes 16).
+    pub max_poll_packets: usize,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             max_http_connections: 200_000,
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            max_poll_packets: 16,
         }
     }
 }
@@ -144,6 +147,7 @@ impl ServerConfig {
             "body-timeout" => self.body_timeout = nonzero_duration(v)?,
             // 0 is allowed: sessions are told to close, and nothing waits for them.
             "shutdown-grace" => self.shutdown_grace = duration(v)?,
+            "max-poll-packets" => self.max_poll_packets = positive(v)?,
             _ => return Err(SetError::UnknownKey),
         }
         Ok(())

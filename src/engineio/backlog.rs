@@ -6,10 +6,9 @@ use std::sync::Arc;
 use super::queue::Queue;
 use super::socket::Outgoing;
 
-/// What a closed session leaves for the layer above: the tagged items it already took
-/// from its queue (its history), and the queue with whatever was never taken.
+/// What a closed session leaves for the layer above: its queue, which holds the tagged
+/// items the session already took (its history) and whatever was never taken.
 pub struct Backlog {
-    pub(super) history: VecDeque<Outgoing>,
     pub(super) queue: Option<Arc<Queue>>,
 }
 
@@ -21,10 +20,7 @@ impl std::fmt::Debug for Backlog {
 
 impl Backlog {
     pub fn empty() -> Backlog {
-        Backlog {
-            history: VecDeque::new(),
-            queue: None,
-        }
+        Backlog { queue: None }
     }
 
     /// Every tagged item, in the order it was queued, and how many of them (at the front)
@@ -32,14 +28,9 @@ impl Backlog {
     /// queue is closed first, so a sender that comes later is refused rather than lost in
     /// silence.
     pub fn into_tagged(mut self) -> (VecDeque<Outgoing>, usize) {
-        let mut items = std::mem::take(&mut self.history);
-        let taken = items.len();
-        if let Some(queue) = self.queue.take() {
-            queue.close();
-            let mut rest = Vec::new();
-            queue.take(usize::MAX, &mut rest);
-            items.extend(rest.into_iter().filter(|i| i.tag != 0));
-        }
-        (items, taken)
+        self.queue
+            .take()
+            .and_then(|queue| queue.seize_if(|_| true))
+            .unwrap_or_default()
     }
 }

@@ -40,6 +40,8 @@ pub struct EngineConfig {
     pub close_grace: Duration,
     /// How long a POST body may take to arrive.
     pub body_timeout: Duration,
+    /// Packets one polling answer carries at most; the rest go in the next poll.
+    pub max_poll_packets: usize,
     /// Tagged items each session keeps after taking them from its queue, for replay
     /// after a lost transport (0: none).
     pub history: usize,
@@ -62,6 +64,7 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_secs(10),
             close_grace: session::default_close_grace(ping_timeout),
             body_timeout: Duration::from_secs(30),
+            max_poll_packets: 16,
             history: 0,
             sessions: TaskTracker::new(),
         }
@@ -121,7 +124,10 @@ impl Inner {
         transport: TransportKind,
         ws: Option<Box<WsStream>>,
     ) -> Result<Arc<Socket>, EngineError> {
-        let queue = Arc::new(Queue::new(self.config.queue_capacity));
+        let queue = Arc::new(Queue::with_history(
+            self.config.queue_capacity,
+            self.config.history,
+        ));
         let (control_tx, control_rx) = mpsc::channel(8);
         let socket = Arc::new(Socket::new(Sid::random(), peer, transport, queue.clone()));
         {

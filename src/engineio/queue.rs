@@ -9,6 +9,9 @@
 //! goes [`STALL`] without) and is back to half the limit within [`CATCH_UP`], up to
 //! [`CAP_FACTOR`] times the limit (the memory bound). Past any of these, the receiver is
 //! slow: the next push is refused.
+//!
+//! It also keeps the last tagged items taken, under the same lock as the queue, so that what
+//! a replay needs can be handed over at once, even while the session is still writing.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,6 +68,8 @@ pub(crate) struct Queue {
     notify: Notify,
     limit: usize,
     cap: usize,
+    /// How many tagged items taken are kept for a replay (0: none).
+    history: usize,
 }
 
 #[derive(Default)]
@@ -74,6 +79,8 @@ struct State {
     /// Set once the queue passes its limit, until it is back to half of it: when it passed
     /// it, and when the receiver last took something since.
     behind: Option<Behind>,
+    /// The last tagged items taken, oldest first: taken is not delivered.
+    taken: VecDeque<Outgoing>,
 }
 
 #[derive(Clone, Copy)]
@@ -89,20 +96,32 @@ impl Behind {
 }
 
 impl Queue {
-    /// A queue whose receiver may fall `limit` items behind, or up to [`CAP_FACTOR`] times
-    /// that while it keeps taking.
+    /// As [`Queue::with_history`], with no history.
+    #[cfg(test)]
     pub(crate) fn new(limit: usize) -> Queue {
-        Queue::bounded(limit, limit.saturating_mul(CAP_FACTOR))
+        Queue::with_history(limit, 0)
+    }
+
+    /// A queue whose receiver may fall `limit` items behind, or up to [`CAP_FACTOR`] times
+    /// that while it keeps taking, remembering the last `history` tagged items taken from it.
+    pub(crate) fn with_history(limit: usize, history: usize) -> Queue {
+        Queue::build(limit, limit.saturating_mul(CAP_FACTOR), history)
     }
 
     /// A queue with its hard cap given.
+    #[cfg(test)]
     pub(crate) fn bounded(limit: usize, cap: usize) -> Queue {
+        Queue::build(limit, cap, 0)
+    }
+
+    fn build(limit: usize, cap: usize, history: usize) -> Queue {
         let limit = limit.max(1);
         Queue {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             limit,
             cap: cap.max(limit),
+            history,
         }
     }
 
@@ -147,6 +166,7 @@ impl Queue {
     pub(crate) fn take(&self, max: usize, out: &mut Vec<Outgoing>) -> usize {
         let mut st = self.lock();
         let n = st.items.len().min(max);
+        let from = out.len();
         out.extend(st.items.drain(..n));
         if st.items.len() <= self.limit / 2 {
             if st.behind.take().is_some() {
@@ -155,6 +175,14 @@ impl Queue {
         } else if let Some(b) = st.behind.as_mut().filter(|_| n > 0) {
             // Progress: the receiver is catching up.
             b.progress = Instant::now();
+        }
+        if self.history > 0 {
+            for item in out[from..].iter().filter(|i| i.tag != 0) {
+                if st.taken.len() == self.history {
+                    st.taken.pop_front();
+                }
+                st.taken.push_back(item.clone());
+            }
         }
         if st.items.is_empty() && st.items.capacity() > KEEP_CAPACITY {
             st.items.shrink_to(KEEP_CAPACITY);
@@ -185,7 +213,36 @@ impl Queue {
                 .is_some_and(|b| !b.is_stalled() && b.progress.elapsed() < PATIENCE)
     }
 
+    /// Hands over what a replay elsewhere needs: the tagged items taken (the history) and
+    /// then those never taken, oldest first, with how many were taken. Only when `accept`
+    /// takes them: then the queue is closed and emptied, so nothing is written twice; else
+    /// it is left as it was. `None` too once handed over: a second taker would get nothing
+    /// and take it for an empty history.
+    pub(crate) fn seize_if(
+        &self,
+        accept: impl FnOnce(&VecDeque<Outgoing>) -> bool,
+    ) -> Option<(VecDeque<Outgoing>, usize)> {
+        let mut st = self.lock();
+        if st.closed {
+            return None;
+        }
+        let taken = st.taken.len();
+        let mut items = std::mem::take(&mut st.taken);
+        items.extend(st.items.iter().filter(|i| i.tag != 0).cloned());
+        if !accept(&items) {
+            items.truncate(taken);
+            st.taken = items;
+            return None;
+        }
+        st.items.clear();
+        st.closed = true;
+        drop(st);
+        self.notify.notify_one();
+        Some((items, taken))
+    }
+
     /// Refuses every later push; what is queued stays to be taken.
+    #[cfg(test)]
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.notify.notify_one();
@@ -334,5 +391,31 @@ mod tests {
         producer.await.unwrap();
         assert_eq!(got, (1..=5000).collect::<Vec<_>>());
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn the_history_is_handed_over_only_when_accepted() {
+        let q = Queue::with_history(8, 2);
+        for n in 1..=4 {
+            q.push(item(n)).unwrap();
+        }
+        q.push(Outgoing::text(Str::from("3"))).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(q.take(3, &mut out), 3);
+        assert_eq!(q.seize_if(|_| false).map(|_| ()), None);
+        assert!(
+            q.push(item(5)).is_ok(),
+            "a refused hand-over leaves the queue open"
+        );
+        let (items, taken) = q.seize_if(|_| true).unwrap();
+        // Taken 1 to 3, of which the last two are kept; 4 and 5 were never taken.
+        assert_eq!(
+            items.iter().map(|i| i.tag).collect::<Vec<_>>(),
+            [2, 3, 4, 5]
+        );
+        assert_eq!(taken, 2);
+        assert_eq!(q.len(), 0);
+        assert!(matches!(q.push(item(6)), Err((SendError::Closed, _))));
+        assert!(q.seize_if(|_| true).is_none(), "handed over once");
     }
 }

@@ -57,8 +57,6 @@ pub(crate) struct Session {
     control: mpsc::Receiver<Control>,
     /// Frames taken from the queue that wait for the next polling GET.
     pending: VecDeque<Frame>,
-    /// The last tagged items taken from the queue, oldest first (at most `config.history`).
-    history: VecDeque<Outgoing>,
     transport: Transport,
     /// When the next ping goes out (if no pong is awaited).
     ping_at: Instant,
@@ -84,7 +82,6 @@ impl Session {
             queue,
             control,
             pending: VecDeque::new(),
-            history: VecDeque::new(),
             transport: Transport::new(ws),
             ping_at,
             pong_deadline: None,
@@ -118,6 +115,7 @@ impl Session {
         loop {
             let timer = self.pong_deadline.unwrap_or(self.ping_at);
             let can_write = self.transport.can_write();
+            let batch_max = self.batch_max();
             // Filled only when the queue branch wins (no allocation until then).
             let mut batch = Vec::new();
             // Unbiased: a client flooding one direction cannot starve the other, or the timers.
@@ -131,7 +129,7 @@ impl Session {
                         return Err(CloseReason::TransportClose);
                     }
                 },
-                n = self.queue.wait_take(DRAIN_BATCH, &mut batch), if can_write => {
+                n = self.queue.wait_take(batch_max, &mut batch), if can_write => {
                     if n > 0 && n < DRAIN_BATCH && matches!(self.transport, Transport::WebSocket(_)) {
                         // Let the broadcasts already under way land too: one write for
                         // several of them costs less than a write for each.
@@ -286,26 +284,27 @@ impl Session {
         }
     }
 
-    /// Moves whatever is already queued into `pending`, without waiting.
-    fn take_ready(&mut self) {
-        let mut items = Vec::new();
-        self.queue.take(DRAIN_BATCH, &mut items);
-        for item in items {
-            self.pending.extend(item.frames().iter().cloned());
-            self.remember(item);
+    /// How many items to take from the queue at once: on polling, no more than the next
+    /// answer carries, so the rest waits in the bounded queue (which is what notices a
+    /// client that does not keep up).
+    fn batch_max(&self) -> usize {
+        match self.transport {
+            Transport::WebSocket(_) => DRAIN_BATCH,
+            _ => self.inner.config.max_poll_packets.clamp(1, DRAIN_BATCH),
         }
     }
 
-    /// Keeps a tagged item in the history, dropping the oldest past the limit.
-    fn remember(&mut self, item: Outgoing) {
-        let limit = self.inner.config.history;
-        if item.tag == 0 || limit == 0 {
-            return;
+    /// Moves whatever is already queued into `pending`, without waiting.
+    fn take_ready(&mut self) {
+        let max = match self.transport {
+            Transport::WebSocket(_) => DRAIN_BATCH,
+            _ => self.batch_max().saturating_sub(self.pending.len()),
+        };
+        let mut items = Vec::new();
+        self.queue.take(max, &mut items);
+        for item in items {
+            self.pending.extend(item.frames().iter().cloned());
         }
-        if self.history.len() == limit {
-            self.history.pop_front();
-        }
-        self.history.push_back(item);
     }
 
     /// Writes a batch taken from the queue plus whatever else is ready, then flushes once.
@@ -315,16 +314,12 @@ impl Session {
                 .iter()
                 .flat_map(|i| i.frames().iter().cloned())
                 .collect();
-            let written = self.write_frames(frames).await;
-            // Taken is taken, written or not: a replay decides by what the client saw.
-            for item in items {
-                self.remember(item);
-            }
-            written
+            // The queue kept what was taken: written or not, a replay decides by what the
+            // client saw.
+            self.write_frames(frames).await
         } else {
             for item in items {
                 self.pending.extend(item.frames().iter().cloned());
-                self.remember(item);
             }
             self.take_ready();
             self.flush_poll()
@@ -389,14 +384,15 @@ impl Session {
         Ok(())
     }
 
-    /// Takes pending frames up to the max payload (at least one frame).
+    /// Takes pending frames up to the max payload and the packet limit (at least one frame).
     fn take_payload(&mut self) -> Bytes {
         let max = self.inner.config.max_payload;
+        let max_packets = self.inner.config.max_poll_packets;
         let mut size = 0;
         let mut n = 0;
         for f in &self.pending {
             let len = packet::payload_len(f) + usize::from(n > 0);
-            if n > 0 && size + len > max {
+            if n > 0 && (size + len > max || n >= max_packets) {
                 break;
             }
             size += len;
@@ -476,7 +472,6 @@ impl Session {
         self.socket.mark_closed();
         debug!(reason = reason.as_str(), "session closed");
         let backlog = Backlog {
-            history: std::mem::take(&mut self.history),
             queue: Some(self.queue.clone()),
         };
         if let Some(conn) = self.conn.take() {

@@ -1,6 +1,7 @@
 //! The handle of one Engine.IO session that the layers above hold: id, peer, outbound queue
 //! (and [`SessionTx`], its send side alone), close, and the session's tracing span.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -281,6 +282,16 @@ impl Socket {
             .lock()
             .map(|mut h| std::mem::take(&mut *h))
             .unwrap_or_default()
+    }
+
+    /// For a new connection that takes this session over while its transport is still
+    /// open: what [`super::Backlog::into_tagged`] gives once a session has closed, handed
+    /// over now when `accept` takes it. Nothing is queued here afterwards.
+    pub fn take_backlog(
+        &self,
+        accept: impl FnOnce(&VecDeque<Outgoing>) -> bool,
+    ) -> Option<(VecDeque<Outgoing>, usize)> {
+        self.queue.seize_if(accept)
     }
 
     /// The session's span, for work done on its behalf outside its task.

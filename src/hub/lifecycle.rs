@@ -16,8 +16,9 @@ use crate::engineio::{Outgoing, Sid};
 use crate::socketio::SioSocket;
 
 impl Hub {
-    /// Claims the detached session `pid` for a recovering connection of `identity`, when
-    /// an exact replay after `offset` is possible.
+    /// Claims the session `pid` for a recovering connection of `identity`, when an exact
+    /// replay after `offset` is possible: a detached one, or one still open, whose
+    /// transport is then closed.
     pub(crate) fn claim(
         &self,
         pid: &str,
@@ -28,9 +29,14 @@ impl Hub {
         if slot.member.identity.as_deref() != identity {
             return None;
         }
+        // For the log only: whether its old connection was still open.
+        let open = slot.is_live();
         let claim = slot.claim(pid, offset)?;
         if let Ok(mut map) = self.recovery.lock() {
             map.remove(&Sid::from(pid));
+        }
+        if open {
+            debug!(sid = %claim.sid, "an open session taken over by its reconnecting client");
         }
         Some(claim)
     }
@@ -51,6 +57,7 @@ impl Hub {
         {
             self.counters.recovered.fetch_add(1, Ordering::Relaxed);
             debug!(sid = %socket.sid, "connection state recovered");
+            self.index_pid(&claim.slot, socket);
             return Conn {
                 member: claim.slot.member.clone(),
                 slot: claim.slot,
@@ -79,6 +86,7 @@ impl Hub {
             // A member with no session at all was just made: its first connection.
             let first = st.slots.is_empty();
             let slot = self.join_member(&member, &mut st, socket);
+            self.index_pid(&slot, socket);
             if first && self.presence.online(&member.key, true) {
                 self.observe_with(HubEvent::Connect, || {
                     Envelope::presence(member.identity.clone(), Membership::Connect)
@@ -86,6 +94,23 @@ impl Hub {
             }
             drop(st);
             return Conn { member, slot };
+        }
+    }
+
+    /// Makes a live session findable by its pid, so that a client back from a connection
+    /// the server still holds open can take it over.
+    fn index_pid(&self, slot: &Arc<Slot>, socket: &SioSocket) {
+        if let (Some(pid), Ok(mut map)) = (socket.pid.clone(), self.recovery.lock()) {
+            map.insert(pid, slot.clone());
+        }
+    }
+
+    /// Forgets `pid` if it still leads to `slot`.
+    fn unindex_pid(&self, pid: Option<Sid>, slot: &Arc<Slot>) {
+        if let (Some(pid), Ok(mut map)) = (pid, self.recovery.lock())
+            && map.get(&pid).is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            map.remove(&pid);
         }
     }
 
@@ -160,7 +185,11 @@ impl Hub {
                     hub.expire(&slot, epoch);
                 });
             }
-            Detach::Ended => self.remove_slot(&conn.slot),
+            Detach::Ended => {
+                // The slot is gone already: only the connection still knows its pid.
+                self.unindex_pid(socket.pid.clone(), &conn.slot);
+                self.remove_slot(&conn.slot);
+            }
             Detach::TakenOver => {}
         }
     }
@@ -202,6 +231,7 @@ impl Hub {
     /// Removes a slot from its member and channels (member lock held). The member's last
     /// slot takes the member out of every channel, with `onUnsubscribe`.
     fn drop_slot(&self, st: &mut MemberState, slot: &Arc<Slot>) {
+        self.unindex_pid(slot.pid(), slot);
         slot.end();
         st.slots.retain(|s| !Arc::ptr_eq(s, slot));
         for ch in &st.channels {

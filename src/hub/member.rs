@@ -74,6 +74,8 @@ impl Live {
 
 /// A session whose connection went away, waiting out the grace window.
 struct Detached {
+    /// The connection it came from: only that one's end may still report in.
+    from: Arc<SioSocket>,
     sid: Sid,
     pid: Option<Sid>,
     /// Tagged items the lost session had queued, oldest first.
@@ -180,7 +182,8 @@ impl Slot {
         };
         let ours = match &*state {
             SlotState::Live(l) => Arc::ptr_eq(&l.socket, socket),
-            SlotState::Detached(d) => d.sid == socket.sid && !d.claimed && !d.closed,
+            // By the connection, not the sid: a recovered connection has its predecessor's.
+            SlotState::Detached(d) => Arc::ptr_eq(&d.from, socket) && !d.claimed && !d.closed,
             SlotState::Gone => false,
         };
         if !ours {
@@ -239,26 +242,21 @@ impl Slot {
         }
     }
 
-    /// Claims a detached slot for connection state recovery when an exact replay from
-    /// `offset` (the last tag the client saw) is possible.
+    /// Claims a session for connection state recovery when an exact replay from `offset`
+    /// (the last tag the client saw) is possible: a detached one, or one whose transport
+    /// is still open (see [`Slot::take_over`]).
     pub(crate) fn claim(self: &Arc<Self>, pid: &str, offset: Option<u64>) -> Option<Claim> {
         let mut state = self.state.lock().ok()?;
+        if let Some(claim) = self.take_over(&mut state, pid, offset) {
+            return claim;
+        }
         let SlotState::Detached(d) = &mut *state else {
             return None;
         };
         if d.claimed || d.overflowed || !d.closed || d.pid.as_ref().map(Sid::as_str) != Some(pid) {
             return None;
         }
-        let start = match offset {
-            None => 0,
-            Some(seen) => match d.backlog.iter().position(|i| i.tag == seen) {
-                Some(p) => p + 1,
-                // Nothing was queued since that offset: nothing to replay from the backlog.
-                None if d.backlog.is_empty() => 0,
-                // The offset fell out of the history: what followed it is unknown.
-                None => return None,
-            },
-        };
+        let start = replay_start(&d.backlog, offset)?;
         d.backlog.drain(..start);
         d.unsent = 0;
         d.claimed = true;
@@ -267,6 +265,57 @@ impl Slot {
             sid: d.sid.clone(),
             pid: d.pid.clone(),
         })
+    }
+
+    /// A client is back while the server still holds its session open: its old connection
+    /// died in silence (a NAT timeout, a network switch), or is closing but has not yet
+    /// said so. The old transport is closed and everything it took or had queued becomes
+    /// the backlog, since nothing written to it is known to have arrived; the replay starts
+    /// from the client's offset. `None` when the session is not open (the caller goes on
+    /// with a detached one), `Some(None)` when it is but cannot be recovered exactly.
+    fn take_over(
+        self: &Arc<Self>,
+        state: &mut SlotState,
+        pid: &str,
+        offset: Option<u64>,
+    ) -> Option<Option<Claim>> {
+        let (old, kept) = match state {
+            SlotState::Live(l) => (l.socket.clone(), VecDeque::new()),
+            SlotState::Detached(d) if !d.closed && !d.claimed => {
+                if d.overflowed {
+                    return Some(None);
+                }
+                (d.from.clone(), std::mem::take(&mut d.kept))
+            }
+            _ => return None,
+        };
+        let refused = |state: &mut SlotState, kept: VecDeque<Outgoing>| {
+            if let SlotState::Detached(d) = state {
+                d.kept = kept;
+            }
+            Some(None)
+        };
+        if old.pid.as_ref().map(Sid::as_str) != Some(pid) {
+            return refused(state, kept);
+        }
+        let engine = old.engine();
+        let Some((mut backlog, _)) =
+            engine.take_backlog(|items| replay_start(items, offset).is_some())
+        else {
+            return refused(state, kept);
+        };
+        engine.close(CloseReason::TransportClose);
+        backlog.drain(..replay_start(&backlog, offset).unwrap_or(0));
+        let mut d = Detached::new(&old);
+        (d.backlog, d.kept) = (backlog, kept);
+        (d.closed, d.claimed) = (true, true);
+        let claim = Claim {
+            slot: self.clone(),
+            sid: d.sid.clone(),
+            pid: d.pid.clone(),
+        };
+        *state = SlotState::Detached(d);
+        Some(Some(claim))
     }
 
     /// Hands the slot to a new connection: first what the lost session had queued (all of
@@ -308,9 +357,25 @@ impl Slot {
     }
 }
 
+/// Where in `backlog` the replay after `offset` (the last tag the client saw) starts, if
+/// an exact one is possible.
+fn replay_start(backlog: &VecDeque<Outgoing>, offset: Option<u64>) -> Option<usize> {
+    match offset {
+        None => Some(0),
+        Some(seen) => match backlog.iter().position(|i| i.tag == seen) {
+            Some(p) => Some(p + 1),
+            // Nothing was queued since that offset: nothing to replay from the backlog.
+            None if backlog.is_empty() => Some(0),
+            // The offset fell out of the history: what followed it is unknown.
+            None => None,
+        },
+    }
+}
+
 impl Detached {
-    fn new(socket: &SioSocket) -> Detached {
+    fn new(socket: &Arc<SioSocket>) -> Detached {
         Detached {
+            from: socket.clone(),
             sid: socket.sid.clone(),
             pid: socket.pid.clone(),
             backlog: VecDeque::new(),

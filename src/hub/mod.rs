@@ -143,7 +143,8 @@ pub struct Hub {
     shards: Box<[Shard]>,
     /// Member key → member; sharded like channels. Locked alone (a leaf).
     members: Box<[Mutex<Registry>]>,
-    /// pid → detached slot waiting for its connection to recover. Locked alone (a leaf).
+    /// pid → the slot of that session, live or waiting for its connection to recover.
+    /// Locked alone (a leaf).
     recovery: Mutex<HashMap<Sid, Arc<Slot>>>,
     /// The last offset given to a broadcast; offsets are unique and increasing.
     offsets: AtomicU64,

@@ -592,3 +592,4 @@ async fn snapshot_lists_what_this_node_holds() {
 
 mod exact;
 mod memory_cluster;
+mod takeover;

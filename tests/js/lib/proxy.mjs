@@ -1,5 +1,6 @@
 // A TCP proxy in front of the server, so a test can cut every connection at once: what a
-// lost network does to any transport, long-polling included.
+// lost network does to any transport, long-polling included. It can also drop the client's
+// side alone, leaving the server's side open and silent: a NAT that forgot the flow.
 import net from "node:net";
 
 export async function startProxy(targetPort) {
@@ -16,7 +17,7 @@ export async function startProxy(targetPort) {
       return;
     }
     const upstream = net.connect(targetPort, "127.0.0.1");
-    const pair = { up: 0, down: 0, since: 0, get: false };
+    const pair = { up: 0, down: 0, since: 0, get: false, client, upstream, silent: false };
     pairs.add(pair);
     client.on("data", (chunk) => {
       if (pair.up <= pair.down) {
@@ -34,7 +35,7 @@ export async function startProxy(targetPort) {
     }
     client.pipe(upstream);
     upstream.pipe(client);
-    client.on("close", () => upstream.destroy());
+    client.on("close", () => { if (!pair.silent) upstream.destroy(); });
     upstream.on("close", () => client.destroy());
   });
   await new Promise((res) => server.listen(0, "127.0.0.1", res));
@@ -50,6 +51,18 @@ export async function startProxy(targetPort) {
     },
     release() {
       held = false;
+    },
+    /**
+     * Resets every client's connection, and keeps its server side open but silent (never
+     * read, never closed): the server sees nothing until its ping timeout.
+     */
+    dropSilently() {
+      for (const p of pairs) {
+        p.silent = true;
+        p.upstream.unpipe(p.client);
+        p.upstream.pause();
+        p.client.resetAndDestroy();
+      }
     },
     /** Destroys every open connection, both ways, without a goodbye. */
     cutAll() {
