@@ -10,7 +10,8 @@
 //! - `websocket`: the upgrade handshake and the probe;
 //! - `engine`: the settings and the table of open sessions;
 //! - `session`: the task that owns a session's transport, heartbeat and queue, entered
-//!   in the session's tracing span; `close`: the WebSocket close frame it ends with; `transport`: what carries the session now (one enum);
+//!   in the session's tracing span; `heartbeat`: its ping schedule and deadline; `close`:
+//!   the WebSocket close frame it ends with; `transport`: what carries the session now (one enum);
 //!   `backlog`: what a closed session leaves for a replay;
 //! - `socket`: the handle shared with the layers above, with the send handle
 //!   [`SessionTx`]; `queue`: the outbound queue behind both;
@@ -22,6 +23,7 @@ mod close;
 mod cors;
 mod engine;
 mod errors;
+mod heartbeat;
 pub mod packet;
 mod polling;
 pub(crate) mod queue;

@@ -19,6 +19,7 @@ use tracing::debug;
 use super::backlog::Backlog;
 use super::close::WsClose;
 use super::engine::Inner;
+use super::heartbeat::{Beat, Heartbeat};
 use super::packet::{self, Frame, Packet, Str};
 use super::queue::Queue;
 use super::socket::{CloseReason, Outgoing, Socket, TransportKind};
@@ -60,10 +61,7 @@ pub(crate) struct Session {
     /// The last tagged items taken from the queue, oldest first (at most `config.history`).
     history: VecDeque<Outgoing>,
     transport: Transport,
-    /// When the next ping goes out (if no pong is awaited).
-    ping_at: Instant,
-    /// When the awaited pong is late.
-    pong_deadline: Option<Instant>,
+    heartbeat: Heartbeat,
     /// The close frame for what the WebSocket reader found wrong, if it found something.
     read_error: Option<WsClose>,
 }
@@ -76,7 +74,11 @@ impl Session {
         control: mpsc::Receiver<Control>,
         ws: Option<Box<WsStream>>,
     ) -> Session {
-        let ping_at = Instant::now() + inner.config.ping_interval;
+        let heartbeat = Heartbeat::new(
+            inner.config.ping_interval,
+            inner.config.ping_timeout,
+            Instant::now(),
+        );
         Session {
             socket,
             inner,
@@ -86,8 +88,7 @@ impl Session {
             pending: VecDeque::new(),
             history: VecDeque::new(),
             transport: Transport::new(ws),
-            ping_at,
-            pong_deadline: None,
+            heartbeat,
             read_error: None,
         }
     }
@@ -116,7 +117,7 @@ impl Session {
     async fn serve(&mut self) -> Result<(), CloseReason> {
         let closing = self.socket.closing_token().clone();
         loop {
-            let timer = self.pong_deadline.unwrap_or(self.ping_at);
+            let timer = self.heartbeat.timer();
             let can_write = self.transport.can_write();
             // Filled only when the queue branch wins (no allocation until then).
             let mut batch = Vec::new();
@@ -125,7 +126,10 @@ impl Session {
                 _ = closing.cancelled() => return Ok(()),
                 Some(control) = self.control.recv() => self.on_control(control).await?,
                 event = self.transport.next_event() => match event {
-                    Event::Ws(msg) => self.on_ws_message(msg)?,
+                    Event::Ws(msg) => {
+                        self.check_alive()?;
+                        self.on_ws_message(msg)?
+                    }
                     Event::PollAborted => {
                         debug!("polling request aborted by the client");
                         return Err(CloseReason::TransportClose);
@@ -142,22 +146,29 @@ impl Session {
                         self.write(batch).await?;
                     }
                 }
-                _ = sleep_until(timer) => {
-                    if self.pong_deadline.is_some() {
-                        return Err(CloseReason::PingTimeout);
+                _ = sleep_until(timer) => match self.heartbeat.beat(Instant::now()) {
+                    Some(Beat::Gone) => return Err(CloseReason::PingTimeout),
+                    Some(Beat::Ping) => {
+                        let ping = Packet::Ping(Str::from_static("")).encode();
+                        self.write_frames(std::iter::once(ping)).await?;
                     }
-                    self.pong_deadline = Some(Instant::now() + self.inner.config.ping_timeout);
-                    self.write_frames(std::iter::once(Packet::Ping(Str::from_static("")).encode())).await?;
-                }
+                    None => {}
+                },
             }
         }
     }
 
-    async fn on_control(&mut self, control: Control) -> Result<(), CloseReason> {
-        // A request may beat the timer to a deadline already passed: it must see the session gone.
-        if self.pong_deadline.is_some_and(|d| Instant::now() >= d) {
+    /// A session past its heartbeat deadline is gone for every request, even one that
+    /// reaches this task before its timer fired.
+    fn check_alive(&self) -> Result<(), CloseReason> {
+        if self.heartbeat.expired(Instant::now()) {
             return Err(CloseReason::PingTimeout);
         }
+        Ok(())
+    }
+
+    async fn on_control(&mut self, control: Control) -> Result<(), CloseReason> {
+        self.check_alive()?;
         match control {
             Control::Poll(reply) => match self.transport.waiting() {
                 None => {
@@ -206,18 +217,12 @@ impl Session {
 
     /// Packets from the client, in order.
     fn on_packets(&mut self, packets: Vec<Packet>) -> Result<(), CloseReason> {
-        if self.pong_deadline.is_some() {
-            // Data while a pong is due shows the client alive; engine.io refreshes the deadline too.
-            self.pong_deadline = Some(Instant::now() + self.inner.config.ping_timeout);
-        }
+        self.heartbeat.alive(Instant::now());
         for p in packets {
             match p {
                 Packet::Message(text) => self.deliver(Message::Text(text)),
                 Packet::Binary(data) => self.deliver(Message::Binary(data)),
-                Packet::Pong(_) => {
-                    self.pong_deadline = None;
-                    self.ping_at = Instant::now() + self.inner.config.ping_interval;
-                }
+                Packet::Pong(_) => self.heartbeat.pong(Instant::now()),
                 Packet::Close => return Err(CloseReason::ClientClose),
                 Packet::Ping(_) | Packet::Noop | Packet::Upgrade => {}
                 Packet::Open(_) => return Err(CloseReason::ParseError),
@@ -470,4 +475,48 @@ impl Packet {
 /// How long a graceful close may wait for the client.
 pub(crate) fn default_close_grace(ping_timeout: Duration) -> Duration {
     ping_timeout.min(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::EngineConfig;
+    use crate::engineio::engine::Engine;
+    use crate::engineio::socket::{Sid, TransportKind};
+
+    struct NoHandler;
+
+    impl crate::engineio::Handler for NoHandler {
+        fn on_open(&self, _: &Arc<Socket>) -> Box<dyn Connection> {
+            unreachable!("the test never starts the session")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_deadline_finds_the_session_gone_before_its_timer_fires() {
+        let engine = Engine::new(
+            EngineConfig {
+                ping_interval: Duration::from_millis(300),
+                ping_timeout: Duration::from_millis(200),
+                ..EngineConfig::default()
+            },
+            Arc::new(NoHandler),
+        );
+        let queue = Arc::new(Queue::new(8));
+        let socket = Arc::new(Socket::new(
+            Sid::random(),
+            None,
+            TransportKind::Polling,
+            queue.clone(),
+        ));
+        let (_control, control_rx) = mpsc::channel(8);
+        let mut session = Session::new(socket, engine.inner.clone(), queue, control_rx, None);
+        // The session task has not run at all, so its timer never fired.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let (reply, _answer) = oneshot::channel();
+        assert_eq!(
+            session.on_control(Control::Poll(reply)).await,
+            Err(CloseReason::PingTimeout)
+        );
+    }
 }
