@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,23 +15,21 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::debug;
 
-use super::backlog::Backlog;
 use super::close::WsClose;
 use super::engine::Inner;
 use super::heartbeat::{Beat, Heartbeat};
 use super::packet::{self, Frame, Packet, Str};
 use super::queue::Queue;
-use super::socket::{CloseReason, Outgoing, Socket, TransportKind};
-use super::transport::{Event, Transport, ws_message};
+use super::socket::{CloseReason, Outgoing, Socket};
+use super::transport::{Event, Transport, UpgradeStep, ws_message};
+
+mod finish;
+mod upgrade;
+
 use super::{Connection, Message};
+use upgrade::Held;
 
 pub(crate) use super::transport::{PollError, PollReply, WsStream};
-
-/// How long a client's close waits for a GET it sent alongside.
-const CLIENT_CLOSE_GRACE: Duration = Duration::from_millis(100);
-
-/// How long a session ended by an error may take to say why in a WebSocket close frame.
-const CLOSE_FRAME_WAIT: Duration = Duration::from_secs(1);
 
 /// How many queued items a writer takes before it flushes once.
 const DRAIN_BATCH: usize = 256;
@@ -43,10 +40,9 @@ pub(crate) enum Control {
     Poll(PollReply),
     /// Packets of a polling POST, already decoded.
     Post(Vec<Packet>, oneshot::Sender<Result<(), PollError>>),
-    /// The WebSocket being upgraded answered the probe: release the pending GET.
-    Probe,
-    /// The upgrade completed: the session moves to this WebSocket.
-    Upgrade(Box<WsStream>),
+    /// A WebSocket being upgraded got `2probe`; it reports how the upgrade goes on
+    /// here, and its end without [`UpgradeStep::Upgraded`] means the upgrade failed.
+    Probe(mpsc::Receiver<UpgradeStep>),
 }
 
 pub(crate) struct Session {
@@ -62,6 +58,8 @@ pub(crate) struct Session {
     history: VecDeque<Outgoing>,
     transport: Transport,
     heartbeat: Heartbeat,
+    /// At most one polling request held during an upgrade; the others wait behind it.
+    held: Option<Held>,
     /// The close frame for what the WebSocket reader found wrong, if it found something.
     read_error: Option<WsClose>,
 }
@@ -89,6 +87,7 @@ impl Session {
             history: VecDeque::new(),
             transport: Transport::new(ws),
             heartbeat,
+            held: None,
             read_error: None,
         }
     }
@@ -118,23 +117,18 @@ impl Session {
         let closing = self.socket.closing_token().clone();
         loop {
             let timer = self.heartbeat.timer();
+            let hold = self.held.as_ref().map(|h| h.until);
             let can_write = self.transport.can_write();
             // Filled only when the queue branch wins (no allocation until then).
             let mut batch = Vec::new();
             // Unbiased: a client flooding one direction cannot starve the other, or the timers.
             tokio::select! {
                 _ = closing.cancelled() => return Ok(()),
-                Some(control) = self.control.recv() => self.on_control(control).await?,
-                event = self.transport.next_event() => match event {
-                    Event::Ws(msg) => {
-                        self.check_alive()?;
-                        self.on_ws_message(msg)?
-                    }
-                    Event::PollAborted => {
-                        debug!("polling request aborted by the client");
-                        return Err(CloseReason::TransportClose);
-                    }
-                },
+                // Nothing more is read while a request is held: what comes next waits behind it.
+                Some(control) = self.control.recv(), if hold.is_none() => {
+                    self.on_control(control).await?
+                }
+                event = self.transport.next_event() => self.on_event(event).await?,
                 n = self.queue.wait_take(DRAIN_BATCH, &mut batch), if can_write => {
                     if n > 0 && n < DRAIN_BATCH && matches!(self.transport, Transport::WebSocket(_)) {
                         // Let the broadcasts already under way land too: one write for
@@ -154,6 +148,13 @@ impl Session {
                     }
                     None => {}
                 },
+                _ = sleep_until(hold.unwrap_or(timer)), if hold.is_some() => {
+                    // The upgrade did not complete meanwhile: the request is served on polling.
+                    if let Some(held) = self.held.take() {
+                        self.check_alive()?;
+                        self.on_request(held.request)?;
+                    }
+                }
             }
         }
     }
@@ -170,6 +171,16 @@ impl Session {
     async fn on_control(&mut self, control: Control) -> Result<(), CloseReason> {
         self.check_alive()?;
         match control {
+            Control::Probe(steps) => self.probe(steps),
+            request if matches!(self.transport, Transport::Upgrading { .. }) => self.hold(request),
+            request => self.on_request(request)?,
+        }
+        Ok(())
+    }
+
+    /// A polling GET or POST, served on the transport as it is now.
+    fn on_request(&mut self, request: Control) -> Result<(), CloseReason> {
+        match request {
             Control::Poll(reply) => match self.transport.waiting() {
                 None => {
                     let _ = reply.send(Err(PollError::BadRequest));
@@ -186,33 +197,30 @@ impl Session {
                     self.flush_poll()?;
                 }
             },
+            // Polling is over once the session moved to a WebSocket.
+            post @ Control::Post(..) if matches!(self.transport, Transport::WebSocket(_)) => {
+                post.refuse();
+            }
             Control::Post(packets, reply) => {
                 let result = self.on_packets(packets);
                 let _ = reply.send(Ok(()));
                 result?;
             }
-            Control::Probe => {
-                if let Transport::Polling { waiting } = &mut self.transport {
-                    let waiting = waiting.take();
-                    self.transport = Transport::Upgrading { waiting };
-                }
-                self.flush_poll()?;
-            }
-            Control::Upgrade(ws) => {
-                if let Some(w) = self.transport.waiting().and_then(Option::take) {
-                    let _ = w.send(Ok(Packet::Noop.encode_bytes()));
-                }
-                self.transport = Transport::WebSocket(ws);
-                self.socket.set_transport(TransportKind::WebSocket);
-                self.socket
-                    .span()
-                    .record("upgrade", tracing::field::display("websocket"));
-                debug!("upgraded to websocket");
-                let backlog: Vec<Frame> = self.pending.drain(..).collect();
-                self.write_frames(backlog).await?;
-            }
+            Control::Probe(_) => {}
         }
         Ok(())
+    }
+
+    async fn on_event(&mut self, event: Event) -> Result<(), CloseReason> {
+        self.check_alive()?;
+        match event {
+            Event::Ws(msg) => self.on_ws_message(msg),
+            Event::PollAborted => {
+                debug!("polling request aborted by the client");
+                Err(CloseReason::TransportClose)
+            }
+            Event::Upgrade(step) => self.on_upgrade(step).await,
+        }
     }
 
     /// Packets from the client, in order.
@@ -349,7 +357,13 @@ impl Session {
     fn flush_poll(&mut self) -> Result<(), CloseReason> {
         let upgrading = match &self.transport {
             Transport::Polling { waiting: Some(_) } => false,
-            Transport::Upgrading { waiting: Some(_) } => true,
+            // Until `3probe` went out, a GET waits as on plain polling: the client reads
+            // `3probe` before the noop, and does not poll again.
+            Transport::Upgrading {
+                waiting: Some(_),
+                probed,
+                ..
+            } => *probed,
             _ => return Ok(()),
         };
         let body = if self.pending.is_empty() {
@@ -386,83 +400,6 @@ impl Session {
         self.pending.drain(..n);
         body
     }
-
-    /// Ends the session: say goodbye where the reason allows it, then tell the layer above.
-    async fn finish(mut self, reason: CloseReason) {
-        let graceful = matches!(reason, CloseReason::ServerClose);
-        if graceful {
-            self.take_ready();
-        }
-        // Nothing is served after this: the transport is taken apart to say goodbye.
-        let transport =
-            std::mem::replace(&mut self.transport, Transport::Polling { waiting: None });
-        match transport {
-            Transport::WebSocket(mut ws) => {
-                let close = self.read_error.or_else(|| {
-                    self.socket.ws_close_for(reason).or_else(|| {
-                        let down = self.inner.shutting_down.load(Ordering::Acquire);
-                        WsClose::for_reason(reason, down)
-                    })
-                });
-                // Flushed whatever the reason: after a close frame from the client, this
-                // sends the echo that completes the closing handshake.
-                let frames: Vec<Frame> = if graceful {
-                    self.pending.drain(..).collect()
-                } else {
-                    Vec::new()
-                };
-                let limit = if graceful {
-                    self.inner.config.write_timeout
-                } else {
-                    CLOSE_FRAME_WAIT.min(self.inner.config.write_timeout)
-                };
-                let _ = timeout(limit, async {
-                    for f in frames {
-                        ws.feed(ws_message(f)).await?;
-                    }
-                    WsStream::close(&mut ws, close.map(WsClose::frame)).await
-                })
-                .await;
-            }
-            Transport::Polling { waiting } | Transport::Upgrading { waiting } => {
-                let body = match reason {
-                    // The client said goodbye itself; engine.io answers the pending GET with a noop.
-                    CloseReason::ClientClose => Packet::Noop.encode_bytes(),
-                    _ => {
-                        self.pending.push_back(Packet::Close.encode());
-                        let n = self.pending.len();
-                        packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
-                    }
-                };
-                // A server close gives the client one poll to collect what was queued before it.
-                // A client close answers a GET sent together with it (a client that closes
-                // while polling does so) even when the close overtook it on the way in.
-                let wait = match reason {
-                    _ if graceful => Some(self.inner.config.close_grace),
-                    CloseReason::ClientClose => Some(CLIENT_CLOSE_GRACE),
-                    _ => None,
-                };
-                if let Some(w) = waiting {
-                    let _ = w.send(Ok(body));
-                } else if let Some(wait) = wait
-                    && let Ok(Some(Control::Poll(reply))) = timeout(wait, self.control.recv()).await
-                {
-                    let _ = reply.send(Ok(body));
-                }
-            }
-        }
-        self.control.close();
-        self.inner.remove(&self.socket.id);
-        self.socket.mark_closed();
-        debug!(reason = reason.as_str(), "session closed");
-        let backlog = Backlog {
-            history: std::mem::take(&mut self.history),
-            queue: Some(self.queue.clone()),
-        };
-        if let Some(conn) = self.conn.take() {
-            conn.on_close(reason, backlog);
-        }
-    }
 }
 
 impl Packet {
@@ -483,14 +420,7 @@ mod tests {
     use crate::engineio::EngineConfig;
     use crate::engineio::engine::Engine;
     use crate::engineio::socket::{Sid, TransportKind};
-
-    struct NoHandler;
-
-    impl crate::engineio::Handler for NoHandler {
-        fn on_open(&self, _: &Arc<Socket>) -> Box<dyn Connection> {
-            unreachable!("the test never starts the session")
-        }
-    }
+    use crate::engineio::tests::Echo;
 
     #[tokio::test(start_paused = true)]
     async fn a_request_past_the_deadline_finds_the_session_gone_before_its_timer_fires() {
@@ -500,7 +430,7 @@ mod tests {
                 ping_timeout: Duration::from_millis(200),
                 ..EngineConfig::default()
             },
-            Arc::new(NoHandler),
+            Arc::new(Echo),
         );
         let queue = Arc::new(Queue::new(8));
         let socket = Arc::new(Socket::new(

@@ -14,3 +14,4 @@ mod refusals;
 mod slow_client;
 mod socketio_errors;
 mod tokens;
+mod upgrade;
