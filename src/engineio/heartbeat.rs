@@ -56,6 +56,12 @@ impl Heartbeat {
         now >= self.deadline
     }
 
+    /// Whether no ping is due or awaited at `now`: a client that ends its connection then
+    /// has not given up on a late ping (as clients do before they reconnect).
+    pub(super) fn quiet(&self, now: Instant) -> bool {
+        !self.awaiting_pong && now < self.ping_at
+    }
+
     /// The timer fired (possibly late).
     pub(super) fn beat(&mut self, now: Instant) -> Option<Beat> {
         if self.expired(now) {
@@ -124,6 +130,18 @@ mod tests {
         let mut h = Heartbeat::new(INTERVAL, TIMEOUT, t0);
         assert!(h.expired(t0 + ms(500)));
         assert_eq!(h.beat(t0 + ms(501)), Some(Beat::Gone));
+    }
+
+    #[test]
+    fn quiet_until_a_ping_is_due_and_again_after_its_pong() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(INTERVAL, TIMEOUT, t0);
+        assert!(h.quiet(t0 + ms(299)));
+        assert!(!h.quiet(t0 + INTERVAL), "due, even if not sent yet");
+        assert_eq!(h.beat(t0 + INTERVAL), Some(Beat::Ping));
+        assert!(!h.quiet(t0 + ms(310)));
+        h.pong(t0 + ms(320));
+        assert!(h.quiet(t0 + ms(321)));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::debug;
 
@@ -264,7 +265,18 @@ impl Session {
                 self.deliver(Message::Binary(data));
                 Ok(())
             }
-            Some(Ok(WsMessage::Close(_))) | None => Err(CloseReason::TransportClose),
+            Some(Ok(WsMessage::Close(frame))) => {
+                let normal = frame.is_some_and(|f| f.code == CloseCode::Normal);
+                // 1000 says the purpose of the connection is fulfilled. A client that gives
+                // up on a late ping may close with it too, and means to come back: only a
+                // close while no ping is due counts as deliberate.
+                if normal && self.heartbeat.quiet(Instant::now()) {
+                    Err(CloseReason::ClientDisconnect)
+                } else {
+                    Err(CloseReason::TransportClose)
+                }
+            }
+            None => Err(CloseReason::TransportClose),
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => {
                 debug!(error = %e, "websocket read failed");

@@ -6,6 +6,7 @@
 mod support;
 
 mod api_keys;
+mod disconnect;
 mod engineio_errors;
 mod http_api;
 mod monitor;
