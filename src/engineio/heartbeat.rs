@@ -3,7 +3,9 @@
 //! The deadline follows from the schedule, not from the moment the session task got round
 //! to sending the ping: a ping due at `t` makes the client gone at `t + ping timeout` even
 //! if the task sent it late, and a session past its deadline is gone for every request,
-//! even one that reaches the task before its timer fired.
+//! even one that reaches the task before its timer fired. Only a late ping that reached
+//! the client at once (over a WebSocket, or to a waiting GET) gives it the whole ping
+//! timeout from then: the client cannot answer a ping before it has it.
 
 use std::time::Duration;
 
@@ -74,6 +76,13 @@ impl Heartbeat {
         Some(Beat::Ping)
     }
 
+    /// The ping just reached the client: it has the whole ping timeout to answer.
+    pub(super) fn delivered(&mut self, now: Instant) {
+        if self.awaiting_pong {
+            self.deadline = self.deadline.max(now + self.timeout);
+        }
+    }
+
     /// A pong came back: the next ping is one interval from now.
     pub(super) fn pong(&mut self, now: Instant) {
         self.awaiting_pong = false;
@@ -122,6 +131,17 @@ mod tests {
         assert_eq!(h.beat(t0 + ms(400)), Some(Beat::Ping));
         assert!(h.expired(t0 + ms(500)));
         assert_eq!(h.beat(t0 + ms(500)), Some(Beat::Gone));
+    }
+
+    #[test]
+    fn a_late_ping_that_reached_the_client_gets_the_whole_timeout() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(INTERVAL, TIMEOUT, t0);
+        assert_eq!(h.beat(t0 + ms(400)), Some(Beat::Ping));
+        h.delivered(t0 + ms(410));
+        assert!(!h.expired(t0 + ms(600)));
+        assert_eq!(h.timer(), t0 + ms(610));
+        assert_eq!(h.beat(t0 + ms(610)), Some(Beat::Gone));
     }
 
     #[test]

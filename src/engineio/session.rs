@@ -144,8 +144,13 @@ impl Session {
                 _ = sleep_until(timer) => match self.heartbeat.beat(Instant::now()) {
                     Some(Beat::Gone) => return Err(CloseReason::PingTimeout),
                     Some(Beat::Ping) => {
+                        // Over a WebSocket, or to a waiting GET, the ping reaches the client now.
+                        let reaches_client = self.transport.can_write();
                         let ping = Packet::Ping(Str::from_static("")).encode();
                         self.write_frames(std::iter::once(ping)).await?;
+                        if reaches_client {
+                            self.heartbeat.delivered(Instant::now());
+                        }
                     }
                     None => {}
                 },
