@@ -192,6 +192,14 @@ impl Session {
                     let _ = reply.send(Err(PollError::BadRequest));
                 }
                 Some(waiting) => {
+                    if waiting.is_some() && reply.is_closed() {
+                        // Given up by its client before it was served, and overtaken on the
+                        // way in by a poll sent after it: the abort ends the session, and the
+                        // later poll is refused with it.
+                        waiting.take();
+                        debug!("polling request aborted by the client");
+                        return Err(CloseReason::TransportClose);
+                    }
                     if let Some(first) = waiting.take() {
                         // Two GETs at once: the first ends with a close packet, the second is refused.
                         let _ = first.send(Ok(Packet::Close.encode_bytes()));
@@ -438,6 +446,30 @@ mod tests {
     use crate::engineio::engine::Engine;
     use crate::engineio::socket::{Sid, TransportKind};
     use crate::engineio::tests::Echo;
+
+    #[tokio::test]
+    async fn an_aborted_poll_overtaken_by_a_later_one_ends_the_session() {
+        let engine = Engine::new(EngineConfig::default(), Arc::new(Echo));
+        let queue = Arc::new(Queue::new(8));
+        let socket = Arc::new(Socket::new(
+            Sid::random(),
+            None,
+            TransportKind::Polling,
+            queue.clone(),
+        ));
+        let (_control, control_rx) = mpsc::channel(8);
+        let mut session = Session::new(socket, engine.inner.clone(), queue, control_rx, None);
+        let (later, later_answer) = oneshot::channel();
+        assert_eq!(session.on_control(Control::Poll(later)).await, Ok(()));
+        let (aborted, aborted_answer) = oneshot::channel();
+        drop(aborted_answer);
+        assert_eq!(
+            session.on_control(Control::Poll(aborted)).await,
+            Err(CloseReason::TransportClose)
+        );
+        // The waiting poll is refused (400), not answered with a close packet.
+        assert!(later_answer.await.is_err());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_past_the_deadline_finds_the_session_gone_before_its_timer_fires() {
