@@ -4,9 +4,11 @@
 //! port-0 sockets; shutdown flows signal → cancellation → sessions closed → their tasks
 //! and the HTTP connections awaited, at most `[Server] shutdown-grace`.
 
+use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -371,7 +373,21 @@ async fn accept_loop(
             let service = service_fn(move |req| {
                 on_request.notify_one();
                 let router = router.clone();
-                async move { Ok::<_, std::convert::Infallible>(router.handle(req, Some(peer)).await) }
+                let mut served = Box::pin(async move { router.handle(req, Some(peer)).await });
+                // Polled once now, so a request reaches its handler even when its client
+                // closes right after sending it: hyper drops a response it has not polled
+                // yet when it sees the close first, and an aborted poll must still end
+                // its session, as engine.io does. Later polls register the real waker.
+                let first = served
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()));
+                async move {
+                    let res = match first {
+                        Poll::Ready(res) => res,
+                        Poll::Pending => served.await,
+                    };
+                    Ok::<_, std::convert::Infallible>(res)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

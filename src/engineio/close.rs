@@ -34,6 +34,8 @@ impl WsClose {
             // The client broke the server's policy of reading what it is sent in time;
             // 1013 would blame the server instead.
             CloseReason::SlowClient => (1008, "slow client"),
+            // The client's own close frame is echoed.
+            CloseReason::ClientDisconnect => return None,
             CloseReason::TransportClose | CloseReason::TransportError => return None,
         };
         Some(WsClose::new(code, text))
@@ -65,6 +67,7 @@ mod tests {
     fn every_reason_fits_a_close_frame() {
         let reasons = [
             CloseReason::ClientClose,
+            CloseReason::ClientDisconnect,
             CloseReason::TransportClose,
             CloseReason::TransportError,
             CloseReason::PingTimeout,

@@ -36,6 +36,10 @@ pub struct EngineConfig {
     pub write_timeout: Duration,
     /// How long a polling→WebSocket upgrade may take.
     pub upgrade_timeout: Duration,
+    /// How long a polling request that comes during an upgrade waits for its `5` before it
+    /// is served on polling (engine.io checks every 100 ms). A request that the `5`
+    /// overtakes meanwhile is refused, as one sent after it must be.
+    pub upgrade_hold: Duration,
     /// How long a server-side close waits for a polling client to collect its last frames.
     pub close_grace: Duration,
     /// How long a POST body may take to arrive.
@@ -62,6 +66,7 @@ impl Default for EngineConfig {
             max_sessions: 100_000,
             write_timeout: Duration::from_secs(10),
             upgrade_timeout: Duration::from_secs(10),
+            upgrade_hold: Duration::from_millis(100),
             close_grace: session::default_close_grace(ping_timeout),
             body_timeout: Duration::from_secs(30),
             max_poll_packets: 16,

@@ -10,7 +10,10 @@
 //! - `websocket`: the upgrade handshake and the probe;
 //! - `engine`: the settings and the table of open sessions;
 //! - `session`: the task that owns a session's transport, heartbeat and queue, entered
-//!   in the session's tracing span; `close`: the WebSocket close frame it ends with; `transport`: what carries the session now (one enum);
+//!   in the session's tracing span (its parts: `session/upgrade`, polling while a WebSocket
+//!   is probed; `session/finish`, how it ends); `heartbeat`: its ping schedule and
+//!   deadline; `close`: the WebSocket close frame it ends with; `transport`: what carries
+//!   the session now (one enum);
 //!   `backlog`: what a closed session leaves for a replay;
 //! - `socket`: the handle shared with the layers above, with the send handle
 //!   [`SessionTx`]; `queue`: the outbound queue behind both;
@@ -22,12 +25,15 @@ mod close;
 mod cors;
 mod engine;
 mod errors;
+mod heartbeat;
 pub mod packet;
 mod polling;
 pub(crate) mod queue;
 mod service;
 pub mod session;
 pub mod socket;
+#[cfg(test)]
+mod tests;
 mod transport;
 mod websocket;
 

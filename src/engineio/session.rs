@@ -6,32 +6,31 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::debug;
 
-use super::backlog::Backlog;
 use super::close::WsClose;
 use super::engine::Inner;
+use super::heartbeat::{Beat, Heartbeat};
 use super::packet::{self, Frame, Packet, Str};
 use super::queue::Queue;
-use super::socket::{CloseReason, Outgoing, Socket, TransportKind};
-use super::transport::{Event, Transport, ws_message};
+use super::socket::{CloseReason, Outgoing, Socket};
+use super::transport::{Event, Transport, UpgradeStep, ws_message};
+
+mod finish;
+mod upgrade;
+
 use super::{Connection, Message};
+use upgrade::Held;
 
 pub(crate) use super::transport::{PollError, PollReply, WsStream};
-
-/// How long a client's close waits for a GET it sent alongside.
-const CLIENT_CLOSE_GRACE: Duration = Duration::from_millis(100);
-
-/// How long a session ended by an error may take to say why in a WebSocket close frame.
-const CLOSE_FRAME_WAIT: Duration = Duration::from_secs(1);
 
 /// How many queued items a writer takes before it flushes once.
 const DRAIN_BATCH: usize = 256;
@@ -42,10 +41,9 @@ pub(crate) enum Control {
     Poll(PollReply),
     /// Packets of a polling POST, already decoded.
     Post(Vec<Packet>, oneshot::Sender<Result<(), PollError>>),
-    /// The WebSocket being upgraded answered the probe: release the pending GET.
-    Probe,
-    /// The upgrade completed: the session moves to this WebSocket.
-    Upgrade(Box<WsStream>),
+    /// A WebSocket being upgraded got `2probe`; it reports how the upgrade goes on
+    /// here, and its end without [`UpgradeStep::Upgraded`] means the upgrade failed.
+    Probe(mpsc::Receiver<UpgradeStep>),
 }
 
 pub(crate) struct Session {
@@ -58,10 +56,9 @@ pub(crate) struct Session {
     /// Frames taken from the queue that wait for the next polling GET.
     pending: VecDeque<Frame>,
     transport: Transport,
-    /// When the next ping goes out (if no pong is awaited).
-    ping_at: Instant,
-    /// When the awaited pong is late.
-    pong_deadline: Option<Instant>,
+    heartbeat: Heartbeat,
+    /// At most one polling request held during an upgrade; the others wait behind it.
+    held: Option<Held>,
     /// The close frame for what the WebSocket reader found wrong, if it found something.
     read_error: Option<WsClose>,
 }
@@ -74,7 +71,11 @@ impl Session {
         control: mpsc::Receiver<Control>,
         ws: Option<Box<WsStream>>,
     ) -> Session {
-        let ping_at = Instant::now() + inner.config.ping_interval;
+        let heartbeat = Heartbeat::new(
+            inner.config.ping_interval,
+            inner.config.ping_timeout,
+            Instant::now(),
+        );
         Session {
             socket,
             inner,
@@ -83,8 +84,8 @@ impl Session {
             control,
             pending: VecDeque::new(),
             transport: Transport::new(ws),
-            ping_at,
-            pong_deadline: None,
+            heartbeat,
+            held: None,
             read_error: None,
         }
     }
@@ -113,7 +114,8 @@ impl Session {
     async fn serve(&mut self) -> Result<(), CloseReason> {
         let closing = self.socket.closing_token().clone();
         loop {
-            let timer = self.pong_deadline.unwrap_or(self.ping_at);
+            let timer = self.heartbeat.timer();
+            let hold = self.held.as_ref().map(|h| h.until);
             let can_write = self.transport.can_write();
             let batch_max = self.batch_max();
             // Filled only when the queue branch wins (no allocation until then).
@@ -121,14 +123,11 @@ impl Session {
             // Unbiased: a client flooding one direction cannot starve the other, or the timers.
             tokio::select! {
                 _ = closing.cancelled() => return Ok(()),
-                Some(control) = self.control.recv() => self.on_control(control).await?,
-                event = self.transport.next_event() => match event {
-                    Event::Ws(msg) => self.on_ws_message(msg).await?,
-                    Event::PollAborted => {
-                        debug!("polling request aborted by the client");
-                        return Err(CloseReason::TransportClose);
-                    }
-                },
+                // Nothing more is read while a request is held: what comes next waits behind it.
+                Some(control) = self.control.recv(), if hold.is_none() => {
+                    self.on_control(control).await?
+                }
+                event = self.transport.next_event() => self.on_event(event).await?,
                 n = self.queue.wait_take(batch_max, &mut batch), if can_write => {
                     if n > 0 && n < DRAIN_BATCH && matches!(self.transport, Transport::WebSocket(_)) {
                         // Let the broadcasts already under way land too: one write for
@@ -140,28 +139,75 @@ impl Session {
                         self.write(batch).await?;
                     }
                 }
-                _ = sleep_until(timer) => {
-                    if self.pong_deadline.is_some() {
-                        return Err(CloseReason::PingTimeout);
+                _ = sleep_until(timer) => match self.heartbeat.beat(Instant::now()) {
+                    Some(Beat::Gone) => return Err(CloseReason::PingTimeout),
+                    Some(Beat::Ping) => {
+                        // Over a WebSocket, or to a waiting GET, the ping reaches the client now.
+                        let reaches_client = self.transport.can_write();
+                        let ping = Packet::Ping(Str::from_static("")).encode();
+                        self.write_frames(std::iter::once(ping)).await?;
+                        if reaches_client {
+                            self.heartbeat.delivered(Instant::now());
+                        }
                     }
-                    self.pong_deadline = Some(Instant::now() + self.inner.config.ping_timeout);
-                    self.write_frames(std::iter::once(Packet::Ping(Str::from_static("")).encode())).await?;
+                    None => {}
+                },
+                _ = sleep_until(hold.unwrap_or(timer)), if hold.is_some() => {
+                    // The upgrade did not complete meanwhile: the request is served on polling.
+                    if let Some(held) = self.held.take() {
+                        self.check_alive()?;
+                        self.on_request(held.request).await?;
+                    }
                 }
             }
         }
     }
 
-    async fn on_control(&mut self, control: Control) -> Result<(), CloseReason> {
-        // A request may beat the timer to a deadline already passed: it must see the session gone.
-        if self.pong_deadline.is_some_and(|d| Instant::now() >= d) {
+    /// A session past its heartbeat deadline is gone for every request, even one that
+    /// reaches this task before its timer fired.
+    fn check_alive(&self) -> Result<(), CloseReason> {
+        if self.heartbeat.expired(Instant::now()) {
             return Err(CloseReason::PingTimeout);
         }
+        Ok(())
+    }
+
+    async fn on_control(&mut self, control: Control) -> Result<(), CloseReason> {
+        self.check_alive()?;
+        if self.socket.is_closing() {
+            let reason = self.socket.close_reason();
+            if reason != CloseReason::ServerClose {
+                // Closed from outside (a bad payload, a slow client) while this request was
+                // on its way: it loses the race, as it would a moment later. A server close
+                // still gives the client its last poll (see `finish`).
+                control.refuse();
+                return Err(reason);
+            }
+        }
         match control {
+            Control::Probe(steps) => self.probe(steps),
+            request if matches!(self.transport, Transport::Upgrading { .. }) => self.hold(request),
+            request => self.on_request(request).await?,
+        }
+        Ok(())
+    }
+
+    /// A polling GET or POST, served on the transport as it is now.
+    async fn on_request(&mut self, request: Control) -> Result<(), CloseReason> {
+        match request {
             Control::Poll(reply) => match self.transport.waiting() {
                 None => {
                     let _ = reply.send(Err(PollError::BadRequest));
                 }
                 Some(waiting) => {
+                    if waiting.is_some() && reply.is_closed() {
+                        // Given up by its client before it was served, and overtaken on the
+                        // way in by a poll sent after it: the abort ends the session, and the
+                        // later poll is refused with it.
+                        waiting.take();
+                        debug!("polling request aborted by the client");
+                        return Err(CloseReason::TransportClose);
+                    }
                     if let Some(first) = waiting.take() {
                         // Two GETs at once: the first ends with a close packet, the second is refused.
                         let _ = first.send(Ok(Packet::Close.encode_bytes()));
@@ -173,41 +219,35 @@ impl Session {
                     self.flush_poll()?;
                 }
             },
+            // Polling is over once the session moved to a WebSocket.
+            post @ Control::Post(..) if matches!(self.transport, Transport::WebSocket(_)) => {
+                post.refuse();
+            }
             Control::Post(packets, reply) => {
                 let result = self.on_packets(packets).await;
                 let _ = reply.send(Ok(()));
                 result?;
             }
-            Control::Probe => {
-                if let Transport::Polling { waiting } = &mut self.transport {
-                    let waiting = waiting.take();
-                    self.transport = Transport::Upgrading { waiting };
-                }
-                self.flush_poll()?;
-            }
-            Control::Upgrade(ws) => {
-                if let Some(w) = self.transport.waiting().and_then(Option::take) {
-                    let _ = w.send(Ok(Packet::Noop.encode_bytes()));
-                }
-                self.transport = Transport::WebSocket(ws);
-                self.socket.set_transport(TransportKind::WebSocket);
-                self.socket
-                    .span()
-                    .record("upgrade", tracing::field::display("websocket"));
-                debug!("upgraded to websocket");
-                let backlog: Vec<Frame> = self.pending.drain(..).collect();
-                self.write_frames(backlog).await?;
-            }
+            Control::Probe(_) => {}
         }
         Ok(())
     }
 
+    async fn on_event(&mut self, event: Event) -> Result<(), CloseReason> {
+        self.check_alive()?;
+        match event {
+            Event::Ws(msg) => self.on_ws_message(msg).await,
+            Event::PollAborted => {
+                debug!("polling request aborted by the client");
+                Err(CloseReason::TransportClose)
+            }
+            Event::Upgrade(step) => self.on_upgrade(step).await,
+        }
+    }
+
     /// Packets from the client, in order.
     async fn on_packets(&mut self, packets: Vec<Packet>) -> Result<(), CloseReason> {
-        if self.pong_deadline.is_some() {
-            // Data while a pong is due shows the client alive; engine.io refreshes the deadline too.
-            self.pong_deadline = Some(Instant::now() + self.inner.config.ping_timeout);
-        }
+        self.heartbeat.alive(Instant::now());
         for p in packets {
             match p {
                 Packet::Message(text) => {
@@ -218,10 +258,7 @@ impl Session {
                     self.deliver(Message::Binary(data));
                     self.paced().await;
                 }
-                Packet::Pong(_) => {
-                    self.pong_deadline = None;
-                    self.ping_at = Instant::now() + self.inner.config.ping_interval;
-                }
+                Packet::Pong(_) => self.heartbeat.pong(Instant::now()),
                 Packet::Close => return Err(CloseReason::ClientClose),
                 Packet::Ping(_) | Packet::Noop | Packet::Upgrade => {}
                 Packet::Open(_) => return Err(CloseReason::ParseError),
@@ -245,10 +282,8 @@ impl Session {
             _ = super::queue::wait_caught_up(holds) => {}
             _ = self.socket.closing() => {}
         }
-        if self.pong_deadline.is_some() {
-            // Held back by the server, the client could not answer: it is not late.
-            self.pong_deadline = Some(Instant::now() + self.inner.config.ping_timeout);
-        }
+        // Held back by the server, the client could not answer: it is not late.
+        self.heartbeat.alive(Instant::now());
     }
 
     fn deliver(&mut self, msg: Message) {
@@ -274,7 +309,18 @@ impl Session {
                 self.paced().await;
                 Ok(())
             }
-            Some(Ok(WsMessage::Close(_))) | None => Err(CloseReason::TransportClose),
+            Some(Ok(WsMessage::Close(frame))) => {
+                let normal = frame.is_some_and(|f| f.code == CloseCode::Normal);
+                // 1000 says the purpose of the connection is fulfilled. A client that gives
+                // up on a late ping may close with it too, and means to come back: only a
+                // close while no ping is due counts as deliberate.
+                if normal && self.heartbeat.quiet(Instant::now()) {
+                    Err(CloseReason::ClientDisconnect)
+                } else {
+                    Err(CloseReason::TransportClose)
+                }
+            }
+            None => Err(CloseReason::TransportClose),
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => {
                 debug!(error = %e, "websocket read failed");
@@ -364,7 +410,13 @@ impl Session {
     fn flush_poll(&mut self) -> Result<(), CloseReason> {
         let upgrading = match &self.transport {
             Transport::Polling { waiting: Some(_) } => false,
-            Transport::Upgrading { waiting: Some(_) } => true,
+            // Until `3probe` went out, a GET waits as on plain polling: the client reads
+            // `3probe` before the noop, and does not poll again.
+            Transport::Upgrading {
+                waiting: Some(_),
+                probed,
+                ..
+            } => *probed,
             _ => return Ok(()),
         };
         let body = if self.pending.is_empty() {
@@ -402,82 +454,6 @@ impl Session {
         self.pending.drain(..n);
         body
     }
-
-    /// Ends the session: say goodbye where the reason allows it, then tell the layer above.
-    async fn finish(mut self, reason: CloseReason) {
-        let graceful = matches!(reason, CloseReason::ServerClose);
-        if graceful {
-            self.take_ready();
-        }
-        // Nothing is served after this: the transport is taken apart to say goodbye.
-        let transport =
-            std::mem::replace(&mut self.transport, Transport::Polling { waiting: None });
-        match transport {
-            Transport::WebSocket(mut ws) => {
-                let close = self.read_error.or_else(|| {
-                    self.socket.ws_close_for(reason).or_else(|| {
-                        let down = self.inner.shutting_down.load(Ordering::Acquire);
-                        WsClose::for_reason(reason, down)
-                    })
-                });
-                // Flushed whatever the reason: after a close frame from the client, this
-                // sends the echo that completes the closing handshake.
-                let frames: Vec<Frame> = if graceful {
-                    self.pending.drain(..).collect()
-                } else {
-                    Vec::new()
-                };
-                let limit = if graceful {
-                    self.inner.config.write_timeout
-                } else {
-                    CLOSE_FRAME_WAIT.min(self.inner.config.write_timeout)
-                };
-                let _ = timeout(limit, async {
-                    for f in frames {
-                        ws.feed(ws_message(f)).await?;
-                    }
-                    WsStream::close(&mut ws, close.map(WsClose::frame)).await
-                })
-                .await;
-            }
-            Transport::Polling { waiting } | Transport::Upgrading { waiting } => {
-                let body = match reason {
-                    // The client said goodbye itself; engine.io answers the pending GET with a noop.
-                    CloseReason::ClientClose => Packet::Noop.encode_bytes(),
-                    _ => {
-                        self.pending.push_back(Packet::Close.encode());
-                        let n = self.pending.len();
-                        packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
-                    }
-                };
-                // A server close gives the client one poll to collect what was queued before it.
-                // A client close answers a GET sent together with it (a client that closes
-                // while polling does so) even when the close overtook it on the way in.
-                let wait = match reason {
-                    _ if graceful => Some(self.inner.config.close_grace),
-                    CloseReason::ClientClose => Some(CLIENT_CLOSE_GRACE),
-                    _ => None,
-                };
-                if let Some(w) = waiting {
-                    let _ = w.send(Ok(body));
-                } else if let Some(wait) = wait
-                    && let Ok(Some(Control::Poll(reply))) = timeout(wait, self.control.recv()).await
-                {
-                    let _ = reply.send(Ok(body));
-                }
-            }
-        }
-        self.control.close();
-        self.inner.remove(&self.socket.id);
-        self.socket.mark_closed();
-        debug!(reason = reason.as_str(), "session closed");
-        let backlog = Backlog {
-            queue: Some(self.queue.clone()),
-        };
-        if let Some(conn) = self.conn.take() {
-            conn.on_close(reason, backlog);
-        }
-    }
 }
 
 impl Packet {
@@ -490,4 +466,65 @@ impl Packet {
 /// How long a graceful close may wait for the client.
 pub(crate) fn default_close_grace(ping_timeout: Duration) -> Duration {
     ping_timeout.min(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::EngineConfig;
+    use crate::engineio::engine::Engine;
+    use crate::engineio::socket::{Sid, TransportKind};
+    use crate::engineio::tests::Echo;
+
+    #[tokio::test]
+    async fn an_aborted_poll_overtaken_by_a_later_one_ends_the_session() {
+        let engine = Engine::new(EngineConfig::default(), Arc::new(Echo));
+        let queue = Arc::new(Queue::new(8));
+        let socket = Arc::new(Socket::new(
+            Sid::random(),
+            None,
+            TransportKind::Polling,
+            queue.clone(),
+        ));
+        let (_control, control_rx) = mpsc::channel(8);
+        let mut session = Session::new(socket, engine.inner.clone(), queue, control_rx, None);
+        let (later, later_answer) = oneshot::channel();
+        assert_eq!(session.on_control(Control::Poll(later)).await, Ok(()));
+        let (aborted, aborted_answer) = oneshot::channel();
+        drop(aborted_answer);
+        assert_eq!(
+            session.on_control(Control::Poll(aborted)).await,
+            Err(CloseReason::TransportClose)
+        );
+        // The waiting poll is refused (400), not answered with a close packet.
+        assert!(later_answer.await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_deadline_finds_the_session_gone_before_its_timer_fires() {
+        let engine = Engine::new(
+            EngineConfig {
+                ping_interval: Duration::from_millis(300),
+                ping_timeout: Duration::from_millis(200),
+                ..EngineConfig::default()
+            },
+            Arc::new(Echo),
+        );
+        let queue = Arc::new(Queue::new(8));
+        let socket = Arc::new(Socket::new(
+            Sid::random(),
+            None,
+            TransportKind::Polling,
+            queue.clone(),
+        ));
+        let (_control, control_rx) = mpsc::channel(8);
+        let mut session = Session::new(socket, engine.inner.clone(), queue, control_rx, None);
+        // The session task has not run at all, so its timer never fired.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let (reply, _answer) = oneshot::channel();
+        assert_eq!(
+            session.on_control(Control::Poll(reply)).await,
+            Err(CloseReason::PingTimeout)
+        );
+    }
 }

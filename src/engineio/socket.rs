@@ -74,6 +74,9 @@ impl TransportKind {
 pub enum CloseReason {
     /// The client sent a close packet.
     ClientClose,
+    /// The client closed its WebSocket with 1000 (normal closure) while no ping was due:
+    /// a deliberate end (python-socketio sends its Socket.IO DISCONNECT only after it).
+    ClientDisconnect,
     /// The connection went away (socket closed, aborted poll).
     TransportClose,
     /// The transport failed (I/O error, write timeout, oversized WebSocket frame).
@@ -94,6 +97,7 @@ impl CloseReason {
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::ClientClose => "client close",
+            CloseReason::ClientDisconnect => "client disconnect",
             CloseReason::TransportClose => "transport close",
             CloseReason::TransportError => "transport error",
             CloseReason::PingTimeout => "ping timeout",

@@ -1,6 +1,7 @@
 //! What carries a session now, as one value: long-polling (with the GET held open, if
 //! any), polling while a WebSocket upgrade completes, or the WebSocket. A session cannot
-//! hold a WebSocket and a waiting GET at once, because no variant has both.
+//! hold a WebSocket and a waiting GET at once, because no variant has both: the WebSocket
+//! being probed stays with the upgrade, which reports its steps until it hands it over.
 
 use std::future::pending;
 
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
@@ -32,12 +33,24 @@ pub(super) enum Transport {
     Polling {
         waiting: Option<PollReply>,
     },
-    /// A WebSocket answered the probe: a GET is answered at once, with a noop when there is
-    /// nothing to send, so the client can pause polling and finish the upgrade.
+    /// A WebSocket is being probed; polling goes on until the upgrade ends. Once `3probe`
+    /// went out (`probed`), a GET is answered at once, with a noop when there is nothing
+    /// to send, so the client can pause polling and finish the upgrade. `steps` ends
+    /// without [`UpgradeStep::Upgraded`] when the upgrade failed.
     Upgrading {
         waiting: Option<PollReply>,
+        steps: mpsc::Receiver<UpgradeStep>,
+        probed: bool,
     },
     WebSocket(Box<WsStream>),
+}
+
+/// How an upgrade goes on, as the WebSocket being probed reports it to the session.
+pub(crate) enum UpgradeStep {
+    /// `3probe` went out.
+    Probed,
+    /// The client sent `5`: the session moves to this WebSocket.
+    Upgraded(Box<WsStream>),
 }
 
 /// What the transport itself reported, besides the frames the session writes.
@@ -46,6 +59,8 @@ pub(super) enum Event {
     Ws(Option<Result<WsMessage, tungstenite::Error>>),
     /// The client gave up the held GET.
     PollAborted,
+    /// The upgrade under way went a step further (`None`: it failed).
+    Upgrade(Option<UpgradeStep>),
 }
 
 impl Transport {
@@ -60,14 +75,16 @@ impl Transport {
     pub(super) fn can_write(&self) -> bool {
         match self {
             Transport::WebSocket(_) => true,
-            Transport::Polling { waiting } | Transport::Upgrading { waiting } => waiting.is_some(),
+            Transport::Polling { waiting } | Transport::Upgrading { waiting, .. } => {
+                waiting.is_some()
+            }
         }
     }
 
     /// The held GET, on polling.
     pub(super) fn waiting(&mut self) -> Option<&mut Option<PollReply>> {
         match self {
-            Transport::Polling { waiting } | Transport::Upgrading { waiting } => Some(waiting),
+            Transport::Polling { waiting } | Transport::Upgrading { waiting, .. } => Some(waiting),
             Transport::WebSocket(_) => None,
         }
     }
@@ -79,16 +96,23 @@ impl Transport {
             Transport::WebSocket(ws) => Event::Ws(ws.next().await),
             Transport::Polling {
                 waiting: Some(reply),
-            }
-            | Transport::Upgrading {
-                waiting: Some(reply),
             } => {
                 reply.closed().await;
                 Event::PollAborted
             }
-            Transport::Polling { waiting: None } | Transport::Upgrading { waiting: None } => {
-                pending().await
+            Transport::Upgrading { waiting, steps, .. } => {
+                let aborted = async {
+                    match waiting {
+                        Some(reply) => reply.closed().await,
+                        None => pending().await,
+                    }
+                };
+                tokio::select! {
+                    step = steps.recv() => Event::Upgrade(step),
+                    () = aborted => Event::PollAborted,
+                }
             }
+            Transport::Polling { waiting: None } => pending().await,
         }
     }
 }

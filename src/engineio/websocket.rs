@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -23,7 +24,7 @@ use super::engine::{Entry, Inner};
 use super::errors::EngineError;
 use super::session::Control;
 use super::socket::TransportKind;
-use super::transport::WsStream;
+use super::transport::{UpgradeStep, WsStream};
 
 /// Whether the request asks for a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
 pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
@@ -106,6 +107,9 @@ fn ws_config(max_payload: usize) -> WebSocketConfig {
 }
 
 /// The upgrade of a polling session: `2probe` → `3probe`, then `5` hands the socket over.
+/// The session hears of each step; however this ends short of `5` (the socket closes, the
+/// client falls silent past the upgrade timeout), the channel of steps ends with it and
+/// the session goes back to plain polling.
 async fn upgrade(inner: &Inner, entry: Entry, mut ws: WsStream) {
     let socket = &entry.socket;
     if socket.transport() == TransportKind::WebSocket
@@ -115,12 +119,14 @@ async fn upgrade(inner: &Inner, entry: Entry, mut ws: WsStream) {
         let _ = ws.close(None).await;
         return;
     }
+    let (steps, steps_rx) = mpsc::channel(2);
     let probe = timeout(inner.config.upgrade_timeout, async {
         if !next_is(&mut ws, "2probe").await {
             return false;
         }
-        // The session learns of the probe first, so a GET sent on seeing `3probe` gets a noop.
-        if entry.control.send(Control::Probe).await.is_err() {
+        // From here the session holds every polling request until the upgrade ends, so a
+        // GET the client sends after `5` cannot be served before the `5` is read.
+        if entry.control.send(Control::Probe(steps_rx)).await.is_err() {
             return false;
         }
         if ws
@@ -130,23 +136,29 @@ async fn upgrade(inner: &Inner, entry: Entry, mut ws: WsStream) {
         {
             return false;
         }
+        // The waiting GET is released only now: the client reads `3probe` first, pauses
+        // polling, and sends no other GET.
+        if steps.send(UpgradeStep::Probed).await.is_err() {
+            return false;
+        }
         next_is(&mut ws, "5").await
     })
     .await;
     if probe == Ok(true) {
-        if entry
-            .control
-            .send(Control::Upgrade(Box::new(ws)))
+        if steps
+            .send(UpgradeStep::Upgraded(Box::new(ws)))
             .await
             .is_err()
         {
             debug!("session ended during upgrade");
         }
-    } else {
-        debug!("upgrade failed or timed out");
-        socket.upgrading.store(false, Ordering::Release);
-        let _ = ws.close(None).await;
+        return;
     }
+    debug!("upgrade failed or timed out");
+    // The session sees the end of the steps before a retry can send its probe.
+    drop(steps);
+    socket.upgrading.store(false, Ordering::Release);
+    let _ = ws.close(None).await;
 }
 
 async fn next_is(ws: &mut WsStream, expected: &str) -> bool {

@@ -228,9 +228,15 @@ impl<A: App> Connection for Client<A> {
         let Client { app, nsps, .. } = *self;
         let mut sockets: Vec<_> = nsps.into_values().collect();
         sockets.sort_by_key(|(s, _)| s.nsp != "/");
+        // A WebSocket closed on purpose ends every namespace as its DISCONNECT would
+        // (python-socketio sends that only after the close, where it is never read).
+        let reason = match reason {
+            CloseReason::ClientDisconnect => DisconnectReason::ClientNamespaceDisconnect,
+            r => DisconnectReason::Transport(r),
+        };
         for (socket, state) in sockets {
             let b = backlog.take().unwrap_or_else(Backlog::empty);
-            app.on_disconnect(&socket, state, DisconnectReason::Transport(reason), b);
+            app.on_disconnect(&socket, state, reason, b);
         }
     }
 }

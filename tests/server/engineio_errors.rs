@@ -302,3 +302,24 @@ async fn half_sent_request_is_cut_off_and_others_are_served() {
     );
     server.assert_serving().await;
 }
+
+#[tokio::test]
+async fn a_poll_closed_as_soon_as_sent_still_ends_its_session() {
+    let mut server = Server::start("");
+    let p = server.port;
+    let sid = handshake(p).await;
+    // The request and the client's close arrive together, as when a client aborts its poll
+    // before a loaded server got to it.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .unwrap();
+    let head = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", polling(&sid));
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    // Without the aborted poll the next one would wait for the first ping (25 s).
+    let next = tokio::time::timeout(Duration::from_secs(10), get(p, &polling(&sid))).await;
+    assert_eq!(next.map(|(status, _)| status).ok(), Some(400));
+    server.assert_serving().await;
+}

@@ -7,6 +7,7 @@ mod support;
 
 mod api_keys;
 mod connections;
+mod disconnect;
 mod engineio_errors;
 mod http_api;
 mod local_peer;
@@ -16,3 +17,4 @@ mod refusals;
 mod slow_client;
 mod socketio_errors;
 mod tokens;
+mod upgrade;

@@ -1,0 +1,109 @@
+//! How a session ends: a goodbye where the reason allows it (a close frame on a
+//! WebSocket, a last answer to a poll), then the layer above is told, with what is left.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use tokio::time::timeout;
+use tracing::debug;
+
+use super::upgrade::Held;
+use super::{Control, Session, Transport, WsStream};
+use crate::engineio::backlog::Backlog;
+use crate::engineio::close::WsClose;
+use crate::engineio::packet::{self, Frame, Packet};
+use crate::engineio::socket::CloseReason;
+use crate::engineio::transport::ws_message;
+
+/// How long a client's close waits for a GET it sent alongside.
+const CLIENT_CLOSE_GRACE: Duration = Duration::from_millis(100);
+
+/// How long a session ended by an error may take to say why in a WebSocket close frame.
+const CLOSE_FRAME_WAIT: Duration = Duration::from_secs(1);
+
+impl Session {
+    /// Ends the session: say goodbye where the reason allows it, then tell the layer above.
+    pub(super) async fn finish(mut self, reason: CloseReason) {
+        let graceful = matches!(reason, CloseReason::ServerClose);
+        if graceful {
+            self.take_ready();
+        }
+        // Nothing is served after this: the transport is taken apart to say goodbye.
+        let transport =
+            std::mem::replace(&mut self.transport, Transport::Polling { waiting: None });
+        match transport {
+            Transport::WebSocket(mut ws) => {
+                let close = self.read_error.or_else(|| {
+                    self.socket.ws_close_for(reason).or_else(|| {
+                        let down = self.inner.shutting_down.load(Ordering::Acquire);
+                        WsClose::for_reason(reason, down)
+                    })
+                });
+                // Flushed whatever the reason: after a close frame from the client, this
+                // sends the echo that completes the closing handshake.
+                let frames: Vec<Frame> = if graceful {
+                    self.pending.drain(..).collect()
+                } else {
+                    Vec::new()
+                };
+                let limit = if graceful {
+                    self.inner.config.write_timeout
+                } else {
+                    CLOSE_FRAME_WAIT.min(self.inner.config.write_timeout)
+                };
+                let _ = timeout(limit, async {
+                    for f in frames {
+                        ws.feed(ws_message(f)).await?;
+                    }
+                    WsStream::close(&mut ws, close.map(WsClose::frame)).await
+                })
+                .await;
+            }
+            Transport::Polling { waiting } | Transport::Upgrading { waiting, .. } => {
+                let body = match reason {
+                    // The client said goodbye itself; engine.io answers the pending GET with a noop.
+                    CloseReason::ClientClose => Packet::Noop.encode_bytes(),
+                    _ => {
+                        self.pending.push_back(Packet::Close.encode());
+                        let n = self.pending.len();
+                        packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
+                    }
+                };
+                // A server close gives the client one poll to collect what was queued before it.
+                // A client close answers a GET sent together with it (a client that closes
+                // while polling does so) even when the close overtook it on the way in.
+                let wait = match reason {
+                    _ if graceful => Some(self.inner.config.close_grace),
+                    CloseReason::ClientClose => Some(CLIENT_CLOSE_GRACE),
+                    _ => None,
+                };
+                // A GET held during an upgrade is the one waiting now; a held POST is refused.
+                let held = match self.held.take() {
+                    Some(Held {
+                        request: Control::Poll(reply),
+                        ..
+                    }) => Some(reply),
+                    _ => None,
+                };
+                if let Some(w) = waiting.or(held) {
+                    let _ = w.send(Ok(body));
+                } else if let Some(wait) = wait
+                    && let Ok(Some(Control::Poll(reply))) = timeout(wait, self.control.recv()).await
+                {
+                    let _ = reply.send(Ok(body));
+                }
+            }
+        }
+        self.control.close();
+        self.inner.remove(&self.socket.id);
+        self.socket.mark_closed();
+        debug!(reason = reason.as_str(), "session closed");
+        let backlog = Backlog {
+            queue: Some(self.queue.clone()),
+        };
+        if let Some(conn) = self.conn.take() {
+            conn.on_close(reason, backlog);
+        }
+    }
+}
