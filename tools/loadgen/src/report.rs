@@ -1,5 +1,6 @@
 //! From the JSON lines of runs to BENCHMARKS.md: every figure as median [min–max] over the
-//! rounds and as a ratio to the reference peer measured in the same run, the checks, the
+//! rounds and as a ratio to each peer (the Node reference, socketioxide, the limit server)
+//! measured in the same run, the checks, the
 //! machine and versions, the command, and two SVG plots. Also the table one run prints,
 //! and the check CI makes of a quick bench.
 
@@ -28,9 +29,10 @@ pub(crate) struct ReportArgs {
     /// The label of the server under test.
     #[arg(long, default_value = "realtime")]
     pub subject: String,
-    /// The label of the reference peer the ratios are taken against.
-    #[arg(long, default_value = "reference")]
-    pub reference: String,
+    /// The labels of the peers the ratios are taken against, one ratio column each (a peer
+    /// with no run in the results gets none).
+    #[arg(long, value_delimiter = ',', default_value = "reference")]
+    pub reference: Vec<String>,
     /// The command that produced the results, quoted verbatim.
     #[arg(long, default_value = "")]
     pub command: String,
@@ -278,9 +280,15 @@ fn ratio(subject: &[f64], reference: &[f64], higher_is_better: bool) -> String {
     format!("{shown} ({})", if better { "better" } else { "worse" })
 }
 
-/// Labels of the servers in the results, subject first, reference second.
+/// Labels of the servers in the results, subject first, then the peers in the order given.
 fn servers(runs: &[Value], a: &ReportArgs) -> Vec<String> {
-    let mut out = vec![a.subject.clone(), a.reference.clone()];
+    let mut out = vec![a.subject.clone()];
+    out.extend(
+        a.reference
+            .iter()
+            .filter(|p| !p.is_empty() && **p != a.subject)
+            .cloned(),
+    );
     for r in runs {
         if let Some(s) = r["server"].as_str()
             && !out.iter().any(|o| o == s)
@@ -349,6 +357,12 @@ pub(crate) fn write(a: &ReportArgs) -> Result<()> {
         bail!("{}: no runs", a.results.display());
     }
     let servers = servers(&runs, a);
+    // The peers measured in this run: a ratio to a peer that did not run means nothing.
+    let peers: Vec<&String> = a
+        .reference
+        .iter()
+        .filter(|p| **p != a.subject && runs.iter().any(|r| r["server"] == p.as_str()))
+        .collect();
     let rounds = runs
         .iter()
         .filter_map(|r| r["round"].as_u64())
@@ -368,9 +382,9 @@ pub(crate) fn write(a: &ReportArgs) -> Result<()> {
         md,
         "Written by `tests/bench/run` (do not edit by hand: re-run it). {rounds} round(s), servers \
          run in turn (A B A B), each on a fresh process pinned to CPU 0 with the load generator \
-         on CPU 1. Each figure is the median [min–max] over the rounds; the ratio is {} ÷ {} of \
-         the medians, measured in this same run.\n",
-        a.subject, a.reference
+         on CPU 1. Each figure is the median [min–max] over the rounds; each ratio is {} ÷ a \
+         peer of the medians, measured in this same run.\n",
+        a.subject
     );
     if cross_node(&runs) {
         let _ = writeln!(
@@ -383,19 +397,30 @@ pub(crate) fn write(a: &ReportArgs) -> Result<()> {
         );
     }
     let _ = writeln!(md, "## Results\n");
-    let _ = writeln!(md, "| figure | {} | ratio |", servers.join(" | "));
-    let _ = writeln!(md, "|---|{}---|", "---|".repeat(servers.len()));
+    let _ = writeln!(
+        md,
+        "| figure | {} |{}",
+        servers.join(" | "),
+        peers
+            .iter()
+            .map(|p| format!(" {} ÷ {p} |", a.subject))
+            .collect::<String>()
+    );
+    let _ = writeln!(md, "|---|{}", "---|".repeat(servers.len() + peers.len()));
     for f in FIGURES.iter().filter(|f| has(&runs, f.scenario)) {
+        let subject = values(&runs, &a.subject, f.scenario, f.metric);
         let cols: Vec<String> = servers
             .iter()
             .map(|s| spread(&values(&runs, s, f.scenario, f.metric)))
+            .chain(peers.iter().map(|p| {
+                ratio(
+                    &subject,
+                    &values(&runs, p, f.scenario, f.metric),
+                    f.higher_is_better,
+                )
+            }))
             .collect();
-        let r = ratio(
-            &values(&runs, &a.subject, f.scenario, f.metric),
-            &values(&runs, &a.reference, f.scenario, f.metric),
-            f.higher_is_better,
-        );
-        let _ = writeln!(md, "| {} | {} | {r} |", f.label, cols.join(" | "));
+        let _ = writeln!(md, "| {} | {} |", f.label, cols.join(" | "));
     }
 
     let _ = writeln!(md, "\n## Checks\n");
@@ -480,7 +505,11 @@ pub(crate) fn write(a: &ReportArgs) -> Result<()> {
             .iter()
             .filter(|(s, _)| s.ends_with("-cross-node") && has(&runs, s))
         {
-            for s in &servers {
+            // A server with no cluster has no cross-node run: no row.
+            for s in servers.iter().filter(|s| {
+                runs.iter()
+                    .any(|r| r["server"] == s.as_str() && r["scenario"] == *scenario)
+            }) {
                 let pct = |m: &str| {
                     let v = median(&values(&runs, s, scenario, m));
                     if v.is_finite() {
@@ -758,7 +787,7 @@ mod tests {
             out: dir.join("BENCHMARKS.md"),
             plots: dir.join("plots"),
             subject: "realtime".into(),
-            reference: "reference".into(),
+            reference: vec!["reference".into()],
             command: "tests/bench/run --quick".into(),
             meta: vec!["rustc=1.95".into()],
             notes: Some(notes),
@@ -784,6 +813,60 @@ mod tests {
         assert!(md.contains("minimal limit"));
         assert!(md.contains("hot: the hub"));
         assert!(dir.join("plots/throughput.svg").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// One ratio column per peer that ran, all from the same run's medians.
+    #[test]
+    fn ratios_to_each_peer() {
+        let dir = std::env::temp_dir().join(format!("loadgen-peers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let results = dir.join("results.jsonl");
+        let lines: Vec<String> = [
+            run("realtime", "fanout", 1, 2e6, 0),
+            run("reference", "fanout", 1, 1e5, 0),
+            run("limit", "fanout", 1, 4e6, 0),
+            run("realtime", "fanout-cross-node", 1, 1e6, 0),
+            run("reference", "fanout-cross-node", 1, 5e4, 0),
+        ]
+        .iter()
+        .map(Value::to_string)
+        .collect();
+        std::fs::write(&results, lines.join("\n")).unwrap();
+        let a = ReportArgs {
+            results,
+            out: dir.join("BENCHMARKS.md"),
+            plots: dir.join("plots"),
+            subject: "realtime".into(),
+            reference: vec!["reference".into(), "socketioxide".into(), "limit".into()],
+            command: String::new(),
+            meta: Vec::new(),
+            notes: None,
+        };
+        write(&a).unwrap();
+        let md = std::fs::read_to_string(dir.join("BENCHMARKS.md")).unwrap();
+        // socketioxide did not run: its column says so, and it gets no ratio.
+        assert!(
+            md.contains(
+                "| figure | realtime | reference | socketioxide | limit | realtime ÷ reference | realtime ÷ limit |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| fan-out deliveries/s | 2M | 100k | no run | 4M | 20× (better) | 0.50× (worse) |"
+            ),
+            "{md}"
+        );
+        // The limit has no cluster: no cross-node figure, no ratio, no CPU row.
+        assert!(
+            md.contains(
+                "| cross-node fan-out deliveries/s | 1M | 50k | no run | no run | 20× (better) | – |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| cross-node fan-out | reference |"), "{md}");
+        assert!(!md.contains("| cross-node fan-out | limit |"), "{md}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -22,7 +22,11 @@ pub(crate) struct Chart<'a> {
 }
 
 const COLOURS: [&str; 4] = ["#d9480f", "#1971c2", "#2f9e44", "#7048e8"];
-const W: f64 = 760.0;
+/// The narrowest chart; a wider one gives each bar room for its value label.
+const MIN_W: f64 = 760.0;
+/// Width per bar, and between groups, past which labels stop overlapping.
+const BAR_ROOM: f64 = 34.0;
+const GROUP_GAP: f64 = 24.0;
 const H: f64 = 360.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
@@ -48,6 +52,9 @@ impl Chart<'_> {
             (l, h.max(l + 1))
         };
         let plot_h = H - TOP - BOTTOM;
+        let n = self.groups.len().max(1) as f64;
+        let bars = self.series.len().max(1) as f64;
+        let w = (LEFT + RIGHT + n * (bars * BAR_ROOM + GROUP_GAP)).max(MIN_W);
         let y = |v: f64| -> f64 {
             let f = (v.log10() - f64::from(lo_dec)) / f64::from(hi_dec - lo_dec);
             TOP + plot_h * (1.0 - f.clamp(0.0, 1.0))
@@ -55,13 +62,13 @@ impl Chart<'_> {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{H}" viewBox="0 0 {w} {H}" font-family="sans-serif" font-size="12">"#
         );
-        let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+        let _ = writeln!(s, r#"<rect width="{w}" height="{H}" fill="white"/>"#);
         let _ = writeln!(
             s,
             r#"<text x="{}" y="22" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"#,
-            W / 2.0,
+            w / 2.0,
             esc(self.title)
         );
         // Decade grid lines and labels.
@@ -71,7 +78,7 @@ impl Chart<'_> {
             let _ = writeln!(
                 s,
                 r##"<line x1="{LEFT}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-                W - RIGHT,
+                w - RIGHT,
                 LEFT - 6.0,
                 yy + 4.0,
                 si(v)
@@ -83,9 +90,7 @@ impl Chart<'_> {
             TOP + plot_h / 2.0,
             esc(self.y_label)
         );
-        let n = self.groups.len().max(1) as f64;
-        let group_w = (W - LEFT - RIGHT) / n;
-        let bars = self.series.len().max(1) as f64;
+        let group_w = (w - LEFT - RIGHT) / n;
         let bar_w = (group_w * 0.7 / bars).min(60.0);
         for (gi, (label, group)) in self.groups.iter().enumerate() {
             let gx = LEFT + group_w * gi as f64 + (group_w - bar_w * bars) / 2.0;
@@ -125,7 +130,8 @@ impl Chart<'_> {
                 s,
                 r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
                 LEFT + group_w * (gi as f64 + 0.5),
-                H - BOTTOM + 16.0,
+                // Every other label a line lower: long labels of neighbours never overlap.
+                H - BOTTOM + 16.0 + 14.0 * (gi % 2) as f64,
                 esc(label)
             );
         }
@@ -236,5 +242,37 @@ mod tests {
         }
         .render();
         assert!(empty.ends_with("</svg>\n") && !empty.contains("NaN") && !empty.contains("inf"));
+    }
+
+    /// Four servers over eight figures: the chart widens so every bar has room for its label.
+    #[test]
+    fn many_bars_widen_the_chart() {
+        let series: Vec<String> = ["a", "b", "c", "d"].map(str::to_owned).to_vec();
+        let bar = Bar {
+            median: 1e5,
+            min: 1e5,
+            max: 1e5,
+        };
+        let chart = Chart {
+            title: "t",
+            y_label: "y",
+            series: &series,
+            groups: (0..8).map(|i| (format!("g{i}"), vec![bar; 4])).collect(),
+        };
+        let svg = chart.render();
+        let width: f64 = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|w| w.split('"').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(width >= 8.0 * 4.0 * BAR_ROOM, "{width}");
+        let first: Vec<&str> = svg.lines().filter(|l| l.contains(">g0<")).collect();
+        let second: Vec<&str> = svg.lines().filter(|l| l.contains(">g1<")).collect();
+        assert!(
+            first[0].contains("y=\"306\"") && second[0].contains("y=\"320\""),
+            "{svg}"
+        );
     }
 }
