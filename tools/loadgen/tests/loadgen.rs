@@ -61,9 +61,14 @@ impl Drop for Server {
 
 /// Runs one scenario; returns its exit status and JSON.
 fn loadgen(server: &Server, scenario: &str, args: &[&str]) -> (bool, Value) {
+    loadgen_via(server.port, server, scenario, args)
+}
+
+/// As [`loadgen`], the clients connecting to `port` (a proxy in front of the server).
+fn loadgen_via(port: u16, server: &Server, scenario: &str, args: &[&str]) -> (bool, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_realtime-loadgen"))
         .arg(scenario)
-        .args(["--url", &format!("ws://127.0.0.1:{}", server.port)])
+        .args(["--url", &format!("ws://127.0.0.1:{port}")])
         .args(["--server-pid", &server.pid().to_string()])
         .args(["--label", "realtime", "--stall-timeout", "3"])
         .args(args)
@@ -185,12 +190,56 @@ fn publishers_can_be_pointed_at_another_node() {
     assert!(j["metrics"]["bus_cpu_pct"].is_null(), "{j}");
 }
 
-/// With a one-message client queue and a window of every message at once, the server
-/// drops subscribers as slow: the load generator must report the loss and fail the run.
+/// A proxy that passes at most `limit` bytes from the server to each client, then hangs
+/// up on both: a server that drops its subscribers mid-run, as seen from the clients.
+fn cutting_proxy(server_port: u16, limit: usize) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)) else {
+                continue;
+            };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_in, &mut s_out);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut passed = 0;
+                while passed < limit {
+                    match s_in.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if c_out.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            passed += n;
+                        }
+                    }
+                }
+                let _ = c_out.shutdown(Shutdown::Both);
+                let _ = s_in.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// Subscribers cut off mid-run (by a proxy that hangs up after 64 KiB) lose deliveries:
+/// the load generator must report the loss and fail the run.
 #[test]
 fn a_lossy_server_fails_the_run() {
-    let server = Server::start("[Messaging]\nclient-queue = 1\n");
-    let (ok, j) = loadgen(
+    let server = Server::start("");
+    let proxy = cutting_proxy(server.port, 64 * 1024);
+    let direct = format!("http://127.0.0.1:{}", server.port);
+    let pid = server.pid().to_string();
+    let (ok, j) = loadgen_via(
+        proxy,
         &server,
         "fanout",
         &[
@@ -198,10 +247,12 @@ fn a_lossy_server_fails_the_run() {
             "5",
             "--messages",
             "1000",
-            "--window",
-            "1000",
             "--size",
             "1000",
+            "--publish-url",
+            &direct,
+            "--publish-server-pid",
+            &pid,
         ],
     );
     assert!(!ok, "{j}");
