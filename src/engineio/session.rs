@@ -25,6 +25,8 @@ use super::socket::{CloseReason, Outgoing, Socket};
 use super::transport::{Event, Transport, UpgradeStep, ws_message};
 
 mod finish;
+#[cfg(test)]
+mod tests;
 mod upgrade;
 
 use super::{Connection, Message};
@@ -466,65 +468,4 @@ impl Packet {
 /// How long a graceful close may wait for the client.
 pub(crate) fn default_close_grace(ping_timeout: Duration) -> Duration {
     ping_timeout.min(Duration::from_secs(2))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engineio::EngineConfig;
-    use crate::engineio::engine::Engine;
-    use crate::engineio::socket::{Sid, TransportKind};
-    use crate::engineio::tests::Echo;
-
-    #[tokio::test]
-    async fn an_aborted_poll_overtaken_by_a_later_one_ends_the_session() {
-        let engine = Engine::new(EngineConfig::default(), Arc::new(Echo));
-        let queue = Arc::new(Queue::new(8));
-        let socket = Arc::new(Socket::new(
-            Sid::random(),
-            None,
-            TransportKind::Polling,
-            queue.clone(),
-        ));
-        let (_control, control_rx) = mpsc::channel(8);
-        let mut session = Session::new(socket, engine.inner.clone(), queue, control_rx, None);
-        let (later, later_answer) = oneshot::channel();
-        assert_eq!(session.on_control(Control::Poll(later)).await, Ok(()));
-        let (aborted, aborted_answer) = oneshot::channel();
-        drop(aborted_answer);
-        assert_eq!(
-            session.on_control(Control::Poll(aborted)).await,
-            Err(CloseReason::TransportClose)
-        );
-        // The waiting poll is refused (400), not answered with a close packet.
-        assert!(later_answer.await.is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_request_past_the_deadline_finds_the_session_gone_before_its_timer_fires() {
-        let engine = Engine::new(
-            EngineConfig {
-                ping_interval: Duration::from_millis(300),
-                ping_timeout: Duration::from_millis(200),
-                ..EngineConfig::default()
-            },
-            Arc::new(Echo),
-        );
-        let queue = Arc::new(Queue::new(8));
-        let socket = Arc::new(Socket::new(
-            Sid::random(),
-            None,
-            TransportKind::Polling,
-            queue.clone(),
-        ));
-        let (_control, control_rx) = mpsc::channel(8);
-        let mut session = Session::new(socket, engine.inner.clone(), queue, control_rx, None);
-        // The session task has not run at all, so its timer never fired.
-        tokio::time::advance(Duration::from_millis(500)).await;
-        let (reply, _answer) = oneshot::channel();
-        assert_eq!(
-            session.on_control(Control::Poll(reply)).await,
-            Err(CloseReason::PingTimeout)
-        );
-    }
 }

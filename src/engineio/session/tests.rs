@@ -1,0 +1,82 @@
+//! The session task's ordering rules, driven step by step without a transport.
+
+use super::*;
+use crate::engineio::EngineConfig;
+use crate::engineio::engine::Engine;
+use crate::engineio::socket::{Sid, TransportKind};
+use crate::engineio::tests::Echo;
+
+/// A polling session whose task has not run: the test calls its handlers itself.
+fn session(config: EngineConfig) -> (Session, Arc<Socket>) {
+    let engine = Engine::new(config, Arc::new(Echo));
+    let queue = Arc::new(Queue::new(8));
+    let socket = Arc::new(Socket::new(
+        Sid::random(),
+        None,
+        TransportKind::Polling,
+        queue.clone(),
+    ));
+    let (_control, control_rx) = mpsc::channel(8);
+    let session = Session::new(
+        socket.clone(),
+        engine.inner.clone(),
+        queue,
+        control_rx,
+        None,
+    );
+    (session, socket)
+}
+
+#[tokio::test]
+async fn an_aborted_poll_overtaken_by_a_later_one_ends_the_session() {
+    let (mut session, _) = session(EngineConfig::default());
+    let (later, later_answer) = oneshot::channel();
+    assert_eq!(session.on_control(Control::Poll(later)).await, Ok(()));
+    let (aborted, aborted_answer) = oneshot::channel();
+    drop(aborted_answer);
+    assert_eq!(
+        session.on_control(Control::Poll(aborted)).await,
+        Err(CloseReason::TransportClose)
+    );
+    // The waiting poll is refused (400), not answered with a close packet.
+    assert!(later_answer.await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_past_the_deadline_finds_the_session_gone_before_its_timer_fires() {
+    let (mut session, _) = session(EngineConfig {
+        ping_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(200),
+        ..EngineConfig::default()
+    });
+    // The session task has not run at all, so its timer never fired.
+    tokio::time::advance(Duration::from_millis(500)).await;
+    let (reply, _answer) = oneshot::channel();
+    assert_eq!(
+        session.on_control(Control::Poll(reply)).await,
+        Err(CloseReason::PingTimeout)
+    );
+}
+
+#[tokio::test]
+async fn a_poll_that_reaches_a_session_closed_elsewhere_loses() {
+    let (mut session, socket) = session(EngineConfig::default());
+    // A bad polling payload closes the session from the HTTP side; the next GET is already
+    // on its way to the task, which has not seen the close yet.
+    socket.close(CloseReason::ParseError);
+    let (reply, answer) = oneshot::channel();
+    assert_eq!(
+        session.on_control(Control::Poll(reply)).await,
+        Err(CloseReason::ParseError)
+    );
+    assert!(matches!(answer.await, Ok(Err(PollError::BadRequest))));
+}
+
+#[tokio::test]
+async fn a_server_close_still_gives_the_client_its_last_poll() {
+    let (mut session, socket) = session(EngineConfig::default());
+    socket.close(CloseReason::ServerClose);
+    let (reply, _answer) = oneshot::channel();
+    assert_eq!(session.on_control(Control::Poll(reply)).await, Ok(()));
+    assert!(session.transport.waiting().is_some_and(|w| w.is_some()));
+}
