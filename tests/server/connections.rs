@@ -1,5 +1,5 @@
 //! The HTTP connection itself against the real binary: a keep-alive connection carries on
-//! after a refusal given before the body was read, two `Host` headers are refused, and
+//! after a refusal given before the body was read (or says it ends), two `Host` headers are refused, and
 //! running out of file descriptors is logged now and then, not in a loop, and passes.
 
 #![allow(clippy::unwrap_used)]
@@ -119,6 +119,48 @@ async fn a_refusal_before_the_body_keeps_the_connection_usable() {
         (401, Some("close")),
         "{r:?}"
     );
+    server.assert_serving().await;
+}
+
+/// The Engine.IO endpoint refuses a POST for an unknown session before reading its body:
+/// either the connection goes on and the next request is answered, or the refusal says the
+/// connection ends. A client is never left with a request that gets no answer.
+#[tokio::test]
+async fn an_engineio_refusal_before_the_body_never_loses_the_next_request() {
+    let mut server = Server::start("");
+    let p = server.port;
+    let body = "4hello".repeat(500);
+    let refused_head = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid=unknown HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let next = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\r\n");
+    let mut s = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..50 {
+        s.write_all(refused_head.as_bytes()).await.unwrap();
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // The server may have closed already: a failed write is what `connection: close` meant.
+        let _ = s.write_all(body.as_bytes()).await;
+        let r = response(&mut s, &mut buf)
+            .await
+            .unwrap_or_else(|| panic!("refusal {i} not answered"));
+        assert_eq!(r.status, 400, "{i}: {r:?}");
+        if r.header("connection") == Some("close") {
+            s = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            buf.clear();
+            continue;
+        }
+        s.write_all(next.as_bytes()).await.unwrap();
+        let r = response(&mut s, &mut buf)
+            .await
+            .unwrap_or_else(|| panic!("request {i} after a kept-alive refusal not answered"));
+        assert_eq!(r.status, 200, "{i}: {r:?}");
+    }
     server.assert_serving().await;
 }
 
