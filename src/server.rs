@@ -178,7 +178,7 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
             let (cluster, w) =
                 RedisCluster::new(&config.cluster, url).map_err(StartError::Cluster)?;
             hub = hub.with_cluster(cluster.clone(), cluster.clone());
-            worker = Some(w);
+            worker = Some(w.with_window(s.reconnect_timeout));
             Some(cluster)
         }
         None => None,

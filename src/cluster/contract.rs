@@ -12,13 +12,41 @@ use super::{ClusterError, Envelope};
 /// An answer from the cluster's presence, when it has one.
 pub type Query<T> = Option<BoxFuture<'static, Result<T, ClusterError>>>;
 
-/// Carries what this node delivered locally to the other nodes. Called on the hub's hot
-/// paths with its locks held: implementations only queue.
+/// A message to replay for a session resumed from another node: what was published, to
+/// whom, and its offset.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    pub envelope: Envelope,
+    pub attachments: Vec<Bytes>,
+    pub to: Option<String>,
+    pub offset: u64,
+}
+
+/// The messages published after an offset, or why they cannot all be told.
+pub type Replay = oneshot::Receiver<Result<Vec<Replayed>, ClusterError>>;
+
+/// Carries broadcasts to the other nodes. Called on the hub's hot paths with its locks
+/// held: implementations only queue.
 pub trait Bus: Send + Sync + 'static {
-    /// A broadcast to `envelope.channel`, or to the identity `to`, already delivered here.
+    /// A broadcast to `envelope.channel`, or to the identity `to`: already delivered here
+    /// unless the bus is [`Bus::sequenced`].
     fn publish(&self, envelope: &Envelope, attachments: &[Bytes], to: Option<&str>);
     /// This node has members in `channel` now (`true`), or no longer.
     fn watch(&self, channel: &str, on: bool);
+    /// Whether the bus gives each broadcast its cluster-wide offset and hands it back to
+    /// every node, this one included ([`Inbound::deliver`]), in one order: the hub then
+    /// delivers nothing itself, so an offset means the same on every node.
+    fn sequenced(&self) -> bool {
+        false
+    }
+    /// The session `pid` of `member` lives on this node (`true`) or is over here: what
+    /// another node needs to resume it if this one dies or the client moves.
+    fn session(&self, _pid: &str, _member: &str, _on: bool) {}
+    /// What `member`'s session `pid` (held by another node) missed after `offset`, when
+    /// the bus still has every message since. `None`: the bus keeps no history.
+    fn resume(&self, _pid: &str, _member: &str, _offset: u64) -> Option<Replay> {
+        None
+    }
 }
 
 /// How a membership change is settled.
@@ -50,8 +78,16 @@ pub trait Presence: Send + Sync + 'static {
 /// What the cluster tells this node's hub. Called from the cluster's own task, never with
 /// a cluster lock held, so implementations may take the hub's locks.
 pub trait Inbound: Send + Sync + 'static {
-    /// A broadcast published on another node: delivered here, and nowhere else.
-    fn deliver(&self, envelope: &Envelope, attachments: Vec<Bytes>, to: Option<&str>);
+    /// A broadcast published on another node (or on any node, this one included, when
+    /// the bus is [`Bus::sequenced`]): delivered here, and nowhere else. `offset` is its
+    /// cluster-wide offset; `None` lets the hub number it.
+    fn deliver(
+        &self,
+        envelope: &Envelope,
+        attachments: Vec<Bytes>,
+        to: Option<&str>,
+        offset: Option<u64>,
+    );
     /// A membership change the cluster decided: told to the observer when `observe`, and
     /// delivered to this node's members of the channel and to `leaving`'s sessions (which
     /// are no longer in it).

@@ -23,6 +23,9 @@ pub enum ClusterError {
     /// The subscription connection ended.
     #[error("the subscription connection closed")]
     Closed,
+    /// A session cannot be resumed exactly; says why.
+    #[error("not recoverable: {0}")]
+    Unrecoverable(&'static str),
     /// This node is cut off from the in-memory bus.
     #[error("node {0:?} is cut off from the bus")]
     Cut(String),

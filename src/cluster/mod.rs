@@ -19,8 +19,8 @@ mod single;
 mod wire;
 
 pub use contract::{
-    Bus, ChannelInfo, Inbound, Membership, Presence, Query, Settle, Snapshot, identity_of,
-    member_key,
+    Bus, ChannelInfo, Inbound, Membership, Presence, Query, Replay, Replayed, Settle, Snapshot,
+    identity_of, member_key,
 };
 pub use envelope::Envelope;
 pub use error::ClusterError;

@@ -12,9 +12,9 @@ use tracing::debug;
 use super::app::HubApp;
 use super::member::Claim;
 use super::request::RequestError;
+use super::resume::Resume;
 use super::validate::Identity;
 use crate::auth::Channels;
-use crate::engineio::Sid;
 use crate::refusals::{self, Refusal};
 use crate::socketio::Accept;
 
@@ -24,6 +24,8 @@ pub struct Admitted {
     pub(super) channels: Channels,
     /// The detached session this connection resumes (connection state recovery).
     pub(super) claim: Option<Claim>,
+    /// The session of another node this connection resumes.
+    pub(super) resume: Option<Resume>,
 }
 
 impl fmt::Debug for Admitted {
@@ -32,6 +34,7 @@ impl fmt::Debug for Admitted {
             .field("identity", &self.identity)
             .field("channels", &self.channels)
             .field("recovers", &self.claim.is_some())
+            .field("resumes", &self.resume.is_some())
             .finish()
     }
 }
@@ -52,6 +55,7 @@ impl HubApp {
             identity: identity.clone(),
             channels: channels.clone(),
             claim,
+            resume: None,
         };
         if self.hub.config().grace.is_zero() {
             // Recovery is off: no pid in the reply, so the client will not try.
@@ -73,6 +77,16 @@ impl HubApp {
                     admitted: admitted(Some(claim)),
                 });
             }
+            if let Some(resume) = self.hub.resumable(pid, offset.flatten()) {
+                return Ok(Accept {
+                    sid: Some(resume.sid.clone()),
+                    pid: Some(resume.pid.clone()),
+                    admitted: Admitted {
+                        resume: Some(resume),
+                        ..admitted(None)
+                    },
+                });
+            }
             debug!(%pid, "connection state not recoverable; new session");
             refusals::record(
                 Refusal::RecoveryFailed,
@@ -80,9 +94,10 @@ impl HubApp {
                 &"connection state not recoverable; new session",
             );
         }
+        let (sid, pid) = self.hub.new_session();
         Ok(Accept {
-            sid: None,
-            pid: Some(Sid::random()),
+            sid,
+            pid: Some(pid),
             admitted: admitted(None),
         })
     }

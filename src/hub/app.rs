@@ -91,10 +91,15 @@ impl App for HubApp {
             identity,
             channels,
             claim,
+            resume,
         } = admitted;
         let legacy_ready = identity.is_some();
+        let conn = self.hub.attach(socket, identity, claim);
+        if let Some(resume) = resume {
+            self.hub.resume(&conn, socket, resume);
+        }
         HubSocket {
-            conn: self.hub.attach(socket, identity, claim),
+            conn,
             legacy_ready,
             channels,
         }

@@ -64,6 +64,11 @@ impl Channel {
         self.members.len()
     }
 
+    /// How many sessions a publish reaches.
+    pub(crate) fn sessions(&self) -> usize {
+        self.slots.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

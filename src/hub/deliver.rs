@@ -30,6 +30,10 @@ impl Hub {
         let Some(ch) = map.get(channel) else {
             return 0;
         };
+        if self.sequenced {
+            // Delivered here when the bus hands it back, numbered, like on every node.
+            return ch.sessions();
+        }
         // The offset is taken under the channel lock, so offsets follow delivery order.
         let item = envelope.encode(self.next_offset(), attachments);
         let f = ch.deliver(&item, self.config.cache_limit);
@@ -51,15 +55,19 @@ impl Hub {
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         self.observe(Self::kind_of(envelope), envelope);
         self.bus.publish(envelope, &attachments, Some(identity));
-        self.deliver_to(identity, envelope, attachments)
+        if self.sequenced {
+            return 0;
+        }
+        self.deliver_to(identity, envelope, attachments, None)
     }
 
-    /// Delivers to this node's sessions of one identity.
+    /// Delivers to this node's sessions of one identity (`offset`: the bus's number).
     pub(super) fn deliver_to(
         &self,
         identity: &str,
         envelope: &Envelope,
         attachments: Vec<Bytes>,
+        offset: Option<u64>,
     ) -> usize {
         let key = member_key(Some(identity), "");
         let Some(member) = self
@@ -73,7 +81,7 @@ impl Hub {
         let Ok(st) = member.state.lock() else {
             return 0;
         };
-        let item = envelope.encode(self.next_offset(), attachments);
+        let item = envelope.encode(offset.unwrap_or_else(|| self.next_offset()), attachments);
         let mut f = Fanout::default();
         for slot in &st.slots {
             f.add(slot.deliver(&item, self.config.cache_limit));

@@ -101,6 +101,8 @@ impl Hub {
     /// the server still holds open can take it over.
     fn index_pid(&self, slot: &Arc<Slot>, socket: &SioSocket) {
         if let (Some(pid), Ok(mut map)) = (socket.pid.clone(), self.recovery.lock()) {
+            // Other nodes may have to resume it.
+            self.bus.session(pid.as_str(), &slot.member.key, true);
             map.insert(pid, slot.clone());
         }
     }
@@ -111,6 +113,7 @@ impl Hub {
             && map.get(&pid).is_some_and(|s| Arc::ptr_eq(s, slot))
         {
             map.remove(&pid);
+            self.bus.session(pid.as_str(), &slot.member.key, false);
         }
     }
 
@@ -202,9 +205,7 @@ impl Hub {
         };
         let pid = slot.pid();
         if slot.expire(epoch) {
-            if let (Some(pid), Ok(mut map)) = (pid, self.recovery.lock()) {
-                map.remove(&pid);
-            }
+            self.unindex_pid(pid, slot);
             debug!(member = %member.key, "grace window over");
             self.drop_slot(&mut st, slot);
             let gone = st.gone;
@@ -215,7 +216,7 @@ impl Hub {
         }
     }
 
-    fn remove_slot(&self, slot: &Arc<Slot>) {
+    pub(super) fn remove_slot(&self, slot: &Arc<Slot>) {
         let member = slot.member.clone();
         let Ok(mut st) = member.state.lock() else {
             return;

@@ -333,20 +333,49 @@ impl Slot {
             items.drain(..d.unsent.min(items.len()));
         }
         items.append(&mut d.kept);
-        let mut next = Live::state(socket);
-        while let Some(item) = items.pop_front() {
-            if let Err((_, item)) = socket.offer(item) {
-                // Too much for the new connection's queue: it is closing as slow; keep the rest.
-                let mut d = Detached::new(socket);
-                d.keep(item, limit);
-                for rest in items.drain(..) {
-                    d.keep(rest, limit);
-                }
-                next = SlotState::Detached(d);
-                break;
-            }
+        *state = hand_over(socket, items, limit);
+        true
+    }
+
+    /// Holds what arrives for the live `socket` instead of queueing it, while its
+    /// session's earlier messages are fetched from elsewhere (resumption on another
+    /// node). Its connection ending meanwhile detaches it as usual.
+    pub(crate) fn hold(&self, socket: &Arc<SioSocket>) {
+        if let Ok(mut state) = self.state.lock()
+            && matches!(&*state, SlotState::Live(l) if Arc::ptr_eq(&l.socket, socket))
+        {
+            *state = SlotState::Detached(Detached::new(socket));
         }
-        *state = next;
+    }
+
+    /// Ends [`Slot::hold`]: `replay` (tagged, in order) goes first, then what was held
+    /// that `replay` does not already hold, then everything new. False when an exact
+    /// replay is impossible (more arrived than the cache holds, or the slot moved on).
+    pub(crate) fn release(
+        &self,
+        socket: &Arc<SioSocket>,
+        mut replay: VecDeque<Outgoing>,
+        limit: usize,
+    ) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let SlotState::Detached(d) = &mut *state else {
+            return false;
+        };
+        if !Arc::ptr_eq(&d.from, socket) || d.claimed || d.overflowed {
+            return false;
+        }
+        // Offsets grow in the log's order: a held item at or below the replay's last one
+        // is in the replay already. Items without an offset (membership events) stay.
+        let last = replay.iter().map(|i| i.tag).max().unwrap_or(0);
+        replay.extend(d.kept.drain(..).filter(|i| i.tag == 0 || i.tag > last));
+        if d.closed {
+            // The connection ended meanwhile: it is in the grace window, holding all.
+            d.backlog.append(&mut replay);
+            return true;
+        }
+        *state = hand_over(socket, replay, limit);
         true
     }
 
@@ -355,6 +384,22 @@ impl Slot {
             *state = SlotState::Gone;
         }
     }
+}
+
+/// The state of a slot whose `socket` takes `items` first: live, or detached again with
+/// the rest kept when they are too much for its queue (it is closing as slow).
+fn hand_over(socket: &Arc<SioSocket>, mut items: VecDeque<Outgoing>, limit: usize) -> SlotState {
+    while let Some(item) = items.pop_front() {
+        if let Err((_, item)) = socket.offer(item) {
+            let mut d = Detached::new(socket);
+            d.keep(item, limit);
+            for rest in items.drain(..) {
+                d.keep(rest, limit);
+            }
+            return SlotState::Detached(d);
+        }
+    }
+    Live::state(socket)
 }
 
 /// Where in `backlog` the replay after `offset` (the last tag the client saw) starts, if

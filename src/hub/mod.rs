@@ -31,6 +31,7 @@ mod observer;
 mod query;
 mod remote;
 mod request;
+mod resume;
 mod validate;
 
 use std::collections::HashMap;
@@ -157,6 +158,11 @@ pub struct Hub {
     bus: Arc<dyn Bus>,
     /// Decides membership changes and connects cluster-wide (here on a single node).
     presence: Arc<dyn Presence>,
+    /// The bus numbers broadcasts and hands them back here (see [`Bus::sequenced`]).
+    sequenced: bool,
+    /// Sessions of other nodes whose resumption failed here lately: their client is
+    /// answered as a new session, not sent round again.
+    unresumable: Mutex<HashMap<Sid, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -178,11 +184,14 @@ impl Hub {
             observer: None,
             bus: Arc::new(SingleNode),
             presence: Arc::new(SingleNode),
+            sequenced: false,
+            unresumable: Mutex::new(HashMap::new()),
         }
     }
 
     /// Joins the other nodes through `bus` and `presence`; set before serving.
     pub fn with_cluster(mut self, bus: Arc<dyn Bus>, presence: Arc<dyn Presence>) -> Hub {
+        self.sequenced = bus.sequenced();
         self.bus = bus;
         self.presence = presence;
         self
@@ -231,9 +240,11 @@ impl Hub {
         &self.members[i]
     }
 
-    /// The offset for the next broadcast, or 0 when recovery is off.
+    /// The offset for the next broadcast, or 0 when recovery is off. On a sequenced bus
+    /// the bus numbers broadcasts; what the hub sends itself (membership events) carries
+    /// no offset, so a client's offset always names a broadcast every node knows.
     fn next_offset(&self) -> u64 {
-        if self.config.grace.is_zero() {
+        if self.config.grace.is_zero() || self.sequenced {
             0
         } else {
             self.offsets.fetch_add(1, Ordering::Relaxed) + 1

@@ -11,9 +11,15 @@ use super::{Envelope, Hub, HubEvent, Member};
 use crate::cluster::{Inbound, Membership, Snapshot, identity_of};
 
 impl Inbound for Hub {
-    fn deliver(&self, envelope: &Envelope, attachments: Vec<Bytes>, to: Option<&str>) {
+    fn deliver(
+        &self,
+        envelope: &Envelope,
+        attachments: Vec<Bytes>,
+        to: Option<&str>,
+        offset: Option<u64>,
+    ) {
         if let Some(identity) = to {
-            self.deliver_to(identity, envelope, attachments);
+            self.deliver_to(identity, envelope, attachments, offset);
             return;
         }
         let Some(channel) = envelope.channel.as_deref() else {
@@ -25,7 +31,7 @@ impl Inbound for Hub {
         let Some(ch) = map.get(channel) else {
             return;
         };
-        let item = envelope.encode(self.next_offset(), attachments);
+        let item = envelope.encode(offset.unwrap_or_else(|| self.next_offset()), attachments);
         let f = ch.deliver(&item, self.config.cache_limit);
         drop(map);
         self.count_fanout(f);

@@ -549,11 +549,17 @@ async fn in_a_cluster_broadcasts_go_to_the_bus_once_and_remote_ones_stay_here() 
         ]
     );
     // From another node: delivered here, never handed back to the bus.
-    hub.deliver(&Envelope::message("chat", None, json!(4)), Vec::new(), None);
+    hub.deliver(
+        &Envelope::message("chat", None, json!(4)),
+        Vec::new(),
+        None,
+        None,
+    );
     hub.deliver(
         &Envelope::message("x", None, json!(5)),
         Vec::new(),
         Some("bob"),
+        None,
     );
     assert_eq!(data(&received(&mut bob.rx)), [json!(1), json!(4), json!(5)]);
     assert_eq!(rec.sent.lock().unwrap().len(), 3);

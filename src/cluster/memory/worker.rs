@@ -415,7 +415,7 @@ impl MemoryWorker {
                 envelope,
                 attachments,
                 to,
-            } => hub.deliver(&envelope, attachments, to.as_deref()),
+            } => hub.deliver(&envelope, attachments, to.as_deref(), None),
             Inbox::Control {
                 join,
                 member,

@@ -7,6 +7,7 @@
 //! drops what would have crossed nodes; when Redis is back it rewrites this node's presence
 //! from the hub, announcing to the other nodes what changed meanwhile.
 
+mod log;
 mod presence;
 mod scripts;
 mod worker;
@@ -22,7 +23,9 @@ use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Bus, ChannelInfo, ClusterError, Envelope, Membership, Presence, Query, Settle, wire};
+use super::{
+    Bus, ChannelInfo, ClusterError, Envelope, Membership, Presence, Query, Replay, Settle, wire,
+};
 use crate::config::ClusterConfig;
 
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
@@ -41,6 +44,19 @@ enum Op {
         payload: Bytes,
     },
     Watch(String, bool),
+    /// A session of this node begins (`true`) or ends: its pid → member record.
+    Session {
+        pid: String,
+        member: String,
+        on: bool,
+    },
+    /// A session of another node to resume here: what it missed after `offset`.
+    Resume {
+        pid: String,
+        member: String,
+        offset: u64,
+        reply: oneshot::Sender<Result<Vec<super::Replayed>, ClusterError>>,
+    },
     Join(Change),
     Leave(Change),
     Online(String, bool),
@@ -98,6 +114,9 @@ pub struct Worker {
     stats: Arc<BusStats>,
     heartbeat: Duration,
     timeout: Duration,
+    /// How long a client may take to come back (`reconnect-timeout`): the message log
+    /// keeps that much, and a dead node's members are removed only after it.
+    window: Duration,
     /// Channels this node has members in: subscribed on Redis whenever it is up.
     watched: HashSet<String>,
     /// Subscriptions (`channel \0 member`) and members that changed while Redis was away:
@@ -153,6 +172,12 @@ impl Keys {
     fn members(&self) -> String {
         format!("{}:members", self.prefix)
     }
+    fn log(&self) -> String {
+        format!("{}:log", self.prefix)
+    }
+    fn pids(&self, node: &str) -> String {
+        format!("{}:pids:{node}", self.prefix)
+    }
     fn epoch(&self) -> String {
         format!("{}:epoch", self.prefix)
     }
@@ -199,6 +224,7 @@ impl RedisCluster {
             stats,
             heartbeat: config.heartbeat,
             timeout: config.node_timeout,
+            window: Duration::ZERO,
             watched: HashSet::new(),
             dirty: HashSet::new(),
             epoch: None,
@@ -210,7 +236,17 @@ impl RedisCluster {
     pub fn node(&self) -> &str {
         &self.node
     }
+}
 
+impl Worker {
+    /// Sessions may come back, on any node, within `window` (`reconnect-timeout`).
+    pub fn with_window(mut self, window: Duration) -> Worker {
+        self.window = window;
+        self
+    }
+}
+
+impl RedisCluster {
     /// Whether Redis is reachable now.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
@@ -270,6 +306,27 @@ impl Bus for RedisCluster {
 
     fn watch(&self, channel: &str, on: bool) {
         let _ = self.ops.send(Op::Watch(channel.to_owned(), on));
+    }
+
+    fn sequenced(&self) -> bool {
+        true
+    }
+
+    fn session(&self, pid: &str, member: &str, on: bool) {
+        let (pid, member) = (pid.to_owned(), member.to_owned());
+        let _ = self.ops.send(Op::Session { pid, member, on });
+    }
+
+    fn resume(&self, pid: &str, member: &str, offset: u64) -> Option<Replay> {
+        let (reply, rx) = oneshot::channel();
+        let (pid, member) = (pid.to_owned(), member.to_owned());
+        let _ = self.ops.send(Op::Resume {
+            pid,
+            member,
+            offset,
+            reply,
+        });
+        Some(rx)
     }
 }
 

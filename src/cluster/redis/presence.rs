@@ -139,7 +139,17 @@ impl Worker {
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
     ) -> Result<bool, ClusterError> {
-        self.reap(hub, conn, "beat").await
+        let removed = self.reap(hub, conn, "beat").await?;
+        // This node's sessions stay findable while it beats, and as long after as the
+        // others wait before reaping it.
+        let keep = (self.timeout + self.window).saturating_mul(2);
+        let _: () = redis::cmd("PEXPIRE")
+            .arg(self.keys.pids(&self.node))
+            .arg(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX))
+            .query_async(conn)
+            .await
+            .map_err(ClusterError::redis("keeping this node's sessions"))?;
+        Ok(removed)
     }
 
     pub(super) async fn reap(
@@ -148,7 +158,10 @@ impl Worker {
         conn: &mut MultiplexedConnection,
         mode: &str,
     ) -> Result<bool, ClusterError> {
-        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        // A dead node's members are removed once their clients could have come back
+        // elsewhere: one that did is still a member there, and nobody hears it leave.
+        let silent = self.timeout + self.window;
+        let timeout_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX);
         let ended: Vec<String> = scripts::REAP
             .key(self.keys.nodes())
             .arg(&self.keys.prefix)

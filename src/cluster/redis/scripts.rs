@@ -9,7 +9,10 @@
 //!   another node joins them);
 //! - `P:nm:{node}`: set of members with sessions on this node;
 //! - `P:members`: hash member → how many nodes it has sessions on;
-//! - `P:nodes`: sorted set node → last heartbeat (Redis clock, ms).
+//! - `P:nodes`: sorted set node → last heartbeat (Redis clock, ms);
+//! - `P:log`: the message log, a stream of every broadcast (see `log.rs`);
+//! - `P:pids:{node}`: hash pid → member key of this node's sessions, for their
+//!   resumption on another node; it expires when the node stops beating.
 
 use std::sync::LazyLock;
 
@@ -21,6 +24,30 @@ pub(super) static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE_L
 pub(super) static DROP: LazyLock<Script> = LazyLock::new(|| Script::new(DROP_LUA));
 pub(super) static ONLINE: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE_LUA));
 pub(super) static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(REAP_LUA));
+pub(super) static FIND: LazyLock<Script> = LazyLock::new(|| Script::new(FIND_LUA));
+pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_LUA));
+
+/// Appends a broadcast to the log and publishes it with its stream id, in one step: the
+/// order of the log is the order every node hears. Run by its hash in pipelines.
+/// KEYS: log, topic. ARGV: bus message, recovery window in ms, most entries kept.
+pub(super) const PUBLISH_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'p', ARGV[1])
+redis.call('XTRIM', KEYS[1], 'MINID', '~', now - tonumber(ARGV[2]))
+redis.call('PUBLISH', KEYS[2], id .. '\n' .. ARGV[1])
+return id
+";
+
+/// Which member holds session `pid` on any node still known (a dead node stays known
+/// until it is reaped, after the recovery window). KEYS: nodes. ARGV: prefix, pid.
+const FIND_LUA: &str = r"
+for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local m = redis.call('HGET', ARGV[1] .. ':pids:' .. node, ARGV[2])
+  if m then return m end
+end
+return false
+";
 
 /// KEYS: sub:{node}, ch:{channel}, channels, ms:{member}. ARGV: channel, member.
 /// Returns {1 if the member is new in the channel cluster-wide, members after}.
@@ -141,6 +168,7 @@ for _, node in ipairs(dead) do
     end
   end
   redis.call('DEL', nm)
+  redis.call('DEL', P .. ':pids:' .. node)
 end
 return out
 ";

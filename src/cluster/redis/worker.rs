@@ -12,7 +12,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tracing::{debug, info, warn};
 
 use super::{
-    BATCH, MAX_BACKOFF, MIN_BACKOFF, Op, RESPONSE_TIMEOUT, Worker, entry, membership, scripts,
+    BATCH, MAX_BACKOFF, MIN_BACKOFF, Op, RESPONSE_TIMEOUT, Worker, entry, log, membership, scripts,
 };
 use crate::cluster::{ClusterError, Inbound, Membership, identity_of, wire};
 
@@ -118,6 +118,15 @@ impl Worker {
         if let Err(e) = sink.subscribe(&topics).await {
             return Ended::Lost(ClusterError::redis("subscribing")(e), false);
         }
+        // Broadcasts run the log's script by its hash, in pipelines: it must be loaded.
+        let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(scripts::PUBLISH_LUA)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = loaded {
+            return Ended::Lost(ClusterError::redis("loading the publish script")(e), false);
+        }
         if let Err(e) = self.beat(hub, &mut conn).await {
             return Ended::Lost(e, false);
         }
@@ -185,17 +194,17 @@ impl Worker {
         batch: Vec<Op>,
     ) -> Result<bool, ClusterError> {
         let mut pipe = redis::pipe();
-        let mut queued = 0u64;
+        let mut queued = Vec::new();
         let mut ops = batch.into_iter();
         let mut failed: Option<ClusterError> = None;
         while let Some(op) = ops.next() {
             if let Op::Publish { topic, payload } = op {
-                pipe.publish(topic, payload.as_ref()).ignore();
-                queued += 1;
+                self.logged(&mut pipe, &topic, &payload).ignore();
+                queued.push(payload);
                 continue;
             }
-            if queued > 0
-                && let Err(e) = self.flush(conn, &mut pipe, &mut queued).await
+            if !queued.is_empty()
+                && let Err(e) = self.flush(hub, conn, &mut pipe, &mut queued).await
             {
                 failed = Some(e);
             }
@@ -221,9 +230,9 @@ impl Worker {
                 }
             }
         }
-        if queued > 0
+        if !queued.is_empty()
             && failed.is_none()
-            && let Err(e) = self.flush(conn, &mut pipe, &mut queued).await
+            && let Err(e) = self.flush(hub, conn, &mut pipe, &mut queued).await
         {
             failed = Some(e);
         }
@@ -233,24 +242,57 @@ impl Worker {
         }
     }
 
+    /// Appends the log script's run for one broadcast to `pipe`.
+    fn logged<'p>(
+        &self,
+        pipe: &'p mut redis::Pipeline,
+        topic: &str,
+        payload: &[u8],
+    ) -> &'p mut redis::Pipeline {
+        let keep = self.window.saturating_mul(2) + log::QUIET_MARGIN;
+        pipe.cmd("EVALSHA")
+            .arg(scripts::PUBLISH.get_hash())
+            .arg(2)
+            .arg(self.keys.log())
+            .arg(topic)
+            .arg(payload)
+            .arg(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX))
+            .arg(log::MAX_ENTRIES)
+    }
+
+    /// Sends the pipelined broadcasts. When that fails, they are delivered here without
+    /// an offset: this node's members still get them, the other nodes do not.
     async fn flush(
         &self,
+        hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
         pipe: &mut redis::Pipeline,
-        queued: &mut u64,
+        queued: &mut Vec<bytes::Bytes>,
     ) -> Result<(), ClusterError> {
-        let n = std::mem::take(queued);
+        let sent = std::mem::take(queued);
         let result: redis::RedisResult<()> = pipe.query_async(conn).await;
         pipe.clear();
         match result {
             Ok(()) => {
-                self.stats.sent.fetch_add(n, Ordering::Relaxed);
+                self.stats
+                    .sent
+                    .fetch_add(sent.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
-                self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                for payload in &sent {
+                    self.deliver_here(hub, payload);
+                }
                 Err(ClusterError::redis("publishing broadcasts")(e))
             }
+        }
+    }
+
+    /// A broadcast of this node that could not go through Redis: its members get it.
+    fn deliver_here(&self, hub: &Arc<dyn Inbound>, payload: &[u8]) {
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Ok(m) = wire::decode(payload) {
+            hub.deliver(&m.envelope, m.attachments, m.to.as_deref(), None);
         }
     }
 
@@ -265,13 +307,37 @@ impl Worker {
         match op {
             // `apply` pipelines broadcasts; one that gets here goes alone.
             Op::Publish { topic, payload } => {
-                let sent: redis::RedisResult<()> = redis::cmd("PUBLISH")
-                    .arg(topic)
-                    .arg(payload.as_ref())
-                    .query_async(conn)
-                    .await;
-                sent.map_err(ClusterError::redis("publishing a broadcast"))?;
-                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                let mut pipe = redis::pipe();
+                self.logged(&mut pipe, &topic, &payload).ignore();
+                let mut queued = vec![payload];
+                self.flush(hub, conn, &mut pipe, &mut queued).await?;
+            }
+            Op::Session { pid, member, on } => {
+                let key = self.keys.pids(&self.node);
+                let done: redis::RedisResult<()> = if on {
+                    redis::cmd("HSET")
+                        .arg(key)
+                        .arg(pid)
+                        .arg(member)
+                        .query_async(conn)
+                        .await
+                } else {
+                    redis::cmd("HDEL").arg(key).arg(pid).query_async(conn).await
+                };
+                done.map_err(ClusterError::redis("recording a session"))?;
+            }
+            Op::Resume {
+                pid,
+                member,
+                offset,
+                reply,
+            } => {
+                let result = self.replay(hub, conn, &pid, &member, offset).await;
+                let lost = matches!(result, Err(ClusterError::Redis { .. }));
+                let _ = reply.send(result);
+                if lost {
+                    return Err(ClusterError::Unavailable);
+                }
             }
             Op::Watch(channel, on) => {
                 let topic = self.keys.topic(&channel);
@@ -361,8 +427,11 @@ impl Worker {
     /// One op with Redis away: settled by this node alone. Returns true on departure.
     fn offline_op(&mut self, hub: &Arc<dyn Inbound>, op: Op) -> bool {
         match op {
-            Op::Publish { .. } => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            Op::Publish { payload, .. } => self.deliver_here(hub, &payload),
+            // Written back only by the sessions that begin once Redis is back.
+            Op::Session { .. } => {}
+            Op::Resume { reply, .. } => {
+                let _ = reply.send(Err(ClusterError::Unavailable));
             }
             Op::Watch(channel, on) => {
                 if on {
@@ -418,7 +487,13 @@ impl Worker {
             self.inbound_control(hub, msg.get_payload_bytes());
             return;
         }
-        let m = match wire::decode(msg.get_payload_bytes()) {
+        // A broadcast comes back through the log with its offset, to its origin too; a
+        // membership event comes straight, and its origin announced it already.
+        let (offset, raw) = match log::split(msg.get_payload_bytes()) {
+            Some((id, raw)) => (Some(log::offset_of(id).unwrap_or(0)), raw),
+            None => (None, msg.get_payload_bytes()),
+        };
+        let m = match wire::decode(raw) {
             Ok(m) => m,
             Err(e) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -426,7 +501,7 @@ impl Worker {
                 return;
             }
         };
-        if *m.origin == *self.node {
+        if offset.is_none() && *m.origin == *self.node {
             return;
         }
         // A broadcast must be for the channel it came on (or a direct one on `direct`).
@@ -441,7 +516,41 @@ impl Worker {
             return;
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        hub.deliver(&m.envelope, m.attachments, m.to.as_deref());
+        hub.deliver(&m.envelope, m.attachments, m.to.as_deref(), offset);
+    }
+
+    /// What session `pid` of `member`, held by a node still known, missed after `offset`.
+    /// Its channels are adopted here first, so that what the log holds and what arrives
+    /// here from now on overlap: nothing falls between the two.
+    async fn replay(
+        &self,
+        hub: &Arc<dyn Inbound>,
+        conn: &mut MultiplexedConnection,
+        pid: &str,
+        member: &str,
+        offset: u64,
+    ) -> Result<Vec<crate::cluster::Replayed>, ClusterError> {
+        let holder: Option<String> = scripts::FIND
+            .key(self.keys.nodes())
+            .arg(&self.keys.prefix)
+            .arg(pid)
+            .invoke_async(conn)
+            .await
+            .map_err(ClusterError::redis("finding a session"))?;
+        if holder.as_deref() != Some(member) {
+            return Err(ClusterError::Unrecoverable(
+                "no such session in the cluster",
+            ));
+        }
+        let channels: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.member_channels(member))
+            .query_async(conn)
+            .await
+            .map_err(ClusterError::redis("reading a member's channels"))?;
+        for channel in channels {
+            hub.adopt(member, &channel);
+        }
+        log::after(conn, &self.keys, offset, log::REPLAY_LIMIT).await
     }
 }
 

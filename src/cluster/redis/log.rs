@@ -1,0 +1,117 @@
+//! The message log: every broadcast is appended to one Redis stream before any node
+//! delivers it, so its stream id is its offset on every node, and a session resumed on
+//! another node is replayed from it. The stream is trimmed to the recovery window by age
+//! and to a bound by count; what it no longer holds is refused, never passed off.
+
+use redis::aio::MultiplexedConnection;
+
+use super::Keys;
+use crate::cluster::{ClusterError, Replayed, wire};
+
+/// Entries the log keeps at most, whatever their age.
+pub(super) const MAX_ENTRIES: usize = 100_000;
+/// Entries one resumption replays at most (of every channel: the session's are picked).
+pub(super) const REPLAY_LIMIT: usize = 20_000;
+/// How long the log keeps an entry beyond the recovery window: a client's offset is the
+/// last message it got, which may be older than its drop by as long as its channels were
+/// quiet.
+pub(super) const QUIET_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Bits of an offset left for the sequence within one millisecond.
+const SEQ_BITS: u32 = 20;
+
+/// The offset of a stream id `ms-seq`; `None` for one that does not fit (a sequence past a
+/// million within one millisecond), which is then delivered without an offset.
+pub(super) fn offset_of(id: &str) -> Option<u64> {
+    let (ms, seq) = id.split_once('-')?;
+    let (ms, seq) = (ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?);
+    if seq >> SEQ_BITS != 0 || ms >> (64 - SEQ_BITS) != 0 {
+        return None;
+    }
+    Some(ms << SEQ_BITS | seq)
+}
+
+/// The stream id of an offset.
+pub(super) fn id_of(offset: u64) -> String {
+    format!("{}-{}", offset >> SEQ_BITS, offset & ((1 << SEQ_BITS) - 1))
+}
+
+/// A broadcast as it comes back from the log through pub/sub: its stream id on the first
+/// line, then the bus message. `None` for a message that did not go through the log (a
+/// membership event).
+pub(super) fn split(raw: &[u8]) -> Option<(&str, &[u8])> {
+    if !raw.first().is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    let nl = raw.iter().position(|&b| b == b'\n')?;
+    let id = std::str::from_utf8(&raw[..nl]).ok()?;
+    Some((id, &raw[nl + 1..]))
+}
+
+/// Everything the log holds after `offset`, at most `limit` entries, if it still holds
+/// `offset` itself: otherwise what followed it may have been trimmed (or Redis lost the
+/// stream), and a replay would have a gap.
+pub(super) async fn after(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    offset: u64,
+    limit: usize,
+) -> Result<Vec<Replayed>, ClusterError> {
+    let from = id_of(offset);
+    // Each entry: its id, then its fields and values in turn (`p`, the bus message).
+    let reply: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(keys.log())
+        .arg(&from)
+        .arg("+")
+        .arg("COUNT")
+        .arg(limit.saturating_add(2))
+        .query_async(conn)
+        .await
+        .map_err(ClusterError::redis("reading the message log"))?;
+    let mut entries = reply.into_iter();
+    if entries.next().map(|(id, _)| id) != Some(from) {
+        return Err(ClusterError::Unrecoverable(
+            "the offset is no longer in the message log",
+        ));
+    }
+    let mut out = Vec::new();
+    for (id, fields) in entries {
+        if out.len() >= limit {
+            return Err(ClusterError::Unrecoverable(
+                "more was published since the offset than a replay holds",
+            ));
+        }
+        let Some(raw) = fields.chunks_exact(2).find(|f| f[0] == b"p").map(|f| &f[1]) else {
+            continue;
+        };
+        let Some(offset) = offset_of(&id) else {
+            continue;
+        };
+        let m = wire::decode(raw)
+            .map_err(|_| ClusterError::Unrecoverable("a malformed entry in the message log"))?;
+        out.push(Replayed {
+            envelope: m.envelope,
+            attachments: m.attachments,
+            to: m.to,
+            offset,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offset_is_its_stream_id_and_back() {
+        let o = offset_of("1796000000123-7").unwrap();
+        assert_eq!(id_of(o), "1796000000123-7");
+        assert!(offset_of("1796000000123-8").unwrap() > o);
+        assert!(offset_of("1796000000124-0").unwrap() > offset_of("1796000000123-99").unwrap());
+        assert_eq!(offset_of("1-1048576"), None);
+        assert_eq!(offset_of("x-1"), None);
+        assert_eq!(split(b"12-0\n{\"n\":1}"), Some(("12-0", &b"{\"n\":1}"[..])));
+        assert_eq!(split(b"{\"n\":1}\n"), None);
+    }
+}
