@@ -61,6 +61,9 @@ enum SlotState {
 struct Live {
     socket: Arc<SioSocket>,
     queue: SessionTx,
+    /// The last offset a replay from another node's log gave: a broadcast at or below it
+    /// that reaches this node late is one the session has already (0: none).
+    floor: u64,
 }
 
 impl Live {
@@ -68,6 +71,7 @@ impl Live {
         SlotState::Live(Live {
             socket: socket.clone(),
             queue: socket.tx(),
+            floor: 0,
         })
     }
 }
@@ -141,6 +145,7 @@ impl Slot {
             return Delivery::Dropped;
         };
         match &mut *state {
+            SlotState::Live(live) if item.tag != 0 && item.tag <= live.floor => Delivery::Queued,
             SlotState::Live(live) => match live.queue.push(item.clone()) {
                 Ok(()) => Delivery::Queued,
                 Err((e, item)) => {
@@ -376,6 +381,9 @@ impl Slot {
             return true;
         }
         *state = hand_over(socket, replay, limit);
+        if let SlotState::Live(live) = &mut *state {
+            live.floor = last;
+        }
         true
     }
 

@@ -332,7 +332,7 @@ impl Worker {
                 offset,
                 reply,
             } => {
-                let result = self.replay(hub, conn, &pid, &member, offset).await;
+                let result = self.replay(hub, conn, sink, &pid, &member, offset).await;
                 let lost = matches!(result, Err(ClusterError::Redis { .. }));
                 let _ = reply.send(result);
                 if lost {
@@ -523,9 +523,10 @@ impl Worker {
     /// Its channels are adopted here first, so that what the log holds and what arrives
     /// here from now on overlap: nothing falls between the two.
     async fn replay(
-        &self,
+        &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
+        sink: &mut PubSubSink,
         pid: &str,
         member: &str,
         offset: u64,
@@ -549,6 +550,12 @@ impl Worker {
             .map_err(ClusterError::redis("reading a member's channels"))?;
         for channel in channels {
             hub.adopt(member, &channel);
+            // Subscribed before the log is read (the watch the hub queued comes later).
+            if self.watched.insert(channel.clone()) {
+                sink.subscribe(self.keys.topic(&channel))
+                    .await
+                    .map_err(ClusterError::redis("changing a subscription"))?;
+            }
         }
         log::after(conn, &self.keys, offset, log::REPLAY_LIMIT).await
     }
