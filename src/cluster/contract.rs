@@ -42,6 +42,11 @@ pub trait Bus: Send + Sync + 'static {
     /// The session `pid` of `member` lives on this node (`true`) or is over here: what
     /// another node needs to resume it if this one dies or the client moves.
     fn session(&self, _pid: &str, _member: &str, _on: bool) {}
+    /// Whether the bus still holds every message after `offset`, as far as it knows
+    /// without asking (see [`Bus::resume`] for the answer that counts).
+    fn replayable(&self, _offset: u64) -> bool {
+        false
+    }
     /// What `member`'s session `pid` (held by another node) missed after `offset`, when
     /// the bus still has every message since. `None`: the bus keeps no history.
     fn resume(&self, _pid: &str, _member: &str, _offset: u64) -> Option<Replay> {

@@ -49,7 +49,7 @@ impl Hub {
         if !self.sequenced {
             return None;
         }
-        let offset = offset.filter(|o| *o != 0)?;
+        let offset = offset.filter(|o| *o != 0 && self.bus.replayable(*o))?;
         let (sid, secret) = pid.split_once(PID_SEP)?;
         if sid.is_empty() || secret.is_empty() {
             return None;

@@ -31,6 +31,14 @@ pub(super) fn offset_of(id: &str) -> Option<u64> {
     Some(ms << SEQ_BITS | seq)
 }
 
+/// The first offset of millisecond `ms`.
+pub(super) fn offset_at(ms: u64) -> u64 {
+    if ms >> (64 - SEQ_BITS) != 0 {
+        return u64::MAX;
+    }
+    ms << SEQ_BITS
+}
+
 /// The stream id of an offset.
 pub(super) fn id_of(offset: u64) -> String {
     format!("{}-{}", offset >> SEQ_BITS, offset & ((1 << SEQ_BITS) - 1))
@@ -111,6 +119,8 @@ mod tests {
         assert!(offset_of("1796000000124-0").unwrap() > offset_of("1796000000123-99").unwrap());
         assert_eq!(offset_of("1-1048576"), None);
         assert_eq!(offset_of("x-1"), None);
+        assert_eq!(offset_at(1796000000123), offset_of("1796000000123-0").unwrap());
+        assert_eq!(offset_at(u64::MAX), u64::MAX);
         assert_eq!(split(b"12-0\n{\"n\":1}"), Some(("12-0", &b"{\"n\":1}"[..])));
         assert_eq!(split(b"{\"n\":1}\n"), None);
     }

@@ -92,6 +92,9 @@ pub struct RedisCluster {
     ops: mpsc::UnboundedSender<Op>,
     /// Whether Redis is reachable: `/readyz` and `/metrics` read it.
     up: Arc<AtomicBool>,
+    /// The lowest offset the message log surely still holds (`u64::MAX` while Redis is
+    /// away), so a resumption the log cannot serve is refused before it is answered.
+    floor: Arc<AtomicU64>,
     /// The command connection while Redis is up, for the HTTP API's queries.
     conn: Arc<Mutex<Option<MultiplexedConnection>>>,
     pub stats: Arc<BusStats>,
@@ -110,6 +113,7 @@ pub struct Worker {
     keys: Keys,
     ops: mpsc::UnboundedReceiver<Op>,
     up: Arc<AtomicBool>,
+    floor: Arc<AtomicU64>,
     conn: Arc<Mutex<Option<MultiplexedConnection>>>,
     stats: Arc<BusStats>,
     heartbeat: Duration,
@@ -204,6 +208,7 @@ impl RedisCluster {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let up = Arc::new(AtomicBool::new(false));
+        let floor = Arc::new(AtomicU64::new(u64::MAX));
         let conn = Arc::new(Mutex::new(None));
         let stats = Arc::new(BusStats::default());
         let handle = Arc::new(RedisCluster {
@@ -211,6 +216,7 @@ impl RedisCluster {
             keys: keys.clone(),
             ops: tx,
             up: up.clone(),
+            floor: floor.clone(),
             conn: conn.clone(),
             stats: stats.clone(),
         });
@@ -220,6 +226,7 @@ impl RedisCluster {
             keys,
             ops: rx,
             up,
+            floor,
             conn,
             stats,
             heartbeat: config.heartbeat,
@@ -315,6 +322,10 @@ impl Bus for RedisCluster {
     fn session(&self, pid: &str, member: &str, on: bool) {
         let (pid, member) = (pid.to_owned(), member.to_owned());
         let _ = self.ops.send(Op::Session { pid, member, on });
+    }
+
+    fn replayable(&self, offset: u64) -> bool {
+        offset >= self.floor.load(Ordering::Acquire)
     }
 
     fn resume(&self, pid: &str, member: &str, offset: u64) -> Option<Replay> {

@@ -75,6 +75,7 @@ impl Worker {
 
     fn set_down(&mut self) {
         self.up.store(false, Ordering::Release);
+        self.floor.store(u64::MAX, Ordering::Release);
         if let Ok(mut c) = self.conn.lock() {
             *c = None;
         }
@@ -133,6 +134,9 @@ impl Worker {
         if let Err(e) = self.resync(hub, &mut conn).await {
             return Ended::Lost(e, false);
         }
+        if let Err(e) = self.refresh_floor(&mut conn).await {
+            return Ended::Lost(e, false);
+        }
         if let Ok(mut c) = self.conn.lock() {
             *c = Some(conn.clone());
         }
@@ -166,6 +170,9 @@ impl Worker {
                     }
                 }
                 _ = tick.tick() => {
+                    if let Err(e) = self.refresh_floor(&mut conn).await {
+                        return Ended::Lost(e, true);
+                    }
                     match self.beat(hub, &mut conn).await {
                         Err(e) => return Ended::Lost(e, true),
                         Ok(true) => {
@@ -242,6 +249,38 @@ impl Worker {
         }
     }
 
+    /// How long the log keeps a broadcast.
+    fn keep(&self) -> Duration {
+        self.window.saturating_mul(2) + log::QUIET_MARGIN
+    }
+
+    /// Reads where the message log begins, as far as a resumption before the next beat
+    /// may count on: its first entry, or what its trimming by age may have reached by then.
+    async fn refresh_floor(&self, conn: &mut MultiplexedConnection) -> Result<(), ClusterError> {
+        let (first, (secs, micros)): (Vec<(String, Vec<Vec<u8>>)>, (u64, u64)) = redis::pipe()
+            .cmd("XRANGE")
+            .arg(self.keys.log())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("TIME")
+            .query_async(conn)
+            .await
+            .map_err(ClusterError::redis("reading where the message log begins"))?;
+        let now = secs.saturating_mul(1000) + micros / 1000;
+        let soon = u64::try_from((self.heartbeat * 2).as_millis()).unwrap_or(u64::MAX);
+        let keep = u64::try_from(self.keep().as_millis()).unwrap_or(u64::MAX);
+        let edge = log::offset_at(now.saturating_sub(keep).saturating_add(soon));
+        // An empty log has nothing to replay: only what comes next is safe.
+        let first = match first.first() {
+            Some((id, _)) => log::offset_of(id).unwrap_or(u64::MAX),
+            None => log::offset_at(now),
+        };
+        self.floor.store(first.max(edge), Ordering::Release);
+        Ok(())
+    }
+
     /// Appends the log script's run for one broadcast to `pipe`.
     fn logged<'p>(
         &self,
@@ -249,7 +288,7 @@ impl Worker {
         topic: &str,
         payload: &[u8],
     ) -> &'p mut redis::Pipeline {
-        let keep = self.window.saturating_mul(2) + log::QUIET_MARGIN;
+        let keep = self.keep();
         pipe.cmd("EVALSHA")
             .arg(scripts::PUBLISH.get_hash())
             .arg(2)
