@@ -3,6 +3,7 @@
 // is killed with SIGKILL while a publisher on node B sends 100 messages/s; the balancer
 // sends the reconnecting clients to node C, which resumes their sessions.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import net from "node:net";
 import { io } from "socket.io-client";
 import { ack, connected, sleep, uniqueChannel, useCluster, waitFor } from "./lib/server.mjs";
@@ -13,8 +14,13 @@ const cluster = useCluster({ nodes: 3, config: `[Server]\nreconnect-timeout = ${
 /** A TCP balancer with one target at a time: `to(port)` sends new connections there. */
 async function startBalancer(port) {
   let target = port;
+  let held = false;
   const sockets = new Set();
   const server = net.createServer((client) => {
+    if (held) {
+      client.destroy();
+      return;
+    }
     const upstream = net.connect(target, "127.0.0.1");
     for (const s of [client, upstream]) {
       sockets.add(s);
@@ -30,6 +36,13 @@ async function startBalancer(port) {
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     to(p) { target = p; },
+    /** While held, new connections are dropped at once (the network is down). */
+    hold() { held = true; },
+    release() { held = false; },
+    /** Cuts every connection through the balancer. */
+    cut() {
+      for (const s of sockets) s.destroy();
+    },
     close() {
       for (const s of sockets) s.destroy();
       server.close();
@@ -125,6 +138,56 @@ cluster.test("a killed node's clients resume on another node: nothing lost, doub
     const res = await fetch(`${cluster.url(1)}/api/channels/${channels[0]}`);
     const info = await res.json();
     assert.equal(info.count ?? info.members?.length, CLIENTS / CHANNELS + 1, JSON.stringify(info).slice(0, 300));
+  } finally {
+    for (const s of sockets) s.close();
+    lb.close();
+  }
+});
+
+cluster.test("a session is not resumed when the message log lost its offset: a new session, never a gap", async () => {
+  const channel = uniqueChannel("lost-log");
+  const lb = await startBalancer(portOf(cluster.url(1)));
+  const sockets = [];
+  try {
+    const rita = io(lb.url, {
+      forceNew: true, transports: ["websocket"], reconnectionDelay: 100, reconnectionDelayMax: 200,
+      randomizationFactor: 0, auth: { identity: "rita" },
+    });
+    sockets.push(rita);
+    // Per connection: whether it said it recovered, and the messages it got.
+    const connections = [];
+    rita.on("connect", () => connections.push({ recovered: rita.recovered, got: [] }));
+    rita.on("message", (env) => {
+      if (env.type === "message") connections.at(-1).got.push(env.data.n);
+    });
+    await connected(rita);
+    await ack(rita, "subscribe", channel);
+    const publisher = io(cluster.url(2), { forceNew: true, transports: ["websocket"], reconnection: false });
+    sockets.push(publisher);
+    await connected(publisher);
+    await ack(publisher, "publish", channel, { n: 1 });
+    await waitFor(() => connections[0].got.length === 1, { what: "the first message" });
+
+    // While rita is away, n: 2 is published, then the log is lost (as when Redis restarts
+    // empty); n: 3 starts a new one. Her session cannot be told n: 2.
+    lb.hold();
+    lb.cut();
+    await ack(publisher, "publish", channel, { n: 2 });
+    execFileSync("redis-cli", ["-u", cluster.redis.url, "DEL", "realtime:log"]);
+    await ack(publisher, "publish", channel, { n: 3 });
+    lb.to(portOf(cluster.url(2)));
+    lb.release();
+    await waitFor(() => connections.length >= 2 && rita.connected && connections.at(-1).recovered === false, {
+      timeout: 10_000,
+      what: () => `a new session (connections: ${JSON.stringify(connections)})`,
+    });
+    await ack(rita, "subscribe", channel);
+    await ack(publisher, "publish", channel, { n: 4 });
+    await waitFor(() => connections.at(-1).got.includes(4), { what: "a message to the new session" });
+    for (const c of connections.slice(1)) {
+      assert.ok(!c.recovered || c.got.length === 0, `a connection said recovered and got ${c.got}`);
+    }
+    assert.deepEqual(connections.at(-1).got, [4]);
   } finally {
     for (const s of sockets) s.close();
     lb.close();
