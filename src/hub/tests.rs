@@ -598,4 +598,5 @@ async fn snapshot_lists_what_this_node_holds() {
 
 mod exact;
 mod memory_cluster;
+mod resume;
 mod takeover;

@@ -119,7 +119,10 @@ mod tests {
         assert!(offset_of("1796000000124-0").unwrap() > offset_of("1796000000123-99").unwrap());
         assert_eq!(offset_of("1-1048576"), None);
         assert_eq!(offset_of("x-1"), None);
-        assert_eq!(offset_at(1796000000123), offset_of("1796000000123-0").unwrap());
+        assert_eq!(
+            offset_at(1796000000123),
+            offset_of("1796000000123-0").unwrap()
+        );
         assert_eq!(offset_at(u64::MAX), u64::MAX);
         assert_eq!(split(b"12-0\n{\"n\":1}"), Some(("12-0", &b"{\"n\":1}"[..])));
         assert_eq!(split(b"{\"n\":1}\n"), None);
