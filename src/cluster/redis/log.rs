@@ -8,6 +8,9 @@ use redis::aio::MultiplexedConnection;
 use super::Keys;
 use crate::cluster::{ClusterError, Replayed, wire};
 
+/// Stream entries as `XRANGE` answers them: each id, then its fields and values in turn.
+pub(super) type Entries = Vec<(String, Vec<Vec<u8>>)>;
+
 /// Entries the log keeps at most, whatever their age.
 pub(super) const MAX_ENTRIES: usize = 100_000;
 /// Entries one resumption replays at most (of every channel: the session's are picked).
@@ -66,8 +69,8 @@ pub(super) async fn after(
     limit: usize,
 ) -> Result<Vec<Replayed>, ClusterError> {
     let from = id_of(offset);
-    // Each entry: its id, then its fields and values in turn (`p`, the bus message).
-    let reply: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+    // The one field is `p`, the bus message.
+    let reply: Entries = redis::cmd("XRANGE")
         .arg(keys.log())
         .arg(&from)
         .arg("+")

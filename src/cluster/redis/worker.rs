@@ -257,7 +257,7 @@ impl Worker {
     /// Reads where the message log begins, as far as a resumption before the next beat
     /// may count on: its first entry, or what its trimming by age may have reached by then.
     async fn refresh_floor(&self, conn: &mut MultiplexedConnection) -> Result<(), ClusterError> {
-        let (first, (secs, micros)): (Vec<(String, Vec<Vec<u8>>)>, (u64, u64)) = redis::pipe()
+        let (first, (secs, micros)): (log::Entries, (u64, u64)) = redis::pipe()
             .cmd("XRANGE")
             .arg(self.keys.log())
             .arg("-")
