@@ -554,7 +554,9 @@ impl Worker {
             warn!(redis_channel = %topic, "dropped a bus message addressed elsewhere");
             return;
         }
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        if *m.origin != *self.node {
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+        }
         hub.deliver(&m.envelope, m.attachments, m.to.as_deref(), offset);
     }
 
