@@ -280,3 +280,43 @@ async fn a_node_the_others_removed_while_frozen_writes_its_presence_back() {
     bob.publish_now("room", &json!({"n": 7})).await;
     assert_eq!(alice.numbers(1, PROPAGATE).await, vec![7]);
 }
+
+#[tokio::test]
+async fn a_member_back_on_another_node_within_the_window_is_not_seen_leaving() {
+    // The window (8 s) outlasts the node timeout (3 s): the others wait for it.
+    let mut c = Cluster::start(3, "[Server]\nreconnect-timeout = 8s\n").await;
+    let (a, cc) = (c.port(0), c.port(2));
+    let mut erin = Client::connect(a, "erin").await;
+    erin.subscribe("room").await;
+    let mut dave = Client::connect(c.port(1), "dave").await;
+    assert_eq!(dave.subscribe("room").await["count"], 2);
+    erin.wait_for(PROPAGATE, |e| is_event(e, "onSubscribe", "room", "dave"))
+        .await
+        .expect("erin heard dave join");
+
+    kill9(&mut c.nodes[1]);
+    drop(dave);
+    // dave's client takes longer to come back than the node timeout and a heartbeat: by
+    // then the others know node B is dead, but the window is still open.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut dave = Client::connect(cc, "dave").await;
+    assert_eq!(dave.subscribe("room").await["count"], 2);
+    // Node B is removed once the window is over (8 s + 3 s after its last beat).
+    wait_until(Duration::from_secs(15), "node B removed", || {
+        c.redis.command(&[b"ZSCORE", b"realtime:nodes", b"b"]) == Resp::Bulk(None)
+    });
+    let heard = erin.drain(QUIET).await;
+    let left: Vec<&Value> = heard
+        .iter()
+        .filter(|e| is_event(e, "onUnsubscribe", "room", "dave"))
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<&Value>::new(),
+        "dave was back within the window"
+    );
+    assert_eq!(
+        members(a, "room").await,
+        (2, vec!["dave".to_owned(), "erin".to_owned()])
+    );
+}
