@@ -27,11 +27,18 @@ impl Hub {
         // events in their order.
         self.observe(Self::kind_of(envelope), envelope);
         self.bus.publish(envelope, &attachments, None);
-        let Some(ch) = map.get(channel) else {
+        // The offset is taken under the channel lock, so offsets follow delivery order;
+        // a broadcast is kept even when no member of this node hears it.
+        let ch = map.get(channel);
+        if ch.is_none() && !self.keeps_history() {
+            return 0;
+        }
+        let (offset, seen) = self.broadcast_offset();
+        self.keep(channel, offset, envelope, !attachments.is_empty());
+        let Some(ch) = ch else {
             return 0;
         };
-        // The offset is taken under the channel lock, so offsets follow delivery order.
-        let item = envelope.encode(self.next_offset(), attachments);
+        let item = envelope.encode(seen, attachments);
         let f = ch.deliver(&item, self.config.cache_limit);
         drop(map);
         self.count_fanout(f);

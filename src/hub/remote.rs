@@ -25,7 +25,10 @@ impl Inbound for Hub {
         let Some(ch) = map.get(channel) else {
             return;
         };
-        let item = envelope.encode(self.next_offset(), attachments);
+        // Kept with this node's offset, the one its members see.
+        let (offset, seen) = self.broadcast_offset();
+        self.keep(channel, offset, envelope, !attachments.is_empty());
+        let item = envelope.encode(seen, attachments);
         let f = ch.deliver(&item, self.config.cache_limit);
         drop(map);
         self.count_fanout(f);
