@@ -317,3 +317,49 @@ async fn in_a_cluster_a_node_keeps_what_reached_its_members_with_its_own_offsets
     let h = a.history(&channel, Some(seen[0]), 10).unwrap().await;
     assert_eq!(kept(&h), [(seen[1], json!(2))]);
 }
+
+#[tokio::test]
+async fn the_2012_envelope_and_commands_are_kept_like_publishes() {
+    let hub = keeping(5, Duration::from_secs(8));
+    let app = HubApp::new(hub.clone());
+    let (socket, _rx) = socket(64);
+    let mut st = app::HubSocket {
+        conn: hub.attach(&socket, None, None),
+        legacy_ready: false,
+        channels: Channels::any(),
+    };
+    let mut emit = |name: &str, args: Value| {
+        let Value::Array(args) = args else {
+            panic!("args must be an array")
+        };
+        let event = Event {
+            name: name.into(),
+            args,
+            attachments: Vec::new(),
+            ack: None,
+        };
+        app.on_event(&socket, &mut st, event);
+    };
+    let init = json!({"type": "command", "identity": "old", "data": {"command": "init"}});
+    emit("message", json!([init]));
+    let legacy = json!({"type": "message", "channel": "c", "data": "from 2012"});
+    emit("message", json!([legacy.to_string()]));
+    emit("command", json!(["c", "poke", {"x": 1}]));
+    let h = hub.local_history("c", None, 100);
+    let kept: Vec<(&str, Option<&str>, &Value)> = h
+        .messages
+        .iter()
+        .map(|(_, e)| (e.kind, e.identity.as_deref(), &e.data))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("message", Some("old"), &json!("from 2012")),
+            (
+                "command",
+                Some("old"),
+                &json!({"command": "poke", "options": {"x": 1}})
+            ),
+        ]
+    );
+}
