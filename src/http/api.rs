@@ -310,9 +310,7 @@ impl Api {
         }
         Ok(v)
     }
-}
 
-impl Api {
     /// A channel name from the path, percent-decoded and checked.
     fn channel_name(&self, raw: &str) -> Result<ChannelName, ApiError> {
         let name = percent_encoding::percent_decode_str(raw)
