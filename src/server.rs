@@ -168,6 +168,8 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
         cache_limit: config.messaging.message_cache_limit,
         grace: s.reconnect_timeout,
         cluster_answer: config.cluster.answer_timeout,
+        history_size: config.messaging.history_size,
+        history_ttl: config.messaging.history_ttl,
     });
     if let Some(m) = &monitor {
         hub = hub.with_observer(m.clone() as Arc<dyn Observer>);

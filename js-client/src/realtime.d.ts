@@ -52,7 +52,7 @@ export interface ConnectOptions {
   /** Engine.IO transports to use, in order; default ["polling", "websocket"]. */
   transports?: ("polling" | "websocket" | "webtransport")[];
   /**
-   * How long a request (subscribe, unsubscribe, publish, trigger) waits for the server's
+   * How long a request (subscribe, unsubscribe, publish, trigger, history) waits for the server's
    * answer, including the time it waits for a connection; default 10000 ms.
    */
   requestTimeout?: number;
@@ -66,6 +66,33 @@ export interface MembershipAck {
   channel: string;
   /** Members of the channel after the change. */
   count: number;
+}
+
+/** A kept message: the envelope members received live, with its offset. */
+export type KeptEnvelope = Envelope & {
+  /** Increasing per server; pass the last one seen as `since`. */
+  offset: string;
+};
+
+export interface HistoryOptions {
+  /** Only what came after this offset (oldest first); absent: the newest messages. */
+  since?: string;
+  /** Most messages in the answer, 1 to 1000; default 100. */
+  limit?: number;
+}
+
+/** The answer to history(). */
+export interface HistoryAck {
+  ok: true;
+  channel: string;
+  /** Oldest first. */
+  messages: KeptEnvelope[];
+  /** The server's offset when it answered: the `since` of the next call. */
+  offset: string;
+  /** False when messages after `since` are no longer kept (count, age, or a restart). */
+  complete: boolean;
+  /** The limit left kept messages out: newer ones after `since`, older ones without it. */
+  more: boolean;
 }
 
 export type ConnectionState = "connecting" | "connected" | "reconnecting" | "disconnected";
@@ -116,6 +143,7 @@ export class Channel {
   subscribe(): Promise<MembershipAck>;
   unsubscribe(): Promise<MembershipAck>;
   publish(data: unknown): Promise<void>;
+  history(options?: HistoryOptions): Promise<HistoryAck>;
   /** Sends a custom command to every member; reserved names are refused. */
   trigger(command: string, options?: unknown): Promise<void>;
 }
@@ -150,6 +178,8 @@ export class Realtime {
   subscribe(name: string): Promise<MembershipAck>;
   unsubscribe(name: string): Promise<MembershipAck>;
   publish(name: string, data: unknown): Promise<void>;
+  /** The channel's last messages the server kept (needs `[Messaging] history-size`). */
+  history(name: string, options?: HistoryOptions): Promise<HistoryAck>;
   trigger(name: string, command: string, options?: unknown): Promise<void>;
   /** Resolves when connected; rejects on the next failed attempt, on close, or after `timeout` ms. */
   ready(timeout?: number): Promise<void>;

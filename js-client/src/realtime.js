@@ -74,6 +74,9 @@ export class Channel {
   /** @param {unknown} data */
   publish(data) { return this.client.publish(this.name, data); }
 
+  /** @param {{since?: string, limit?: number}} [options] */
+  history(options) { return this.client.history(this.name, options); }
+
   /**
    * Sends a custom command to every member of the channel: they get it as
    * `{type: "command", channel, identity, timestamp, data: {command, options}}`.
@@ -224,6 +227,23 @@ export class Realtime {
   publish(name, data) {
     try { checkChannelName(name); } catch (err) { return Promise.reject(err); }
     return this._request("publish", [name, data === undefined ? null : data], name).then(() => undefined);
+  }
+
+  /**
+   * The channel's last messages as the server kept them (`[Messaging] history-size`):
+   * `{ok: true, channel, messages, offset, complete, more}`, each message the envelope
+   * members received with its `offset`, oldest first. With `since` (an `offset` from an
+   * earlier answer or message), only what came after it; `complete` is false when some of
+   * that is no longer kept. Needs no subscription, only a token that allows the channel.
+   * @param {string} name
+   * @param {{since?: string, limit?: number}} [options]
+   */
+  history(name, options = {}) {
+    try { checkChannelName(name); } catch (err) { return Promise.reject(err); }
+    const query = { channel: name };
+    if (options.since !== undefined && options.since !== null) query.since = String(options.since);
+    if (options.limit !== undefined) query.limit = options.limit;
+    return this._request("history", [query], name);
   }
 
   /**

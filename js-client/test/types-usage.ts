@@ -1,7 +1,7 @@
 // Compiled (not run) by `npm run check-types`: the hand-written types of src/realtime.d.ts
 // accept the API of docs/js-client.md and refuse what it does not allow.
 import Realtime, {
-  Channel, type CommandEnvelope, type MembershipAck, type MessageEnvelope, RealtimeError,
+  Channel, type CommandEnvelope, type HistoryAck, type MembershipAck, type MessageEnvelope, RealtimeError,
 } from "realtime-client";
 
 async function fiveLines(url: string, token?: string): Promise<void> {
@@ -35,6 +35,14 @@ function events(rt: Realtime): void {
   void e;
   const m: MessageEnvelope<string> = { type: "message", channel: "c", identity: null, timestamp: "t", data: "d" };
   void m;
+  void rt.history("chat", { limit: 10 }).then((h: HistoryAck) => {
+    const last: string = h.messages.length ? h.messages[h.messages.length - 1].offset : h.offset;
+    const done: boolean = h.complete && !h.more;
+    void done;
+    return ch.history({ since: last });
+  });
+  // @ts-expect-error: an offset is a string
+  void rt.history("chat", { since: 5 });
   // @ts-expect-error: not an event of the client
   rt.on("message", () => {});
   // @ts-expect-error: a channel name is a string

@@ -78,6 +78,27 @@ pub trait Presence: Send + Sync + 'static {
     fn channels(&self) -> Query<Vec<(String, usize)>>;
     /// One channel's members, when presence knows more than this node.
     fn channel(&self, name: &str) -> Query<ChannelInfo>;
+    /// The messages kept for `channel` after offset `since` (the last `limit` without
+    /// it), when the cluster keeps a history shared by every node. `None` (the default):
+    /// each node answers from its own, which holds what was delivered to that node.
+    fn history(&self, channel: &str, since: Option<u64>, limit: usize) -> Query<History> {
+        let _ = (channel, since, limit);
+        None
+    }
+}
+
+/// A channel's history as one answer: the kept messages after the offset asked for,
+/// oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// Each message with the offset it was delivered with.
+    pub messages: Vec<(u64, Envelope)>,
+    /// The last offset given out when the answer was made: the `since` of the next ask.
+    pub offset: u64,
+    /// No message after `since` has left the history (by count or age) unanswered.
+    pub complete: bool,
+    /// The limit left kept messages out: newer ones after `since`, older ones without.
+    pub more: bool,
 }
 
 /// What the cluster tells this node's hub. Called from the cluster's own task, never with

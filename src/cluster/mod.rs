@@ -3,7 +3,8 @@
 //! cluster-wide. The hub owns this port; this layer never reaches into the hub.
 //!
 //! - `contract`: the traits ([`Bus`], [`Presence`] outward, [`Inbound`] back to the hub)
-//!   and the words they speak: member keys, [`Membership`] changes, [`ChannelInfo`].
+//!   and the words they speak: member keys, [`Membership`] changes, [`ChannelInfo`],
+//!   [`History`].
 //! - `envelope`: the publication the bus carries ([`Envelope`]); `wire`: its bytes on Redis.
 //! - `error`: [`ClusterError`].
 //! - `single`: one node is the whole cluster ([`SingleNode`]).
@@ -19,8 +20,8 @@ mod single;
 mod wire;
 
 pub use contract::{
-    Bus, ChannelInfo, Inbound, Membership, Presence, Query, Replay, Replayed, Settle, Snapshot,
-    identity_of, member_key,
+    Bus, ChannelInfo, History, Inbound, Membership, Presence, Query, Replay, Replayed, Settle,
+    Snapshot, identity_of, member_key,
 };
 pub use envelope::Envelope;
 pub use error::ClusterError;

@@ -218,6 +218,10 @@ pub const KEYS: &[Key] = &[
         "Longest channel name, in bytes."),
     key!("Messaging" "max-identity", Positive, "256", Restart, messaging.max_identity,
         "Longest identity, in bytes."),
+    key!("Messaging" "history-size", Count, "0", Restart, messaging.history_size,
+        "Messages kept per channel for the `history` event and API; 0: no history."),
+    key!("Messaging" "history-ttl", NonzeroDuration, "1h", Restart, messaging.history_ttl,
+        "Age past which a message leaves its channel's history."),
     key!("License" "file", Path, "", Live, license.file,
         "License key file; unset: /etc/realtime/license.txt, else ./etc/license.txt, \
          if one exists."),

@@ -91,6 +91,10 @@ pub struct MessagingConfig {
     pub max_channel_name: usize,
     /// Longest identity, in bytes.
     pub max_identity: usize,
+    /// Messages kept per channel for `history` (docs/protocol.md#history); 0 keeps none.
+    pub history_size: usize,
+    /// Age past which a kept message is dropped from a channel's history.
+    pub history_ttl: Duration,
 }
 
 impl Default for MessagingConfig {
@@ -101,6 +105,8 @@ impl Default for MessagingConfig {
             max_channels: 100,
             max_channel_name: 256,
             max_identity: 256,
+            history_size: 0,
+            history_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -113,6 +119,8 @@ impl MessagingConfig {
             "max-channels" => self.max_channels = positive(v)?,
             "max-channel-name" => self.max_channel_name = positive(v)?,
             "max-identity" => self.max_identity = positive(v)?,
+            "history-size" => self.history_size = count(v)?,
+            "history-ttl" => self.history_ttl = nonzero_duration(v)?,
             _ => return Err(SetError::UnknownKey),
         }
         Ok(())

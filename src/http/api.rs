@@ -16,7 +16,10 @@ use tracing::debug;
 use super::{close_after, drain, json_response};
 use crate::auth::{ApiGrant, ApiRefusal, Security};
 use crate::engineio::Body;
-use crate::hub::{ChannelName, CommandName, Hub, HubConfig, HubError, Identity, Publication};
+use crate::hub::{
+    ChannelName, CommandName, Hub, HubConfig, HubError, Identity, Publication, history_json,
+    parse_limit, parse_since,
+};
 use crate::refusals::{self, Refusal};
 
 /// Why an API request failed; [`ApiError::into_response`] makes it the status and the
@@ -77,8 +80,9 @@ impl ApiError {
             | ApiError::MissingChannel
             | ApiError::NoCommandName
             | ApiError::BadType
-            | ApiError::ChannelNotUtf8
-            | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            | ApiError::ChannelNotUtf8 => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(HubError::HistoryOff) => StatusCode::NOT_FOUND,
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -206,7 +210,12 @@ impl Api {
             "/api/publish" => Err(ApiError::MethodNotAllowed("POST")),
             "/api/channels" if is_get(method) => Ok(self.channels().await),
             p if p.starts_with("/api/channels/") && is_get(method) => {
-                self.channel(&p["/api/channels/".len()..]).await
+                let raw = &p["/api/channels/".len()..];
+                // A `/` in a name is sent as %2F, so this suffix is never part of one.
+                match raw.strip_suffix("/history") {
+                    Some(name) => self.history(name, parts.uri.query().unwrap_or("")).await,
+                    None => self.channel(raw).await,
+                }
             }
             p if p.starts_with("/api/channels") => Err(ApiError::MethodNotAllowed("GET, HEAD")),
             _ => Err(ApiError::NotFound),
@@ -278,10 +287,7 @@ impl Api {
     }
 
     async fn channel(&self, raw: &str) -> Result<Value, ApiError> {
-        let name = percent_encoding::percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| ApiError::ChannelNotUtf8)?;
-        let name = self.hub.validate_channel(&name)?;
+        let name = self.channel_name(raw)?;
         let (info, partial) = match self.hub.presence().channel(&name) {
             None => (self.hub.channel(&name), false),
             Some(query) => match query.await {
@@ -303,6 +309,33 @@ impl Api {
             v["partial"] = Value::Bool(true);
         }
         Ok(v)
+    }
+
+    /// A channel name from the path, percent-decoded and checked.
+    fn channel_name(&self, raw: &str) -> Result<ChannelName, ApiError> {
+        let name = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| ApiError::ChannelNotUtf8)?;
+        Ok(self.hub.validate_channel(&name)?)
+    }
+
+    /// `GET /api/channels/{name}/history?since=&limit=`: what the `history` event answers.
+    async fn history(&self, raw: &str, query: &str) -> Result<Value, ApiError> {
+        let name = self.channel_name(raw)?;
+        let (mut since, mut limit) = (None, None);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+            match k {
+                "since" => since = Some(Value::String(v.into_owned())),
+                "limit" => limit = Some(Value::String(v.into_owned())),
+                _ => {}
+            }
+        }
+        let since = parse_since(since.as_ref())?;
+        let limit = parse_limit(limit.as_ref())?;
+        let answer = self.hub.history(&name, since, limit)?.await;
+        Ok(history_json(name.as_str(), &answer))
     }
 }
 

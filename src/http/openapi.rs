@@ -42,10 +42,11 @@ mod tests {
 
     /// The router's paths (src/http/mod.rs and api.rs match arms) that the document must
     /// describe; tests/python/test_openapi.py checks the server answers each as described.
-    const ROUTES: [(&str, &str); 7] = [
+    const ROUTES: [(&str, &str); 8] = [
         ("/api/publish", "post"),
         ("/api/channels", "get"),
         ("/api/channels/{name}", "get"),
+        ("/api/channels/{name}/history", "get"),
         (PATH, "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),

@@ -27,15 +27,23 @@ impl Hub {
         // events in their order.
         self.observe(Self::kind_of(envelope), envelope);
         self.bus.publish(envelope, &attachments, None);
-        let Some(ch) = map.get(channel) else {
+        let ch = map.get(channel);
+        if self.sequenced {
+            // Delivered (and kept) here when the bus hands it back, numbered, like on
+            // every node.
+            return ch.map_or(0, |ch| ch.sessions());
+        }
+        // The offset is taken under the channel lock, so offsets follow delivery order;
+        // a broadcast is kept even when no member of this node hears it.
+        if ch.is_none() && !self.keeps_history() {
+            return 0;
+        }
+        let (offset, seen) = self.broadcast_offset();
+        self.keep(channel, offset, envelope, !attachments.is_empty());
+        let Some(ch) = ch else {
             return 0;
         };
-        if self.sequenced {
-            // Delivered here when the bus hands it back, numbered, like on every node.
-            return ch.sessions();
-        }
-        // The offset is taken under the channel lock, so offsets follow delivery order.
-        let item = envelope.encode(self.next_offset(), attachments);
+        let item = envelope.encode(seen, attachments);
         let f = ch.deliver(&item, self.config.cache_limit);
         drop(map);
         self.count_fanout(f);
@@ -81,7 +89,11 @@ impl Hub {
         let Ok(st) = member.state.lock() else {
             return 0;
         };
-        let item = envelope.encode(offset.unwrap_or_else(|| self.next_offset()), attachments);
+        let seen = match offset {
+            Some(o) => self.bus_offset(o).1,
+            None => self.next_offset(),
+        };
+        let item = envelope.encode(seen, attachments);
         let mut f = Fanout::default();
         for slot in &st.slots {
             f.add(slot.deliver(&item, self.config.cache_limit));

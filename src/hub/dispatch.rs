@@ -96,6 +96,17 @@ impl HubApp {
                     .hold_for(self.hub.catching_up(channel.as_str()));
                 Ok(Answer::ok())
             }
+            Request::History {
+                channel,
+                since,
+                limit,
+            } => {
+                permit(&st.channels, &channel)?;
+                let answer = self.hub.history(&channel, since, limit)?;
+                Ok(Answer::Later(Box::pin(async move {
+                    super::history_json(channel.as_str(), &answer.await)
+                })))
+            }
             Request::Init(init) => self.init(socket, st, init).map(Answer::Now),
         }
     }

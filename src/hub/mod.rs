@@ -5,13 +5,14 @@
 //! State is sharded, each shard a map behind a short synchronous lock, and indexed both
 //! ways: channel → member sessions (`channel`), member → channels (`member`). A publish is
 //! encoded once and the same bytes are queued to every session. Lock order, everywhere:
-//! member → channel shard → slot; the registry and recovery maps are leaves.
+//! member → channel shard → slot; the registry, recovery maps and history rings are leaves.
 //!
 //! - `mod.rs`: the [`Hub`] with its config, shards, counters and validation.
 //! - `lifecycle`: connections attach, detach and expire; the grace window.
 //! - `membership`: subscribe, unsubscribe, leave, and the events they produce.
 //! - `deliver`: publishes to a channel and messages to one identity.
 //! - `query`: channels, members and stats, read-only.
+//! - `history`: each channel's last messages, for a client that asks what it missed.
 //! - `remote`: what the cluster tells this node.
 //! - `member`, `channel`: the two indexes (member → sessions, channel → sessions).
 //! - `envelope`, `observer`: what is delivered, and who hears about it.
@@ -23,6 +24,7 @@ mod channel;
 mod deliver;
 mod dispatch;
 mod envelope;
+mod history;
 mod legacy;
 mod lifecycle;
 mod member;
@@ -45,6 +47,7 @@ use crate::engineio::Sid;
 
 pub use app::HubApp;
 pub use envelope::{Envelope, error_envelope};
+pub use history::{DEFAULT_LIMIT, MAX_LIMIT, history_json, parse_limit, parse_since};
 pub use observer::{HubEvent, Observer};
 pub use request::{Init, Publication, Request, RequestError};
 pub use validate::{ChannelName, CommandName, HubError, Identity, RESERVED_COMMANDS};
@@ -67,6 +70,10 @@ pub struct HubConfig {
     pub grace: Duration,
     /// How long a membership ack waits for the cluster's count before using this node's.
     pub cluster_answer: Duration,
+    /// Messages kept per channel for `history` (`history-size`); zero keeps none.
+    pub history_size: usize,
+    /// Age past which a kept message is dropped (`history-ttl`).
+    pub history_ttl: Duration,
 }
 
 impl Default for HubConfig {
@@ -78,6 +85,8 @@ impl Default for HubConfig {
             cache_limit: 100,
             grace: Duration::from_secs(8),
             cluster_answer: Duration::from_secs(10),
+            history_size: 0,
+            history_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -137,6 +146,8 @@ type Registry = HashMap<Arc<str>, Arc<Member>>;
 struct Shard {
     /// Held for map updates and for queueing to sessions (`try_send`), never across an await.
     channels: Mutex<HashMap<String, Channel>>,
+    /// The channels' kept messages; locked under `channels` (a leaf).
+    history: Mutex<history::Rings>,
 }
 
 /// The hub: every channel and member of this node.
@@ -238,6 +249,19 @@ impl Hub {
     fn registry(&self, key: &str) -> &Mutex<Registry> {
         let i = self.hasher.hash_one(key) as usize % self.members.len();
         &self.members[i]
+    }
+
+    /// A broadcast numbered `offset` by a sequenced bus: what it is kept with, and what its
+    /// recipients see (0 when recovery is off). This node's counter follows, so that the
+    /// current offset a history answer gives is the bus's too.
+    fn bus_offset(&self, offset: u64) -> (u64, u64) {
+        self.offsets.fetch_max(offset, Ordering::Relaxed);
+        let seen = if self.config.grace.is_zero() {
+            0
+        } else {
+            offset
+        };
+        (offset, seen)
     }
 
     /// The offset for the next broadcast, or 0 when recovery is off. On a sequenced bus

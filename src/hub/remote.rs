@@ -31,7 +31,15 @@ impl Inbound for Hub {
         let Some(ch) = map.get(channel) else {
             return;
         };
-        let item = envelope.encode(offset.unwrap_or_else(|| self.next_offset()), attachments);
+        // Kept with the offset its members see: the bus's on a sequenced bus (none when
+        // the bus could not number it), else this node's.
+        let (offset, seen) = match offset {
+            Some(o) => self.bus_offset(o),
+            None if self.sequenced => (0, 0),
+            None => self.broadcast_offset(),
+        };
+        self.keep(channel, offset, envelope, !attachments.is_empty());
+        let item = envelope.encode(seen, attachments);
         let f = ch.deliver(&item, self.config.cache_limit);
         drop(map);
         self.count_fanout(f);

@@ -21,6 +21,12 @@ pub enum Request {
         options: Value,
     },
     Publish(Publication),
+    /// The kept messages of a channel after an offset (docs/protocol.md#history).
+    History {
+        channel: ChannelName,
+        since: Option<u64>,
+        limit: usize,
+    },
     /// The 2012 protocol's first request.
     Init(Init),
 }
@@ -95,7 +101,8 @@ pub(crate) struct Parsed {
 }
 
 /// Parses a Socket.IO event: `subscribe(channel, options?)`, `unsubscribe(channel,
-/// options?)`, `publish(channel, data?)`, `command(channel, name, options?)`, or the
+/// options?)`, `publish(channel, data?)`, `command(channel, name, options?)`,
+/// `history({channel, since?, limit?})`, or the
 /// 2012 envelope in `message(envelope)`. `legacy_ready`: the connection may send 2012
 /// requests other than `init`. Missing arguments are `null`.
 pub(crate) fn parse_event(
@@ -162,6 +169,19 @@ fn event_request(
             name: CommandName::from_json(&next())?,
             options: next(),
         }),
+        "history" => {
+            let Some(Value::Object(query)) = first else {
+                return Err(HubError::HistoryNotObject.into());
+            };
+            Request::History {
+                channel: ChannelName::from_json(
+                    query.get("channel").unwrap_or(&Value::Null),
+                    config,
+                )?,
+                since: super::history::parse_since(query.get("since"))?,
+                limit: super::history::parse_limit(query.get("limit"))?,
+            }
+        }
         other => return Err(RequestError::UnknownEvent(other.to_owned())),
     })
 }

@@ -46,6 +46,14 @@ pub enum HubError {
     Closed,
     #[error("channel {0:?} not allowed by the token")]
     NotAllowed(String),
+    #[error("history takes one object: {{channel, since?, limit?}}")]
+    HistoryNotObject,
+    #[error("channel history is off on this server ([Messaging] history-size = 0)")]
+    HistoryOff,
+    #[error("since must be an offset: a string of digits or a whole number")]
+    BadSince,
+    #[error("limit must be a whole number from 1 to {0}")]
+    BadLimit(usize),
 }
 
 /// A channel name that passed [`ChannelName::new`].

@@ -8,5 +8,6 @@ mod client;
 mod dashboard;
 mod delivery;
 mod failures;
+mod history;
 mod presence;
 mod tls;

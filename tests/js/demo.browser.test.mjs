@@ -1,6 +1,7 @@
 // The demo page at `/` in headless Chromium (Debian's `chromium`, driven by playwright-core):
 // two people with different identities join one channel, chat both ways, and see the member
-// count go 1 → 2 → 1 when one closes the page. Screenshots go to target/test-artifacts/.
+// count go 1 → 2 → 1 when one closes the page; one who joins later sees the last messages
+// (channel history). Screenshots go to target/test-artifacts/.
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -14,8 +15,8 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const ARTIFACTS = joinPath(ROOT, "target/test-artifacts");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
-// A short grace period, so a member whose page is gone leaves the channel quickly.
-const srv = useServer({ config: "[Server]\nreconnect-timeout = 1\n" });
+// A short grace period, so a member whose page is gone leaves the channel quickly; history on.
+const srv = useServer({ config: "[Server]\nreconnect-timeout = 1\n[Messaging]\nhistory-size = 20\n" });
 
 let context;
 let userDataDir;
@@ -96,6 +97,32 @@ srv.test("two people chat on the demo page; the member count follows them", { ti
   await alice.screenshot({ path: joinPath(ARTIFACTS, "demo-narrow.png") });
   await alice.close();
   assert.deepEqual(problems, [], "no page errors");
+});
+
+srv.test("joining shows the channel's last messages once, above the join note", { timeout: 60_000 }, async () => {
+  const channel = "standup";
+  const said = ["Morning all", "Deploy is at 10", "Coffee first"];
+  for (const text of said) {
+    const res = await fetch(`${srv.url}/api/publish`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ channel, identity: "erin", data: { text } }),
+    });
+    assert.equal(res.status, 200);
+  }
+  const problems = [];
+  const page = await openDemo("frank", channel, problems);
+  const earlier = page.locator("#messages .msg.earlier .text");
+  await waitFor(async () => (await earlier.count()) === said.length, { timeout: 10_000, what: "earlier messages" });
+  assert.deepEqual(await earlier.allInnerTexts(), said);
+  const notes = await page.locator("#messages .note").allInnerTexts();
+  assert.deepEqual(notes.slice(0, 2), [`earlier in #${channel}`, `you joined #${channel} as frank`]);
+  // Live messages still come, once each.
+  await send(page, "Hi, I'm late");
+  await assertText(messages(page, "frank").last(), "Hi, I'm late");
+  assert.equal(await messages(page, "frank").count(), 1);
+  await page.screenshot({ path: joinPath(ARTIFACTS, "demo-history.png") });
+  await page.close();
+  assert.deepEqual(problems, []);
 });
 
 srv.test("the demo shows the connection state through a server restart, and rejoins", { timeout: 60_000 }, async () => {

@@ -24,8 +24,8 @@ NOT_API = {"/socket.io/", "/", "/index.html", "/realtime.js"}
 
 
 def template_of(path):
-    """The documented path template `path` falls under, or None."""
-    for template in DOC["paths"]:
+    """The documented path template `path` falls under (the longest that matches), or None."""
+    for template in sorted(DOC["paths"], key=len, reverse=True):
         # A channel name may hold `/`, and an empty one is the same route's 400.
         pattern = "^" + re.sub(r"\\\{[^}]+\\\}", ".*", re.escape(template)) + "$"
         if re.match(pattern, path):
@@ -46,7 +46,7 @@ class Checker:
         self.seen = set()
 
     def call(self, method, path, expect, body=None, data=None, headers=None):
-        template = template_of(path)
+        template = template_of(path.split("?")[0])
         assert template, f"{path} is not in docs/openapi.json"
         ops = DOC["paths"][template]
         # Another method's answer (405) is documented under the path's operation.
@@ -77,7 +77,7 @@ class Checker:
 
 @pytest.fixture(scope="module")
 def open_server():
-    srv = Server("[Server]\nmax-payload = 2K\nbody-timeout = 1s\n")
+    srv = Server("[Server]\nmax-payload = 2K\nbody-timeout = 1s\n[Messaging]\nhistory-size = 3\n")
     try:
         yield srv
     finally:
@@ -142,6 +142,20 @@ def test_open_routes(open_server, seen):
         assert res.json()["identities"] == ["alice"]
         c.call("GET", "/api/channels/nobody-here", 200)
         c.call("GET", "/api/channels/%FF", 400)
+
+        # History: the last 3 of what "chat" got above, each with its offset.
+        res = c.call("GET", "/api/channels/chat/history", 200).json()
+        assert [m["data"] for m in res["messages"]] == \
+            [{"n": 1}, 1, {"command": "ping", "options": None}], res
+        first = res["messages"][0]["offset"]
+        after = c.call("GET", f"/api/channels/chat/history?since={first}&limit=1", 200).json()
+        assert after["messages"] == res["messages"][1:2] and after["more"] is True, after
+        assert after["complete"] is True, after
+        empty = c.call("GET", "/api/channels/nobody-here/history", 200).json()
+        assert empty["messages"] == [] and empty["complete"] is True, empty
+        c.call("GET", "/api/channels/chat/history?since=soon", 400)
+        c.call("GET", "/api/channels/chat/history?limit=100000", 400)
+        c.call("POST", "/api/channels/chat/history", 405)
         c.call("DELETE", "/api/channels", 405)
         c.call("POST", "/api/channels/chat", 405)
         c.call("POST", "/api/openapi.json", 405)
@@ -185,6 +199,10 @@ def test_keys_guard_the_api_but_not_the_document(keyed_server, seen):
     c.call("POST", "/api/publish", 403, body={"channel": "chat", "data": 1}, headers=wrong)
     right = {"Authorization": "Bearer right-key"}
     c.call("GET", "/api/channels", 200, headers=right)
+    c.call("GET", "/api/channels/chat/history", 401)
+    c.call("GET", "/api/channels/chat/history", 403, headers=wrong)
+    res = c.call("GET", "/api/channels/chat/history", 404, headers=right)
+    assert "history-size" in res.json()["error"]
     c.call("GET", "/api/openapi.json", 200)
     seen |= c.seen
 
