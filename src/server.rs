@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, Security};
+use crate::cluster::redis::Keeping;
 use crate::cluster::{ClusterError, RedisCluster};
 use crate::config::{Config, ServerConfig, Transport};
 use crate::engineio::{Engine, EngineConfig};
@@ -175,12 +176,17 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
         hub = hub.with_observer(m.clone() as Arc<dyn Observer>);
     }
     let mut worker = None;
+    let history = Keeping {
+        size: config.messaging.history_size,
+        ttl: config.messaging.history_ttl,
+    };
     let cluster = match &config.cluster.redis {
         Some(url) => {
             let (cluster, w) =
-                RedisCluster::new(&config.cluster, url).map_err(StartError::Cluster)?;
+                RedisCluster::new(&config.cluster, url, s.reconnect_timeout, history)
+                    .map_err(StartError::Cluster)?;
             hub = hub.with_cluster(cluster.clone(), cluster.clone());
-            worker = Some(w.with_window(s.reconnect_timeout));
+            worker = Some(w);
             Some(cluster)
         }
         None => None,

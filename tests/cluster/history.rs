@@ -1,5 +1,5 @@
-//! Channel history with nodes of the real binary sharing a `redis-server`: a node answers
-//! from what it delivered, what other nodes published to its members included.
+//! Channel history with nodes of the real binary sharing a `redis-server`: the history is
+//! kept in Redis, and every node answers the same, with the cluster's offsets.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -51,4 +51,40 @@ async fn a_node_keeps_what_reached_its_members_from_other_nodes() {
         .map(|m| &m["data"]["n"])
         .collect();
     assert_eq!(ns, [1, 2], "{after}");
+}
+
+#[tokio::test]
+async fn every_node_gives_the_same_history_bounded_by_count() {
+    let c = Cluster::start(2, "[Messaging]\nhistory-size = 3\n").await;
+    let (a, b) = (c.port(0), c.port(1));
+    // Nobody is subscribed anywhere: the history is the cluster's, not a node's.
+    for n in 0..5 {
+        let body = json!({"channel": "quiet", "data": {"n": n}}).to_string();
+        assert_eq!(api(a, "POST", "/api/publish", &body).await.0, 200);
+    }
+    let (_, on_a) = api(a, "GET", "/api/channels/quiet/history", "").await;
+    let (_, on_b) = api(b, "GET", "/api/channels/quiet/history", "").await;
+    assert_eq!(on_a, on_b, "the same answer on every node");
+    let ns = |h: &Value| -> Vec<Value> {
+        let list = h["messages"].as_array().unwrap();
+        list.iter().map(|m| m["data"]["n"].clone()).collect()
+    };
+    assert_eq!(ns(&on_b), [json!(2), json!(3), json!(4)], "{on_b}");
+    assert_eq!(on_b["complete"], false, "two left it: {on_b}");
+    assert_eq!(on_b["offset"], on_b["messages"][2]["offset"], "{on_b}");
+
+    // After the oldest kept one: the rest, nothing missing.
+    let since = on_b["messages"][0]["offset"].as_str().unwrap().to_owned();
+    let path = format!("/api/channels/quiet/history?since={since}&limit=1");
+    let (_, h) = api(b, "GET", &path, "").await;
+    assert_eq!(ns(&h), [json!(3)], "{h}");
+    assert_eq!(
+        (&h["complete"], &h["more"]),
+        (&json!(true), &json!(true)),
+        "{h}"
+    );
+    // Before what left it: what is kept, and not complete.
+    let (_, h) = api(a, "GET", "/api/channels/quiet/history?since=1", "").await;
+    assert_eq!(ns(&h), [json!(2), json!(3), json!(4)], "{h}");
+    assert_eq!(h["complete"], false, "{h}");
 }

@@ -1,5 +1,6 @@
-//! Nodes joined through Redis: broadcasts over pub/sub, presence in Redis (see
-//! `scripts.rs`), a heartbeat per node, and what a node does while Redis is away.
+//! Nodes joined through Redis: broadcasts through a message log and pub/sub (`log.rs`),
+//! presence in Redis (see `scripts.rs`), channel history (`history.rs`), a heartbeat per
+//! node, and what a node does while Redis is away.
 //!
 //! The hub only queues ops (it calls in with its locks held); one worker task per node
 //! applies them in order, so a publisher's messages to a channel leave in the order they
@@ -7,6 +8,7 @@
 //! drops what would have crossed nodes; when Redis is back it rewrites this node's presence
 //! from the hub, announcing to the other nodes what changed meanwhile.
 
+mod history;
 mod log;
 mod presence;
 mod scripts;
@@ -24,9 +26,12 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Bus, ChannelInfo, ClusterError, Envelope, Membership, Presence, Query, Replay, Settle, wire,
+    Bus, ChannelInfo, ClusterError, Envelope, History, Membership, Presence, Query, Replay, Settle,
+    wire,
 };
+
 use crate::config::ClusterConfig;
+pub use history::Keeping;
 
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -38,10 +43,12 @@ const BATCH: usize = 512;
 
 /// What the hub asks of the worker.
 enum Op {
-    /// An encoded broadcast for a Redis channel.
+    /// An encoded broadcast for a Redis channel; `channel` when it goes in that
+    /// channel's history.
     Publish {
         topic: String,
         payload: Bytes,
+        channel: Option<String>,
     },
     Watch(String, bool),
     /// A session of this node begins (`true`) or ends: its pid → member record.
@@ -97,6 +104,8 @@ pub struct RedisCluster {
     floor: Arc<AtomicU64>,
     /// The command connection while Redis is up, for the HTTP API's queries.
     conn: Arc<Mutex<Option<MultiplexedConnection>>>,
+    /// Channel history kept in Redis, for every node to answer.
+    history: Keeping,
     pub stats: Arc<BusStats>,
 }
 
@@ -121,6 +130,7 @@ pub struct Worker {
     /// How long a client may take to come back (`reconnect-timeout`): the message log
     /// keeps that much, and a dead node's members are removed only after it.
     window: Duration,
+    history: Keeping,
     /// Channels this node has members in: subscribed on Redis whenever it is up.
     watched: HashSet<String>,
     /// Subscriptions (`channel \0 member`) and members that changed while Redis was away:
@@ -176,6 +186,12 @@ impl Keys {
     fn members(&self) -> String {
         format!("{}:members", self.prefix)
     }
+    fn history(&self, channel: &str) -> String {
+        format!("{}:h:{channel}", self.prefix)
+    }
+    fn history_gone(&self, channel: &str) -> String {
+        format!("{}:hg:{channel}", self.prefix)
+    }
     fn log(&self) -> String {
         format!("{}:log", self.prefix)
     }
@@ -191,10 +207,13 @@ impl Keys {
 }
 
 impl RedisCluster {
-    /// The handle for the hub and the worker to start once the hub exists.
+    /// The handle for the hub and the worker to start once the hub exists. Sessions may
+    /// come back, on any node, within `window` (`reconnect-timeout`).
     pub fn new(
         config: &ClusterConfig,
         url: &str,
+        window: Duration,
+        history: Keeping,
     ) -> Result<(Arc<RedisCluster>, Worker), ClusterError> {
         let client = Client::open(url).map_err(ClusterError::Address)?;
         let node: Arc<str> = Arc::from(
@@ -218,6 +237,7 @@ impl RedisCluster {
             up: up.clone(),
             floor: floor.clone(),
             conn: conn.clone(),
+            history,
             stats: stats.clone(),
         });
         let worker = Worker {
@@ -231,7 +251,8 @@ impl RedisCluster {
             stats,
             heartbeat: config.heartbeat,
             timeout: config.node_timeout,
-            window: Duration::ZERO,
+            window,
+            history,
             watched: HashSet::new(),
             dirty: HashSet::new(),
             epoch: None,
@@ -242,14 +263,6 @@ impl RedisCluster {
 
     pub fn node(&self) -> &str {
         &self.node
-    }
-}
-
-impl Worker {
-    /// Sessions may come back, on any node, within `window` (`reconnect-timeout`).
-    pub fn with_window(mut self, window: Duration) -> Worker {
-        self.window = window;
-        self
     }
 }
 
@@ -308,7 +321,16 @@ impl Bus for RedisCluster {
             (None, None) => return,
         };
         let payload = wire::encode(&self.node, envelope, attachments, to);
-        let _ = self.ops.send(Op::Publish { topic, payload });
+        // A history answer is JSON: a broadcast with binary attachments is not kept.
+        let channel = match (to, attachments.is_empty()) {
+            (None, true) if self.history.size > 0 => envelope.channel.clone(),
+            _ => None,
+        };
+        let _ = self.ops.send(Op::Publish {
+            topic,
+            payload,
+            channel,
+        });
     }
 
     fn watch(&self, channel: &str, on: bool) {
@@ -386,6 +408,17 @@ impl Presence for RedisCluster {
                 .zip(counts)
                 .filter(|(_, c)| *c > 0)
                 .collect())
+        }))
+    }
+
+    fn history(&self, channel: &str, since: Option<u64>, limit: usize) -> Query<History> {
+        if self.history.size == 0 {
+            return None;
+        }
+        let conn = self.connection();
+        let (keys, keeping, channel) = (self.keys.clone(), self.history, channel.to_owned());
+        Some(Box::pin(async move {
+            history::read(&mut conn?, &keys, keeping, &channel, since, limit).await
         }))
     }
 

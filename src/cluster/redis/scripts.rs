@@ -11,6 +11,8 @@
 //! - `P:members`: hash member → how many nodes it has sessions on;
 //! - `P:nodes`: sorted set node → last heartbeat (Redis clock, ms);
 //! - `P:log`: the message log, a stream of every broadcast (see `log.rs`);
+//! - `P:h:{channel}`: the channel's history, a stream with the log's ids (`history.rs`),
+//!   and `P:hg:{channel}` the last id that left it;
 //! - `P:pids:{node}`: hash pid → member key of this node's sessions, for their
 //!   resumption on another node; it expires when the node stops beating.
 
@@ -26,17 +28,55 @@ pub(super) static ONLINE: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE
 pub(super) static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(REAP_LUA));
 pub(super) static FIND: LazyLock<Script> = LazyLock::new(|| Script::new(FIND_LUA));
 pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_LUA));
+pub(super) static HISTORY: LazyLock<Script> = LazyLock::new(|| Script::new(HISTORY_LUA));
 
 /// Appends a broadcast to the log and publishes it with its stream id, in one step: the
 /// order of the log is the order every node hears. Run by its hash in pipelines.
-/// KEYS: log, topic. ARGV: bus message, recovery window in ms, most entries kept.
+/// With a history size, the broadcast is kept in its channel's history too, with the same
+/// id; what that pushes out is remembered as gone.
+/// KEYS: log, topic, h:{channel}, hg:{channel}. ARGV: bus message, recovery window in ms,
+/// most entries kept, history size (0: none), history ttl in ms.
 pub(super) const PUBLISH_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'p', ARGV[1])
 redis.call('XTRIM', KEYS[1], 'MINID', '~', now - tonumber(ARGV[2]))
+local size = tonumber(ARGV[4])
+if size > 0 then
+  -- A history the log is behind (the log was lost, not the history) must not stop a
+  -- publish: the broadcast is then not kept.
+  redis.pcall('XADD', KEYS[3], id, 'p', ARGV[1])
+  local over = redis.call('XLEN', KEYS[3]) - size
+  if over > 0 then
+    local old = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', over)
+    redis.call('XTRIM', KEYS[3], 'MAXLEN', size)
+    redis.call('SET', KEYS[4], old[#old][1], 'PX', ARGV[5])
+  end
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+end
 redis.call('PUBLISH', KEYS[2], id .. '\n' .. ARGV[1])
 return id
+";
+
+/// A channel's history: what is older than its ttl leaves it first (remembered as gone).
+/// KEYS: h:{channel}, hg:{channel}, log. ARGV: history ttl in ms.
+/// Returns {last id gone ('0-0': none), the log's last id ('0-0': empty), entries}.
+const HISTORY_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local edge = now - tonumber(ARGV[1])
+if edge > 0 then
+  local old = redis.call('XRANGE', KEYS[1], '-', '(' .. edge .. '-0')
+  if #old > 0 then
+    redis.call('XTRIM', KEYS[1], 'MINID', edge)
+    redis.call('SET', KEYS[2], old[#old][1], 'PX', ARGV[1])
+  end
+end
+local gone = redis.call('GET', KEYS[2]) or '0-0'
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+local current = '0-0'
+if #last > 0 then current = last[1][1] end
+return {gone, current, redis.call('XRANGE', KEYS[1], '-', '+')}
 ";
 
 /// Which member holds session `pid` on any node still known (a dead node stays known

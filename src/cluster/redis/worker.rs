@@ -205,8 +205,14 @@ impl Worker {
         let mut ops = batch.into_iter();
         let mut failed: Option<ClusterError> = None;
         while let Some(op) = ops.next() {
-            if let Op::Publish { topic, payload } = op {
-                self.logged(&mut pipe, &topic, &payload).ignore();
+            if let Op::Publish {
+                topic,
+                payload,
+                channel,
+            } = op
+            {
+                self.logged(&mut pipe, &topic, &payload, channel.as_deref())
+                    .ignore();
                 queued.push(payload);
                 continue;
             }
@@ -281,22 +287,37 @@ impl Worker {
         Ok(())
     }
 
-    /// Appends the log script's run for one broadcast to `pipe`.
+    /// Appends the log script's run for one broadcast to `pipe`, kept in `channel`'s
+    /// history too when given.
     fn logged<'p>(
         &self,
         pipe: &'p mut redis::Pipeline,
         topic: &str,
         payload: &[u8],
+        channel: Option<&str>,
     ) -> &'p mut redis::Pipeline {
-        let keep = self.keep();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (history, gone, size) = match channel {
+            Some(c) => (
+                self.keys.history(c),
+                self.keys.history_gone(c),
+                self.history.size,
+            ),
+            // Keys still, so the script names every key it may touch.
+            None => (self.keys.history(""), self.keys.history_gone(""), 0),
+        };
         pipe.cmd("EVALSHA")
             .arg(scripts::PUBLISH.get_hash())
-            .arg(2)
+            .arg(4)
             .arg(self.keys.log())
             .arg(topic)
+            .arg(history)
+            .arg(gone)
             .arg(payload)
-            .arg(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX))
+            .arg(ms(self.keep()))
             .arg(log::MAX_ENTRIES)
+            .arg(size)
+            .arg(ms(self.history.ttl))
     }
 
     /// Sends the pipelined broadcasts. When that fails, they are delivered here without
@@ -345,9 +366,14 @@ impl Worker {
     ) -> Result<bool, ClusterError> {
         match op {
             // `apply` pipelines broadcasts; one that gets here goes alone.
-            Op::Publish { topic, payload } => {
+            Op::Publish {
+                topic,
+                payload,
+                channel,
+            } => {
                 let mut pipe = redis::pipe();
-                self.logged(&mut pipe, &topic, &payload).ignore();
+                self.logged(&mut pipe, &topic, &payload, channel.as_deref())
+                    .ignore();
                 let mut queued = vec![payload];
                 self.flush(hub, conn, &mut pipe, &mut queued).await?;
             }
