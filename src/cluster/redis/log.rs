@@ -1,12 +1,17 @@
 //! The message log: every broadcast is appended to one Redis stream before any node
 //! delivers it, so its stream id is its offset on every node, and a session resumed on
 //! another node is replayed from it. The stream is trimmed to the recovery window by age
-//! and to a bound by count; what it no longer holds is refused, never passed off.
+//! and to a bound by count; what it no longer holds is refused, never passed off. Here
+//! too, the worker's side of it: appending, where the log begins, and a replay.
 
-use redis::aio::MultiplexedConnection;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use super::Keys;
-use crate::cluster::{ClusterError, Replayed, wire};
+use redis::aio::{MultiplexedConnection, PubSubSink};
+
+use super::{Keys, Worker, scripts};
+use crate::cluster::{ClusterError, Inbound, Replayed, wire};
 
 /// Stream entries as `XRANGE` answers them: each id, then its fields and values in turn.
 pub(super) type Entries = Vec<(String, Vec<Vec<u8>>)>;
@@ -108,6 +113,119 @@ pub(super) async fn after(
         });
     }
     Ok(out)
+}
+
+/// The worker's side of the log: what it keeps, where it begins, appending a broadcast,
+/// and what a resumed session missed.
+impl Worker {
+    /// How long the log keeps a broadcast.
+    pub(super) fn keep(&self) -> Duration {
+        self.window.saturating_mul(2) + QUIET_MARGIN
+    }
+
+    /// Reads where the message log begins, as far as a resumption before the next beat
+    /// may count on: its first entry, or what its trimming by age may have reached by then.
+    pub(super) async fn refresh_floor(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), ClusterError> {
+        let (first, (secs, micros)): (Entries, (u64, u64)) = redis::pipe()
+            .cmd("XRANGE")
+            .arg(self.keys.log())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("TIME")
+            .query_async(conn)
+            .await
+            .map_err(ClusterError::redis("reading where the message log begins"))?;
+        let now = secs.saturating_mul(1000) + micros / 1000;
+        let soon = u64::try_from((self.heartbeat * 2).as_millis()).unwrap_or(u64::MAX);
+        let keep = u64::try_from(self.keep().as_millis()).unwrap_or(u64::MAX);
+        let edge = offset_at(now.saturating_sub(keep).saturating_add(soon));
+        // An empty log has nothing to replay: only what comes next is safe.
+        let first = match first.first() {
+            Some((id, _)) => offset_of(id).unwrap_or(u64::MAX),
+            None => offset_at(now),
+        };
+        self.floor.store(first.max(edge), Ordering::Release);
+        Ok(())
+    }
+
+    /// Appends the log script's run for one broadcast to `pipe`, kept in `channel`'s
+    /// history too when given.
+    pub(super) fn logged<'p>(
+        &self,
+        pipe: &'p mut redis::Pipeline,
+        topic: &str,
+        payload: &[u8],
+        channel: Option<&str>,
+    ) -> &'p mut redis::Pipeline {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (history, gone, size) = match channel {
+            Some(c) => (
+                self.keys.history(c),
+                self.keys.history_gone(c),
+                self.history.size,
+            ),
+            // Keys still, so the script names every key it may touch.
+            None => (self.keys.history(""), self.keys.history_gone(""), 0),
+        };
+        pipe.cmd("EVALSHA")
+            .arg(scripts::PUBLISH.get_hash())
+            .arg(4)
+            .arg(self.keys.log())
+            .arg(topic)
+            .arg(history)
+            .arg(gone)
+            .arg(payload)
+            .arg(ms(self.keep()))
+            .arg(MAX_ENTRIES)
+            .arg(size)
+            .arg(ms(self.history.ttl))
+    }
+
+    /// What session `pid` of `member`, held by a node still known, missed after `offset`.
+    /// Its channels are adopted here first, so that what the log holds and what arrives
+    /// here from now on overlap: nothing falls between the two.
+    pub(super) async fn replay(
+        &mut self,
+        hub: &Arc<dyn Inbound>,
+        conn: &mut MultiplexedConnection,
+        sink: &mut PubSubSink,
+        pid: &str,
+        member: &str,
+        offset: u64,
+    ) -> Result<Vec<crate::cluster::Replayed>, ClusterError> {
+        let holder: Option<String> = scripts::FIND
+            .key(self.keys.nodes())
+            .arg(&self.keys.prefix)
+            .arg(pid)
+            .invoke_async(conn)
+            .await
+            .map_err(ClusterError::redis("finding a session"))?;
+        if holder.as_deref() != Some(member) {
+            return Err(ClusterError::Unrecoverable(
+                "no such session in the cluster",
+            ));
+        }
+        let channels: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.member_channels(member))
+            .query_async(conn)
+            .await
+            .map_err(ClusterError::redis("reading a member's channels"))?;
+        for channel in channels {
+            hub.adopt(member, &channel);
+            // Subscribed before the log is read (the watch the hub queued comes later).
+            if self.watched.insert(channel.clone()) {
+                sink.subscribe(self.keys.topic(&channel))
+                    .await
+                    .map_err(ClusterError::redis("changing a subscription"))?;
+            }
+        }
+        after(conn, &self.keys, offset, REPLAY_LIMIT).await
+    }
 }
 
 #[cfg(test)]
