@@ -94,7 +94,9 @@ impl App for HubApp {
             resume,
         } = admitted;
         let legacy_ready = identity.is_some();
-        let conn = self.hub.attach(socket, identity, claim);
+        let conn = self
+            .hub
+            .attach_as(socket, identity, claim, resume.is_none());
         if let Some(resume) = resume {
             self.hub.resume(&conn, socket, resume);
         }

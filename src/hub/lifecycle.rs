@@ -49,6 +49,19 @@ impl Hub {
         identity: Option<Arc<str>>,
         claim: Option<Claim>,
     ) -> Conn {
+        self.attach_as(socket, identity, claim, true)
+    }
+
+    /// [`Hub::attach`]; without `take_over`, a session of the identity waiting in the
+    /// grace window is left to its own client (a connection resuming another node's
+    /// session gets what it missed from the cluster, not from that one).
+    pub(crate) fn attach_as(
+        &self,
+        socket: &Arc<SioSocket>,
+        identity: Option<Arc<str>>,
+        claim: Option<Claim>,
+        take_over: bool,
+    ) -> Conn {
         if let Some(id) = &identity {
             socket.engine().record_identity(id);
         }
@@ -85,7 +98,7 @@ impl Hub {
             }
             // A member with no session at all was just made: its first connection.
             let first = st.slots.is_empty();
-            let slot = self.join_member(&member, &mut st, socket);
+            let slot = self.join_member(&member, &mut st, socket, take_over);
             self.index_pid(&slot, socket);
             if first && self.presence.online(&member.key, true) {
                 self.observe_with(HubEvent::Connect, || {
@@ -123,8 +136,9 @@ impl Hub {
         member: &Arc<Member>,
         st: &mut MemberState,
         socket: &Arc<SioSocket>,
+        take_over: bool,
     ) -> Arc<Slot> {
-        let waiting = !st.slots.iter().any(|s| s.is_live());
+        let waiting = take_over && !st.slots.iter().any(|s| s.is_live());
         let newest = st
             .slots
             .iter()

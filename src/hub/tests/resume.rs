@@ -101,7 +101,7 @@ fn resuming(hub: &Arc<Hub>, identity: &str, pid: &str, offset: u64) -> Option<Ta
         resume.sid.clone(),
         Some(resume.pid.clone()),
     ));
-    let conn = hub.attach(&socket, Some(Arc::from(identity)), None);
+    let conn = hub.attach_as(&socket, Some(Arc::from(identity)), None, false);
     hub.resume(&conn, &socket, resume);
     Some(Tab { socket, rx, conn })
 }
@@ -197,4 +197,23 @@ async fn a_session_the_log_cannot_replay_is_closed_and_not_tried_again() {
     );
     assert!(hub.resumable("sid.secret", Some(100)).is_none());
     assert_eq!(hub.count("chat"), 0, "the session is over");
+}
+
+#[tokio::test]
+async fn a_resumed_session_leaves_the_identitys_waiting_one_alone() {
+    let (hub, log) = sequenced();
+    // carol's tab on this node dropped; it waits out its window, keeping what arrives.
+    let tab = tab(&hub, Some("carol"));
+    let _ = hub.subscribe(&tab.conn, "chat", Value::Null);
+    hub.detach(&tab.conn, &tab.socket, Default::default(), true);
+    deliver(&hub, 1, 101);
+    // Her tab from a dead node comes back here: it gets the log's replay only.
+    let mut moved = resuming(&hub, "carol", "old.secret", 100).unwrap();
+    let (_, _, _, reply) = log.asked.lock().unwrap().pop().unwrap();
+    reply.send(Ok(vec![message(1, 101)])).unwrap();
+    settled(|| hub.counters.recovered.load(Ordering::Relaxed) == 1).await;
+    assert_eq!(data(&received(&mut moved.rx)), [json!(1)], "once");
+    // The waiting tab is still there for its own client.
+    let st = moved.conn.member.state.lock().unwrap();
+    assert!(st.slots.iter().any(|s| s.detached_epoch().is_some()));
 }
