@@ -9,6 +9,7 @@ mod ini;
 pub mod keys;
 mod reference;
 mod sections;
+mod sentinel;
 mod server;
 mod value;
 
@@ -25,6 +26,7 @@ pub use sections::{
     ApiConfig, ClusterConfig, IdentityConfig, LOG_LEVELS, LicenseConfig, LogConfig, LogTarget,
     MONITOR_EVENTS, MessagingConfig, MonitorConfig,
 };
+pub use sentinel::SentinelUrl;
 pub use server::{FlashConfig, ServerConfig, Transport};
 pub use value::ValueError;
 
