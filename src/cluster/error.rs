@@ -20,6 +20,10 @@ pub enum ClusterError {
     /// Redis took too long to answer.
     #[error("timed out {0}")]
     Timeout(&'static str),
+    /// What the sentinels named as the primary answered that it is not (a failover is
+    /// under way).
+    #[error("the server the sentinels name as primary {0:?} is not a primary")]
+    NotPrimary(String),
     /// The subscription connection ended.
     #[error("the subscription connection closed")]
     Closed,

@@ -12,10 +12,10 @@ use percent_encoding::percent_decode_str;
 use super::value::{ValueError, expected};
 
 /// The schemes of the Sentinel form.
-pub const SENTINEL_SCHEMES: [&str; 2] = ["redis+sentinel", "rediss+sentinel"];
+const SENTINEL_SCHEMES: [&str; 2] = ["redis+sentinel", "rediss+sentinel"];
 
 /// A sentinel's port when the URL names none.
-pub const SENTINEL_PORT: u16 = 26379;
+const SENTINEL_PORT: u16 = 26379;
 
 const FORM: &str = "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]";
 

@@ -7,6 +7,7 @@
 //! drops what would have crossed nodes; when Redis is back it rewrites this node's presence
 //! from the hub, announcing to the other nodes what changed meanwhile.
 
+mod endpoint;
 mod presence;
 mod scripts;
 mod worker;
@@ -17,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::Client;
 use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -89,7 +89,7 @@ impl std::fmt::Debug for RedisCluster {
 
 /// The worker, waiting for the hub it serves.
 pub struct Worker {
-    client: Client,
+    endpoint: endpoint::Endpoint,
     node: Arc<str>,
     keys: Keys,
     ops: mpsc::UnboundedReceiver<Op>,
@@ -167,7 +167,7 @@ impl RedisCluster {
         config: &ClusterConfig,
         url: &str,
     ) -> Result<(Arc<RedisCluster>, Worker), ClusterError> {
-        let client = Client::open(url).map_err(ClusterError::Address)?;
+        let endpoint = endpoint::Endpoint::new(url)?;
         let node: Arc<str> = Arc::from(
             config
                 .node_id
@@ -190,7 +190,7 @@ impl RedisCluster {
             stats: stats.clone(),
         });
         let worker = Worker {
-            client,
+            endpoint,
             node,
             keys,
             ops: rx,
