@@ -1,0 +1,270 @@
+//! Sentinel: a primary, its replica and three `redis-sentinel` of the test's own on
+//! loopback ports; the primary is killed and the nodes follow the failover to the replica.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::client::*;
+use crate::support::redis::{Resp, try_command};
+use crate::support::*;
+
+const MASTER: &str = "mymaster";
+
+/// A `redis-server` or `redis-sentinel` on a loopback port, in a directory of its own;
+/// killed (SIGKILL) on drop.
+struct Proc {
+    port: u16,
+    child: Option<Child>,
+    dir: TempDir,
+    log: &'static str,
+}
+
+impl Proc {
+    /// Starts `command(port, dir)` on a free port and waits until it answers PING.
+    fn start(log: &'static str, command: impl Fn(u16, &Path) -> Command) -> Proc {
+        let dir = TempDir::new("sentinel-test");
+        // A port picked by binding port 0 may be taken again before the server binds it.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = command(port, &dir.0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start a redis-server or redis-sentinel");
+            let up = poll_until(Duration::from_secs(5), || {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return Some(false);
+                }
+                let pong = try_command(port, &[b"PING"]);
+                matches!(pong, Ok(Resp::Simple(s)) if s == "PONG").then_some(true)
+            });
+            if up == Some(true) {
+                return Proc {
+                    port,
+                    child: Some(child),
+                    dir,
+                    log,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("{log}: did not start; log:\n{}", read(&dir.path(log)));
+    }
+
+    /// A `redis-server`, the replica of `primary` when given.
+    fn redis(primary: Option<u16>) -> Proc {
+        Proc::start("redis.log", |port, dir| {
+            let mut c = Command::new("redis-server");
+            c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                // The replica's first sync at once, not after the default 5 s.
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--dir")
+                .arg(dir)
+                .args(["--logfile", "redis.log"]);
+            if let Some(p) = primary {
+                c.args(["--replicaof", "127.0.0.1", &p.to_string()]);
+            }
+            c
+        })
+    }
+
+    /// A `redis-sentinel` watching `primary`: down after 1 s, quorum 2, so a failover
+    /// takes a few seconds. Sentinel rewrites its file, hence one per sentinel.
+    fn sentinel(primary: u16) -> Proc {
+        Proc::start("sentinel.log", |port, dir| {
+            let conf = dir.join("sentinel.conf");
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile sentinel.log\n\
+                 sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds {MASTER} 1000\n\
+                 sentinel failover-timeout {MASTER} 3000\n",
+                dir = dir.display()
+            );
+            std::fs::write(&conf, text).unwrap();
+            let mut c = Command::new("redis-sentinel");
+            c.arg(conf);
+            c
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> Resp {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        try_command(self.port, &args).unwrap_or_else(|e| panic!(":{} {args:?}: {e}", self.port))
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- :{} {} ---\n{}",
+                self.port,
+                self.log,
+                read(&self.dir.path(self.log))
+            );
+        }
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn text(r: &Resp) -> String {
+    match r {
+        Resp::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+        Resp::Simple(s) => s.clone(),
+        Resp::Int(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A reply of alternating names and values (`SENTINEL MASTER`) as a map.
+fn fields(r: &Resp) -> HashMap<String, String> {
+    let Resp::Array(Some(items)) = r else {
+        return HashMap::new();
+    };
+    items
+        .chunks(2)
+        .filter_map(|kv| Some((text(kv.first()?), text(kv.get(1)?))))
+        .collect()
+}
+
+/// Publishes `{"n": n}` to `room` for each `n`, through `/api/publish` on `port`.
+async fn publish(port: u16, ns: std::ops::Range<u64>) {
+    for n in ns {
+        let body = json!({"channel": "room", "data": {"n": n}}).to_string();
+        let (status, v) = api(port, "POST", "/api/publish", &body).await;
+        assert_eq!(status, 200, "publish {n} on :{port}: {v}");
+    }
+}
+
+/// What `c` received beyond what was checked: channel messages only.
+async fn extra_numbers(c: &mut Client) -> Vec<Value> {
+    c.drain(QUIET)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "message" && e["data"]["n"].is_u64())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_nodes_follow_a_sentinel_failover() {
+    if !have("redis-sentinel") {
+        assert!(
+            !is_root(),
+            "redis-sentinel is missing (Debian package redis-sentinel; tests/run installs it)"
+        );
+        eprintln!("SKIPPED: needs redis-sentinel (Debian package redis-sentinel)");
+        return;
+    }
+    let mut primary = Proc::redis(None);
+    let replica = Proc::redis(Some(primary.port));
+    wait_until(Duration::from_secs(10), "the replica in sync", || {
+        text(&replica.command(&["INFO", "replication"])).contains("master_link_status:up")
+    });
+    let sentinels: Vec<Proc> = (0..3).map(|_| Proc::sentinel(primary.port)).collect();
+    // A failover needs the sentinels to know each other (the vote) and the replica.
+    wait_until(
+        Duration::from_secs(20),
+        "the sentinels to know each other and the replica",
+        || {
+            sentinels.iter().all(|s| {
+                let m = fields(&s.command(&["SENTINEL", "MASTER", MASTER]));
+                m.get("num-other-sentinels").map(String::as_str) == Some("2")
+                    && m.get("num-slaves").map(String::as_str) == Some("1")
+            })
+        },
+    );
+    let hosts: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let url = format!("redis+sentinel://{}/{MASTER}", hosts.join(","));
+    let nodes: Vec<Server> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            Server::start(&format!(
+                "[Server]\nreconnect-timeout = 1s\n\
+                 [Cluster]\nredis = {url}\nnode-id = {id}\nheartbeat = 1s\nnode-timeout = 10s\n"
+            ))
+        })
+        .collect();
+    let (a, b) = (nodes[0].port, nodes[1].port);
+    for (n, port) in nodes.iter().zip([a, b]) {
+        assert!(
+            wait_readyz(port, 200, Duration::from_secs(10)).await,
+            "node never ready through the sentinels; log:\n{}",
+            n.log()
+        );
+    }
+    let mut ann = Client::connect(a, "ann").await;
+    ann.subscribe("room").await;
+    let mut bob = Client::connect(b, "bob").await;
+    bob.subscribe("room").await;
+    publish(a, 0..5).await;
+    assert_eq!(bob.numbers(5, PROPAGATE).await, (0..5).collect::<Vec<_>>());
+    ann.drain(Duration::from_millis(200)).await;
+
+    primary.kill();
+    let killed = Instant::now();
+    // Down while the sentinels have no primary to name (at least down-after-milliseconds).
+    for port in [a, b] {
+        assert!(
+            wait_readyz(port, 503, Duration::from_secs(10)).await,
+            "/readyz on :{port} stayed 200 with the primary dead"
+        );
+    }
+    for (n, port) in nodes.iter().zip([a, b]) {
+        assert!(
+            wait_readyz(port, 200, Duration::from_secs(30)).await,
+            "/readyz on :{port} not back within 30 s of the kill; log:\n{}",
+            n.log()
+        );
+    }
+    eprintln!("both nodes ready {:?} after the kill", killed.elapsed());
+    let named = sentinels[0].command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER]);
+    assert_eq!(
+        named,
+        Resp::Array(Some(vec![
+            Resp::bulk("127.0.0.1"),
+            Resp::bulk(&replica.port.to_string())
+        ])),
+        "the sentinels promoted the replica"
+    );
+    assert!(
+        text(&replica.command(&["INFO", "replication"])).contains("role:master"),
+        "the replica is the primary now"
+    );
+
+    // Both ways across the new primary: every message once, in order.
+    publish(a, 10..20).await;
+    assert_eq!(
+        bob.numbers(10, PROPAGATE).await,
+        (10..20).collect::<Vec<_>>()
+    );
+    assert_eq!(extra_numbers(&mut bob).await, Vec::<Value>::new(), "on B");
+    ann.drain(Duration::from_millis(200)).await;
+    publish(b, 20..30).await;
+    assert_eq!(
+        ann.numbers(10, PROPAGATE).await,
+        (20..30).collect::<Vec<_>>()
+    );
+    assert_eq!(extra_numbers(&mut ann).await, Vec::<Value>::new(), "on A");
+}
