@@ -1,5 +1,6 @@
 //! Sentinel: a primary, its replica and three `redis-sentinel` of the test's own on
-//! loopback ports; the primary is killed and the nodes follow the failover to the replica.
+//! loopback ports; the primary is killed and the nodes follow the failover to the replica,
+//! then a manual failover demotes the server they write to and they follow again.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -15,6 +16,9 @@ use crate::support::*;
 
 const MASTER: &str = "mymaster";
 
+/// How a [`Proc`] is started on a port, in its directory.
+type Launch = Box<dyn Fn(u16, &Path) -> Command>;
+
 /// A `redis-server` or `redis-sentinel` on a loopback port, in a directory of its own;
 /// killed (SIGKILL) on drop.
 struct Proc {
@@ -22,45 +26,65 @@ struct Proc {
     child: Option<Child>,
     dir: TempDir,
     log: &'static str,
+    launch: Launch,
 }
 
 impl Proc {
-    /// Starts `command(port, dir)` on a free port and waits until it answers PING.
-    fn start(log: &'static str, command: impl Fn(u16, &Path) -> Command) -> Proc {
-        let dir = TempDir::new("sentinel-test");
+    /// Starts `launch` on a free port and waits until it answers PING.
+    fn start(log: &'static str, launch: Launch) -> Proc {
+        let mut p = Proc {
+            port: 0,
+            child: None,
+            dir: TempDir::new("sentinel-test"),
+            log,
+            launch,
+        };
         // A port picked by binding port 0 may be taken again before the server binds it.
         for _ in 0..5 {
-            let port = free_port();
-            let mut child = command(port, &dir.0)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start a redis-server or redis-sentinel");
-            let up = poll_until(Duration::from_secs(5), || {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    return Some(false);
-                }
-                let pong = try_command(port, &[b"PING"]);
-                matches!(pong, Ok(Resp::Simple(s)) if s == "PONG").then_some(true)
-            });
-            if up == Some(true) {
-                return Proc {
-                    port,
-                    child: Some(child),
-                    dir,
-                    log,
-                };
+            p.port = free_port();
+            if p.spawn() {
+                return p;
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
-        panic!("{log}: did not start; log:\n{}", read(&dir.path(log)));
+        panic!("{log}: did not start; log:\n{}", read(&p.dir.path(log)));
+    }
+
+    /// Starts it again on the same port, as its configuration says (nothing was saved).
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        let up = poll_until(Duration::from_secs(10), || self.spawn().then_some(()));
+        assert!(up.is_some(), ":{} did not start again", self.port);
+    }
+
+    /// Spawns on `self.port`; true once it answers PING.
+    fn spawn(&mut self) -> bool {
+        let mut child = (self.launch)(self.port, &self.dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a redis-server or redis-sentinel");
+        let port = self.port;
+        // Some(true): it answers PING; Some(false): it exited (the port was taken).
+        let up = poll_until(Duration::from_secs(5), || {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return Some(false);
+            }
+            let pong = try_command(port, &[b"PING"]);
+            matches!(pong, Ok(Resp::Simple(s)) if s == "PONG").then_some(true)
+        });
+        if up == Some(true) {
+            self.child = Some(child);
+            return true;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// A `redis-server`, the replica of `primary` when given.
     fn redis(primary: Option<u16>) -> Proc {
-        Proc::start("redis.log", |port, dir| {
+        let launch: Launch = Box::new(move |port, dir| {
             let mut c = Command::new("redis-server");
             c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -73,13 +97,14 @@ impl Proc {
                 c.args(["--replicaof", "127.0.0.1", &p.to_string()]);
             }
             c
-        })
+        });
+        Proc::start("redis.log", launch)
     }
 
     /// A `redis-sentinel` watching `primary`: down after 1 s, quorum 2, so a failover
     /// takes a few seconds. Sentinel rewrites its file, hence one per sentinel.
     fn sentinel(primary: u16) -> Proc {
-        Proc::start("sentinel.log", |port, dir| {
+        let launch: Launch = Box::new(move |port, dir| {
             let conf = dir.join("sentinel.conf");
             let text = format!(
                 "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile sentinel.log\n\
@@ -92,7 +117,8 @@ impl Proc {
             let mut c = Command::new("redis-sentinel");
             c.arg(conf);
             c
-        })
+        });
+        Proc::start("sentinel.log", launch)
     }
 
     fn command(&self, args: &[&str]) -> Resp {
@@ -197,11 +223,12 @@ async fn the_nodes_follow_a_sentinel_failover() {
         .map(|s| format!("127.0.0.1:{}", s.port))
         .collect();
     let url = format!("redis+sentinel://{}/{MASTER}", hosts.join(","));
+    // ping-timeout: the clients are read only between the waits for a failover.
     let nodes: Vec<Server> = ["a", "b"]
         .iter()
         .map(|id| {
             Server::start(&format!(
-                "[Server]\nreconnect-timeout = 1s\n\
+                "[Server]\nreconnect-timeout = 1s\nping-timeout = 60s\n\
                  [Cluster]\nredis = {url}\nnode-id = {id}\nheartbeat = 1s\nnode-timeout = 10s\n"
             ))
         })
@@ -265,6 +292,79 @@ async fn the_nodes_follow_a_sentinel_failover() {
     assert_eq!(
         ann.numbers(10, PROPAGATE).await,
         (20..30).collect::<Vec<_>>()
+    );
+    assert_eq!(extra_numbers(&mut ann).await, Vec::<Value>::new(), "on A");
+
+    // The old primary comes back, a primary by its own configuration; the sentinels make it
+    // a replica of the new one. A manual failover then promotes it again and demotes the
+    // server the nodes write to: they follow once more, to the old primary's port.
+    primary.restart();
+    let back = Instant::now();
+    let new_port = replica.port.to_string();
+    wait_until(
+        Duration::from_secs(30),
+        "the old primary a replica of the new one, in sync",
+        || {
+            let info = text(&primary.command(&["INFO", "replication"]));
+            info.contains("role:slave")
+                && info.contains(&format!("master_port:{new_port}"))
+                && info.contains("master_link_status:up")
+        },
+    );
+    eprintln!(
+        "the old primary a replica {:?} after its restart",
+        back.elapsed()
+    );
+    // The sentinels may not see the replica as fit yet (NOGOODSLAVE): asked again.
+    let asked = poll_until(Duration::from_secs(20), || {
+        let r = sentinels[0].command(&["SENTINEL", "FAILOVER", MASTER]);
+        (r == Resp::Simple("OK".to_owned())).then_some(())
+    });
+    assert!(asked.is_some(), "the sentinels refused a manual failover");
+    let failover = Instant::now();
+    // Both nodes listen on the primary again, none on the demoted server.
+    let listeners = |p: &Proc| p.command(&["PUBSUB", "NUMSUB", "realtime:m:room"]);
+    let numsub = |n: i64| Resp::Array(Some(vec![Resp::bulk("realtime:m:room"), Resp::Int(n)]));
+    wait_until(
+        Duration::from_secs(30),
+        "both nodes to move to the promoted server",
+        || listeners(&primary) == numsub(2) && listeners(&replica) == numsub(0),
+    );
+    for port in [a, b] {
+        assert!(
+            wait_readyz(port, 200, Duration::from_secs(10)).await,
+            "/readyz on :{port} not 200 after the second failover"
+        );
+    }
+    eprintln!(
+        "both nodes moved {:?} after the manual failover",
+        failover.elapsed()
+    );
+    assert!(
+        text(&replica.command(&["INFO", "replication"])).contains("role:slave"),
+        "the server the nodes wrote to was demoted"
+    );
+    for n in &nodes {
+        let restored = n.log().matches("Redis connection restored").count();
+        assert!(
+            restored >= 2,
+            "reconnected {restored} times; log:\n{}",
+            n.log()
+        );
+    }
+    bob.drain(Duration::from_millis(200)).await;
+    ann.drain(Duration::from_millis(200)).await;
+    publish(a, 30..40).await;
+    assert_eq!(
+        bob.numbers(10, PROPAGATE).await,
+        (30..40).collect::<Vec<_>>()
+    );
+    assert_eq!(extra_numbers(&mut bob).await, Vec::<Value>::new(), "on B");
+    ann.drain(Duration::from_millis(200)).await;
+    publish(b, 40..50).await;
+    assert_eq!(
+        ann.numbers(10, PROPAGATE).await,
+        (40..50).collect::<Vec<_>>()
     );
     assert_eq!(extra_numbers(&mut ann).await, Vec::<Value>::new(), "on A");
 }
