@@ -79,8 +79,12 @@ impl Endpoint {
             Endpoint::Sentinel { sentinels, .. } => {
                 tokio::time::timeout(RESPONSE_TIMEOUT, sentinels.async_get_client())
                     .await
-                    .map_err(|_| ClusterError::Timeout("asking the sentinels for the primary"))?
-                    .map_err(ClusterError::redis("asking the sentinels for the primary"))
+                    .map_err(|_| {
+                        ClusterError::Timeout("finding the primary through the sentinels")
+                    })?
+                    .map_err(ClusterError::redis(
+                        "finding the primary through the sentinels",
+                    ))
             }
         }
     }
@@ -101,5 +105,31 @@ impl Endpoint {
             Role::Primary { .. } => Ok(()),
             _ => Err(ClusterError::NotPrimary(master.clone())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_picks_the_way() {
+        for (url, sentinel) in [
+            ("redis://h:6379/0", false),
+            ("rediss://h:6380/0", false),
+            ("redis+sentinel://:pw@s1,s2:26380/mymaster/1", true),
+            (
+                "rediss+sentinel://s1:26379/mymaster?sentinel-password=x",
+                true,
+            ),
+        ] {
+            match Endpoint::new(url) {
+                Ok(Endpoint::Sentinel { master, .. }) if sentinel => assert_eq!(master, "mymaster"),
+                Ok(Endpoint::Direct(_)) if !sentinel => {}
+                Ok(_) => panic!("{url}: the wrong way"),
+                Err(e) => panic!("{url}: {e}"),
+            }
+        }
+        assert!(Endpoint::new("redis+sentinel://s1:26379").is_err());
     }
 }
