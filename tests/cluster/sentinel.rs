@@ -1,6 +1,7 @@
 //! Sentinel: a primary, its replica and three `redis-sentinel` of the test's own on
 //! loopback ports; the primary is killed and the nodes follow the failover to the replica,
-//! then a manual failover demotes the server they write to and they follow again.
+//! then a manual failover demotes the server they write to and they follow again; and the
+//! same lookup over TLS.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use crate::support::*;
 const MASTER: &str = "mymaster";
 
 /// How a [`Proc`] is started on a port, in its directory.
-type Launch = Box<dyn Fn(u16, &Path) -> Command>;
+type Start = Box<dyn Fn(u16, &Path) -> Command>;
 
 /// A `redis-server` or `redis-sentinel` on a loopback port, in a directory of its own;
 /// killed (SIGKILL) on drop.
@@ -26,12 +27,12 @@ struct Proc {
     child: Option<Child>,
     dir: TempDir,
     log: &'static str,
-    launch: Launch,
+    launch: Start,
 }
 
 impl Proc {
     /// Starts `launch` on a free port and waits until it answers PING.
-    fn start(log: &'static str, launch: Launch) -> Proc {
+    fn start(log: &'static str, launch: Start) -> Proc {
         let mut p = Proc {
             port: 0,
             child: None,
@@ -84,7 +85,7 @@ impl Proc {
 
     /// A `redis-server`, the replica of `primary` when given.
     fn redis(primary: Option<u16>) -> Proc {
-        let launch: Launch = Box::new(move |port, dir| {
+        let launch: Start = Box::new(move |port, dir| {
             let mut c = Command::new("redis-server");
             c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -104,7 +105,7 @@ impl Proc {
     /// A `redis-sentinel` watching `primary`: down after 1 s, quorum 2, so a failover
     /// takes a few seconds. Sentinel rewrites its file, hence one per sentinel.
     fn sentinel(primary: u16) -> Proc {
-        let launch: Launch = Box::new(move |port, dir| {
+        let launch: Start = Box::new(move |port, dir| {
             let conf = dir.join("sentinel.conf");
             let text = format!(
                 "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile sentinel.log\n\
@@ -190,14 +191,23 @@ async fn extra_numbers(c: &mut Client) -> Vec<Value> {
         .collect()
 }
 
+/// Whether `redis-sentinel` is missing, which only a machine where tests/run could not
+/// install it may be.
+fn no_sentinel() -> bool {
+    if have("redis-sentinel") {
+        return false;
+    }
+    assert!(
+        !is_root(),
+        "redis-sentinel is missing (Debian package redis-sentinel; tests/run installs it)"
+    );
+    eprintln!("SKIPPED: needs redis-sentinel (Debian package redis-sentinel)");
+    true
+}
+
 #[tokio::test]
 async fn the_nodes_follow_a_sentinel_failover() {
-    if !have("redis-sentinel") {
-        assert!(
-            !is_root(),
-            "redis-sentinel is missing (Debian package redis-sentinel; tests/run installs it)"
-        );
-        eprintln!("SKIPPED: needs redis-sentinel (Debian package redis-sentinel)");
+    if no_sentinel() {
         return;
     }
     let mut primary = Proc::redis(None);
@@ -367,4 +377,93 @@ async fn the_nodes_follow_a_sentinel_failover() {
         (40..50).collect::<Vec<_>>()
     );
     assert_eq!(extra_numbers(&mut ann).await, Vec::<Value>::new(), "on A");
+}
+
+#[tokio::test]
+async fn the_nodes_reach_sentinel_and_primary_over_tls() {
+    if no_sentinel() {
+        return;
+    }
+    let certs = TempDir::new("sentinel-tls");
+    crate::tls::certificates(&certs.0);
+    let tls_args = |tls_port: u16| -> Vec<String> {
+        let file = |name: &str| certs.path(name).display().to_string();
+        vec![
+            format!("tls-port {tls_port}"),
+            format!("tls-cert-file {}", file("srv.pem")),
+            format!("tls-key-file {}", file("srv.key")),
+            format!("tls-ca-cert-file {}", file("ca.pem")),
+            "tls-auth-clients no".to_owned(),
+            // A sentinel reaches the primary over TLS too.
+            "tls-replication yes".to_owned(),
+        ]
+    };
+    // Each has a plain port as well, for the test's own PINGs and queries; the nodes are
+    // only told TLS ports.
+    let primary_tls = free_port();
+    let primary_conf = tls_args(primary_tls);
+    let _primary = Proc::start(
+        "redis.log",
+        Box::new(move |port, dir| {
+            let mut c = Command::new("redis-server");
+            c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(dir)
+                .args(["--logfile", "redis.log"]);
+            for line in &primary_conf {
+                let (key, value) = line.split_once(' ').unwrap();
+                c.arg(format!("--{key}")).arg(value);
+            }
+            c
+        }),
+    );
+    let sentinel_tls = free_port();
+    let sentinel_conf = tls_args(sentinel_tls).join("\n");
+    let sentinel = Proc::start(
+        "sentinel.log",
+        Box::new(move |port, dir| {
+            let conf = dir.join("sentinel.conf");
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile sentinel.log\n\
+                 {sentinel_conf}\nsentinel monitor {MASTER} 127.0.0.1 {primary_tls} 1\n",
+                dir = dir.display()
+            );
+            std::fs::write(&conf, text).unwrap();
+            let mut c = Command::new("redis-sentinel");
+            c.arg(conf);
+            c
+        }),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the sentinel to reach the primary over TLS",
+        || {
+            let m = fields(&sentinel.command(&["SENTINEL", "MASTER", MASTER]));
+            m.get("flags").map(String::as_str) == Some("master")
+        },
+    );
+    let url = format!("rediss+sentinel://localhost:{sentinel_tls}/{MASTER}");
+    let nodes: Vec<Server> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            let config = format!(
+                "[Cluster]\nredis = {url}\nnode-id = {id}\nheartbeat = 1s\nnode-timeout = 3s\n"
+            );
+            Launch::new(&config)
+                .env("SSL_CERT_FILE", certs.path("ca.pem"))
+                .start()
+        })
+        .collect();
+    for n in &nodes {
+        assert!(
+            wait_readyz(n.port, 200, Duration::from_secs(10)).await,
+            "not joined through the sentinel over TLS; log:\n{}",
+            n.log()
+        );
+    }
+    let mut bob = Client::connect(nodes[1].port, "bob").await;
+    bob.subscribe("room").await;
+    publish(nodes[0].port, 0..3).await;
+    assert_eq!(bob.numbers(3, PROPAGATE).await, vec![0, 1, 2]);
 }
