@@ -1,7 +1,7 @@
 //! Sentinel: a primary, its replica and three `redis-sentinel` of the test's own on
 //! loopback ports; the primary is killed and the nodes follow the failover to the replica,
 //! then a manual failover demotes the server they write to and they follow again; and the
-//! same lookup over TLS.
+//! same lookup over TLS, with a password for the primary and another for the sentinel.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -71,8 +71,11 @@ impl Proc {
             if !matches!(child.try_wait(), Ok(None)) {
                 return Some(false);
             }
+            // PONG, or a request for a login first: up either way.
             let pong = try_command(port, &[b"PING"]);
-            matches!(pong, Ok(Resp::Simple(s)) if s == "PONG").then_some(true)
+            let up = matches!(&pong, Ok(Resp::Simple(s)) if s == "PONG")
+                || matches!(&pong, Ok(Resp::Error(e)) if e.starts_with("NOAUTH"));
+            up.then_some(true)
         });
         if up == Some(true) {
             self.child = Some(child);
@@ -380,7 +383,7 @@ async fn the_nodes_follow_a_sentinel_failover() {
 }
 
 #[tokio::test]
-async fn the_nodes_reach_sentinel_and_primary_over_tls() {
+async fn the_nodes_reach_sentinel_and_primary_over_tls_with_their_logins() {
     if no_sentinel() {
         return;
     }
@@ -401,7 +404,8 @@ async fn the_nodes_reach_sentinel_and_primary_over_tls() {
     // Each has a plain port as well, for the test's own PINGs and queries; the nodes are
     // only told TLS ports.
     let primary_tls = free_port();
-    let primary_conf = tls_args(primary_tls);
+    let mut primary_conf = tls_args(primary_tls);
+    primary_conf.push("requirepass pri@mary".to_owned());
     let _primary = Proc::start(
         "redis.log",
         Box::new(move |port, dir| {
@@ -420,13 +424,15 @@ async fn the_nodes_reach_sentinel_and_primary_over_tls() {
     );
     let sentinel_tls = free_port();
     let sentinel_conf = tls_args(sentinel_tls).join("\n");
-    let sentinel = Proc::start(
+    let _sentinel = Proc::start(
         "sentinel.log",
         Box::new(move |port, dir| {
             let conf = dir.join("sentinel.conf");
             let text = format!(
                 "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile sentinel.log\n\
-                 {sentinel_conf}\nsentinel monitor {MASTER} 127.0.0.1 {primary_tls} 1\n",
+                 {sentinel_conf}\nrequirepass watch&word\n\
+                 sentinel monitor {MASTER} 127.0.0.1 {primary_tls} 1\n\
+                 sentinel auth-pass {MASTER} pri@mary\n",
                 dir = dir.display()
             );
             std::fs::write(&conf, text).unwrap();
@@ -435,15 +441,11 @@ async fn the_nodes_reach_sentinel_and_primary_over_tls() {
             c
         }),
     );
-    wait_until(
-        Duration::from_secs(10),
-        "the sentinel to reach the primary over TLS",
-        || {
-            let m = fields(&sentinel.command(&["SENTINEL", "MASTER", MASTER]));
-            m.get("flags").map(String::as_str) == Some("master")
-        },
+    // The primary's login before `@`, the sentinel's in the query, both percent-encoded.
+    let url = format!(
+        "rediss+sentinel://:pri%40mary@localhost:{sentinel_tls}/{MASTER}\
+         ?sentinel-password=watch%26word"
     );
-    let url = format!("rediss+sentinel://localhost:{sentinel_tls}/{MASTER}");
     let nodes: Vec<Server> = ["a", "b"]
         .iter()
         .map(|id| {
@@ -458,7 +460,7 @@ async fn the_nodes_reach_sentinel_and_primary_over_tls() {
     for n in &nodes {
         assert!(
             wait_readyz(n.port, 200, Duration::from_secs(10)).await,
-            "not joined through the sentinel over TLS; log:\n{}",
+            "not joined through the sentinel over TLS, logged in; log:\n{}",
             n.log()
         );
     }
