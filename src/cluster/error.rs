@@ -20,9 +20,9 @@ pub enum ClusterError {
     /// Redis took too long to answer.
     #[error("timed out {0}")]
     Timeout(&'static str),
-    /// What the sentinels named as the primary answered that it is not (a failover is
-    /// under way).
-    #[error("the server the sentinels name as primary {0:?} is not a primary")]
+    /// The server the sentinels named as the primary of this master name answered that it
+    /// is not one (a failover is under way).
+    #[error("the server the sentinels name as primary of {0:?} is not a primary (yet)")]
     NotPrimary(String),
     /// The subscription connection ended.
     #[error("the subscription connection closed")]

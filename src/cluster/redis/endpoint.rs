@@ -9,10 +9,11 @@ use super::RESPONSE_TIMEOUT;
 use crate::cluster::ClusterError;
 use crate::config::SentinelUrl;
 
+/// How the worker finds the Redis to connect to.
 pub(super) enum Endpoint {
     Direct(Box<Client>),
     Sentinel {
-        /// Keeps a connection to the sentinel that last answered.
+        /// Keeps its connections to the sentinels from one lookup to the next.
         sentinels: Box<SentinelClient>,
         master: String,
     },
