@@ -1,5 +1,7 @@
 //! Where this node's Redis is: the configured address, or, with Sentinel, the primary the
-//! sentinels name at each (re)connect, checked to be one.
+//! sentinels name at each (re)connect, checked to be one. A command refused with
+//! `READONLY` (the primary was demoted under the node) ends the connected stretch like any
+//! Redis error, so the next connect asks the sentinels again.
 
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
