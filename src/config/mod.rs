@@ -28,7 +28,7 @@ pub use sections::{
 };
 pub use sentinel::SentinelUrl;
 pub use server::{FlashConfig, ServerConfig, Transport};
-pub use value::ValueError;
+pub use value::{ValueError, redacted};
 
 /// Where [`Config::discover`] looks when no path is given, in order.
 pub const DEFAULT_PATHS: [&str; 2] = ["/etc/realtime/realtime.conf", "./etc/realtime.conf"];
