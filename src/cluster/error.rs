@@ -20,6 +20,10 @@ pub enum ClusterError {
     /// Redis took too long to answer.
     #[error("timed out {0}")]
     Timeout(&'static str),
+    /// The server the sentinels named as the primary of this master name answered that it
+    /// is not one (a failover is under way).
+    #[error("the server the sentinels name as primary of {0:?} is not a primary (yet)")]
+    NotPrimary(String),
     /// The subscription connection ended.
     #[error("the subscription connection closed")]
     Closed,

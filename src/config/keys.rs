@@ -236,8 +236,12 @@ pub const KEYS: &[Key] = &[
         "HS256 key: when set, an identity must come with a JWT signed with it."),
     key!("Identity" "require", Bool, "false", Live, identity.require,
         "Refuse connections that do not name an identity."),
-    key!("Cluster" "redis", Url(&["redis", "rediss"]), "", Restart, cluster.redis,
-        "Join the other nodes through this Redis; unset: single node."),
+    key!("Cluster" "redis", Url(&["redis", "rediss", "redis+sentinel", "rediss+sentinel"]), "",
+        Restart, cluster.redis,
+        "Join the other nodes through this Redis; unset: single node. With Sentinel: \
+         `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]` \
+         (the login is the primary's; `?sentinel-password=` for the sentinels'; \
+         `rediss+sentinel://` for TLS)."),
     key!("Cluster" "prefix", Word, "realtime", Restart, cluster.prefix,
         "Prefix of every Redis key and channel; the same on every node of one cluster."),
     key!("Cluster" "node-id", Word, "", Restart, cluster.node_id,

@@ -9,6 +9,7 @@ mod ini;
 pub mod keys;
 mod reference;
 mod sections;
+mod sentinel;
 mod server;
 mod value;
 
@@ -25,8 +26,9 @@ pub use sections::{
     ApiConfig, ClusterConfig, IdentityConfig, LOG_LEVELS, LicenseConfig, LogConfig, LogTarget,
     MONITOR_EVENTS, MessagingConfig, MonitorConfig,
 };
+pub use sentinel::SentinelUrl;
 pub use server::{FlashConfig, ServerConfig, Transport};
-pub use value::ValueError;
+pub use value::{ValueError, redacted};
 
 /// Where [`Config::discover`] looks when no path is given, in order.
 pub const DEFAULT_PATHS: [&str; 2] = ["/etc/realtime/realtime.conf", "./etc/realtime.conf"];

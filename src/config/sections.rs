@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::SetError;
+use super::sentinel::SentinelUrl;
 use super::value::{boolean, count, list, nonzero_duration, one_of, optional, positive, url, word};
 
 /// Monitor event names accepted in `[Monitor] events`.
@@ -189,7 +190,7 @@ impl IdentityConfig {
 /// `[Cluster]`: Redis backplane (docs/design.md#cluster).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://` or `rediss://` URL; `None` = single node.
+    /// `redis://` or `rediss://` URL, or a [`SentinelUrl`]; `None` = single node.
     pub redis: Option<String>,
     /// Prefix of every Redis key and channel.
     pub prefix: String,
@@ -222,7 +223,13 @@ impl ClusterConfig {
         match key {
             "redis" => {
                 self.redis = optional(v)
-                    .map(|u| url(&u, &["redis", "rediss"]))
+                    .map(|u| {
+                        if SentinelUrl::is_sentinel(&u) {
+                            SentinelUrl::parse(&u).map(|_| u)
+                        } else {
+                            url(&u, &["redis", "rediss"])
+                        }
+                    })
                     .transpose()?
             }
             "prefix" => self.prefix = word(v, "a key prefix without spaces")?,
@@ -315,6 +322,11 @@ mod tests {
         let mut c = ClusterConfig::default();
         assert!(c.set("redis", "rediss://h:6380/1").is_ok());
         assert!(c.set("redis", "http://h").is_err());
+        assert!(
+            c.set("redis", "redis+sentinel://s1,s2:26380/mymaster")
+                .is_ok()
+        );
+        assert!(c.set("redis", "redis+sentinel://s1,s2:26380").is_err());
         assert!(c.set("prefix", "").is_err());
         assert!(c.set("node-id", "").is_ok() && c.node_id.is_none());
         assert!(c.set("heartbeat", "2s").is_ok() && c.set("node-timeout", "7s").is_ok());

@@ -445,6 +445,17 @@ fn errors_name_file_line_section_and_key() {
     );
     assert!(e.contains("redis://"), "{e}");
     let e = error_at(
+        "[Cluster]\nredis = redis+sentinel://:pw@s1:26379,s2:26379\n",
+        2,
+        Some("Cluster"),
+        Some("redis"),
+    );
+    assert!(
+        e.contains("/master[/db]") && e.contains("no master name"),
+        "{e}"
+    );
+    assert!(!e.contains("pw"), "{e}");
+    let e = error_at(
         "[Cluster]\nheartbeat = 10s\nnode-timeout = 10s\n",
         3,
         Some("Cluster"),

@@ -149,15 +149,34 @@ pub(super) fn url(v: &str, schemes: &[&str]) -> Result<String, ValueError> {
         format!("a URL starting with {}", names.join(" or "))
     };
     let Some((scheme, rest)) = v.split_once("://") else {
-        return Err(expected(&what(), v));
+        return Err(expected(&what(), &redacted(v)));
     };
     let scheme_ok = schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme));
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = host.rsplit('@').next().unwrap_or("");
     if !scheme_ok || host.is_empty() || host.starts_with(':') || v.contains(char::is_whitespace) {
-        return Err(expected(&what(), v));
+        return Err(expected(&what(), &redacted(v)));
     }
     Ok(v.to_owned())
+}
+
+/// `url` with the password of its `user:password@` part replaced by `***`, for errors and
+/// logs: a configuration's secrets never reach a journal.
+pub fn redacted(url: &str) -> String {
+    let (head, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((login, host)) => {
+            let user = login.split(':').next().unwrap_or("");
+            let hidden = if login.contains(':') { ":***" } else { "" };
+            format!("{head}{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// One of a fixed set of words, case-insensitively; returns the lower-case form.
@@ -235,6 +254,25 @@ mod tests {
         assert!(list("  , ").is_empty());
         assert_eq!(optional(""), None);
         assert!(word("a b", "a user name").is_err());
+    }
+
+    #[test]
+    fn redacted_urls_hide_only_the_password() {
+        assert_eq!(
+            redacted("redis://:s3cret@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
+        assert_eq!(
+            redacted("https://u:p@w@example.com/x?a=b@c"),
+            "https://u:***@example.com/x?a=b@c"
+        );
+        assert_eq!(redacted("https://u@example.com"), "https://u@example.com");
+        assert_eq!(redacted("http://example.com/a@b"), "http://example.com/a@b");
+        assert_eq!(redacted("not a url:pw@x"), "not a url:***@x");
+        let err = url("redis://:s3cret@h:6379 x", &["redis"])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

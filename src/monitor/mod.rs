@@ -94,7 +94,7 @@ impl Monitor {
         std::thread::Builder::new()
             .name("realtime-monitor".into())
             .spawn(move || s.run(rx))?;
-        info!(%url, events = %config.events.join(","), queue = config.queue, "monitor on");
+        info!(url = %crate::config::redacted(&url), events = %config.events.join(","), queue = config.queue, "monitor on");
         Ok(Some(Arc::new(Monitor {
             tx,
             events,

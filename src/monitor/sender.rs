@@ -137,7 +137,7 @@ impl Sender {
         };
         self.shared.stats.failed.fetch_add(1, Ordering::Relaxed);
         if let Some(held) = self.fail_log.allow() {
-            warn!(url = %self.url, error = %why, attempts = attempt + 1, suppressed = held, "monitor: event not delivered");
+            warn!(url = %crate::config::redacted(&self.url), error = %why, attempts = attempt + 1, suppressed = held, "monitor: event not delivered");
         }
     }
 

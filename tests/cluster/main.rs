@@ -1,5 +1,5 @@
 //! Cluster mode: nodes of the real binary sharing a `redis-server` of their own, over
-//! plain TCP and over TLS.
+//! plain TCP and over TLS, and following a Sentinel failover.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -10,4 +10,5 @@ mod delivery;
 mod failures;
 mod history;
 mod presence;
+mod sentinel;
 mod tls;

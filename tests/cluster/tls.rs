@@ -12,7 +12,7 @@ use crate::support::*;
 use serde_json::{Value, json};
 
 /// A CA and a certificate for `localhost` signed by it, made with `openssl`.
-fn certificates(dir: &Path) {
+pub(crate) fn certificates(dir: &Path) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)

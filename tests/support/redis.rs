@@ -207,7 +207,7 @@ fn encode(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-fn try_command(port: u16, args: &[&[u8]]) -> std::io::Result<Resp> {
+pub(crate) fn try_command(port: u16, args: &[&[u8]]) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(&encode(args))?;

@@ -8,6 +8,7 @@
 //! drops what would have crossed nodes; when Redis is back it rewrites this node's presence
 //! from the hub, announcing to the other nodes what changed meanwhile.
 
+mod endpoint;
 mod history;
 mod log;
 mod presence;
@@ -20,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::Client;
 use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -117,7 +117,7 @@ impl std::fmt::Debug for RedisCluster {
 
 /// The worker, waiting for the hub it serves.
 pub struct Worker {
-    client: Client,
+    endpoint: endpoint::Endpoint,
     node: Arc<str>,
     keys: Keys,
     ops: mpsc::UnboundedReceiver<Op>,
@@ -215,7 +215,7 @@ impl RedisCluster {
         window: Duration,
         history: Keeping,
     ) -> Result<(Arc<RedisCluster>, Worker), ClusterError> {
-        let client = Client::open(url).map_err(ClusterError::Address)?;
+        let endpoint = endpoint::Endpoint::new(url)?;
         let node: Arc<str> = Arc::from(
             config
                 .node_id
@@ -241,7 +241,7 @@ impl RedisCluster {
             stats: stats.clone(),
         });
         let worker = Worker {
-            client,
+            endpoint,
             node,
             keys,
             ops: rx,

@@ -81,16 +81,17 @@ impl Worker {
         }
     }
 
-    async fn connect(&self) -> Result<Live, ClusterError> {
+    async fn connect(&mut self) -> Result<Live, ClusterError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let conn = self
-            .client
+        let client = self.endpoint.primary().await?;
+        let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(ClusterError::redis("connecting"))?;
-        let pubsub = tokio::time::timeout(RESPONSE_TIMEOUT, self.client.get_async_pubsub())
+        self.endpoint.check(&mut conn).await?;
+        let pubsub = tokio::time::timeout(RESPONSE_TIMEOUT, client.get_async_pubsub())
             .await
             .map_err(|_| ClusterError::Timeout("opening the subscription connection"))?
             .map_err(ClusterError::redis("opening the subscription connection"))?;
