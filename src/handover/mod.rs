@@ -3,11 +3,18 @@
 //!
 //! - `state`: the hand-over state, its types and its versioned binary format.
 //! - `decode`: the format read back, refusing what it cannot read with the reason.
+//! - `pass`: the descriptors that cross the exec (sealed memfd, listeners) and the
+//!   environment variable that names them.
+//! - `reexec`: SIGUSR1, re-execution in place.
 
 mod decode;
+mod pass;
+mod reexec;
 mod state;
 
 pub use decode::{DecodeError, decode};
+pub use pass::{ENV, Passed, inherit};
+pub use reexec::{Plan, exec, note_start_path, prepare, take_state};
 pub use state::{
     Connection, Frame, Item, MAX_STATE, MemberState, SessionState, SocketState, State, Transport,
     VERSION,

@@ -16,6 +16,7 @@
 //! - `member`, `channel`: the two indexes (member → sessions, channel → sessions).
 //! - `envelope`, `observer`: what is delivered, and who hears about it.
 //! - `app`: the Socket.IO application in front of the hub.
+//! - `handover`: the hub written down for the next process, and taken in from the last.
 
 mod admission;
 mod app;
@@ -23,6 +24,7 @@ mod channel;
 mod deliver;
 mod dispatch;
 mod envelope;
+mod handover;
 mod legacy;
 mod lifecycle;
 mod member;
@@ -44,6 +46,7 @@ use crate::engineio::Sid;
 
 pub use app::HubApp;
 pub use envelope::{Envelope, error_envelope};
+pub use handover::Restored;
 pub use observer::{HubEvent, Observer};
 pub use request::{Init, Publication, Request, RequestError};
 pub use validate::{ChannelName, CommandName, HubError, Identity, RESERVED_COMMANDS};

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::TcpListener as StdListener;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{getsockopt, sockopt};
 use socket2::{Socket, Type};
@@ -50,10 +50,15 @@ pub fn inherited_listeners() -> io::Result<Inherited> {
     Ok(inherited)
 }
 
-/// Turns a passed fd into a listener, after checking it is a listening TCP socket (the
-/// accept loop would otherwise spin on errors).
+/// Turns a passed fd into a listener.
 fn adopt(fd: RawFd) -> io::Result<StdListener> {
-    let socket = own(fd);
+    check_listener(own(fd).into())
+}
+
+/// Checks that a passed fd is a listening TCP socket (the accept loop would otherwise spin
+/// on errors) and makes it a non-blocking listener.
+pub fn check_listener(fd: OwnedFd) -> io::Result<StdListener> {
+    let socket = Socket::from(fd);
     if socket.r#type()? != Type::STREAM {
         return Err(io::Error::other("not a stream socket"));
     }

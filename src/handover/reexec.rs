@@ -1,0 +1,121 @@
+//! Re-execution in place (SIGUSR1): the process becomes the binary at the path it was
+//! started as, same PID, so any supervisor (supervisord, systemd with `Type=notify`) sees
+//! no exit. The listeners stay open across the exec (connections queue in their backlog),
+//! the sessions wait in their grace window and the state goes in a sealed memfd.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use nix::unistd::{AccessFlags, access};
+use tracing::{error, info, warn};
+
+use super::pass::{self, Kept};
+use super::state::State;
+use crate::hub::Hub;
+
+static START_PATH: OnceLock<PathBuf> = OnceLock::new();
+
+/// Notes the path this process was started as; call first thing in `main`, before
+/// anything can replace the binary.
+pub fn note_start_path() {
+    match pass::start_path() {
+        Ok(p) => {
+            let _ = START_PATH.set(p);
+        }
+        Err(e) => warn!("cannot tell the path of this binary ({e}); SIGUSR1 will not re-execute"),
+    }
+}
+
+/// A hand-over about to happen: the binary to run and the listeners kept for it.
+#[derive(Debug)]
+pub struct Plan {
+    path: PathBuf,
+    kept: Kept,
+}
+
+/// Checks that there is an executable to hand over to and keeps the listeners; nothing is
+/// changed when this fails, so the process serves on.
+pub fn prepare(http: &[RawFd], flash: &[RawFd]) -> io::Result<Plan> {
+    let path = START_PATH
+        .get()
+        .cloned()
+        .ok_or_else(|| io::Error::other("the path of this binary is unknown"))?;
+    access(path.as_path(), AccessFlags::X_OK)
+        .map_err(|e| io::Error::other(format!("{} is not executable: {e}", path.display())))?;
+    Ok(Plan {
+        path,
+        kept: Kept::dup(http, flash)?,
+    })
+}
+
+/// Writes the hub's state and executes the new binary; returns only if neither it nor
+/// this very binary (`/proc/self/exe`, the fallback) could be executed.
+pub fn exec(plan: Plan, hub: &Hub, cluster: bool) -> io::Error {
+    let (members, skipped) = if cluster {
+        // Other nodes hold this node's members in Redis under its id; carrying them over
+        // needs the id kept and the presence left as it is, which is not done yet.
+        warn!("cluster mode: sessions are not handed over; clients reconnect to the new process");
+        (Vec::new(), 0)
+    } else {
+        hub.handover_members()
+    };
+    let sessions: usize = members.iter().map(|m| m.sessions.len()).sum();
+    let state = State {
+        node_id: None,
+        offset: hub.offset(),
+        monitor: Vec::new(),
+        members,
+    };
+    let mut bytes = match state.encode() {
+        Ok(b) => b,
+        Err(e) => {
+            error!("{e}; handing over no session");
+            State::default().encode().unwrap_or_default()
+        }
+    };
+    if test_corruption() {
+        bytes.truncate(bytes.len() / 2);
+    }
+    let memfd = match pass::seal(&bytes) {
+        Ok(fd) => fd,
+        Err(e) => return io::Error::other(format!("cannot write the hand-over state: {e}")),
+    };
+    let env = pass::env_value(std::process::id(), &memfd, &plan.kept);
+    info!(
+        sessions,
+        skipped,
+        bytes = bytes.len(),
+        binary = %plan.path.display(),
+        "handing over: executing the new binary"
+    );
+    let first = pass::exec(&plan.path, &env);
+    error!("{first}; executing this binary again to keep the sessions");
+    let again = pass::exec(std::path::Path::new("/proc/self/exe"), &env);
+    drop(memfd);
+    io::Error::other(format!("{first}; then {again}"))
+}
+
+/// Tests only: `REALTIME_TEST_HOOKS=1` with `REALTIME_TEST_HANDOVER=truncate` hands over a
+/// state cut in half, to see the new process refuse it.
+fn test_corruption() -> bool {
+    std::env::var("REALTIME_TEST_HOOKS").as_deref() == Ok("1")
+        && std::env::var("REALTIME_TEST_HANDOVER").as_deref() == Ok("truncate")
+}
+
+/// Reads what the previous process handed over. A state that cannot be read is logged
+/// once with the reason, and the server starts fresh (clients reconnect as after a restart).
+pub fn take_state(fd: Option<std::os::fd::OwnedFd>) -> Option<State> {
+    let fd = fd?;
+    let decoded = pass::read(fd)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| super::decode(&bytes).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(state) => Some(state),
+        Err(why) => {
+            warn!("hand-over state refused: {why}; starting without the previous sessions");
+            None
+        }
+    }
+}
