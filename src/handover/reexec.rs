@@ -90,6 +90,8 @@ pub fn exec(plan: Plan, hub: &Hub, cluster: bool) -> io::Error {
         binary = %plan.path.display(),
         "handing over: executing the new binary"
     );
+    // The new process pings once it serves: this ping covers the time until then.
+    crate::systemd::notify::watchdog();
     let first = pass::exec(&plan.path, &env);
     error!("{first}; executing this binary again to keep the sessions");
     let again = pass::exec(std::path::Path::new("/proc/self/exe"), &env);
