@@ -207,6 +207,7 @@ pub async fn run(
         }
     }
     if handing_over.is_some() {
+        product.engine.hand_over();
         // systemd waits for the READY=1 of the new process (same PID) as after a reload.
         notify::reloading();
     } else {

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { io } from "socket.io-client";
-import { collect, connected, sleep, startServer, uniqueChannel, waitFor } from "./lib/server.mjs";
+import { collect, connected, freePort, sleep, startServer, uniqueChannel, waitFor } from "./lib/server.mjs";
 
 /** Publishes n, retrying a request the hand-over cut (it was not served, so not delivered). */
 async function publish(url, channel, n) {
@@ -128,4 +128,18 @@ test("a state the new process refuses is one log line and a fresh start", { time
     assert.equal(c.recoveries.at(-1), false);
   }
   assert.equal(server.exited(), null);
+});
+
+test("kill -9 is a crash as before: the next start serves fresh sessions, no hand-over", { timeout: 60_000 }, async (t) => {
+  const port = await freePort();
+  const first = await startServer({ port });
+  const c = await client(first.url, ["websocket"], { identity: "dave" });
+  t.after(() => c.socket.close());
+  process.kill(first.proc.pid, "SIGKILL");
+  await waitFor(() => first.exited(), { what: "the crash" });
+  const second = await startServer({ port });
+  t.after(() => second.stop());
+  await waitFor(() => c.recoveries.length >= 2, { timeout: 10_000, what: "a reconnect" });
+  assert.equal(c.recoveries.at(-1), false, "a crash keeps no session");
+  assert.doesNotMatch(first.log() + second.log(), /hand(ing|ed)[- ]over|took over the sessions/);
 });
