@@ -117,6 +117,31 @@ check "restarts refuse no connection" bash -c '[[ $1 == *"\"refused\":0,"* ]]' _
 check "restarts fail no handshake" bash -c '[[ $1 == *"\"failed\":0,"* && $1 != *"\"ok\":0,"* ]]' _ "$counts"
 check "the restarts replaced the process" bash -c "[[ \$(timeout 5 nsenter -t $P -a systemctl show -P MainPID realtime.service) != $pid ]]"
 
+# ---------------------------------------------------------------- in place (SIGUSR1)
+has() { [[ $1 == *"$2"* ]]; }
+pid=$(main_pid)
+rm -f "$flag"
+in_net node tests/systemd/client.mjs keep 8001 "$flag" >"$W/keep.out" 2>&1 &
+KEEP=$!
+sleep 1
+for _ in 1 2 3; do
+  in_ct systemctl kill --kill-whom=main --signal=USR1 realtime.service
+  wait_for 15 bash -c "[[ \$(timeout 5 nsenter -t $P -a systemctl is-active realtime.service) == active ]]" || true
+  sleep 0.5
+done
+touch "$flag"
+wait "$KEEP" || true
+kept=$(cat "$W/keep.out")
+echo "three in-place restarts: $kept"
+check "in-place restarts keep the main PID" test "$(main_pid)" = "$pid"
+check "the new process took the sessions over each time" \
+  bash -c "[[ \$(timeout 10 nsenter -t $P -a journalctl --no-pager -o cat -u realtime.service | grep -c 'took over the sessions of the previous process') -ge 3 ]]"
+check "every message once and in order, on both tabs" has "$kept" '"inOrder":true'
+check "no membership event" has "$kept" '"churn":0'
+check "each reconnect recovered its session" has "$kept" '"unrecovered":0'
+check "systemd saw no failure" \
+  bash -c "[[ \$(timeout 5 nsenter -t $P -a systemctl show -P Result realtime.service) == success ]]"
+
 # ---------------------------------------------------------------- watchdog
 mkdir -p "$R/etc/systemd/system/realtime.service.d"
 cat >"$R/etc/systemd/system/realtime.service.d/watchdog-test.conf" <<'EOF'
