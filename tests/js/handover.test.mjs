@@ -5,6 +5,7 @@
 // /api/publish: every message once, in order, and no membership churn. A state the new
 // process refuses is one log line and a fresh start.
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { test } from "node:test";
 import { io } from "socket.io-client";
 import { collect, connected, freePort, sleep, startServer, uniqueChannel, waitFor } from "./lib/server.mjs";
@@ -45,9 +46,28 @@ async function client(url, transports, auth) {
 const numbers = (c) => c.seen.items.filter((e) => e.type === "message" && e.data && "n" in e.data).map((e) => e.data.n);
 const commands = (c) => c.seen.items.filter((e) => e.data && e.data.command).map((e) => `${e.data.command}:${e.identity}`);
 
+/** A webhook endpoint that keeps the events posted to it. */
+async function hooks(t) {
+  const events = [];
+  const http = createServer((req, res) => {
+    let body = "";
+    req.on("data", (d) => (body += d));
+    req.on("end", () => {
+      events.push(body);
+      res.end();
+    });
+  });
+  await new Promise((res) => http.listen(0, "127.0.0.1", res));
+  t.after(() => http.close());
+  return { events, url: `http://127.0.0.1:${http.address().port}/hook` };
+}
+
 async function scenario(t, { env = {} } = {}) {
+  const hook = await hooks(t);
   Object.assign(process.env, env);
-  const server = await startServer({ config: "[Server]\nreconnect-timeout = 10s\n" });
+  const server = await startServer({
+    config: `[Server]\nreconnect-timeout = 10s\n[Monitor]\nurl = ${hook.url}\nevents = subscribe, unsubscribe, connect, disconnect\n`,
+  });
   for (const k of Object.keys(env)) delete process.env[k];
   const clients = [];
   t.after(async () => {
@@ -68,9 +88,11 @@ async function scenario(t, { env = {} } = {}) {
   }
   // Every client has heard every join, so what follows must add no membership event.
   await waitFor(() => clients.every((c) => commands(c).filter((x) => x.startsWith("onSubscribe")).length >= 1), { what: "the joins" });
+  // Four members (alice in two tabs): a connect and a subscribe each.
+  await waitFor(() => hook.events.length >= 8, { what: () => `the webhooks of the joins (${hook.events.length})` });
   await sleep(200); // the joins of the others still in flight arrive before the count is taken
   const before = clients.map((c) => commands(c).length);
-  return { server, clients, channel, before };
+  return { server, clients, channel, before, hook };
 }
 
 function signalAndPublish(server, channel, total, handoverAt) {
@@ -85,7 +107,8 @@ function signalAndPublish(server, channel, total, handoverAt) {
 const TOTAL = 60;
 
 test("SIGUSR1 hands every session over: same pid, every message once and in order, no churn", { timeout: 60_000 }, async (t) => {
-  const { server, clients, channel, before } = await scenario(t);
+  const { server, clients, channel, before, hook } = await scenario(t);
+  const hooksBefore = hook.events.length;
   const pid = server.proc.pid;
   await signalAndPublish(server, channel, TOTAL, 20);
   await waitFor(() => /took over the sessions of the previous process/.test(server.log()), { timeout: 10_000, what: "the new process" });
@@ -95,6 +118,7 @@ test("SIGUSR1 hands every session over: same pid, every message once and in orde
     }
     await sleep(300); // no duplicate follows: only a fixed wait shows that
     assert.equal(server.exited(), null, "the process never exited");
+    assert.deepEqual(hook.events.slice(hooksBefore), [], "no webhook after the joins");
     assert.equal(server.proc.pid, pid);
     for (const c of clients) {
       const what = `${JSON.stringify(c.auth)} over ${c.transports}`;
