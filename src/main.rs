@@ -123,10 +123,16 @@ fn daemon(config: Config, reloader: Reloader) -> Result<(), Fatal> {
     // What the previous process handed over (SIGUSR1) takes the place of systemd's sockets.
     let (inherited, handed) = match handover::inherit().map_err(Fatal::Sockets)? {
         Some(passed) => (passed.listeners, handover::take_state(passed.state)),
-        None => (
-            systemd::inherited_listeners().map_err(Fatal::Sockets)?,
-            None,
-        ),
+        None => {
+            // A state systemd kept in its file descriptor store over a restart.
+            let mut inherited = systemd::inherited_listeners().map_err(Fatal::Sockets)?;
+            let stored = inherited.state.take();
+            if stored.is_some() {
+                handover::release_stored();
+            }
+            let handed = handover::take_state(stored);
+            (inherited, handed)
+        }
     };
     let listeners = service::listeners(&config, inherited).map_err(Fatal::Sockets)?;
     let policy = flash::policy(config.flash.policy_file.as_deref(), &listeners.http_ports())?;

@@ -226,6 +226,9 @@ pub async fn run(
         let e = handover::exec(plan, &product.hub, product.cluster.is_some());
         return Err(ServiceError::Handover(e));
     }
+    // Every session waits in its grace window: under systemd the state stays in the file
+    // descriptor store, so a restart resumes them (a plain stop empties the store).
+    handover::store(&product.hub, product.cluster.is_some());
     // Sessions are closed: this node's members leave the cluster now, announced, rather
     // than when the other nodes notice the missing heartbeat.
     if let Some(cluster) = &product.cluster {

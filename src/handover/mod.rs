@@ -14,7 +14,7 @@ mod state;
 
 pub use decode::{DecodeError, decode};
 pub use pass::{ENV, Passed, inherit};
-pub use reexec::{Plan, exec, note_start_path, prepare, take_state};
+pub use reexec::{Plan, exec, note_start_path, prepare, release_stored, store, take_state};
 pub use state::{
     Connection, Frame, Item, MAX_STATE, MemberState, SessionState, SocketState, State, Transport,
     VERSION,

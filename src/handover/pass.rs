@@ -184,6 +184,7 @@ pub fn inherit() -> io::Result<Option<Passed>> {
     let listeners = Inherited {
         http: adopt(&named.http)?,
         flash: adopt(&named.flash)?,
+        state: None,
     };
     let state = match named.state {
         Some(fd) => {

@@ -53,6 +53,70 @@ pub fn prepare(http: &[RawFd], flash: &[RawFd]) -> io::Result<Plan> {
 /// Writes the hub's state and executes the new binary; returns only if neither it nor
 /// this very binary (`/proc/self/exe`, the fallback) could be executed.
 pub fn exec(plan: Plan, hub: &Hub, cluster: bool) -> io::Error {
+    let (bytes, sessions, skipped) = state(hub, cluster);
+    let memfd = match pass::seal(&bytes) {
+        Ok(fd) => fd,
+        Err(e) => return io::Error::other(format!("cannot write the hand-over state: {e}")),
+    };
+    let env = pass::env_value(std::process::id(), &memfd, &plan.kept);
+    info!(
+        sessions,
+        skipped,
+        bytes = bytes.len(),
+        binary = %plan.path.display(),
+        "handing over: executing the new binary"
+    );
+    // The new process pings once it serves: this ping covers the time until then.
+    crate::systemd::notify::watchdog();
+    let first = pass::exec(&plan.path, &env);
+    error!("{first}; executing this binary again to keep the sessions");
+    let again = pass::exec(std::path::Path::new("/proc/self/exe"), &env);
+    drop(memfd);
+    io::Error::other(format!("{first}; then {again}"))
+}
+
+/// At a stop under systemd: leaves the state in the service's file descriptor store
+/// (`FileDescriptorStoreMax=`). A restart passes it to the next process, which resumes the
+/// sessions; a plain stop empties the store, so the state goes with it.
+pub fn store(hub: &Hub, cluster: bool) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() || cluster {
+        return;
+    }
+    let (bytes, sessions, _) = state(hub, false);
+    let stored = pass::seal(&bytes).and_then(|memfd| {
+        sd_notify::notify_with_fds(
+            &[
+                sd_notify::NotifyState::FdStore,
+                sd_notify::NotifyState::FdName(crate::systemd::STATE_NAME),
+            ],
+            &[std::os::fd::AsFd::as_fd(&memfd)],
+        )
+    });
+    match stored {
+        Ok(()) => info!(
+            sessions,
+            bytes = bytes.len(),
+            "state left with systemd for a restart"
+        ),
+        Err(e) => warn!("cannot leave the state with systemd ({e}); a restart starts fresh"),
+    }
+}
+
+/// Takes the state out of systemd's store once read: the store keeps what it holds until
+/// told otherwise, so it would otherwise pass this stale state again at the next start
+/// and refuse the next stop's.
+pub fn release_stored() {
+    let removed = sd_notify::notify(&[
+        sd_notify::NotifyState::FdStoreRemove,
+        sd_notify::NotifyState::FdName(crate::systemd::STATE_NAME),
+    ]);
+    if let Err(e) = removed {
+        warn!("cannot take the state out of systemd's store: {e}");
+    }
+}
+
+/// The state to hand over, encoded, with how many sessions it holds and how many were left out.
+fn state(hub: &Hub, cluster: bool) -> (Vec<u8>, usize, usize) {
     let (members, skipped) = if cluster {
         // Other nodes hold this node's members in Redis under its id; carrying them over
         // needs the id kept and the presence left as it is, which is not done yet.
@@ -78,25 +142,7 @@ pub fn exec(plan: Plan, hub: &Hub, cluster: bool) -> io::Error {
     if test_corruption() {
         bytes.truncate(bytes.len() / 2);
     }
-    let memfd = match pass::seal(&bytes) {
-        Ok(fd) => fd,
-        Err(e) => return io::Error::other(format!("cannot write the hand-over state: {e}")),
-    };
-    let env = pass::env_value(std::process::id(), &memfd, &plan.kept);
-    info!(
-        sessions,
-        skipped,
-        bytes = bytes.len(),
-        binary = %plan.path.display(),
-        "handing over: executing the new binary"
-    );
-    // The new process pings once it serves: this ping covers the time until then.
-    crate::systemd::notify::watchdog();
-    let first = pass::exec(&plan.path, &env);
-    error!("{first}; executing this binary again to keep the sessions");
-    let again = pass::exec(std::path::Path::new("/proc/self/exe"), &env);
-    drop(memfd);
-    io::Error::other(format!("{first}; then {again}"))
+    (bytes, sessions, skipped)
 }
 
 /// Tests only: `REALTIME_TEST_HOOKS=1` with `REALTIME_TEST_HANDOVER=truncate` hands over a

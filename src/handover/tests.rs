@@ -267,3 +267,38 @@ proptest! {
         prop_assert_eq!(decode(&state.encode().unwrap()).unwrap(), state);
     }
 }
+
+#[test]
+fn the_environment_names_the_descriptors_for_this_pid_only() {
+    let named = super::pass::parse("pid:42;state:7;http:3,4;flash:5", 42).unwrap();
+    assert_eq!(named.state, Some(7));
+    assert_eq!(named.http, vec![3, 4]);
+    assert_eq!(named.flash, vec![5]);
+    assert_eq!(
+        super::pass::parse("pid:41;state:7;http:3;flash:", 42).unwrap_err(),
+        "meant for process 41, this is 42"
+    );
+    for bad in [
+        "state:7",
+        "pid:42;http:1",
+        "pid:42;http:x",
+        "pid:42;tty:3",
+        "pid:42;http",
+    ] {
+        assert!(super::pass::parse(bad, 42).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn the_state_travels_in_a_sealed_memfd() {
+    use std::io::Write;
+    let bytes = full().encode().unwrap();
+    let fd = super::pass::seal(&bytes).unwrap();
+    // Sealed: nothing can change it any more.
+    let mut file = std::fs::File::from(fd.try_clone().unwrap());
+    assert!(file.write_all(b"x").is_err());
+    assert_eq!(decode(&super::pass::read(fd).unwrap()).unwrap(), full());
+    // A descriptor that is not a sealed memfd is refused.
+    let plain = std::fs::File::open("/dev/null").unwrap();
+    assert!(super::pass::read(plain.into()).is_err());
+}
