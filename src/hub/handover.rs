@@ -81,7 +81,7 @@ impl Hub {
             });
             let mut slots = Vec::new();
             for s in &m.sessions {
-                match Slot::handed_over(&member, s) {
+                match Slot::handed_over(&member, s, self.config.grace) {
                     Some(slot) => slots.push((slot, grace_left(s))),
                     None => done.skipped += 1,
                 }

@@ -79,8 +79,9 @@ struct Detached {
     /// The connection it came from: only that one's end may still report in. None for a
     /// session handed over by the previous process (it has no connection here).
     from: Option<Arc<SioSocket>>,
-    /// When it was detached, for the grace time left at a hand-over.
-    since: std::time::Instant,
+    /// When it was detached, for the grace time left at a hand-over (tokio's clock, as the
+    /// expiry timer's).
+    since: tokio::time::Instant,
     sid: Sid,
     pid: Option<Sid>,
     /// Tagged items the lost session had queued, oldest first.
@@ -384,7 +385,7 @@ impl Detached {
     fn new(socket: &Arc<SioSocket>) -> Detached {
         Detached {
             from: Some(socket.clone()),
-            since: std::time::Instant::now(),
+            since: tokio::time::Instant::now(),
             sid: socket.sid.clone(),
             pid: socket.pid.clone(),
             backlog: VecDeque::new(),

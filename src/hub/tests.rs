@@ -591,5 +591,6 @@ async fn snapshot_lists_what_this_node_holds() {
 }
 
 mod exact;
+mod handover;
 mod memory_cluster;
 mod takeover;

@@ -3,7 +3,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 
@@ -40,11 +42,16 @@ impl Slot {
         })
     }
 
-    /// A slot of `member` waiting in its grace window, as the previous process left it;
-    /// with the epoch its expiry must match. `None` for a session that is not detached or
-    /// has no pid (nothing could ever recover it).
-    pub(crate) fn handed_over(member: &Arc<Member>, s: &SessionState) -> Option<(Arc<Slot>, u64)> {
+    /// A slot of `member` waiting in its grace window (`grace` long), as the previous
+    /// process left it; with the epoch its expiry must match. `None` for a session that is
+    /// not detached or has no pid (nothing could ever recover it).
+    pub(crate) fn handed_over(
+        member: &Arc<Member>,
+        s: &SessionState,
+        grace: Duration,
+    ) -> Option<(Arc<Slot>, u64)> {
         let Connection::Detached {
+            grace_left_ms,
             backlog,
             unsent,
             kept,
@@ -58,9 +65,12 @@ impl Slot {
         let pid = Sid::from(socket.pid.as_deref()?);
         let epoch = EPOCHS.fetch_add(1, Ordering::Relaxed);
         let backlog: VecDeque<Outgoing> = backlog.iter().map(from_item).collect();
+        // Backdated by the time already spent, so a later hand-over passes on what is left.
+        let spent = grace.saturating_sub(Duration::from_millis(*grace_left_ms));
+        let now = Instant::now();
         let d = Detached {
             from: None,
-            since: Instant::now(),
+            since: now.checked_sub(spent).unwrap_or(now),
             sid: Sid::from(socket.id.as_str()),
             pid: Some(pid),
             unsent: (*unsent as usize).min(backlog.len()),
