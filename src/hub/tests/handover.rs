@@ -13,7 +13,7 @@ fn close(hub: &Arc<Hub>, t: &mut Tab) -> u64 {
     let seen = backlog
         .iter()
         .rev()
-        .find_map(|i| decode_item(i))
+        .find_map(decode_item)
         .expect("an offset");
     hub.detach(&t.conn, &t.socket, (backlog, 0), true);
     seen
