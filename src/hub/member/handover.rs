@@ -14,16 +14,31 @@ use crate::engineio::{Frame, Outgoing, Sid, Str};
 use crate::handover::{self, Connection, SessionState, SocketState};
 
 impl Slot {
-    /// The session as the hand-over state has it: only one waiting, unclaimed, in its grace
-    /// window with its backlog in (every session is there once the server closed them).
+    /// The session as the hand-over state has it: only one waiting in its grace window
+    /// with its backlog in (every session is there once the server closed them).
+    ///
+    /// A claimed one is a recovery the close cut short: its reply never reached the client,
+    /// which will present the same offset again. Its backlog already starts after that
+    /// offset, so it goes over as kept items with no backlog: a claim with no backlog
+    /// replays the kept items whatever the offset, which is exactly what followed it.
     pub(crate) fn handover_state(&self, grace: Duration) -> Option<SessionState> {
         let state = self.state.lock().ok()?;
         let SlotState::Detached(d) = &*state else {
             return None;
         };
-        if d.claimed || !d.closed {
+        if !d.closed {
             return None;
         }
+        let (backlog, unsent, kept) = if d.claimed {
+            let kept = d.backlog.iter().chain(d.kept.iter()).map(to_item).collect();
+            (Vec::new(), 0, kept)
+        } else {
+            (
+                d.backlog.iter().map(to_item).collect(),
+                u32::try_from(d.unsent).unwrap_or(u32::MAX),
+                d.kept.iter().map(to_item).collect(),
+            )
+        };
         let left = grace.saturating_sub(d.since.elapsed());
         Some(SessionState {
             // The Engine.IO session is gone; the Socket.IO socket id is what a recovery gets.
@@ -34,9 +49,9 @@ impl Slot {
             }),
             connection: Connection::Detached {
                 grace_left_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
-                backlog: d.backlog.iter().map(to_item).collect(),
-                unsent: u32::try_from(d.unsent).unwrap_or(u32::MAX),
-                kept: d.kept.iter().map(to_item).collect(),
+                backlog,
+                unsent,
+                kept,
                 overflowed: d.overflowed,
             },
         })
