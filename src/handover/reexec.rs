@@ -8,6 +8,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use nix::sys::signal::{SigHandler, SigSet, Signal};
 use nix::unistd::{AccessFlags, access};
 use tracing::{error, info, warn};
 
@@ -18,8 +19,10 @@ use crate::hub::Hub;
 static START_PATH: OnceLock<PathBuf> = OnceLock::new();
 
 /// Notes the path this process was started as; call first thing in `main`, before
-/// anything can replace the binary.
+/// anything can replace the binary. Also drops a SIGUSR1 that came during a re-execution
+/// (see [`exec`]), before its handler is installed.
 pub fn note_start_path() {
+    settle_sigusr1();
     match pass::start_path() {
         Ok(p) => {
             let _ = START_PATH.set(p);
@@ -68,11 +71,26 @@ pub fn exec(plan: Plan, hub: &Hub, cluster: bool) -> io::Error {
     );
     // The new process pings once it serves: this ping covers the time until then.
     crate::systemd::notify::watchdog();
+    // A second SIGUSR1 (a restart command sent twice) must not kill the new process before
+    // it handles the signal (the default action ends it): blocked here, the mask crosses
+    // the exec and the new process drops it (`settle_sigusr1`).
+    let usr1 = SigSet::from(Signal::SIGUSR1);
+    let _ = usr1.thread_block();
     let first = pass::exec(&plan.path, &env);
     error!("{first}; executing this binary again to keep the sessions");
     let again = pass::exec(std::path::Path::new("/proc/self/exe"), &env);
+    let _ = usr1.thread_unblock();
     drop(memfd);
     io::Error::other(format!("{first}; then {again}"))
+}
+
+/// Ignores SIGUSR1 until the service installs its handler, dropping one left pending by the
+/// previous process, then unblocks it (the mask crosses exec; threads inherit it).
+#[allow(unsafe_code)]
+fn settle_sigusr1() {
+    // SAFETY: SIG_IGN is no handler: nothing runs in signal context.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGUSR1, SigHandler::SigIgn) };
+    let _ = SigSet::from(Signal::SIGUSR1).thread_unblock();
 }
 
 /// At a stop under systemd: leaves the state in the service's file descriptor store

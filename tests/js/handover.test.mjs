@@ -154,6 +154,26 @@ test("a state the new process refuses is one log line and a fresh start", { time
   assert.equal(server.exited(), null);
 });
 
+test("SIGUSR1 again while the new process starts: it survives and hands over", { timeout: 60_000 }, async (t) => {
+  const { server, clients } = await scenario(t);
+  const pid = server.proc.pid;
+  const count = (re) => (server.log().match(re) || []).length;
+  // Signals every 2 ms until the new process serves: some land while it starts, before
+  // its handler exists, where SIGUSR1's default action would end it.
+  process.kill(pid, "SIGUSR1");
+  while (!/took over the sessions of the previous process/.test(server.log()) && !server.exited()) {
+    process.kill(pid, "SIGUSR1");
+    await sleep(2);
+  }
+  // Every hand-over the signals started is done.
+  await waitFor(() => count(/took over the sessions/g) === count(/handing the sessions over/g), { timeout: 15_000, what: "the last hand-over" });
+  assert.equal(server.exited(), null, "the process never exited");
+  for (const c of clients) {
+    await waitFor(() => c.recoveries.length >= 2 && c.socket.connected, { timeout: 15_000, what: "a recovery" });
+    assert.ok(c.recoveries.slice(1).every((r) => r === true), `recovered (${c.recoveries})`);
+  }
+});
+
 test("kill -9 is a crash as before: the next start serves fresh sessions, no hand-over", { timeout: 60_000 }, async (t) => {
   const port = await freePort();
   const first = await startServer({ port });
