@@ -153,6 +153,18 @@ pub(super) fn parse(value: &str, pid: u32) -> Result<Named, String> {
             other => return Err(format!("unknown key `{other}`")),
         }
     }
+    // Each descriptor is owned once: a name listed twice would be closed twice.
+    let mut all: Vec<RawFd> = named
+        .state
+        .iter()
+        .chain(&named.http)
+        .chain(&named.flash)
+        .copied()
+        .collect();
+    all.sort_unstable();
+    if all.windows(2).any(|w| w[0] == w[1]) {
+        return Err("a descriptor is named twice".to_owned());
+    }
     match seen_pid {
         Some(p) if p == pid => Ok(named),
         Some(p) => Err(format!("meant for process {p}, this is {pid}")),

@@ -284,6 +284,8 @@ fn the_environment_names_the_descriptors_for_this_pid_only() {
         "pid:42;http:x",
         "pid:42;tty:3",
         "pid:42;http",
+        "pid:42;state:3;http:3",
+        "pid:42;http:4,4",
     ] {
         assert!(super::pass::parse(bad, 42).is_err(), "{bad}");
     }
