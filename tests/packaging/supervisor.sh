@@ -126,6 +126,22 @@ check "supervisord saw no exit" \
 out=$(roundtrip)
 check "the round trip works after the restart" has "$out" '"ok":true'
 
+# A new binary that cannot be executed (a broken upgrade): the running one is executed
+# again with the same state, and serves on.
+mv "$T/bin/realtime" "$T/bin/realtime.good"
+printf 'not a program\n' >"$T/bin/realtime"
+chmod 0755 "$T/bin/realtime"
+"$CMD/restart" >/dev/null 2>&1 || true
+again() { [[ $(grep -c "took over the sessions of the previous process" "$T/log/realtime.log") -ge 2 ]]; }
+for _ in $(seq 100); do again && break; sleep 0.1; done
+check "a binary that cannot be executed: the running one is executed again" \
+  bash -c 'grep -q "executing this binary again" "$1"' _ "$T/log/realtime.log"
+check "and takes the sessions over, same process ($(program_pid))" \
+  bash -c '[[ $1 == "$2" ]] && grep -c "took over the sessions" "$3" | grep -qx 2' _ "$(program_pid)" "$pid" "$T/log/realtime.log"
+mv "$T/bin/realtime.good" "$T/bin/realtime"
+out=$(roundtrip)
+check "the round trip works after it" has "$out" '"ok":true'
+
 # ---------------------------------------------------------------- stop
 sv_pid=$(cat "$T/run/supervisord.pid")
 out=$("$CMD/stop" 2>&1) && rc=0 || rc=$?
