@@ -207,6 +207,11 @@ Stop accepting, tell every client to disconnect, wait for them at most
 \fBSIGHUP\fR
 Reload the configuration file: what can change live is applied, every other changed key
 is named in the log as needing a restart. A file with errors is not applied.
+.TP
+\fBSIGUSR1\fR
+Restart in place: close every session into its grace window, then execute the binary
+again (same PID) and hand the sessions over to it; clients recover them. \fBrealtimectl
+restart\fR sends it.
 .SH ENVIRONMENT
 .TP
 \fBLISTEN_FDS\fR, \fBLISTEN_FDNAMES\fR, \fBLISTEN_PID\fR
@@ -215,6 +220,9 @@ What was not passed is bound from the configuration.
 .TP
 \fBNOTIFY_SOCKET\fR, \fBWATCHDOG_USEC\fR
 Where READY=1, STATUS=, RELOADING=1, STOPPING=1 and WATCHDOG=1 go.
+.TP
+\fBREALTIME_HANDOVER\fR
+Set by the server for itself across a SIGUSR1 restart: the descriptors it hands over.
 .TP
 \fBJOURNAL_STREAM\fR
 When it matches standard error, log lines carry journal priorities.

@@ -25,7 +25,8 @@
 //!
 //! Around the product, the daemon: [`service`] (sockets in, signals, run), [`systemd`]
 //! (named sockets, sd_notify, watchdog), [`reload`] (SIGHUP), [`log`] (journald, syslog,
-//! stderr), [`privileges`] (dropping root), [`flash`] (the Flash socket policy responder).
+//! stderr), [`privileges`] (dropping root), [`flash`] (the Flash socket policy responder),
+//! [`handover`] (sessions passed to the next process on a restart or an upgrade).
 //!
 //! Beside the request path: [`auth`] (origins, license keys, API keys, identity tokens),
 //! [`ratelimit`], [`refusals`] (refused clients, counted and logged now and then, from
@@ -42,6 +43,7 @@ pub mod cluster;
 pub mod config;
 pub mod engineio;
 pub mod flash;
+pub mod handover;
 pub mod http;
 pub mod hub;
 pub mod log;

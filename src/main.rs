@@ -14,7 +14,7 @@ use realtime::flash::PolicyError;
 use realtime::privileges::PrivilegeError;
 use realtime::reload::{self, Reloader};
 use realtime::service::ServiceError;
-use realtime::{flash, log, privileges, service, systemd};
+use realtime::{flash, handover, log, privileges, service, systemd};
 
 /// sysexits EX_USAGE: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
@@ -23,6 +23,8 @@ const EXIT_CONFIG: u8 = 64;
 const RUNTIME_WIND_DOWN: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
+    // Before anything can replace the binary: the path SIGUSR1 re-executes.
+    handover::note_start_path();
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::CheckConfig { file }) => return check_config(file),
@@ -118,14 +120,27 @@ fn daemon(config: Config, reloader: Reloader) -> Result<(), Fatal> {
 
     // Sockets before the runtime: systemd's fds are taken while this is the only thread,
     // and a port in use fails fast and plainly.
-    let inherited = systemd::inherited_listeners().map_err(Fatal::Sockets)?;
+    // What the previous process handed over (SIGUSR1) takes the place of systemd's sockets.
+    let (inherited, handed) = match handover::inherit().map_err(Fatal::Sockets)? {
+        Some(passed) => (passed.listeners, handover::take_state(passed.state)),
+        None => {
+            // A state systemd kept in its file descriptor store over a restart.
+            let mut inherited = systemd::inherited_listeners().map_err(Fatal::Sockets)?;
+            let stored = inherited.state.take();
+            if stored.is_some() {
+                handover::release_stored();
+            }
+            let handed = handover::take_state(stored);
+            (inherited, handed)
+        }
+    };
     let listeners = service::listeners(&config, inherited).map_err(Fatal::Sockets)?;
     let policy = flash::policy(config.flash.policy_file.as_deref(), &listeners.http_ports())?;
     // Every port is bound: root is no longer needed.
     privileges::drop_to(account.as_ref())?;
 
     let runtime = tokio::runtime::Runtime::new().map_err(Fatal::Runtime)?;
-    let result = runtime.block_on(service::run(config, listeners, policy, reloader));
+    let result = runtime.block_on(service::run(config, listeners, policy, reloader, handed));
     runtime.shutdown_timeout(RUNTIME_WIND_DOWN);
     Ok(result?)
 }

@@ -7,6 +7,7 @@
 use std::future::pending;
 use std::io;
 use std::net::TcpListener as StdListener;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use crate::config::Config;
 use crate::hub::HubStats;
 use crate::reload::Reloader;
 use crate::systemd::{self, Inherited, notify};
-use crate::{flash, server};
+use crate::{flash, handover, server};
 
 /// How long the test hook holds the hub's locks.
 const TEST_HANG: Duration = Duration::from_secs(3);
@@ -91,23 +92,45 @@ pub enum ServiceError {
     Serve(io::Error),
     #[error("the HTTP server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot hand over to a new process: {0}")]
+    Handover(io::Error),
+}
+
+/// Takes in the sessions the previous process handed over, before anything is served.
+fn take_over(product: &server::Product, state: &handover::State) {
+    if product.cluster.is_some() {
+        warn!("cluster mode: the handed-over sessions are not taken in");
+        return;
+    }
+    let r = product.hub.restore(&state.members, state.offset);
+    info!(
+        members = r.members,
+        sessions = r.sessions,
+        skipped = r.skipped,
+        offset = state.offset,
+        "took over the sessions of the previous process"
+    );
 }
 
 /// How long shutdown waits for this node to leave the cluster.
 const CLUSTER_DEPART: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Serves until SIGTERM or SIGINT, then closes every session and returns.
+/// Serves until SIGTERM or SIGINT, then closes every session and returns. `handed` is what
+/// the previous process handed over (SIGUSR1), taken in before serving; on SIGUSR1 this
+/// process closes its sessions into their grace window and hands them over in turn.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     policy: Bytes,
     mut reloader: Reloader,
+    handed: Option<handover::State>,
 ) -> Result<(), ServiceError> {
     // Handlers first: SIGHUP's default action would kill the process.
     let handler = |kind| signal(kind).map_err(ServiceError::Signals);
     let mut hup = handler(SignalKind::hangup())?;
     let mut term = handler(SignalKind::terminate())?;
     let mut int = handler(SignalKind::interrupt())?;
+    let mut usr1 = handler(SignalKind::user_defined1())?;
     let mut hang = match std::env::var("REALTIME_TEST_HOOKS").as_deref() {
         Ok("1") => {
             warn!("REALTIME_TEST_HOOKS=1: SIGUSR2 makes the hub hang (tests only)");
@@ -118,6 +141,12 @@ pub async fn run(
 
     let product = server::product(&config)?;
     reloader.guard(product.security.clone());
+    if let Some(state) = handed {
+        take_over(&product, &state);
+    }
+    let fds = |ls: &[StdListener]| ls.iter().map(|l| l.as_raw_fd()).collect::<Vec<_>>();
+    let (http_fds, flash_fds) = (fds(&listeners.http), fds(&listeners.flash));
+    let mut handing_over = None;
     let shutdown = CancellationToken::new();
     let mut http = tokio::spawn(server::serve(
         listeners.http,
@@ -159,6 +188,14 @@ pub async fn run(
                 info!("SIGINT: shutting down");
                 break;
             }
+            _ = usr1.recv() => match handover::prepare(&http_fds, &flash_fds) {
+                Ok(plan) => {
+                    info!("SIGUSR1: handing the sessions over to a new process");
+                    handing_over = Some(plan);
+                    break;
+                }
+                Err(e) => warn!("SIGUSR1: cannot hand over ({e}); serving on"),
+            },
             _ = recv(&mut hang) => {
                 warn!(seconds = TEST_HANG.as_secs(), "SIGUSR2 test hook: holding every hub shard");
                 product.hub.hang_shards_for_test(TEST_HANG);
@@ -169,12 +206,29 @@ pub async fn run(
             }
         }
     }
-    notify::stopping();
+    if handing_over.is_some() {
+        product.engine.hand_over();
+        // systemd waits for the READY=1 of the new process (same PID) as after a reload.
+        notify::reloading();
+    } else {
+        notify::stopping();
+    }
     shutdown.cancel();
     if let Some(flash) = flash {
         let _ = flash.await;
     }
     let served = http.await?.map_err(ServiceError::Serve);
+    if let Some(plan) = handing_over {
+        if let Some(cluster) = &product.cluster {
+            cluster.depart(CLUSTER_DEPART).await;
+        }
+        // Returns only when no binary could be executed.
+        let e = handover::exec(plan, &product.hub, product.cluster.is_some());
+        return Err(ServiceError::Handover(e));
+    }
+    // Every session waits in its grace window: under systemd the state stays in the file
+    // descriptor store, so a restart resumes them (a plain stop empties the store).
+    handover::store(&product.hub, product.cluster.is_some());
     // Sessions are closed: this node's members leave the cluster now, announced, rather
     // than when the other nodes notice the missing heartbeat.
     if let Some(cluster) = &product.cluster {

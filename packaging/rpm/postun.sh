@@ -1,5 +1,6 @@
 # $1: 0 after an erase, 1 after an upgrade: then restart the service alone, with the new
-# binary; the sockets stay open, so no connection is refused.
+# binary; the sockets stay open, so no connection is refused, and the sessions pass to
+# the new binary through systemd's file descriptor store.
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
     if [ "$1" -ge 1 ]; then

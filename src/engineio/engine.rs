@@ -97,6 +97,8 @@ pub(crate) struct Inner {
     sessions: Mutex<HashMap<Sid, Entry>>,
     /// Set when the server goes away, so WebSocket clients are told so (1001).
     pub(crate) shutting_down: AtomicBool,
+    /// Set when the sessions go to the next process: a poll gets no close packet.
+    pub(crate) handing_over: AtomicBool,
 }
 
 /// What a request needs to reach a session: its handle, and the way to its task.
@@ -183,6 +185,7 @@ impl Engine {
                 gate: OnceLock::new(),
                 sessions: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
+                handing_over: AtomicBool::new(false),
             }),
         }
     }
@@ -208,6 +211,14 @@ impl Engine {
         for socket in self.sockets() {
             socket.close(CloseReason::ServerClose);
         }
+    }
+
+    /// Makes the coming [`Engine::shut_down`] a hand-over to the next process: a polling
+    /// client is not told to close (with the close packet in the same payload, the stock
+    /// client takes the messages before it for unseen and gets them twice after its
+    /// recovery); its next poll fails and it recovers its session from the next process.
+    pub fn hand_over(&self) {
+        self.inner.handing_over.store(true, Ordering::Release);
     }
 
     /// Every open session (for shutdown and status).

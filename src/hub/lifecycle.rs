@@ -212,7 +212,7 @@ impl Hub {
     }
 
     /// The grace window of a detached session is over.
-    fn expire(&self, slot: &Arc<Slot>, epoch: u64) {
+    pub(super) fn expire(&self, slot: &Arc<Slot>, epoch: u64) {
         let member = slot.member.clone();
         let Ok(mut st) = member.state.lock() else {
             return;

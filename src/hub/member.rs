@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use crate::engineio::{CloseReason, Outgoing, SendError, Sid};
 use crate::socketio::{SessionTx, SioSocket};
 
+mod handover;
+
 /// One identity, or one anonymous connection.
 pub(crate) struct Member {
     /// The member's key cluster-wide (see [`crate::cluster::member_key`]).
@@ -78,8 +80,12 @@ impl Live {
 
 /// A session whose connection went away, waiting out the grace window.
 struct Detached {
-    /// The connection it came from: only that one's end may still report in.
-    from: Arc<SioSocket>,
+    /// The connection it came from: only that one's end may still report in. None for a
+    /// session handed over by the previous process (it has no connection here).
+    from: Option<Arc<SioSocket>>,
+    /// When it was detached, for the grace time left at a hand-over (tokio's clock, as the
+    /// expiry timer's).
+    since: tokio::time::Instant,
     sid: Sid,
     pid: Option<Sid>,
     /// Tagged items the lost session had queued, oldest first.
@@ -188,7 +194,9 @@ impl Slot {
         let ours = match &*state {
             SlotState::Live(l) => Arc::ptr_eq(&l.socket, socket),
             // By the connection, not the sid: a recovered connection has its predecessor's.
-            SlotState::Detached(d) => Arc::ptr_eq(&d.from, socket) && !d.claimed && !d.closed,
+            SlotState::Detached(d) => {
+                d.from.as_ref().is_some_and(|f| Arc::ptr_eq(f, socket)) && !d.claimed && !d.closed
+            }
             SlotState::Gone => false,
         };
         if !ours {
@@ -287,10 +295,11 @@ impl Slot {
         let (old, kept) = match state {
             SlotState::Live(l) => (l.socket.clone(), VecDeque::new()),
             SlotState::Detached(d) if !d.closed && !d.claimed => {
+                let from = d.from.clone()?;
                 if d.overflowed {
                     return Some(None);
                 }
-                (d.from.clone(), std::mem::take(&mut d.kept))
+                (from, std::mem::take(&mut d.kept))
             }
             _ => return None,
         };
@@ -428,7 +437,8 @@ fn replay_start(backlog: &VecDeque<Outgoing>, offset: Option<u64>) -> Option<usi
 impl Detached {
     fn new(socket: &Arc<SioSocket>) -> Detached {
         Detached {
-            from: socket.clone(),
+            from: Some(socket.clone()),
+            since: tokio::time::Instant::now(),
             sid: socket.sid.clone(),
             pid: socket.pid.clone(),
             backlog: VecDeque::new(),

@@ -17,6 +17,7 @@
 //! - `member`, `channel`: the two indexes (member → sessions, channel → sessions).
 //! - `envelope`, `observer`: what is delivered, and who hears about it.
 //! - `app`: the Socket.IO application in front of the hub.
+//! - `handover`: the hub written down for the next process, and taken in from the last.
 
 mod admission;
 mod app;
@@ -24,6 +25,7 @@ mod channel;
 mod deliver;
 mod dispatch;
 mod envelope;
+mod handover;
 mod history;
 mod legacy;
 mod lifecycle;
@@ -47,6 +49,7 @@ use crate::engineio::Sid;
 
 pub use app::HubApp;
 pub use envelope::{Envelope, error_envelope};
+pub use handover::Restored;
 pub use history::{DEFAULT_LIMIT, MAX_LIMIT, history_json, parse_limit, parse_since};
 pub use observer::{HubEvent, Observer};
 pub use request::{Init, Publication, Request, RequestError};

@@ -597,6 +597,7 @@ async fn snapshot_lists_what_this_node_holds() {
 }
 
 mod exact;
+mod handover;
 mod history;
 mod memory_cluster;
 mod resume;

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::TcpListener as StdListener;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{getsockopt, sockopt};
 use socket2::{Socket, Type};
@@ -19,13 +19,25 @@ pub struct Inherited {
     pub http: Vec<StdListener>,
     /// Named `flash`.
     pub flash: Vec<StdListener>,
+    /// Named [`STATE_NAME`]: the hand-over state the previous process left in the file
+    /// descriptor store at its stop (see `crate::handover`).
+    pub state: Option<OwnedFd>,
 }
+
+/// The name the hand-over state has in systemd's file descriptor store.
+pub const STATE_NAME: &str = "handover";
 
 /// Takes the passed sockets. Call before any thread starts: the fds are process-wide and
 /// `LISTEN_PID` must still be ours. Without socket activation, returns nothing.
 pub fn inherited_listeners() -> io::Result<Inherited> {
     let mut inherited = Inherited::default();
     for (fd, name) in sd_notify::listen_fds_with_names()? {
+        if name == STATE_NAME {
+            // Checked and read by `crate::handover`; a second one is closed.
+            let state = OwnedFd::from(own(fd));
+            inherited.state.get_or_insert(state);
+            continue;
+        }
         let listener = adopt(fd).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -50,10 +62,15 @@ pub fn inherited_listeners() -> io::Result<Inherited> {
     Ok(inherited)
 }
 
-/// Turns a passed fd into a listener, after checking it is a listening TCP socket (the
-/// accept loop would otherwise spin on errors).
+/// Turns a passed fd into a listener.
 fn adopt(fd: RawFd) -> io::Result<StdListener> {
-    let socket = own(fd);
+    check_listener(own(fd).into())
+}
+
+/// Checks that a passed fd is a listening TCP socket (the accept loop would otherwise spin
+/// on errors) and makes it a non-blocking listener.
+pub fn check_listener(fd: OwnedFd) -> io::Result<StdListener> {
+    let socket = Socket::from(fd);
     if socket.r#type()? != Type::STREAM {
         return Err(io::Error::other("not a stream socket"));
     }

@@ -8,5 +8,5 @@ mod listen;
 pub mod notify;
 mod watchdog;
 
-pub use listen::{Inherited, inherited_listeners};
+pub use listen::{Inherited, STATE_NAME, check_listener, inherited_listeners};
 pub use watchdog::{status_line, supervise};

@@ -6,8 +6,9 @@
 #   /usr/share/realtime/www, `journalctl -u realtime` shows the start, the supervisor
 #   commands of the package drive systemctl;
 # - an upgrade to a rebuilt package (revision 2) while a client publishes: no request is
-#   refused or lost, the service alone is restarted (the sockets stay open), the
-#   administrator's configuration is kept;
+#   refused or lost, the service alone is restarted (the sockets stay open), the sessions
+#   of connected clients go on (systemd's fd store), the administrator's configuration is
+#   kept;
 # - `apt-get remove` stops everything; `apt-get purge` leaves no unit, no configuration
 #   and no process;
 # - then the .rpm (rpm -i / -U / -e with its real scriptlets; --nodeps, this is Debian):
@@ -88,18 +89,30 @@ no_process() { ! in_ct pgrep -x realtime >/dev/null; }
 closed() { ! healthz 2>/dev/null && ! has "$(flash)" "cross-domain-policy"; }
 # publish_during CMD...: a client publishes over HTTP, one request a connection, while CMD
 # runs; prints its counts.
+# Also keeps a WebSocket and a polling tab in a channel meanwhile (tests/systemd/client.mjs
+# keep): what they got is in $W/keep.out.
 publish_during() {
   local flag=$W/stop-publishing
   rm -f "$flag"
   in_net node tests/packaging/client.mjs publish 8001 "$flag" >"$W/publish.out" 2>&1 &
   LOOP=$!
+  in_net node tests/systemd/client.mjs keep 8001 "$flag" >"$W/keep.out" 2>&1 &
+  KEEP=$!
   sleep 1
   "$@" || echo "failed: $*" >>"$W/publish.out"
   sleep 1
   touch "$flag"
   wait "$LOOP" || true
   LOOP=
+  wait "$KEEP" || true
   cat "$W/publish.out"
+}
+# The sessions of the keep client went on through the new binary: recovered, nothing lost.
+sessions_kept() {
+  local kept
+  kept=$(cat "$W/keep.out")
+  echo "    kept sessions: $kept"
+  [[ $kept == *'"inOrder":true'* && $kept == *'"churn":0'* && $kept == *'"unrecovered":0'* ]]
 }
 lost_nothing() { [[ $1 == *'"refused":0,"failed":0'* && $1 != *'"ok":0,'* && $1 != *failed:* ]]; }
 
@@ -161,6 +174,7 @@ echo "publishes during the upgrade: $counts"
 check "the upgrade to $DEB2 succeeded" \
   bash -c '[[ $(timeout 10 nsenter -t "$1" -a dpkg-query -W -f "\${Version}" realtime) == *-2 ]]' _ "$P"
 check "a client publishing during the upgrade lost no request" lost_nothing "$counts"
+check "the upgrade kept the sessions: every message once, in order, recovered, no churn" sessions_kept
 check "the upgrade restarted the service" \
   bash -c '[[ $1 != 0 && $1 != "$2" ]]' _ "$(main_pid)" "$pid"
 check "the upgrade left both sockets open (not restarted)" \
@@ -204,6 +218,7 @@ pid=$(main_pid) http_since=$(since realtime.socket)
 counts=$(publish_during in_ct rpm -U --nodeps "/root/in/$RPM2")
 echo "publishes during rpm -U: $counts"
 check "rpm -U to $RPM2 lost no request" lost_nothing "$counts"
+check "rpm -U kept the sessions: every message once, in order, recovered, no churn" sessions_kept
 check "rpm -U restarted the service, not the sockets" \
   bash -c '[[ $1 != 0 && $1 != "$2" && $3 == "$4" ]]' _ "$(main_pid)" "$pid" "$(since realtime.socket)" "$http_since"
 rpm_ok=0

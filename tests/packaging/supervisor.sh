@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The supervisord way, as a tarball user runs it: packaging/supervisor/ copied into a
 # temporary tree beside bin/realtime and etc/realtime.conf; its start brings the server up
-# (a stock Socket.IO client round trip works), status says RUNNING, restart replaces the
-# process, stop ends it and supervisord. As root (CI), in a network namespace of its own,
+# (a stock Socket.IO client round trip works), status says RUNNING, restart re-executes
+# the server in place (same PID, sessions handed over), stop ends it and supervisord. As root (CI), in a network namespace of its own,
 # the server also binds 843 and drops to user nobody (checked in /proc/PID/status).
 #
 #   tests/packaging/supervisor.sh      (needs supervisord, node and tests/node_modules)
@@ -38,6 +38,8 @@ check() { local name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; f
 has() { [[ $1 == *"$2"* ]]; }
 
 T=$(mktemp -d /tmp/realtime-supervisor.XXXXXX)
+# The server, once it dropped to nobody, must still reach its binary to re-execute it.
+chmod 0755 "$T"
 cleanup() {
   set +e
   local pid
@@ -114,12 +116,31 @@ out=$("$CMD/restart" 2>&1) && rc=0 || rc=$?
 echo "$out" | sed 's/^/    /'
 check "restart exits 0 and is RUNNING" bash -c '[[ $1 == 0 && $2 == *RUNNING* ]]' _ "$rc" "$out"
 pid2=$(program_pid)
-check "restart replaced the process ($pid -> $pid2)" bash -c '[[ -n $2 && $1 != "$2" ]] && ! kill -0 "$1" 2>/dev/null' _ "$pid" "$pid2"
-check "the old process stopped cleanly on SIGTERM" \
-  bash -c 'grep -q "SIGTERM: shutting down" "$1" && grep -q "stopped: realtime (exit status 0)" "$2"' _ \
-  "$T/log/realtime.log" "$T/log/supervisord.log"
+check "restart kept the process ($pid -> $pid2)" test "$pid" = "$pid2"
+# The new binary logs this once it has taken the sessions in, before it serves.
+took_over() { grep -q "took over the sessions of the previous process" "$T/log/realtime.log"; }
+for _ in $(seq 100); do took_over && break; sleep 0.1; done
+check "the server re-executed itself and took the sessions over" took_over
+check "supervisord saw no exit" \
+  bash -c '! grep -q "exited: realtime\|stopped: realtime" "$1"' _ "$T/log/supervisord.log"
 out=$(roundtrip)
 check "the round trip works after the restart" has "$out" '"ok":true'
+
+# A new binary that cannot be executed (a broken upgrade): the running one is executed
+# again with the same state, and serves on.
+mv "$T/bin/realtime" "$T/bin/realtime.good"
+printf 'not a program\n' >"$T/bin/realtime"
+chmod 0755 "$T/bin/realtime"
+"$CMD/restart" >/dev/null 2>&1 || true
+again() { [[ $(grep -c "took over the sessions of the previous process" "$T/log/realtime.log") -ge 2 ]]; }
+for _ in $(seq 100); do again && break; sleep 0.1; done
+check "a binary that cannot be executed: the running one is executed again" \
+  bash -c 'grep -q "executing this binary again" "$1"' _ "$T/log/realtime.log"
+check "and takes the sessions over, same process ($(program_pid))" \
+  bash -c '[[ $1 == "$2" ]] && grep -c "took over the sessions" "$3" | grep -qx 2' _ "$(program_pid)" "$pid" "$T/log/realtime.log"
+mv "$T/bin/realtime.good" "$T/bin/realtime"
+out=$(roundtrip)
+check "the round trip works after it" has "$out" '"ok":true'
 
 # ---------------------------------------------------------------- stop
 sv_pid=$(cat "$T/run/supervisord.pid")

@@ -2,6 +2,9 @@
 //   node client.mjs connect URL      a stock socket.io-client connects and subscribes
 //   node client.mjs loop PORT FLAG   polling handshakes, each on a new connection, until
 //                                    the file FLAG exists; prints the counts as JSON
+//   node client.mjs keep PORT FLAG   a WebSocket and a polling client of one identity in
+//                                    a channel, a publisher through /api/publish until FLAG
+//                                    exists; prints what each got and its reconnects as JSON
 import { existsSync } from "node:fs";
 import http from "node:http";
 import { io } from "socket.io-client";
@@ -52,7 +55,54 @@ if (mode === "connect") {
   }
   console.log(JSON.stringify(counts));
   clearTimeout(deadline);
+} else if (mode === "keep") {
+  const url = `http://127.0.0.1:${target}`;
+  const tabs = await Promise.all(["websocket", "polling"].map(async (transport) => {
+    const socket = io(url, { transports: [transport], auth: { identity: "kept" }, reconnectionDelay: 50, reconnectionDelayMax: 100 });
+    const tab = { transport, socket, got: [], drops: 0, connects: [], commands: 0 };
+    socket.on("message", (env) => {
+      if (env && env.data && typeof env.data.n === "number") tab.got.push(env.data.n);
+      else if (env && env.data && env.data.command) tab.commands++;
+    });
+    socket.on("disconnect", () => tab.drops++);
+    socket.on("connect", () => tab.connects.push(socket.recovered));
+    await new Promise((res) => socket.once("connect", res));
+    await socket.timeout(10_000).emitWithAck("subscribe", "kept");
+    return tab;
+  }));
+  await new Promise((res) => setTimeout(res, 300)); // the second tab's join reaches the first
+  for (const t of tabs) t.commands = 0;
+  let sent = 0;
+  let failed = 0;
+  while (!existsSync(flag)) {
+    const n = sent + 1;
+    try {
+      const res = await fetch(`${url}/api/publish`, {
+        method: "POST",
+        headers: { "content-type": "application/json", connection: "close" },
+        body: JSON.stringify({ channel: "kept", data: { n } }),
+      });
+      if ((await res.json()).ok) sent = n;
+    } catch {
+      // Cut by the hand-over before it was served: sent again.
+      failed++;
+    }
+    await new Promise((res) => setTimeout(res, 10));
+  }
+  const until = Date.now() + 10_000;
+  while (Date.now() < until && tabs.some((t) => t.got.length < sent)) await new Promise((res) => setTimeout(res, 50));
+  const inOrder = (got) => got.length === sent && got.every((n, i) => n === i + 1);
+  console.log(JSON.stringify({
+    sent,
+    retried: failed,
+    inOrder: sent > 0 && tabs.every((t) => inOrder(t.got)),
+    churn: tabs.reduce((k, t) => k + t.commands, 0),
+    unrecovered: tabs.reduce((k, t) => k + t.connects.slice(1).filter((r) => !r).length, 0),
+    tabs: tabs.map((t) => ({ transport: t.transport, got: t.got.length, inOrder: inOrder(t.got), drops: t.drops, connects: t.connects, commands: t.commands })),
+  }));
+  for (const t of tabs) t.socket.close();
+  clearTimeout(deadline);
 } else {
-  console.error("usage: client.mjs connect URL | loop PORT FLAGFILE");
+  console.error("usage: client.mjs connect URL | loop PORT FLAGFILE | keep PORT FLAGFILE");
   process.exit(64);
 }

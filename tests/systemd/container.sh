@@ -2,8 +2,9 @@
 # The daemon under real systemd (PID 1 in a container), as installed: both sockets listen
 # while the service, running as user realtime, starts on the first connection; a stock
 # client connects; `systemctl reload` returns after READY=1; journalctl filters by the
-# daemon's priorities; a restart refuses no connection; a stuck hub is killed by the
-# watchdog and restarted; stop exits cleanly.
+# daemon's priorities; a restart refuses no connection; SIGUSR1 (in place, same PID) and
+# systemctl restart (the fd store) keep a client's sessions, a stop empties the store; a
+# stuck hub is killed by the watchdog and restarted; stop exits cleanly.
 #
 #   tests/systemd/container.sh        (root; needs systemd-nspawn and tests/node_modules)
 #
@@ -116,6 +117,56 @@ echo "handshakes during three restarts: $counts"
 check "restarts refuse no connection" bash -c '[[ $1 == *"\"refused\":0,"* ]]' _ "$counts"
 check "restarts fail no handshake" bash -c '[[ $1 == *"\"failed\":0,"* && $1 != *"\"ok\":0,"* ]]' _ "$counts"
 check "the restarts replaced the process" bash -c "[[ \$(timeout 5 nsenter -t $P -a systemctl show -P MainPID realtime.service) != $pid ]]"
+
+# ---------------------------------------------------------------- in place (SIGUSR1)
+has() { [[ $1 == *"$2"* ]]; }
+pid=$(main_pid)
+rm -f "$flag"
+in_net node tests/systemd/client.mjs keep 8001 "$flag" >"$W/keep.out" 2>&1 &
+KEEP=$!
+sleep 1
+for _ in 1 2 3; do
+  in_ct systemctl kill --kill-whom=main --signal=USR1 realtime.service
+  wait_for 15 bash -c "[[ \$(timeout 5 nsenter -t $P -a systemctl is-active realtime.service) == active ]]" || true
+  sleep 0.5
+done
+touch "$flag"
+wait "$KEEP" || true
+kept=$(cat "$W/keep.out")
+echo "three in-place restarts: $kept"
+check "in-place restarts keep the main PID" test "$(main_pid)" = "$pid"
+check "the new process took the sessions over each time" \
+  bash -c "[[ \$(timeout 10 nsenter -t $P -a journalctl --no-pager -o cat -u realtime.service | grep -c 'took over the sessions of the previous process') -ge 3 ]]"
+check "every message once and in order, on both tabs" has "$kept" '"inOrder":true'
+check "no membership event" has "$kept" '"churn":0'
+check "each reconnect recovered its session" has "$kept" '"unrecovered":0'
+check "systemd saw no failure" \
+  bash -c "[[ \$(timeout 5 nsenter -t $P -a systemctl show -P Result realtime.service) == success ]]"
+
+# ---------------------------------------------------------------- restart: the fd store
+rm -f "$flag"
+in_net node tests/systemd/client.mjs keep 8001 "$flag" >"$W/keep2.out" 2>&1 &
+KEEP=$!
+sleep 1
+before=$(journal | grep -c 'took over the sessions of the previous process' || true)
+for _ in 1 2 3; do
+  in_ct systemctl restart realtime.service
+  sleep 0.5
+done
+touch "$flag"
+wait "$KEEP" || true
+kept=$(cat "$W/keep2.out")
+echo "three systemctl restarts: $kept"
+after=$(journal | grep -c 'took over the sessions of the previous process' || true)
+check "each restart took the sessions over from the fd store ($before -> $after)" test "$after" -ge $((before + 3))
+check "restarts: every message once and in order, on both tabs" has "$kept" '"inOrder":true'
+check "restarts: no membership event" has "$kept" '"churn":0'
+check "restarts: each reconnect recovered its session" has "$kept" '"unrecovered":0'
+in_ct systemctl stop realtime.service
+in_net curl -fsS -m 5 -o /dev/null http://127.0.0.1:8001/healthz || true
+wait_for 10 in_ct systemctl is-active --quiet realtime.service || true
+last=$(journal | grep -c 'took over the sessions of the previous process' || true)
+check "a stop empties the store: the next start takes nothing over" test "$last" = "$after"
 
 # ---------------------------------------------------------------- watchdog
 mkdir -p "$R/etc/systemd/system/realtime.service.d"

@@ -61,9 +61,18 @@ impl Session {
                 .await;
             }
             Transport::Polling { waiting } | Transport::Upgrading { waiting, .. } => {
+                let handing_over = self.inner.handing_over.load(Ordering::Acquire);
                 let body = match reason {
                     // The client said goodbye itself; engine.io answers the pending GET with a noop.
                     CloseReason::ClientClose => Packet::Noop.encode_bytes(),
+                    // The session goes on in the next process: what is queued, or a noop.
+                    _ if handing_over && graceful => {
+                        if self.pending.is_empty() {
+                            self.pending.push_back(Packet::Noop.encode());
+                        }
+                        let n = self.pending.len();
+                        packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
+                    }
                     _ => {
                         self.pending.push_back(Packet::Close.encode());
                         let n = self.pending.len();
@@ -74,6 +83,7 @@ impl Session {
                 // A client close answers a GET sent together with it (a client that closes
                 // while polling does so) even when the close overtook it on the way in.
                 let wait = match reason {
+                    _ if handing_over => None,
                     _ if graceful => Some(self.inner.config.close_grace),
                     CloseReason::ClientClose => Some(CLIENT_CLOSE_GRACE),
                     _ => None,

@@ -1,0 +1,24 @@
+//! Sessions that outlive the process: what a session is, written down so that the next
+//! process (after a restart or an upgrade) can take it over (docs/design.md#hand-over).
+//!
+//! - `state`: the hand-over state, its types and its versioned binary format.
+//! - `decode`: the format read back, refusing what it cannot read with the reason.
+//! - `pass`: the descriptors that cross the exec (sealed memfd, listeners) and the
+//!   environment variable that names them.
+//! - `reexec`: SIGUSR1, re-execution in place.
+
+mod decode;
+mod pass;
+mod reexec;
+mod state;
+
+pub use decode::{DecodeError, decode};
+pub use pass::{ENV, Passed, inherit};
+pub use reexec::{Plan, exec, note_start_path, prepare, release_stored, store, take_state};
+pub use state::{
+    Connection, Frame, Item, MAX_STATE, MemberState, SessionState, SocketState, State, Transport,
+    VERSION,
+};
+
+#[cfg(test)]
+mod tests;

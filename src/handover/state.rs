@@ -1,0 +1,271 @@
+//! The hand-over state: every session of this node as plain data, and its binary format.
+//!
+//! The format, all integers little-endian:
+//!
+//! ```text
+//! magic "RTHS" | version u16 | reserved u16 (0) | body length u64 | body | check [u8; 8]
+//! ```
+//!
+//! `check` is the first 8 bytes of SHA-256 over everything before it: a state damaged in
+//! transit is refused, not half-restored. In the body a string or a byte string is a u32
+//! length and the bytes, a list is a u32 count and the items, an option is a u8 (0 none,
+//! 1 some) and the value. Payloads are kept byte for byte (text frames as the JSON text
+//! that was encoded once), so every number comes back exactly as it was written.
+//!
+//! A new field means a new [`VERSION`]; the decoder of a release reads its own version and
+//! the one before it, so an upgrade hands over and a downgrade starts fresh.
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+/// The format this build writes.
+pub const VERSION: u16 = 1;
+/// The largest state written or read (the header and check included). Far above what a
+/// node holds (100k sessions with a full cache of small messages is some hundreds of MiB):
+/// a bound, so a damaged length cannot make the reader allocate without end.
+pub const MAX_STATE: usize = 1 << 30;
+
+pub(super) const MAGIC: &[u8; 4] = b"RTHS";
+/// Magic, version, reserved and body length.
+pub(super) const HEADER: usize = 16;
+pub(super) const CHECK: usize = 8;
+
+/// Everything the next process needs to carry on where this one stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct State {
+    /// The cluster node id, kept so the other nodes see no departure; `None` on a single node.
+    pub node_id: Option<String>,
+    /// The hub's last broadcast offset: offsets stay unique and increasing across the exec.
+    pub offset: u64,
+    /// Monitor events queued and not yet posted, as the JSON bodies they will be posted as.
+    pub monitor: Vec<Bytes>,
+    pub members: Vec<MemberState>,
+}
+
+/// One identity (all its tabs) or one anonymous connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberState {
+    /// The member's key cluster-wide.
+    pub key: String,
+    pub identity: Option<String>,
+    pub channels: Vec<String>,
+    pub sessions: Vec<SessionState>,
+}
+
+/// One session of a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// The Engine.IO session id.
+    pub sid: String,
+    /// `None` until the client joined the namespace.
+    pub socket: Option<SocketState>,
+    pub connection: Connection,
+}
+
+/// The Socket.IO socket on a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketState {
+    /// The socket id the client was told.
+    pub id: String,
+    /// The private id a client recovers its connection with (none when recovery is off).
+    pub pid: Option<String>,
+}
+
+/// Whether the session is connected, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Live {
+        transport: Transport,
+        /// Milliseconds until the next ping is due.
+        ping_due_ms: u64,
+        /// Items queued and not yet written, oldest first.
+        queued: Vec<Item>,
+    },
+    /// Away in the grace window.
+    Detached {
+        /// Milliseconds of the grace window left.
+        grace_left_ms: u64,
+        /// Tagged items the lost connection had queued, oldest first.
+        backlog: Vec<Item>,
+        /// Where in `backlog` the items the connection never took begin.
+        unsent: u32,
+        /// Items that arrived since (at most the cache limit).
+        kept: Vec<Item>,
+        /// More arrived than the cache holds: no exact replay.
+        overflowed: bool,
+    },
+}
+
+/// The transport of a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Polling: its pending GET was answered before the hand-over, so only the sid matters.
+    Polling,
+    WebSocket {
+        /// Index of the client's socket among the descriptors handed over.
+        fd: u32,
+        /// Bytes read from the client and not yet taken as frames (a partial frame, or
+        /// frames behind it), to be read before the socket.
+        unread: Bytes,
+    },
+}
+
+/// One item of an outbound queue: frames that go out together, with the item's offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The offset given to a broadcast (0: untagged).
+    pub tag: u64,
+    pub frames: Vec<Frame>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// The state could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("the hand-over state would be {0} bytes, more than the {MAX_STATE} allowed")]
+pub struct TooLarge(pub usize);
+
+impl State {
+    /// The state in the format of [`VERSION`].
+    pub fn encode(&self) -> Result<Vec<u8>, TooLarge> {
+        let mut w = Writer(Vec::with_capacity(4096));
+        w.0.extend_from_slice(MAGIC);
+        w.0.extend_from_slice(&VERSION.to_le_bytes());
+        w.0.extend_from_slice(&0u16.to_le_bytes());
+        w.0.extend_from_slice(&0u64.to_le_bytes());
+        w.opt(self.node_id.as_deref(), Writer::str);
+        w.u64(self.offset);
+        w.list(&self.monitor, |w, b| w.bytes(b));
+        w.list(&self.members, Writer::member);
+        let total = w.0.len() + CHECK;
+        if total > MAX_STATE {
+            return Err(TooLarge(total));
+        }
+        let body = (w.0.len() - HEADER) as u64;
+        w.0[8..HEADER].copy_from_slice(&body.to_le_bytes());
+        let check = check(&w.0);
+        w.0.extend_from_slice(&check);
+        Ok(w.0)
+    }
+}
+
+/// The check over a header and body.
+pub(super) fn check(data: &[u8]) -> [u8; CHECK] {
+    let digest = Sha256::digest(data);
+    let mut out = [0u8; CHECK];
+    out.copy_from_slice(&digest[..CHECK]);
+    out
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// Lengths past u32 cannot fit under [`MAX_STATE`]: saturating makes `encode` refuse.
+    fn len(&mut self, n: usize) {
+        self.u32(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.len(b.len());
+        self.0.extend_from_slice(b);
+    }
+
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+
+    fn opt<T: ?Sized>(&mut self, v: Option<&T>, f: impl FnOnce(&mut Writer, &T)) {
+        match v {
+            None => self.u8(0),
+            Some(v) => {
+                self.u8(1);
+                f(self, v);
+            }
+        }
+    }
+
+    fn list<T>(&mut self, items: &[T], mut f: impl FnMut(&mut Writer, &T)) {
+        self.len(items.len());
+        for item in items {
+            f(self, item);
+        }
+    }
+
+    fn member(&mut self, m: &MemberState) {
+        self.str(&m.key);
+        self.opt(m.identity.as_deref(), Writer::str);
+        self.list(&m.channels, |w, c| w.str(c));
+        self.list(&m.sessions, Writer::session);
+    }
+
+    fn session(&mut self, s: &SessionState) {
+        self.str(&s.sid);
+        self.opt(s.socket.as_ref(), |w, sock| {
+            w.str(&sock.id);
+            w.opt(sock.pid.as_deref(), Writer::str);
+        });
+        match &s.connection {
+            Connection::Live {
+                transport,
+                ping_due_ms,
+                queued,
+            } => {
+                self.u8(0);
+                match transport {
+                    Transport::Polling => self.u8(0),
+                    Transport::WebSocket { fd, unread } => {
+                        self.u8(1);
+                        self.u32(*fd);
+                        self.bytes(unread);
+                    }
+                }
+                self.u64(*ping_due_ms);
+                self.list(queued, Writer::item);
+            }
+            Connection::Detached {
+                grace_left_ms,
+                backlog,
+                unsent,
+                kept,
+                overflowed,
+            } => {
+                self.u8(1);
+                self.u64(*grace_left_ms);
+                self.list(backlog, Writer::item);
+                self.u32(*unsent);
+                self.list(kept, Writer::item);
+                self.u8(u8::from(*overflowed));
+            }
+        }
+    }
+
+    fn item(&mut self, item: &Item) {
+        self.u64(item.tag);
+        self.list(&item.frames, |w, f| match f {
+            Frame::Text(s) => {
+                w.u8(0);
+                w.str(s);
+            }
+            Frame::Binary(b) => {
+                w.u8(1);
+                w.bytes(b);
+            }
+        });
+    }
+}

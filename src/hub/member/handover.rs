@@ -1,0 +1,136 @@
+//! A slot written down for the next process, and made again from what was written.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Detached, EPOCHS, Member, SLOT_IDS, Slot, SlotState};
+use crate::engineio::{Frame, Outgoing, Sid, Str};
+use crate::handover::{self, Connection, SessionState, SocketState};
+
+impl Slot {
+    /// The session as the hand-over state has it: only one waiting in its grace window
+    /// with its backlog in (every session is there once the server closed them).
+    ///
+    /// A claimed one is a recovery the close cut short: its reply never reached the client,
+    /// which will present the same offset again. Its backlog already starts after that
+    /// offset, so it goes over as kept items with no backlog: a claim with no backlog
+    /// replays the kept items whatever the offset, which is exactly what followed it.
+    pub(crate) fn handover_state(&self, grace: Duration) -> Option<SessionState> {
+        let state = self.state.lock().ok()?;
+        let SlotState::Detached(d) = &*state else {
+            return None;
+        };
+        if !d.closed {
+            return None;
+        }
+        let (backlog, unsent, kept) = if d.claimed {
+            let kept = d.backlog.iter().chain(d.kept.iter()).map(to_item).collect();
+            (Vec::new(), 0, kept)
+        } else {
+            (
+                d.backlog.iter().map(to_item).collect(),
+                u32::try_from(d.unsent).unwrap_or(u32::MAX),
+                d.kept.iter().map(to_item).collect(),
+            )
+        };
+        let left = grace.saturating_sub(d.since.elapsed());
+        Some(SessionState {
+            // The Engine.IO session is gone; the Socket.IO socket id is what a recovery gets.
+            sid: d.sid.as_str().to_owned(),
+            socket: Some(SocketState {
+                id: d.sid.as_str().to_owned(),
+                pid: d.pid.as_ref().map(|p| p.as_str().to_owned()),
+            }),
+            connection: Connection::Detached {
+                grace_left_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                backlog,
+                unsent,
+                kept,
+                overflowed: d.overflowed,
+            },
+        })
+    }
+
+    /// A slot of `member` waiting in its grace window (`grace` long), as the previous
+    /// process left it; with the epoch its expiry must match. `None` for a session that is
+    /// not detached or has no pid (nothing could ever recover it).
+    pub(crate) fn handed_over(
+        member: &Arc<Member>,
+        s: &SessionState,
+        grace: Duration,
+    ) -> Option<(Arc<Slot>, u64)> {
+        let Connection::Detached {
+            grace_left_ms,
+            backlog,
+            unsent,
+            kept,
+            overflowed,
+            ..
+        } = &s.connection
+        else {
+            return None;
+        };
+        let socket = s.socket.as_ref()?;
+        let pid = Sid::from(socket.pid.as_deref()?);
+        let epoch = EPOCHS.fetch_add(1, Ordering::Relaxed);
+        let backlog: VecDeque<Outgoing> = backlog.iter().map(from_item).collect();
+        // Backdated by the time already spent, so a later hand-over passes on what is left.
+        let spent = grace.saturating_sub(Duration::from_millis(*grace_left_ms));
+        let now = Instant::now();
+        let d = Detached {
+            from: None,
+            since: now.checked_sub(spent).unwrap_or(now),
+            sid: Sid::from(socket.id.as_str()),
+            pid: Some(pid),
+            unsent: (*unsent as usize).min(backlog.len()),
+            backlog,
+            kept: kept.iter().map(from_item).collect(),
+            overflowed: *overflowed,
+            claimed: false,
+            epoch,
+            closed: true,
+        };
+        let slot = Slot {
+            id: SLOT_IDS.fetch_add(1, Ordering::Relaxed),
+            member: member.clone(),
+            state: Mutex::new(SlotState::Detached(d)),
+        };
+        Some((Arc::new(slot), epoch))
+    }
+}
+
+fn to_item(o: &Outgoing) -> handover::Item {
+    handover::Item {
+        tag: o.tag,
+        frames: o
+            .frames()
+            .iter()
+            .map(|f| match f {
+                Frame::Text(s) => handover::Frame::Text(s.as_str().to_owned()),
+                Frame::Binary(b) => handover::Frame::Binary(b.clone()),
+            })
+            .collect(),
+    }
+}
+
+fn from_item(i: &handover::Item) -> Outgoing {
+    let frames: Vec<Frame> = i
+        .frames
+        .iter()
+        .map(|f| match f {
+            handover::Frame::Text(s) => Frame::Text(Str::from(s.clone())),
+            handover::Frame::Binary(b) => Frame::Binary(Bytes::clone(b)),
+        })
+        .collect();
+    let out = match <[Frame; 1]>::try_from(frames) {
+        Ok([one]) => Outgoing::one(one),
+        Err(many) => Outgoing::many(many),
+    };
+    out.tagged(i.tag)
+}
