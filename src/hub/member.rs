@@ -377,7 +377,7 @@ impl Slot {
         let SlotState::Detached(d) = &mut *state else {
             return false;
         };
-        if !Arc::ptr_eq(&d.from, socket) || d.claimed || d.overflowed {
+        if !d.from.as_ref().is_some_and(|f| Arc::ptr_eq(f, socket)) || d.claimed || d.overflowed {
             return false;
         }
         // Offsets grow in the log's order: a held item at or below the replay's last one
