@@ -86,6 +86,12 @@ const FIGURES: &[Figure] = &[
     fig("fanout", "deliveries_per_s", "fan-out deliveries/s", true),
     fig(
         "fanout",
+        "server_cpu_per_delivery_us",
+        "server CPU per fan-out delivery (µs)",
+        false,
+    ),
+    fig(
+        "fanout",
         "latency_p50_ms",
         "fan-out latency p50 (ms)",
         false,
@@ -165,10 +171,22 @@ const FIGURES: &[Figure] = &[
     ),
     fig("idle", "subscribe_acks_per_s", "subscribe acks/s", true),
     fig(
+        "idle",
+        "server_cpu_per_notice_us",
+        "server CPU per membership notice (µs)",
+        false,
+    ),
+    fig(
         "channels",
         "deliveries_per_s",
         "many-channels deliveries/s",
         true,
+    ),
+    fig(
+        "channels",
+        "server_cpu_per_delivery_us",
+        "server CPU per many-channels delivery (µs)",
+        false,
     ),
 ];
 

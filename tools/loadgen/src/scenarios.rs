@@ -362,6 +362,11 @@ fn delivery_metrics(common: &Common, obs: &Observed) -> Vec<(&'static str, Optio
             "loadgen_cpu_pct",
             pct(obs.publish.loadgen_cpu, obs.publish.wall),
         ),
+        // Unlike a rate, this holds on a machine shared with other work.
+        (
+            "server_cpu_per_delivery_us",
+            us(obs.publish.server_cpu, obs.counts.received as f64),
+        ),
     ];
     if common.cross_node {
         m.push((
@@ -445,6 +450,13 @@ pub(crate) async fn idle(common: &Common, a: &IdleArgs) -> Result<Value> {
         (
             "server_cpu_per_subscribe_us",
             us(obs.subscribe.server_cpu, obs.subscriptions as f64),
+        ),
+        // Membership notices are nearly all a subscribe costs when they are on.
+        (
+            "server_cpu_per_notice_us",
+            (obs.other_events > 0)
+                .then(|| us(obs.subscribe.server_cpu, obs.other_events as f64))
+                .flatten(),
         ),
         (
             "loadgen_cpu_pct",
