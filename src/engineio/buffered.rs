@@ -32,9 +32,22 @@ impl<S> Buffered<S> {
     }
 }
 
+impl<S> Buffered<S> {
+    /// Appends frames encoded beforehand (see `wsframe`). The WebSocket layer above only
+    /// ever hands down whole frames too, so the two never split each other's frames.
+    pub(crate) fn extend(&mut self, frames: &[u8]) {
+        self.buf.extend_from_slice(frames);
+    }
+
+    /// Whether what is buffered should go down before more is added.
+    pub(crate) fn is_full(&self) -> bool {
+        self.buf.len() >= HIGH_WATER
+    }
+}
+
 impl<S: AsyncWrite + Unpin> Buffered<S> {
     /// Writes out what is buffered.
-    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.done < self.buf.len() {
             let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.done..]))?;
             if n == 0 {

@@ -36,6 +36,7 @@ pub mod socket;
 mod tests;
 mod transport;
 mod websocket;
+mod wsframe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

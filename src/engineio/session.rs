@@ -5,6 +5,7 @@
 //! the bounded queue of [`Socket`].
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,8 @@ use super::heartbeat::{Beat, Heartbeat};
 use super::packet::{self, Frame, Packet, Str};
 use super::queue::Queue;
 use super::socket::{CloseReason, Outgoing, Socket};
-use super::transport::{Event, Transport, UpgradeStep, ws_message};
+use super::transport::{Event, Transport, UpgradeStep};
+use super::wsframe;
 
 mod finish;
 #[cfg(test)]
@@ -358,13 +360,9 @@ impl Session {
     /// Writes a batch taken from the queue plus whatever else is ready, then flushes once.
     async fn write(&mut self, items: Vec<Outgoing>) -> Result<(), CloseReason> {
         if matches!(self.transport, Transport::WebSocket(_)) {
-            let frames: Vec<Frame> = items
-                .iter()
-                .flat_map(|i| i.frames().iter().cloned())
-                .collect();
             // The queue kept what was taken: written or not, a replay decides by what the
             // client saw.
-            self.write_frames(frames).await
+            self.write_ws(items.iter().map(Outgoing::ws_bytes)).await
         } else {
             for item in items {
                 self.pending.extend(item.frames().iter().cloned());
@@ -378,16 +376,40 @@ impl Session {
         &mut self,
         frames: impl IntoIterator<Item = Frame>,
     ) -> Result<(), CloseReason> {
-        let Transport::WebSocket(ws) = &mut self.transport else {
+        if !matches!(self.transport, Transport::WebSocket(_)) {
             self.pending.extend(frames);
             return self.flush_poll();
+        }
+        let mut encoded = Vec::new();
+        for f in frames {
+            wsframe::encode_into(&mut encoded, &f);
+        }
+        self.write_ws(std::iter::once(encoded.as_slice())).await
+    }
+
+    /// Writes WebSocket frames encoded beforehand straight into the socket's write buffer
+    /// (the same bytes for every recipient of a broadcast, no framing per recipient), then
+    /// flushes once.
+    async fn write_ws<'a>(
+        &mut self,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), CloseReason> {
+        let Transport::WebSocket(ws) = &mut self.transport else {
+            return Ok(());
         };
         let limit = self.inner.config.write_timeout;
         let closing = self.socket.closing_token();
         let write = timeout(limit, async {
-            for f in frames {
-                ws.feed(ws_message(f)).await?;
+            for chunk in chunks {
+                let out = ws.get_mut();
+                if out.is_full() {
+                    poll_fn(|cx| out.drain(cx))
+                        .await
+                        .map_err(tungstenite::Error::Io)?;
+                }
+                out.extend(chunk);
             }
+            // Also writes what the WebSocket layer queued itself (a pong).
             ws.flush().await
         });
         // A client that stopped reading must not keep its session alive past a close.

@@ -16,6 +16,7 @@ use tracing::Span;
 use super::close::WsClose;
 use super::packet::{Frame, Str};
 use super::queue::Queue;
+use super::wsframe;
 
 /// A session id: 20 characters of base64url over 15 bytes from the OS CSPRNG.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -110,35 +111,76 @@ impl CloseReason {
 }
 
 /// One item of the outbound queue: frames that must go out together and in order (a
-/// Socket.IO binary event is a text frame followed by its attachments), cheap to clone so
-/// that one encoded broadcast is shared by every recipient.
+/// Socket.IO binary event is a text frame followed by its attachments), encoded once and
+/// cheap to clone, so that one broadcast is shared by every recipient.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    frames: Frames,
+    encoded: Arc<Encoded>,
     /// Non-zero: a sequence number the layer above gave this item. Tagged items are kept in
     /// the session's history, so they can be replayed after the transport is lost.
     pub tag: u64,
 }
 
-#[derive(Debug, Clone)]
+/// The frames, and the same frames as WebSocket frames (headers included) in one buffer:
+/// what a WebSocket writer copies to its socket as is. Frame payloads are slices of it,
+/// so the bytes are held once.
+#[derive(Debug)]
+struct Encoded {
+    frames: Frames,
+    ws: Bytes,
+}
+
+#[derive(Debug)]
 enum Frames {
     One(Frame),
-    Many(Arc<[Frame]>),
+    Many(Box<[Frame]>),
+}
+
+impl Encoded {
+    fn new(frames: Frames) -> Encoded {
+        let list: &[Frame] = match &frames {
+            Frames::One(f) => std::slice::from_ref(f),
+            Frames::Many(fs) => fs,
+        };
+        let mut ws = Vec::with_capacity(list.iter().map(wsframe::encoded_len).sum());
+        let mut at = Vec::with_capacity(list.len());
+        for f in list {
+            wsframe::encode_into(&mut ws, f);
+            at.push(ws.len() - f.len());
+        }
+        let ws = Bytes::from(ws);
+        // Payloads re-pointed into `ws`: one allocation kept instead of two.
+        let share = |f: &Frame, at: usize| {
+            let payload = ws.slice(at..at + f.len());
+            match f {
+                Frame::Text(s) => Str::try_from(payload)
+                    .map(Frame::Text)
+                    .unwrap_or_else(|_| Frame::Text(s.clone())),
+                Frame::Binary(_) => Frame::Binary(payload),
+            }
+        };
+        let frames = match frames {
+            Frames::One(f) => Frames::One(share(&f, at[0])),
+            Frames::Many(fs) => Frames::Many(fs.iter().zip(at).map(|(f, a)| share(f, a)).collect()),
+        };
+        Encoded { frames, ws }
+    }
 }
 
 impl Outgoing {
-    pub fn one(frame: Frame) -> Outgoing {
+    fn new(frames: Frames) -> Outgoing {
         Outgoing {
-            frames: Frames::One(frame),
+            encoded: Arc::new(Encoded::new(frames)),
             tag: 0,
         }
     }
 
+    pub fn one(frame: Frame) -> Outgoing {
+        Outgoing::new(Frames::One(frame))
+    }
+
     pub fn many(frames: Vec<Frame>) -> Outgoing {
-        Outgoing {
-            frames: Frames::Many(frames.into()),
-            tag: 0,
-        }
+        Outgoing::new(Frames::Many(frames.into()))
     }
 
     pub fn text(s: Str) -> Outgoing {
@@ -155,10 +197,15 @@ impl Outgoing {
     }
 
     pub fn frames(&self) -> &[Frame] {
-        match &self.frames {
+        match &self.encoded.frames {
             Frames::One(f) => std::slice::from_ref(f),
             Frames::Many(fs) => fs,
         }
+    }
+
+    /// The frames as they go on a WebSocket, headers included.
+    pub(crate) fn ws_bytes(&self) -> &[u8] {
+        &self.encoded.ws
     }
 }
 
