@@ -91,6 +91,10 @@ pub struct MessagingConfig {
     pub max_channel_name: usize,
     /// Longest identity, in bytes.
     pub max_identity: usize,
+    /// Channels (names or `*` patterns) whose members get no membership notices.
+    pub quiet_channels: Vec<String>,
+    /// Members past which a channel gets no membership notices; 0: no limit.
+    pub notices_max_members: usize,
 }
 
 impl Default for MessagingConfig {
@@ -101,6 +105,8 @@ impl Default for MessagingConfig {
             max_channels: 100,
             max_channel_name: 256,
             max_identity: 256,
+            quiet_channels: Vec::new(),
+            notices_max_members: 0,
         }
     }
 }
@@ -113,6 +119,8 @@ impl MessagingConfig {
             "max-channels" => self.max_channels = positive(v)?,
             "max-channel-name" => self.max_channel_name = positive(v)?,
             "max-identity" => self.max_identity = positive(v)?,
+            "quiet-channels" => self.quiet_channels = list(v),
+            "notices-max-members" => self.notices_max_members = count(v)?,
             _ => return Err(SetError::UnknownKey),
         }
         Ok(())

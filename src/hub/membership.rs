@@ -151,6 +151,9 @@ impl Hub {
         let count = ch.count();
         let event = Envelope::membership(channel, member.identity.clone(), change, options, count);
         self.observe(HubEvent::from(change), &event);
+        if !self.config.notices.tell(channel, count) {
+            return;
+        }
         let item = event.encode(self.next_offset(), Vec::new());
         let mut f = ch.deliver(&item, self.config.cache_limit);
         for s in also {

@@ -27,6 +27,7 @@ mod legacy;
 mod lifecycle;
 mod member;
 mod membership;
+mod notices;
 mod observer;
 mod query;
 mod remote;
@@ -44,6 +45,7 @@ use crate::engineio::Sid;
 
 pub use app::HubApp;
 pub use envelope::{Envelope, error_envelope};
+pub use notices::Notices;
 pub use observer::{HubEvent, Observer};
 pub use request::{Init, Publication, Request, RequestError};
 pub use validate::{ChannelName, CommandName, HubError, Identity, RESERVED_COMMANDS};
@@ -66,6 +68,8 @@ pub struct HubConfig {
     pub grace: Duration,
     /// How long a membership ack waits for the cluster's count before using this node's.
     pub cluster_answer: Duration,
+    /// Which channels get `onSubscribe`/`onUnsubscribe` notices.
+    pub notices: Notices,
 }
 
 impl Default for HubConfig {
@@ -77,6 +81,7 @@ impl Default for HubConfig {
             cache_limit: 100,
             grace: Duration::from_secs(8),
             cluster_answer: Duration::from_secs(10),
+            notices: Notices::default(),
         }
     }
 }

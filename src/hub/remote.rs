@@ -48,7 +48,9 @@ impl Inbound for Hub {
             if observe {
                 self.observe(HubEvent::from(change), envelope);
             }
-            if let Some(ch) = map.get(channel) {
+            if let Some(ch) = map.get(channel)
+                && self.config.notices.tell(channel, ch.count())
+            {
                 f = ch.deliver(&item, self.config.cache_limit);
                 in_channel = leaving.is_some_and(|k| ch.members.contains_key(k));
             }
