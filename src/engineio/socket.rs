@@ -453,6 +453,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_item_is_encoded_once_as_websocket_frames_that_hold_its_payloads() {
+        let item = Outgoing::many(vec![
+            Frame::Text(Str::from("451-[\"m\",{\"_placeholder\":true,\"num\":0}]")),
+            Frame::Binary(Bytes::from_static(&[1, 2, 3])),
+        ]);
+        let ws = item.ws_bytes();
+        let text = item.frames()[0].len();
+        assert_eq!(&ws[..2], &[0x81, text as u8]);
+        assert_eq!(&ws[2 + text..2 + text + 2], &[0x82, 3]);
+        assert_eq!(&ws[ws.len() - 3..], &[1, 2, 3]);
+        // The payloads are the encoded bytes themselves, not a second copy.
+        let span = ws.as_ptr_range();
+        for f in item.frames() {
+            let p = match f {
+                Frame::Text(s) => s.as_bytes().as_ptr(),
+                Frame::Binary(b) => b.as_ptr(),
+            };
+            assert!(span.contains(&p));
+        }
+        let copy = item.clone();
+        assert_eq!(copy.ws_bytes().as_ptr(), ws.as_ptr(), "clones share them");
+    }
+
+    #[test]
     fn sids_are_random_and_url_safe() {
         let a = Sid::random();
         let b = Sid::random();
