@@ -182,6 +182,19 @@ const FIGURES: &[Figure] = &[
         "many-channels deliveries/s",
         true,
     ),
+    fig("crowd", "handshakes_per_s", "crowd: handshakes/s", true),
+    fig(
+        "crowd",
+        "rss_per_connection_kib",
+        "crowd: RSS per connection (KiB)",
+        false,
+    ),
+    fig(
+        "crowd",
+        "last_delivery_ms",
+        "crowd: broadcast to the last connection (ms)",
+        false,
+    ),
     fig(
         "channels",
         "server_cpu_per_delivery_us",
@@ -197,6 +210,7 @@ const SATURATION: &[(&str, &str)] = &[
     ("rate", "fixed rate"),
     ("idle", "idle (handshakes)"),
     ("channels", "many channels"),
+    ("crowd", "crowd (one broadcast to every connection)"),
     ("fanout-cross-node", "cross-node fan-out"),
     ("rate-cross-node", "cross-node fixed rate"),
     ("channels-cross-node", "cross-node many channels"),
