@@ -38,6 +38,8 @@ pub(crate) use super::transport::{PollError, PollReply, WsStream};
 
 /// How many queued items a writer takes before it flushes once.
 const DRAIN_BATCH: usize = 256;
+/// How long a writer woken by lazy items alone waits for more to write with them.
+const LAZY_WAIT: Duration = Duration::from_millis(10);
 
 /// Requests to the session task from the HTTP side.
 pub(crate) enum Control {
@@ -135,8 +137,18 @@ impl Session {
                 n = self.queue.wait_take(batch_max, &mut batch), if can_write => {
                     if n > 0 && n < DRAIN_BATCH && matches!(self.transport, Transport::WebSocket(_)) {
                         // Let the broadcasts already under way land too: one write for
-                        // several of them costs less than a write for each.
-                        tokio::task::yield_now().await;
+                        // several of them costs less than a write for each. Items nobody
+                        // waits for (membership notices, one per join) wait longer.
+                        if batch.iter().all(Outgoing::is_lazy) && self.queue.wait_lazily() {
+                            tokio::select! {
+                                () = tokio::time::sleep(LAZY_WAIT) => {}
+                                // A message or an ack does not wait.
+                                () = self.queue.urgent() => {}
+                                () = closing.cancelled() => return Ok(()),
+                            }
+                        } else {
+                            tokio::task::yield_now().await;
+                        }
                         self.queue.take(DRAIN_BATCH - n, &mut batch);
                     }
                     if n > 0 {

@@ -119,6 +119,9 @@ pub struct Outgoing {
     /// Non-zero: a sequence number the layer above gave this item. Tagged items are kept in
     /// the session's history, so they can be replayed after the transport is lost.
     pub tag: u64,
+    /// Nobody waits for it: a writer woken by lazy items alone lets others gather before it
+    /// writes (see `session`), so a burst of them costs one write rather than one each.
+    lazy: bool,
 }
 
 /// The frames, and the same frames as WebSocket frames (headers included) in one buffer:
@@ -172,6 +175,7 @@ impl Outgoing {
         Outgoing {
             encoded: Arc::new(Encoded::new(frames)),
             tag: 0,
+            lazy: false,
         }
     }
 
@@ -194,6 +198,16 @@ impl Outgoing {
     pub fn tagged(mut self, tag: u64) -> Outgoing {
         self.tag = tag;
         self
+    }
+
+    /// Marks an item that may wait a little for others to share its write.
+    pub fn lazy(mut self) -> Outgoing {
+        self.lazy = true;
+        self
+    }
+
+    pub fn is_lazy(&self) -> bool {
+        self.lazy
     }
 
     pub fn frames(&self) -> &[Frame] {

@@ -154,7 +154,7 @@ impl Hub {
         if !self.config.notices.tell(channel, count) {
             return;
         }
-        let item = event.encode(self.next_offset(), Vec::new());
+        let item = event.encode(self.next_offset(), Vec::new()).lazy();
         let mut f = ch.deliver(&item, self.config.cache_limit);
         for s in also {
             f.add(s.deliver(&item, self.config.cache_limit));

@@ -41,7 +41,7 @@ impl Inbound for Hub {
         let Some(channel) = envelope.channel.as_deref() else {
             return;
         };
-        let item = envelope.encode(self.next_offset(), Vec::new());
+        let item = envelope.encode(self.next_offset(), Vec::new()).lazy();
         let mut f = Fanout::default();
         let mut in_channel = false;
         if let Ok(map) = self.shard(channel).channels.lock() {
