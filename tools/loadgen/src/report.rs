@@ -210,7 +210,7 @@ const SATURATION: &[(&str, &str)] = &[
     ("rate", "fixed rate"),
     ("idle", "idle (handshakes)"),
     ("channels", "many channels"),
-    ("crowd", "crowd (one broadcast to every connection)"),
+    ("crowd", "crowd (handshakes)"),
     ("fanout-cross-node", "cross-node fan-out"),
     ("rate-cross-node", "cross-node fixed rate"),
     ("channels-cross-node", "cross-node many channels"),

@@ -517,6 +517,15 @@ pub(crate) async fn crowd(common: &Common, a: &CrowdArgs) -> Result<Value> {
         ),
         // A broadcast's latency is measured per recipient: the largest is its last one.
         ("last_delivery_ms", Some(obs.latency.max)),
+        // While the connections open: who of the two bounds the handshakes.
+        (
+            "server_cpu_pct",
+            pct(obs.handshake.server_cpu, obs.handshake.wall),
+        ),
+        (
+            "loadgen_cpu_pct",
+            pct(obs.handshake.loadgen_cpu, obs.handshake.wall),
+        ),
         ("latency_p50_ms", Some(obs.latency.p50)),
         (
             "deliveries_per_s",
