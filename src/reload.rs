@@ -159,7 +159,7 @@ mod tests {
             assert!(seen.insert((k.section, k.name)), "{} {}", k.section, k.name);
         }
         // Every field of every section: a new key must be classified here.
-        assert_eq!(KEYS.len(), 45);
+        assert_eq!(KEYS.len(), 47);
     }
 
     #[test]
@@ -196,6 +196,8 @@ mod tests {
             ("Messaging", "max-channels", "1"),
             ("Messaging", "max-channel-name", "1"),
             ("Messaging", "max-identity", "1"),
+            ("Messaging", "quiet-channels", "a*"),
+            ("Messaging", "notices-max-members", "1"),
             ("License", "file", "/l.txt"),
             ("License", "secret", "s"),
             ("License", "allowed-origins", "*"),

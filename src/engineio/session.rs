@@ -5,14 +5,12 @@
 //! the bounded queue of [`Socket`].
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::debug;
@@ -24,12 +22,12 @@ use super::packet::{self, Frame, Packet, Str};
 use super::queue::Queue;
 use super::socket::{CloseReason, Outgoing, Socket};
 use super::transport::{Event, Transport, UpgradeStep};
-use super::wsframe;
 
 mod finish;
 #[cfg(test)]
 mod tests;
 mod upgrade;
+mod write;
 
 use super::{Connection, Message};
 use upgrade::Held;
@@ -366,79 +364,6 @@ impl Session {
         self.queue.take(max, &mut items);
         for item in items {
             self.pending.extend(item.frames().iter().cloned());
-        }
-    }
-
-    /// Writes a batch taken from the queue plus whatever else is ready, then flushes once.
-    async fn write(&mut self, items: Vec<Outgoing>) -> Result<(), CloseReason> {
-        if matches!(self.transport, Transport::WebSocket(_)) {
-            // The queue kept what was taken: written or not, a replay decides by what the
-            // client saw.
-            self.write_ws(items.iter().map(Outgoing::ws_bytes)).await
-        } else {
-            for item in items {
-                self.pending.extend(item.frames().iter().cloned());
-            }
-            self.take_ready();
-            self.flush_poll()
-        }
-    }
-
-    async fn write_frames(
-        &mut self,
-        frames: impl IntoIterator<Item = Frame>,
-    ) -> Result<(), CloseReason> {
-        if !matches!(self.transport, Transport::WebSocket(_)) {
-            self.pending.extend(frames);
-            return self.flush_poll();
-        }
-        let mut encoded = Vec::new();
-        for f in frames {
-            wsframe::encode_into(&mut encoded, &f);
-        }
-        self.write_ws(std::iter::once(encoded.as_slice())).await
-    }
-
-    /// Writes WebSocket frames encoded beforehand straight into the socket's write buffer
-    /// (the same bytes for every recipient of a broadcast, no framing per recipient), then
-    /// flushes once.
-    async fn write_ws<'a>(
-        &mut self,
-        chunks: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<(), CloseReason> {
-        let Transport::WebSocket(ws) = &mut self.transport else {
-            return Ok(());
-        };
-        let limit = self.inner.config.write_timeout;
-        let closing = self.socket.closing_token();
-        let write = timeout(limit, async {
-            for chunk in chunks {
-                let out = ws.get_mut();
-                if out.is_full() {
-                    poll_fn(|cx| out.drain(cx))
-                        .await
-                        .map_err(tungstenite::Error::Io)?;
-                }
-                out.extend(chunk);
-            }
-            // Also writes what the WebSocket layer queued itself (a pong).
-            ws.flush().await
-        });
-        // A client that stopped reading must not keep its session alive past a close.
-        let written = tokio::select! {
-            w = write => w,
-            _ = closing.cancelled() => return Err(self.socket.close_reason()),
-        };
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                debug!(error = %e, "websocket write failed");
-                Err(CloseReason::TransportError)
-            }
-            Err(_) => {
-                debug!("websocket write timed out");
-                Err(CloseReason::SlowClient)
-            }
         }
     }
 
