@@ -12,8 +12,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Past this, a write goes down before more is buffered.
 const HIGH_WATER: usize = 64 * 1024;
-/// Capacity kept after a flush; more is freed.
-const KEEP: usize = 1024;
+/// Capacity kept after a flush; more is freed. None: an idle connection holds no write
+/// buffer at all, and a batch's allocation costs far less than its write.
+const KEEP: usize = 0;
 
 pub(crate) struct Buffered<S> {
     inner: S,
