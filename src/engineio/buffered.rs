@@ -118,4 +118,16 @@ mod tests {
         b.read_exact(&mut got).await.unwrap();
         assert!(got.iter().all(|&x| x == 7));
     }
+
+    #[tokio::test]
+    async fn a_small_write_leaves_no_buffer_behind() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut w = Buffered::new(a);
+        w.extend(b"\x81\x024x");
+        w.flush().await.unwrap();
+        assert_eq!(w.buf.capacity(), 0);
+        let mut got = [0u8; 4];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x81\x024x");
+    }
 }
