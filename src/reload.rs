@@ -159,7 +159,7 @@ mod tests {
             assert!(seen.insert((k.section, k.name)), "{} {}", k.section, k.name);
         }
         // Every field of every section: a new key must be classified here.
-        assert_eq!(KEYS.len(), 47);
+        assert_eq!(KEYS.len(), 49);
     }
 
     #[test]
@@ -198,6 +198,8 @@ mod tests {
             ("Messaging", "max-identity", "1"),
             ("Messaging", "history-size", "1"),
             ("Messaging", "history-ttl", "1s"),
+            ("Messaging", "quiet-channels", "a*"),
+            ("Messaging", "notices-max-members", "1"),
             ("License", "file", "/l.txt"),
             ("License", "secret", "s"),
             ("License", "allowed-origins", "*"),

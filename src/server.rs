@@ -27,7 +27,7 @@ use crate::cluster::{ClusterError, RedisCluster};
 use crate::config::{Config, ServerConfig, Transport};
 use crate::engineio::{Engine, EngineConfig};
 use crate::http::{Api, Metrics, Router, metrics};
-use crate::hub::{Hub, HubApp, HubConfig, Observer};
+use crate::hub::{Hub, HubApp, HubConfig, Notices, Observer};
 use crate::monitor::Monitor;
 use crate::ratelimit::LogLimit;
 use crate::socketio::{SocketIo, SocketIoConfig};
@@ -171,6 +171,10 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
         cluster_answer: config.cluster.answer_timeout,
         history_size: config.messaging.history_size,
         history_ttl: config.messaging.history_ttl,
+        notices: Notices {
+            quiet: config.messaging.quiet_channels.clone(),
+            max_members: config.messaging.notices_max_members,
+        },
     });
     if let Some(m) = &monitor {
         hub = hub.with_observer(m.clone() as Arc<dyn Observer>);

@@ -222,6 +222,10 @@ pub const KEYS: &[Key] = &[
         "Messages kept per channel for the `history` event and API; 0: no history."),
     key!("Messaging" "history-ttl", NonzeroDuration, "1h", Restart, messaging.history_ttl,
         "Age past which a message leaves its channel's history."),
+    key!("Messaging" "quiet-channels", List, "", Restart, messaging.quiet_channels,
+        "Channels (names, or patterns with `*`) whose members are not told of joins and leaves."),
+    key!("Messaging" "notices-max-members", Count, "0", Restart, messaging.notices_max_members,
+        "Past this many members a channel's joins and leaves are not told; 0: no limit."),
     key!("License" "file", Path, "", Live, license.file,
         "License key file; unset: /etc/realtime/license.txt, else ./etc/license.txt, \
          if one exists."),

@@ -96,6 +96,10 @@ pub struct MessagingConfig {
     pub history_size: usize,
     /// Age past which a kept message is dropped from a channel's history.
     pub history_ttl: Duration,
+    /// Channels (names or `*` patterns) whose members get no membership notices.
+    pub quiet_channels: Vec<String>,
+    /// Members past which a channel gets no membership notices; 0: no limit.
+    pub notices_max_members: usize,
 }
 
 impl Default for MessagingConfig {
@@ -108,6 +112,8 @@ impl Default for MessagingConfig {
             max_identity: 256,
             history_size: 0,
             history_ttl: Duration::from_secs(3600),
+            quiet_channels: Vec::new(),
+            notices_max_members: 0,
         }
     }
 }
@@ -122,6 +128,8 @@ impl MessagingConfig {
             "max-identity" => self.max_identity = positive(v)?,
             "history-size" => self.history_size = count(v)?,
             "history-ttl" => self.history_ttl = nonzero_duration(v)?,
+            "quiet-channels" => self.quiet_channels = list(v),
+            "notices-max-members" => self.notices_max_members = count(v)?,
             _ => return Err(SetError::UnknownKey),
         }
         Ok(())

@@ -12,8 +12,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Past this, a write goes down before more is buffered.
 const HIGH_WATER: usize = 64 * 1024;
-/// Capacity kept after a flush; more is freed.
-const KEEP: usize = 1024;
+/// Capacity kept after a flush; more is freed. None: an idle connection holds no write
+/// buffer at all, and a batch's allocation costs far less than its write.
+const KEEP: usize = 0;
 
 pub(crate) struct Buffered<S> {
     inner: S,
@@ -32,9 +33,22 @@ impl<S> Buffered<S> {
     }
 }
 
+impl<S> Buffered<S> {
+    /// Appends frames encoded beforehand (see `wsframe`). The WebSocket layer above only
+    /// ever hands down whole frames too, so the two never split each other's frames.
+    pub(crate) fn extend(&mut self, frames: &[u8]) {
+        self.buf.extend_from_slice(frames);
+    }
+
+    /// Whether what is buffered should go down before more is added.
+    pub(crate) fn is_full(&self) -> bool {
+        self.buf.len() >= HIGH_WATER
+    }
+}
+
 impl<S: AsyncWrite + Unpin> Buffered<S> {
     /// Writes out what is buffered.
-    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.done < self.buf.len() {
             let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.done..]))?;
             if n == 0 {
@@ -103,5 +117,17 @@ mod tests {
         let mut got = vec![0u8; 10_000];
         b.read_exact(&mut got).await.unwrap();
         assert!(got.iter().all(|&x| x == 7));
+    }
+
+    #[tokio::test]
+    async fn a_small_write_leaves_no_buffer_behind() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut w = Buffered::new(a);
+        w.extend(b"\x81\x024x");
+        w.flush().await.unwrap();
+        assert_eq!(w.buf.capacity(), 0);
+        let mut got = [0u8; 4];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x81\x024x");
     }
 }

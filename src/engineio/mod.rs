@@ -26,6 +26,7 @@ mod cors;
 mod engine;
 mod errors;
 mod heartbeat;
+mod outgoing;
 pub mod packet;
 mod polling;
 pub(crate) mod queue;
@@ -36,6 +37,7 @@ pub mod socket;
 mod tests;
 mod transport;
 mod websocket;
+mod wsframe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -66,6 +66,8 @@ pub(crate) struct Queue {
     state: Mutex<State>,
     /// Wakes the receiver; a notification sent while it is busy is kept for its next wait.
     notify: Notify,
+    /// Woken by an item that is not lazy while the writer waits for more lazy ones.
+    urgent: Notify,
     limit: usize,
     cap: usize,
     /// How many tagged items taken are kept for a replay (0: none).
@@ -81,6 +83,8 @@ struct State {
     behind: Option<Behind>,
     /// The last tagged items taken, oldest first: taken is not delivered.
     taken: VecDeque<Outgoing>,
+    /// The writer waits for more lazy items (see `wait_lazily`).
+    lazy_wait: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -119,6 +123,7 @@ impl Queue {
         Queue {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
+            urgent: Notify::new(),
             limit,
             cap: cap.max(limit),
             history,
@@ -153,18 +158,39 @@ impl Queue {
                 Some(_) => {}
             }
         }
+        let urgent = st.lazy_wait && !item.is_lazy();
+        if urgent {
+            st.lazy_wait = false;
+        }
         st.items.push_back(item);
         let was_empty = st.items.len() == 1;
         drop(st);
         if was_empty {
             self.notify.notify_one();
         }
+        if urgent {
+            self.urgent.notify_one();
+        }
         Ok(())
+    }
+
+    /// Whether the writer, holding lazy items alone, may wait for more: only while nothing
+    /// else is queued, and until something else is ([`Queue::urgent`]).
+    pub(crate) fn wait_lazily(&self) -> bool {
+        let mut st = self.lock();
+        st.lazy_wait = st.items.iter().all(Outgoing::is_lazy);
+        st.lazy_wait
+    }
+
+    /// Resolves once an item that is not lazy was pushed during a [`Queue::wait_lazily`].
+    pub(crate) async fn urgent(&self) {
+        self.urgent.notified().await
     }
 
     /// Moves up to `max` items into `out`; returns how many.
     pub(crate) fn take(&self, max: usize, out: &mut Vec<Outgoing>) -> usize {
         let mut st = self.lock();
+        st.lazy_wait = false;
         let n = st.items.len().min(max);
         let from = out.len();
         out.extend(st.items.drain(..n));
@@ -361,6 +387,23 @@ mod tests {
             assert!(q.push(item(n)).is_ok(), "{n}");
         }
         assert!(matches!(q.push(item(17)), Err((SendError::Full, _))));
+    }
+
+    #[test]
+    fn a_writer_waits_for_lazy_items_until_another_comes() {
+        use futures_util::FutureExt;
+        let q = Queue::new(8);
+        let mut out = Vec::new();
+        q.push(item(1).lazy()).unwrap();
+        q.take(8, &mut out);
+        assert!(q.wait_lazily());
+        q.push(item(2).lazy()).unwrap();
+        assert!(q.urgent().now_or_never().is_none(), "a notice waits");
+        q.push(item(3)).unwrap();
+        assert!(q.urgent().now_or_never().is_some(), "a message does not");
+        q.take(8, &mut out);
+        q.push(item(4)).unwrap();
+        assert!(!q.wait_lazily(), "no wait with a message queued");
     }
 
     #[tokio::test]

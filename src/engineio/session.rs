@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::debug;
@@ -22,12 +21,13 @@ use super::heartbeat::{Beat, Heartbeat};
 use super::packet::{self, Frame, Packet, Str};
 use super::queue::Queue;
 use super::socket::{CloseReason, Outgoing, Socket};
-use super::transport::{Event, Transport, UpgradeStep, ws_message};
+use super::transport::{Event, Transport, UpgradeStep};
 
 mod finish;
 #[cfg(test)]
 mod tests;
 mod upgrade;
+mod write;
 
 use super::{Connection, Message};
 use upgrade::Held;
@@ -36,6 +36,8 @@ pub(crate) use super::transport::{PollError, PollReply, WsStream};
 
 /// How many queued items a writer takes before it flushes once.
 const DRAIN_BATCH: usize = 256;
+/// How long a writer woken by lazy items alone waits for more to write with them.
+const LAZY_WAIT: Duration = Duration::from_millis(10);
 
 /// Requests to the session task from the HTTP side.
 pub(crate) enum Control {
@@ -133,8 +135,18 @@ impl Session {
                 n = self.queue.wait_take(batch_max, &mut batch), if can_write => {
                     if n > 0 && n < DRAIN_BATCH && matches!(self.transport, Transport::WebSocket(_)) {
                         // Let the broadcasts already under way land too: one write for
-                        // several of them costs less than a write for each.
-                        tokio::task::yield_now().await;
+                        // several of them costs less than a write for each. Items nobody
+                        // waits for (membership notices, one per join) wait longer.
+                        if batch.iter().all(Outgoing::is_lazy) && self.queue.wait_lazily() {
+                            tokio::select! {
+                                () = tokio::time::sleep(LAZY_WAIT) => {}
+                                // A message or an ack does not wait.
+                                () = self.queue.urgent() => {}
+                                () = closing.cancelled() => return Ok(()),
+                            }
+                        } else {
+                            tokio::task::yield_now().await;
+                        }
                         self.queue.take(DRAIN_BATCH - n, &mut batch);
                     }
                     if n > 0 {
@@ -352,59 +364,6 @@ impl Session {
         self.queue.take(max, &mut items);
         for item in items {
             self.pending.extend(item.frames().iter().cloned());
-        }
-    }
-
-    /// Writes a batch taken from the queue plus whatever else is ready, then flushes once.
-    async fn write(&mut self, items: Vec<Outgoing>) -> Result<(), CloseReason> {
-        if matches!(self.transport, Transport::WebSocket(_)) {
-            let frames: Vec<Frame> = items
-                .iter()
-                .flat_map(|i| i.frames().iter().cloned())
-                .collect();
-            // The queue kept what was taken: written or not, a replay decides by what the
-            // client saw.
-            self.write_frames(frames).await
-        } else {
-            for item in items {
-                self.pending.extend(item.frames().iter().cloned());
-            }
-            self.take_ready();
-            self.flush_poll()
-        }
-    }
-
-    async fn write_frames(
-        &mut self,
-        frames: impl IntoIterator<Item = Frame>,
-    ) -> Result<(), CloseReason> {
-        let Transport::WebSocket(ws) = &mut self.transport else {
-            self.pending.extend(frames);
-            return self.flush_poll();
-        };
-        let limit = self.inner.config.write_timeout;
-        let closing = self.socket.closing_token();
-        let write = timeout(limit, async {
-            for f in frames {
-                ws.feed(ws_message(f)).await?;
-            }
-            ws.flush().await
-        });
-        // A client that stopped reading must not keep its session alive past a close.
-        let written = tokio::select! {
-            w = write => w,
-            _ = closing.cancelled() => return Err(self.socket.close_reason()),
-        };
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                debug!(error = %e, "websocket write failed");
-                Err(CloseReason::TransportError)
-            }
-            Err(_) => {
-                debug!("websocket write timed out");
-                Err(CloseReason::SlowClient)
-            }
         }
     }
 

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
 use super::close::WsClose;
-use super::packet::{Frame, Str};
 use super::queue::Queue;
+
+pub use super::outgoing::Outgoing;
 
 /// A session id: 20 characters of base64url over 15 bytes from the OS CSPRNG.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -105,59 +105,6 @@ impl CloseReason {
             CloseReason::BadRequest => "bad request",
             CloseReason::SlowClient => "slow client",
             CloseReason::ServerClose => "server close",
-        }
-    }
-}
-
-/// One item of the outbound queue: frames that must go out together and in order (a
-/// Socket.IO binary event is a text frame followed by its attachments), cheap to clone so
-/// that one encoded broadcast is shared by every recipient.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    frames: Frames,
-    /// Non-zero: a sequence number the layer above gave this item. Tagged items are kept in
-    /// the session's history, so they can be replayed after the transport is lost.
-    pub tag: u64,
-}
-
-#[derive(Debug, Clone)]
-enum Frames {
-    One(Frame),
-    Many(Arc<[Frame]>),
-}
-
-impl Outgoing {
-    pub fn one(frame: Frame) -> Outgoing {
-        Outgoing {
-            frames: Frames::One(frame),
-            tag: 0,
-        }
-    }
-
-    pub fn many(frames: Vec<Frame>) -> Outgoing {
-        Outgoing {
-            frames: Frames::Many(frames.into()),
-            tag: 0,
-        }
-    }
-
-    pub fn text(s: Str) -> Outgoing {
-        Outgoing::one(Frame::Text(s))
-    }
-
-    pub fn binary(b: Bytes) -> Outgoing {
-        Outgoing::one(Frame::Binary(b))
-    }
-
-    pub fn tagged(mut self, tag: u64) -> Outgoing {
-        self.tag = tag;
-        self
-    }
-
-    pub fn frames(&self) -> &[Frame] {
-        match &self.frames {
-            Frames::One(f) => std::slice::from_ref(f),
-            Frames::Many(fs) => fs,
         }
     }
 }
@@ -404,6 +351,7 @@ impl fmt::Debug for Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engineio::Str;
 
     #[test]
     fn sids_are_random_and_url_safe() {

@@ -151,7 +151,10 @@ impl Hub {
         let count = ch.count();
         let event = Envelope::membership(channel, member.identity.clone(), change, options, count);
         self.observe(HubEvent::from(change), &event);
-        let item = event.encode(self.next_offset(), Vec::new());
+        if !self.config.notices.tell(channel, count) {
+            return;
+        }
+        let item = event.encode(self.next_offset(), Vec::new()).lazy();
         let mut f = ch.deliver(&item, self.config.cache_limit);
         for s in also {
             f.add(s.deliver(&item, self.config.cache_limit));

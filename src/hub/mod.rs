@@ -31,6 +31,7 @@ mod legacy;
 mod lifecycle;
 mod member;
 mod membership;
+mod notices;
 mod observer;
 mod query;
 mod remote;
@@ -51,6 +52,7 @@ pub use app::HubApp;
 pub use envelope::{Envelope, error_envelope};
 pub use handover::Restored;
 pub use history::{DEFAULT_LIMIT, MAX_LIMIT, history_json, parse_limit, parse_since};
+pub use notices::Notices;
 pub use observer::{HubEvent, Observer};
 pub use request::{Init, Publication, Request, RequestError};
 pub use validate::{ChannelName, CommandName, HubError, Identity, RESERVED_COMMANDS};
@@ -77,6 +79,8 @@ pub struct HubConfig {
     pub history_size: usize,
     /// Age past which a kept message is dropped (`history-ttl`).
     pub history_ttl: Duration,
+    /// Which channels get `onSubscribe`/`onUnsubscribe` notices.
+    pub notices: Notices,
 }
 
 impl Default for HubConfig {
@@ -90,6 +94,7 @@ impl Default for HubConfig {
             cluster_answer: Duration::from_secs(10),
             history_size: 0,
             history_ttl: Duration::from_secs(3600),
+            notices: Notices::default(),
         }
     }
 }

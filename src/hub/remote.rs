@@ -55,14 +55,16 @@ impl Inbound for Hub {
         let Some(channel) = envelope.channel.as_deref() else {
             return;
         };
-        let item = envelope.encode(self.next_offset(), Vec::new());
+        let item = envelope.encode(self.next_offset(), Vec::new()).lazy();
         let mut f = Fanout::default();
         let mut in_channel = false;
         if let Ok(map) = self.shard(channel).channels.lock() {
             if observe {
                 self.observe(HubEvent::from(change), envelope);
             }
-            if let Some(ch) = map.get(channel) {
+            if let Some(ch) = map.get(channel)
+                && self.config.notices.tell(channel, ch.count())
+            {
                 f = ch.deliver(&item, self.config.cache_limit);
                 in_channel = leaving.is_some_and(|k| ch.members.contains_key(k));
             }

@@ -108,7 +108,7 @@ fn the_units_wire_sockets_to_the_service_by_name() {
         "ExecReload=/bin/kill -HUP $MAINPID",
         "User=realtime",
         "Restart=on-failure",
-        "LimitNOFILE=65536",
+        "LimitNOFILE=262144",
     ] {
         assert!(
             service.lines().any(|l| l == line),

@@ -12,6 +12,7 @@ mod engineio_errors;
 mod http_api;
 mod local_peer;
 mod monitor;
+mod notices;
 mod origins;
 mod refusals;
 mod slow_client;

@@ -1,6 +1,8 @@
 //! One Socket.IO client over a WebSocket: connect (WebSocket, Engine.IO OPEN, Socket.IO
 //! CONNECT), and subscribe with acks while answering the server's pings.
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -18,6 +20,8 @@ pub(crate) struct Target {
     pub addr: String,
     /// Path and query of the Engine.IO WebSocket endpoint.
     pub path: String,
+    /// Local addresses to connect from, in turn (empty: the system's choice).
+    pub sources: Vec<IpAddr>,
 }
 
 impl Target {
@@ -34,15 +38,35 @@ impl Target {
         Ok(Target {
             path: format!("/{}/?EIO=4&transport=websocket", path.trim_matches('/')),
             addr,
+            sources: Vec::new(),
         })
+    }
+
+    /// Connects from the loopback addresses 127.0.0.1 to 127.0.0.`n` in turn: each has its
+    /// own ephemeral port range (about 28,000 ports), so 100,000 connections need four.
+    pub(crate) fn with_loopback_sources(mut self, n: u8) -> Target {
+        self.sources = (1..=n.max(1))
+            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+            .collect();
+        self
+    }
+
+    fn next_source(&self) -> Option<IpAddr> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = self.sources.len();
+        (n > 0).then(|| self.sources[NEXT.fetch_add(1, Ordering::Relaxed) % n])
     }
 }
 
 /// Opens a connection and joins namespace `/`: ready for subscribe and publish.
 pub(crate) async fn connect(target: &Target) -> Result<Ws> {
-    let mut ws = tokio::time::timeout(STEP_TIMEOUT, Ws::connect(&target.addr, &target.path))
-        .await
-        .context("websocket handshake timed out")??;
+    let source = target.next_source();
+    let mut ws = tokio::time::timeout(
+        STEP_TIMEOUT,
+        Ws::connect_from(&target.addr, source, &target.path),
+    )
+    .await
+    .context("websocket handshake timed out")??;
     let open = next_text(&mut ws).await?;
     match wire::classify(&open) {
         Incoming::Open(json) if wire::open_sid(json).is_some() => {}

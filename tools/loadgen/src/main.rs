@@ -29,7 +29,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
-use scenarios::{ChannelsArgs, Common, FanoutArgs, IdleArgs, RateArgs};
+use scenarios::{ChannelsArgs, Common, CrowdArgs, FanoutArgs, IdleArgs, RateArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -73,6 +73,14 @@ enum Command {
         #[command(flatten)]
         args: ChannelsArgs,
     },
+    /// N connections (100,000 by default) on one channel, then one broadcast to all:
+    /// handshakes/s, RSS per connection, time until the last has it.
+    Crowd {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        args: CrowdArgs,
+    },
     /// Writes BENCHMARKS.md and its plots from the JSON lines of runs.
     Report(report::ReportArgs),
     /// Checks the JSON lines of runs: every scenario of every server present, nothing lost.
@@ -113,6 +121,10 @@ struct ServerArgs {
     /// Seconds without progress after which a run ends as failed.
     #[arg(long, default_value_t = 10.0)]
     stall_timeout: f64,
+    /// Connect from this many loopback addresses (127.0.0.1 to 127.0.0.N) in turn; past
+    /// about 28,000 connections one address runs out of ephemeral ports.
+    #[arg(long, default_value_t = 1)]
+    sources: u8,
     /// Runtime worker threads (default: the CPUs this process may use; 1 = single-threaded).
     #[arg(long)]
     threads: Option<usize>,
@@ -134,6 +146,9 @@ fn main() -> ExitCode {
         }),
         Command::Channels { server, args } => drive(&server, |c| {
             Box::pin(async move { scenarios::channels(&c, &args).await })
+        }),
+        Command::Crowd { server, args } => drive(&server, |c| {
+            Box::pin(async move { scenarios::crowd(&c, &args).await })
         }),
     };
     match result {
@@ -167,7 +182,11 @@ fn drive(server: &ServerArgs, scenario: impl FnOnce(Common) -> ScenarioFuture) -
             .enable_all()
             .build()?
     };
-    let target = Arc::new(conn::Target::new(&server.url, &server.path)?);
+    let mut target = conn::Target::new(&server.url, &server.path)?;
+    if server.sources > 1 {
+        target = target.with_loopback_sources(server.sources);
+    }
+    let target = Arc::new(target);
     let publish_target = match &server.publish_url {
         Some(url) => Arc::new(conn::Target::new(url, &server.path)?),
         None => target.clone(),

@@ -86,6 +86,12 @@ const FIGURES: &[Figure] = &[
     fig("fanout", "deliveries_per_s", "fan-out deliveries/s", true),
     fig(
         "fanout",
+        "server_cpu_per_delivery_us",
+        "server CPU per fan-out delivery (µs)",
+        false,
+    ),
+    fig(
+        "fanout",
         "latency_p50_ms",
         "fan-out latency p50 (ms)",
         false,
@@ -165,10 +171,35 @@ const FIGURES: &[Figure] = &[
     ),
     fig("idle", "subscribe_acks_per_s", "subscribe acks/s", true),
     fig(
+        "idle",
+        "server_cpu_per_notice_us",
+        "server CPU per membership notice (µs)",
+        false,
+    ),
+    fig(
         "channels",
         "deliveries_per_s",
         "many-channels deliveries/s",
         true,
+    ),
+    fig("crowd", "handshakes_per_s", "crowd: handshakes/s", true),
+    fig(
+        "crowd",
+        "rss_per_connection_kib",
+        "crowd: RSS per connection (KiB)",
+        false,
+    ),
+    fig(
+        "crowd",
+        "last_delivery_ms",
+        "crowd: broadcast to the last connection (ms)",
+        false,
+    ),
+    fig(
+        "channels",
+        "server_cpu_per_delivery_us",
+        "server CPU per many-channels delivery (µs)",
+        false,
     ),
 ];
 
@@ -179,6 +210,7 @@ const SATURATION: &[(&str, &str)] = &[
     ("rate", "fixed rate"),
     ("idle", "idle (handshakes)"),
     ("channels", "many channels"),
+    ("crowd", "crowd (handshakes)"),
     ("fanout-cross-node", "cross-node fan-out"),
     ("rate-cross-node", "cross-node fixed rate"),
     ("channels-cross-node", "cross-node many channels"),

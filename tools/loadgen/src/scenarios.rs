@@ -99,6 +99,18 @@ pub(crate) struct ChannelsArgs {
     pub window: u64,
 }
 
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CrowdArgs {
+    /// Connections, all on the one channel.
+    #[arg(long, default_value_t = 100_000)]
+    pub connections: usize,
+    /// Broadcasts, one at a time: each waits until every connection has the previous one.
+    #[arg(long, default_value_t = 1)]
+    pub messages: u32,
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+}
+
 /// Who joins and who sends what.
 struct Plan {
     names: Vec<String>,
@@ -166,6 +178,8 @@ struct Observed {
     elapsed: Duration,
     rss_before_kib: Option<u64>,
     rss_after_kib: Option<u64>,
+    /// Once every connection is subscribed (before anything is published).
+    rss_subscribed_kib: Option<u64>,
     latency: Latency,
     counts: Counts,
     failed_clients: usize,
@@ -216,6 +230,7 @@ async fn measure(common: &Common, plan: Plan) -> Result<Observed> {
     // Clients that failed to connect never reach the subscribe phase.
     phases.subscribed.wait(n - phases.connected.failed()).await;
     obs.subscribe = meter.stop();
+    obs.rss_subscribed_kib = common.server.and_then(|p| p.rss_kib().ok());
     let all_in = phases.connected.failed() + phases.subscribed.failed() == 0;
 
     if let Some(settle) = plan.settle {
@@ -362,6 +377,11 @@ fn delivery_metrics(common: &Common, obs: &Observed) -> Vec<(&'static str, Optio
             "loadgen_cpu_pct",
             pct(obs.publish.loadgen_cpu, obs.publish.wall),
         ),
+        // Unlike a rate, this holds on a machine shared with other work.
+        (
+            "server_cpu_per_delivery_us",
+            us(obs.publish.server_cpu, obs.counts.received as f64),
+        ),
     ];
     if common.cross_node {
         m.push((
@@ -446,6 +466,13 @@ pub(crate) async fn idle(common: &Common, a: &IdleArgs) -> Result<Value> {
             "server_cpu_per_subscribe_us",
             us(obs.subscribe.server_cpu, obs.subscriptions as f64),
         ),
+        // Membership notices are nearly all a subscribe costs when they are on.
+        (
+            "server_cpu_per_notice_us",
+            (obs.other_events > 0)
+                .then(|| us(obs.subscribe.server_cpu, obs.other_events as f64))
+                .flatten(),
+        ),
         (
             "loadgen_cpu_pct",
             pct(obs.handshake.loadgen_cpu, obs.handshake.wall),
@@ -454,6 +481,61 @@ pub(crate) async fn idle(common: &Common, a: &IdleArgs) -> Result<Value> {
     let params = json!({"connections": a.connections, "channels": channels, "settle_s": a.settle,
                         "concurrency": common.concurrency});
     Ok(report("idle", params, &obs, metrics))
+}
+
+pub(crate) async fn crowd(common: &Common, a: &CrowdArgs) -> Result<Value> {
+    let plan = Plan {
+        names: vec!["crowd".into()],
+        subscribers: vec![vec![0]; a.connections],
+        publishers: vec![vec![0]],
+        per_channel: a.messages.max(1),
+        pace: Pace::Window(1),
+        size: a.size,
+        settle: None,
+    };
+    let obs = measure(common, plan).await?;
+    let n = obs.connections as f64;
+    let rss_per_conn = match (obs.rss_before_kib, obs.rss_subscribed_kib) {
+        (Some(b), Some(a)) => Some((a as f64 - b as f64) / n.max(1.0)),
+        _ => None,
+    };
+    let metrics = vec![
+        ("connections", Some(n)),
+        ("handshakes_per_s", Some(per_sec(n, obs.handshake.wall))),
+        (
+            "server_cpu_per_handshake_us",
+            us(obs.handshake.server_cpu, n),
+        ),
+        (
+            "subscribe_acks_per_s",
+            Some(per_sec(obs.subscriptions as f64, obs.subscribe.wall)),
+        ),
+        ("rss_per_connection_kib", rss_per_conn),
+        (
+            "rss_subscribed_kib",
+            obs.rss_subscribed_kib.map(|v| v as f64),
+        ),
+        // A broadcast's latency is measured per recipient: the largest is its last one.
+        ("last_delivery_ms", Some(obs.latency.max)),
+        // While the connections open: who of the two bounds the handshakes.
+        (
+            "server_cpu_pct",
+            pct(obs.handshake.server_cpu, obs.handshake.wall),
+        ),
+        (
+            "loadgen_cpu_pct",
+            pct(obs.handshake.loadgen_cpu, obs.handshake.wall),
+        ),
+        ("latency_p50_ms", Some(obs.latency.p50)),
+        (
+            "deliveries_per_s",
+            Some(per_sec(obs.counts.received as f64, obs.elapsed)),
+        ),
+    ];
+    let params = json!({"connections": a.connections, "messages": a.messages, "size": a.size,
+                        "concurrency": common.concurrency,
+                        "sources": common.target.sources.len().max(1)});
+    Ok(report("crowd", params, &obs, metrics))
 }
 
 /// Connection i joins channels i, i + C/k, i + 2C/k, ... (mod C): k distinct channels each,

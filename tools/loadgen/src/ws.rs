@@ -10,11 +10,12 @@
 //! Only what a Socket.IO client needs: text frames (fragmented or not) in, text frames
 //! out (masked, as a client must), WebSocket pings answered, close.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -135,10 +136,34 @@ pub(crate) struct Ws {
 
 impl Ws {
     /// Connects to `addr` (`host:port`) and upgrades `GET path`.
+    #[cfg(test)]
     pub(crate) async fn connect(addr: &str, path: &str) -> Result<Ws> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connect to {addr}"))?;
+        Ws::connect_from(addr, None, path).await
+    }
+
+    /// As [`Ws::connect`], from the local address `source` when given (one address has
+    /// one ephemeral port range; more connections than that need more addresses).
+    pub(crate) async fn connect_from(addr: &str, source: Option<IpAddr>, path: &str) -> Result<Ws> {
+        let stream = match source {
+            None => TcpStream::connect(addr).await,
+            Some(ip) => {
+                let to = tokio::net::lookup_host(addr)
+                    .await
+                    .with_context(|| format!("resolve {addr}"))?
+                    .find(|a| a.is_ipv4() == ip.is_ipv4())
+                    .ok_or_else(|| anyhow!("{addr}: no address of the family of {ip}"))?;
+                let socket = if ip.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket
+                    .bind(SocketAddr::new(ip, 0))
+                    .with_context(|| format!("bind {ip}"))?;
+                socket.connect(to).await
+            }
+        }
+        .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true)?;
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| anyhow!("random seed: {e}"))?;

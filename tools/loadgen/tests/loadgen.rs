@@ -160,6 +160,20 @@ fn every_scenario_counts_every_delivery() {
     assert!(m["handshakes_per_s"].as_f64().unwrap() > 0.0);
     assert!(m["subscribe_acks_per_s"].as_f64().unwrap() > 0.0);
     assert!(m["server_cpu_per_handshake_us"].is_number(), "{j}");
+
+    // From three loopback addresses in turn.
+    let (ok, j) = loadgen(
+        &server,
+        "crowd",
+        &["--connections", "40", "--messages", "2", "--sources", "3"],
+    );
+    assert!(ok, "{j}");
+    clean(&j, 40 * 2);
+    assert_eq!(j["params"]["sources"], 3, "{j}");
+    assert!(
+        j["metrics"]["last_delivery_ms"].as_f64().unwrap() > 0.0,
+        "{j}"
+    );
 }
 
 /// `--publish-url` connects the publisher elsewhere (here: the same server by another
