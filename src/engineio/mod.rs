@@ -38,6 +38,7 @@ mod tests;
 mod transport;
 mod websocket;
 mod wsframe;
+mod wsread;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
