@@ -7,16 +7,15 @@ use std::future::pending;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::buffered::Buffered;
 use super::packet::Frame;
+use super::wsread::{FrameBounded, WsIo};
 
-pub(crate) type WsStream = WebSocketStream<Buffered<TokioIo<Upgraded>>>;
+pub(crate) type WsStream = WebSocketStream<Buffered<FrameBounded<WsIo>>>;
 
 /// The answer to a held polling GET: a payload, or a refusal.
 pub(crate) type PollReply = oneshot::Sender<Result<Bytes, PollError>>;

@@ -9,7 +9,6 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
@@ -25,6 +24,7 @@ use super::errors::EngineError;
 use super::session::Control;
 use super::socket::TransportKind;
 use super::transport::{UpgradeStep, WsStream};
+use super::wsread::{FrameBounded, WsIo};
 
 /// Whether the request asks for a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
 pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
@@ -66,8 +66,9 @@ pub(crate) fn accept(
                 return;
             }
         };
+        let (io, read_past) = WsIo::from_upgraded(upgraded);
         let ws = WebSocketStream::from_raw_socket(
-            Buffered::new(TokioIo::new(upgraded)),
+            Buffered::new(FrameBounded::new(io, &read_past)),
             Role::Server,
             Some(ws_config(inner.config.max_payload)),
         )

@@ -6,13 +6,21 @@
 //! length (126: a 16-bit length follows, 127: a 64-bit one), the 4-byte mask when MASK is
 //! set, then the payload. A header is handed up only whole, together with what of its
 //! payload is here.
+//!
+//! Under it, [`WsIo`]: the client's TCP stream itself where the HTTP layer gives it back,
+//! so its descriptor is at hand.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use std::os::fd::{AsRawFd, RawFd};
+
 use bytes::{Buf, Bytes, BytesMut};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// How much is read from the socket at once.
 const CHUNK: usize = 4096;
@@ -42,12 +50,16 @@ impl<S> FrameBounded<S> {
         }
     }
 
+    // Read by the hand-over of live connections, which takes the client's bytes at a
+    // message boundary.
+    #[allow(dead_code)]
     /// When the WebSocket above holds nothing of the client's (no part of a frame, no part
     /// of a fragmented message): the bytes read and not yet handed up. `None` otherwise.
     pub(crate) fn unread_at_boundary(&self) -> Option<Bytes> {
         (self.left == 0 && self.at_message_end).then(|| Bytes::copy_from_slice(&self.unread))
     }
 
+    #[allow(dead_code)]
     pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }
@@ -128,6 +140,75 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FrameBounded<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The connection a WebSocket runs on.
+pub(crate) enum WsIo {
+    /// The client's TCP stream, taken back from the HTTP layer.
+    Tcp(TcpStream),
+    /// Whatever else the HTTP layer served the upgrade on.
+    Other(TokioIo<Upgraded>),
+}
+
+impl WsIo {
+    /// The stream under an upgrade, with the bytes the HTTP layer read past the request
+    /// (a client may send its first frames right behind it).
+    pub(crate) fn from_upgraded(upgraded: Upgraded) -> (WsIo, Bytes) {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (WsIo::Tcp(parts.io.into_inner()), parts.read_buf),
+            Err(other) => (WsIo::Other(TokioIo::new(other)), Bytes::new()),
+        }
+    }
+
+    // Read by the hand-over of live connections, which passes the socket on.
+    #[allow(dead_code)]
+    /// The client socket's descriptor, when this is a plain TCP stream.
+    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+        match self {
+            WsIo::Tcp(s) => Some(s.as_raw_fd()),
+            WsIo::Other(_) => None,
+        }
+    }
+}
+
+impl AsyncRead for WsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            WsIo::Other(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WsIo::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            WsIo::Other(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Tcp(s) => Pin::new(s).poll_flush(cx),
+            WsIo::Other(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            WsIo::Other(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 }
 
@@ -223,5 +304,58 @@ mod tests {
                 assert_eq!(&wire[ends[i]..ends[i] + unread.len()], &unread[..]);
             }
         }
+    }
+
+    /// The HTTP server's upgrade gives the TCP stream back (so its descriptor can be passed
+    /// on), with what the client sent right behind its request.
+    #[tokio::test]
+    async fn an_upgrade_gives_the_tcp_stream_back() {
+        use hyper::server::conn::http1;
+        use tokio::io::AsyncReadExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let tx = std::sync::Mutex::new(Some(tx));
+            let service = hyper::service::service_fn(move |mut req| {
+                let on_upgrade = hyper::upgrade::on(&mut req);
+                let tx = tx.lock().unwrap().take();
+                tokio::spawn(async move {
+                    let (io, past) = WsIo::from_upgraded(on_upgrade.await.unwrap());
+                    let _ = tx.unwrap().send((io, past));
+                });
+                let mut res = hyper::Response::new(http_body_util::Empty::<Bytes>::new());
+                *res.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                res.headers_mut()
+                    .insert(hyper::header::UPGRADE, "websocket".parse().unwrap());
+                res.headers_mut()
+                    .insert(hyper::header::CONNECTION, "upgrade".parse().unwrap());
+                async move { Ok::<_, std::convert::Infallible>(res) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nearly")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 101");
+        let (mut io, past) = rx.await.unwrap();
+        assert!(
+            io.raw_fd().is_some(),
+            "the upgrade is served on the TCP stream itself"
+        );
+        // What the HTTP layer read past the request, then the socket: nothing lost.
+        let mut rest = vec![0u8; 5 - past.len()];
+        io.read_exact(&mut rest).await.unwrap();
+        assert_eq!([&past[..], &rest[..]].concat(), b"early");
+        server.abort();
     }
 }
