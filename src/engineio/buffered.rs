@@ -40,6 +40,10 @@ impl<S> Buffered<S> {
         self.buf.extend_from_slice(frames);
     }
 
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// Whether what is buffered should go down before more is added.
     pub(crate) fn is_full(&self) -> bool {
         self.buf.len() >= HIGH_WATER

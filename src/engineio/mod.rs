@@ -26,6 +26,7 @@ mod cors;
 mod engine;
 mod errors;
 mod heartbeat;
+mod livews;
 mod outgoing;
 pub mod packet;
 mod polling;

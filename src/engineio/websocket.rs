@@ -99,7 +99,7 @@ pub(crate) fn accept(
 /// Buffers sized for idle connections: the read buffer grows for a large message, and each
 /// frame goes straight down to [`Buffered`], which gathers a batch into one write and frees
 /// its memory after the flush. Messages are bounded by max payload.
-fn ws_config(max_payload: usize) -> WebSocketConfig {
+pub(super) fn ws_config(max_payload: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(0)
