@@ -104,6 +104,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameBounded<S> {
                 let n = (this.left.min(this.unread.len() as u64) as usize).min(buf.remaining());
                 buf.put_slice(&this.unread[..n]);
                 this.unread.advance(n);
+                if this.unread.is_empty() {
+                    // Most connections are idle most of the time: they hold no read buffer.
+                    this.unread = BytesMut::new();
+                }
                 this.left -= n as u64;
                 this.handed += n as u64;
                 return Poll::Ready(Ok(()));
