@@ -21,7 +21,8 @@ use super::wsread::{FrameBounded, WsIo};
 #[derive(Debug)]
 #[allow(dead_code)] // Read by the hand-over of live sessions.
 pub(crate) struct Taken {
-    /// A duplicate of the client's socket, without close-on-exec (dup(2) clears it).
+    /// A duplicate of the client's socket. It has close-on-exec: the hand-over clears it
+    /// on the sockets it names in the state, so no other one leaks into the new process.
     pub(crate) fd: OwnedFd,
     /// Read from the client and not yet taken as frames: to be read before the socket.
     pub(crate) unread: Bytes,
@@ -37,16 +38,8 @@ pub(crate) async fn take(ws: &mut WsStream, limit: Duration) -> Option<Taken> {
     timeout(limit, ws.flush()).await.ok()?.ok()?;
     let bounded = ws.get_ref().get_ref();
     let unread = bounded.unread_at_boundary()?;
-    let fd = bounded.get_ref().raw_fd()?;
-    // SAFETY of the borrow: the stream owning `fd` is borrowed above for this call.
-    let fd = nix::unistd::dup(borrow(fd)).ok()?;
+    let fd = bounded.get_ref().as_fd()?.try_clone_to_owned().ok()?;
     Some(Taken { fd, unread })
-}
-
-#[allow(unsafe_code)]
-fn borrow(fd: std::os::fd::RawFd) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: `fd` belongs to a stream the caller holds for the length of the dup(2).
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
 /// The WebSocket again, on a socket passed by the previous process, with the bytes it had

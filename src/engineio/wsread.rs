@@ -14,7 +14,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
@@ -168,9 +168,9 @@ impl WsIo {
     // Read by the hand-over of live connections, which passes the socket on.
     #[allow(dead_code)]
     /// The client socket's descriptor, when this is a plain TCP stream.
-    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+    pub(crate) fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
-            WsIo::Tcp(s) => Some(s.as_raw_fd()),
+            WsIo::Tcp(s) => Some(s.as_fd()),
             WsIo::Other(_) => None,
         }
     }
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(&head, b"HTTP/1.1 101");
         let (mut io, past) = rx.await.unwrap();
         assert!(
-            io.raw_fd().is_some(),
+            io.as_fd().is_some(),
             "the upgrade is served on the TCP stream itself"
         );
         // What the HTTP layer read past the request, then the socket: nothing lost.
