@@ -122,7 +122,16 @@ fn daemon(config: Config, reloader: Reloader) -> Result<(), Fatal> {
     // and a port in use fails fast and plainly.
     // What the previous process handed over (SIGUSR1) takes the place of systemd's sockets.
     let (inherited, handed) = match handover::inherit().map_err(Fatal::Sockets)? {
-        Some(passed) => (passed.listeners, handover::take_state(passed.state)),
+        Some(passed) => {
+            let handed = handover::take_state(passed.state);
+            handover::close_strays(
+                &handed
+                    .as_ref()
+                    .map(handover::State::live_sockets)
+                    .unwrap_or_default(),
+            );
+            (passed.listeners, handed)
+        }
         None => {
             // A state systemd kept in its file descriptor store over a restart.
             let mut inherited = systemd::inherited_listeners().map_err(Fatal::Sockets)?;

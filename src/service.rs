@@ -107,9 +107,24 @@ fn take_over(product: &server::Product, state: &handover::State) {
         members = r.members,
         sessions = r.sessions,
         skipped = r.skipped,
+        live = r.live.len(),
         offset = state.offset,
         "took over the sessions of the previous process"
     );
+    // Each on the socket it had: a session that cannot be resumed so is closed, and its
+    // client recovers it from the grace window as after a lost connection.
+    for live in r.live {
+        let engine = product.engine.clone();
+        tokio::spawn(async move {
+            let fd = match handover::adopt_socket(live.fd) {
+                Ok(fd) => fd,
+                Err(e) => return warn!("handed-over socket not taken: {e}"),
+            };
+            if let Err(e) = engine.resume(fd, &live.unread, live.auth).await {
+                warn!("handed-over WebSocket not resumed: {e}");
+            }
+        });
+    }
 }
 
 /// How long shutdown waits for this node to leave the cluster.

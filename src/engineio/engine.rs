@@ -1,6 +1,7 @@
 //! The Engine.IO server's state: its settings and the table of open sessions.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -158,6 +159,60 @@ impl Inner {
         Ok(socket)
     }
 
+    /// A WebSocket session handed over live by the previous process, on its socket.
+    async fn resume(
+        self: &Arc<Self>,
+        fd: std::os::fd::OwnedFd,
+        unread: &[u8],
+        auth: serde_json::Value,
+    ) -> io::Result<()> {
+        let ws = super::livews::resume(fd, unread, self.config.max_payload).await?;
+        let queue = Arc::new(Queue::with_history(
+            self.config.queue_capacity,
+            self.config.history,
+        ));
+        let (control_tx, control_rx) = mpsc::channel(8);
+        let socket = Arc::new(Socket::new(
+            Sid::random(),
+            None,
+            TransportKind::WebSocket,
+            queue.clone(),
+        ));
+        {
+            let mut map = self
+                .sessions
+                .lock()
+                .map_err(|_| io::Error::other("the session table is poisoned"))?;
+            // Checked under the lock `shut_down` sweeps the sessions with: a session either
+            // is in the sweep, or sees the flag and is not started (its client recovers).
+            if self.shutting_down.load(Ordering::Acquire) {
+                return Err(io::Error::other("the server is stopping"));
+            }
+            map.insert(
+                socket.id.clone(),
+                Entry {
+                    socket: socket.clone(),
+                    control: control_tx,
+                },
+            );
+        }
+        let mut session = Session::new(
+            socket.clone(),
+            self.clone(),
+            queue,
+            control_rx,
+            Some(Box::new(ws)),
+        );
+        session.resume(auth);
+        self.config
+            .sessions
+            .spawn(session.run().instrument(socket.span().clone()));
+        socket
+            .span()
+            .in_scope(|| debug!("session resumed from the previous process"));
+        Ok(())
+    }
+
     /// The handshake packet for a new session.
     pub(crate) fn open_packet(&self, sid: &Sid, upgrades: bool) -> Packet {
         let upgrades: &[&str] = if upgrades && self.config.allow_websocket {
@@ -219,6 +274,18 @@ impl Engine {
     /// recovery); its next poll fails and it recovers its session from the next process.
     pub fn hand_over(&self) {
         self.inner.handing_over.store(true, Ordering::Release);
+    }
+
+    /// Resumes a WebSocket session the previous process handed over live: its socket,
+    /// the bytes its client sent that were not read yet, and the recovery `auth` its main
+    /// namespace rejoins with. On failure the socket is closed and its client recovers.
+    pub async fn resume(
+        &self,
+        fd: std::os::fd::OwnedFd,
+        unread: &[u8],
+        auth: serde_json::Value,
+    ) -> std::io::Result<()> {
+        self.inner.resume(fd, unread, auth).await
     }
 
     /// Every open session (for shutdown and status).

@@ -19,7 +19,6 @@ use super::wsread::{FrameBounded, WsIo};
 
 /// A live WebSocket, ready to cross to another process.
 #[derive(Debug)]
-#[allow(dead_code)] // Read by the hand-over of live sessions.
 pub(crate) struct Taken {
     /// A duplicate of the client's socket. It has close-on-exec: the hand-over clears it
     /// on the sockets it names in the state, so no other one leaks into the new process.
@@ -32,7 +31,6 @@ pub(crate) struct Taken {
 /// takes its socket. `None` when it cannot be taken whole: a frame still on its way in,
 /// a write that did not finish in time, or a stream that is not a plain TCP socket. The
 /// session then ends as it does today and its client recovers.
-#[allow(dead_code)] // Called by the hand-over of live sessions.
 pub(crate) async fn take(ws: &mut WsStream, limit: Duration) -> Option<Taken> {
     // A half-written frame is finished, and tungstenite's own queue (pongs) goes too.
     timeout(limit, ws.flush()).await.ok()?.ok()?;
@@ -44,7 +42,6 @@ pub(crate) async fn take(ws: &mut WsStream, limit: Duration) -> Option<Taken> {
 
 /// The WebSocket again, on a socket passed by the previous process, with the bytes it had
 /// read and not taken. Refuses a descriptor that is not a connected stream socket.
-#[allow(dead_code)] // Called by the hand-over of live sessions.
 pub(crate) async fn resume(fd: OwnedFd, unread: &[u8], max_payload: usize) -> io::Result<WsStream> {
     let kind = getsockopt(&fd.as_fd(), sockopt::SockType)
         .map_err(|e| io::Error::other(format!("not a socket: {e}")))?;

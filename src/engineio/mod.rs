@@ -72,6 +72,16 @@ pub enum Message {
 /// needs no lock.
 pub trait Handler: Send + Sync + 'static {
     fn on_open(&self, socket: &Arc<Socket>) -> Box<dyn Connection>;
+    /// A session the previous process handed over live, resumed on `socket` with the
+    /// recovery `auth` of its main namespace; `None` when it cannot be resumed (its client
+    /// then recovers as after a lost connection).
+    fn on_resume(
+        &self,
+        _socket: &Arc<Socket>,
+        _auth: &serde_json::Value,
+    ) -> Option<Box<dyn Connection>> {
+        None
+    }
 }
 
 /// The layer above's side of one session. Called from the session task: implementations

@@ -65,6 +65,9 @@ pub(crate) struct Session {
     held: Option<Held>,
     /// The close frame for what the WebSocket reader found wrong, if it found something.
     read_error: Option<WsClose>,
+    /// Handed over live by the previous process: rejoined with this recovery auth, no
+    /// greeting.
+    resumed: Option<serde_json::Value>,
 }
 
 impl Session {
@@ -91,10 +94,19 @@ impl Session {
             heartbeat,
             held: None,
             read_error: None,
+            resumed: None,
         }
     }
 
+    /// Marks the session as handed over live (see [`Handler::on_resume`]).
+    pub(crate) fn resume(&mut self, auth: serde_json::Value) {
+        self.resumed = Some(auth);
+    }
+
     pub(crate) async fn run(mut self) {
+        if let Some(auth) = self.resumed.take() {
+            return self.run_resumed(auth).await;
+        }
         // A session born on a WebSocket greets first; a polling one was greeted by its GET.
         let hello = if matches!(self.transport, Transport::WebSocket(_)) {
             let open = self.inner.open_packet(&self.socket.id, false).encode();
@@ -107,6 +119,29 @@ impl Session {
         let served = match hello {
             Ok(()) => self.serve().await,
             Err(reason) => Err(reason),
+        };
+        let reason = match served {
+            Ok(()) => self.socket.close_reason(),
+            Err(reason) => reason,
+        };
+        self.finish(reason).await;
+    }
+
+    /// A session handed over live: the client was greeted by the previous process. A ping
+    /// at once restarts the client's heartbeat deadline, which the hand-over ate into.
+    async fn run_resumed(mut self, auth: serde_json::Value) {
+        self.conn = self.inner.handler.on_resume(&self.socket, &auth);
+        let served = if self.conn.is_none() {
+            Err(CloseReason::TransportClose)
+        } else {
+            let ping = Packet::Ping(Str::from_static("")).encode();
+            match self.write_frames(std::iter::once(ping)).await {
+                Ok(()) => {
+                    self.heartbeat.delivered(Instant::now());
+                    self.serve().await
+                }
+                Err(reason) => Err(reason),
+            }
         };
         let reason = match served {
             Ok(()) => self.socket.close_reason(),

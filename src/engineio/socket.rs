@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
 use super::close::WsClose;
+use super::livews::Taken;
 use super::queue::Queue;
 
 pub use super::outgoing::Outgoing;
@@ -169,6 +170,8 @@ pub struct Socket {
     /// The session's span: entered by everything the session does, so its lines carry
     /// sid, peer and transport without repeating them.
     span: Span,
+    /// The WebSocket this session ended on, kept open for the next process at a hand-over.
+    live: Mutex<Option<Taken>>,
 }
 
 impl Socket {
@@ -188,8 +191,23 @@ impl Socket {
             upgrading: AtomicBool::new(false),
             holds: Mutex::new(Vec::new()),
             span: session_span(&id, peer, transport),
+            live: Mutex::new(None),
             id,
         }
+    }
+
+    /// Keeps the WebSocket the session ended on for the hand-over.
+    pub(crate) fn keep_live(&self, taken: Taken) {
+        if let Ok(mut live) = self.live.lock() {
+            *live = Some(taken);
+        }
+    }
+
+    /// The WebSocket kept for the hand-over: its socket, and what the client sent that was
+    /// not read yet.
+    pub fn take_live(&self) -> Option<(std::os::fd::OwnedFd, bytes::Bytes)> {
+        let taken = self.live.lock().ok()?.take()?;
+        Some((taken.fd, taken.unread))
     }
 
     /// Queues frames without waiting. A refused push (the client fell too far behind, or

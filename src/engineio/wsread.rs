@@ -50,16 +50,12 @@ impl<S> FrameBounded<S> {
         }
     }
 
-    // Read by the hand-over of live connections, which takes the client's bytes at a
-    // message boundary.
-    #[allow(dead_code)]
     /// When the WebSocket above holds nothing of the client's (no part of a frame, no part
     /// of a fragmented message): the bytes read and not yet handed up. `None` otherwise.
     pub(crate) fn unread_at_boundary(&self) -> Option<Bytes> {
         (self.left == 0 && self.at_message_end).then(|| Bytes::copy_from_slice(&self.unread))
     }
 
-    #[allow(dead_code)]
     pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }
@@ -165,8 +161,6 @@ impl WsIo {
         }
     }
 
-    // Read by the hand-over of live connections, which passes the socket on.
-    #[allow(dead_code)]
     /// The client socket's descriptor, when this is a plain TCP stream.
     pub(crate) fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         match self {

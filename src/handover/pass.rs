@@ -224,6 +224,58 @@ fn own(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// Lets a client's socket cross the exec (clears its close-on-exec flag).
+pub fn keep_open(fd: &impl AsFd) -> io::Result<()> {
+    set_cloexec(fd, false)
+}
+
+/// Takes a client's socket named by the handed-over state: a descriptor the previous
+/// process (same pid, checked with the state) kept open across the exec. Refuses one
+/// taken before, or not open; close-on-exec is set again.
+pub fn adopt_socket(fd: u32) -> io::Result<OwnedFd> {
+    static TAKEN: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+    let raw = RawFd::try_from(fd)
+        .ok()
+        .filter(|fd| *fd > 2)
+        .ok_or_else(|| io::Error::other(format!("`{fd}` is not a descriptor above 2")))?;
+    let mut taken = TAKEN.lock().map_err(|_| io::Error::other("poisoned"))?;
+    if taken.contains(&raw) {
+        return Err(io::Error::other(format!("descriptor {raw} named twice")));
+    }
+    nix::fcntl::fcntl(borrow(raw), FcntlArg::F_GETFD)
+        .map_err(|e| io::Error::other(format!("descriptor {raw}: {e}")))?;
+    taken.push(raw);
+    let owned = own(raw);
+    set_cloexec(&owned, true)?;
+    Ok(owned)
+}
+
+/// Closes the client sockets the previous process kept open across the exec that `keep`
+/// does not name: those of a state refused, or of sessions not taken in. Without this
+/// their clients would wait for a server that no longer reads them, until their heartbeat
+/// gives up. Only connected stream sockets without close-on-exec are touched: this
+/// process opens everything with the flag, and its listeners are not connected.
+pub fn close_strays(keep: &[u32]) {
+    use nix::sys::socket::{SockType, SockaddrStorage, getpeername, getsockopt, sockopt};
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && u32::try_from(*fd).is_ok_and(|fd| !keep.contains(&fd)))
+        .collect();
+    for fd in fds {
+        let b = borrow(fd);
+        let inherited = fcntl(b, FcntlArg::F_GETFD)
+            .is_ok_and(|f| !FdFlag::from_bits_truncate(f).contains(FdFlag::FD_CLOEXEC));
+        let client = getsockopt(&b, sockopt::SockType).is_ok_and(|t| t == SockType::Stream)
+            && getpeername::<SockaddrStorage>(fd).is_ok();
+        if inherited && client {
+            drop(own(fd));
+        }
+    }
+}
+
 /// Sets or clears close-on-exec.
 pub(super) fn set_cloexec(fd: &impl AsFd, on: bool) -> io::Result<()> {
     let flag = if on {

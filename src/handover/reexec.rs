@@ -56,7 +56,9 @@ pub fn prepare(http: &[RawFd], flash: &[RawFd]) -> io::Result<Plan> {
 /// Writes the hub's state and executes the new binary; returns only if neither it nor
 /// this very binary (`/proc/self/exe`, the fallback) could be executed.
 pub fn exec(plan: Plan, hub: &Hub, cluster: bool) -> io::Error {
-    let (bytes, sessions, skipped) = state(hub, cluster);
+    // Kept open until the exec, which they cross.
+    let mut sockets = Vec::new();
+    let (bytes, sessions, skipped) = state(hub, cluster, &mut sockets);
     let memfd = match pass::seal(&bytes) {
         Ok(fd) => fd,
         Err(e) => return io::Error::other(format!("cannot write the hand-over state: {e}")),
@@ -65,6 +67,7 @@ pub fn exec(plan: Plan, hub: &Hub, cluster: bool) -> io::Error {
     info!(
         sessions,
         skipped,
+        live = sockets.len(),
         bytes = bytes.len(),
         binary = %plan.path.display(),
         "handing over: executing the new binary"
@@ -81,6 +84,7 @@ pub fn exec(plan: Plan, hub: &Hub, cluster: bool) -> io::Error {
     let again = pass::exec(std::path::Path::new("/proc/self/exe"), &env);
     let _ = usr1.thread_unblock();
     drop(memfd);
+    drop(sockets);
     io::Error::other(format!("{first}; then {again}"))
 }
 
@@ -100,7 +104,8 @@ pub fn store(hub: &Hub, cluster: bool) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() || cluster {
         return;
     }
-    let (bytes, sessions, _) = state(hub, false);
+    // Nothing is kept open at a stop: the store gets the state alone.
+    let (bytes, sessions, _) = state(hub, false, &mut Vec::new());
     let stored = pass::seal(&bytes).and_then(|memfd| {
         sd_notify::notify_with_fds(
             &[
@@ -134,14 +139,18 @@ pub fn release_stored() {
 }
 
 /// The state to hand over, encoded, with how many sessions it holds and how many were left out.
-fn state(hub: &Hub, cluster: bool) -> (Vec<u8>, usize, usize) {
+fn state(
+    hub: &Hub,
+    cluster: bool,
+    sockets: &mut Vec<std::os::fd::OwnedFd>,
+) -> (Vec<u8>, usize, usize) {
     let (members, skipped) = if cluster {
         // Other nodes hold this node's members in Redis under its id; carrying them over
         // needs the id kept and the presence left as it is, which is not done yet.
         warn!("cluster mode: sessions are not handed over; clients reconnect to the new process");
         (Vec::new(), 0)
     } else {
-        hub.handover_members()
+        hub.handover_members(sockets)
     };
     let sessions: usize = members.iter().map(|m| m.sessions.len()).sum();
     let state = State {
@@ -154,6 +163,7 @@ fn state(hub: &Hub, cluster: bool) -> (Vec<u8>, usize, usize) {
         Ok(b) => b,
         Err(e) => {
             error!("{e}; handing over no session");
+            sockets.clear();
             State::default().encode().unwrap_or_default()
         }
     };

@@ -153,6 +153,23 @@ impl State {
     }
 }
 
+impl State {
+    /// The descriptors of the sessions handed over with their WebSocket open.
+    pub fn live_sockets(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .flat_map(|m| &m.sessions)
+            .filter_map(|s| match &s.connection {
+                Connection::Live {
+                    transport: Transport::WebSocket { fd, .. },
+                    ..
+                } => Some(*fd),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// The check over a header and body.
 pub(super) fn check(data: &[u8]) -> [u8; CHECK] {
     let digest = Sha256::digest(data);

@@ -3,6 +3,7 @@
 //! announces nothing: to everyone else the members never left.
 
 use std::collections::HashSet;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -12,12 +13,26 @@ use super::member::{Member, MemberState, Slot};
 use crate::handover::{self, Connection};
 
 /// What a restore took in.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Restored {
     pub members: usize,
     pub sessions: usize,
     /// Sessions that could not be taken in (not waiting in a grace window, or no pid).
     pub skipped: usize,
+    /// Sessions handed over with their WebSocket open, to resume on it.
+    pub live: Vec<Live>,
+}
+
+/// A session to resume on the WebSocket the previous process kept open for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// The descriptor of its socket, as the state names it.
+    pub fd: u32,
+    /// What its client sent that was not read yet.
+    pub unread: bytes::Bytes,
+    /// The recovery auth its main namespace rejoins with: its identity, socket id and pid,
+    /// no offset (everything queued for it is replayed).
+    pub auth: serde_json::Value,
 }
 
 impl Hub {
@@ -29,7 +44,12 @@ impl Hub {
     /// Every member and its sessions waiting in the grace window, with how many sessions
     /// were not (still connected, or claimed by a recovering connection). Call once every
     /// session is closed, when nothing changes the hub any more.
-    pub fn handover_members(&self) -> (Vec<handover::MemberState>, usize) {
+    ///
+    /// Sessions whose WebSocket was kept open go over live, their sockets in `sockets`.
+    pub fn handover_members(
+        &self,
+        sockets: &mut Vec<OwnedFd>,
+    ) -> (Vec<handover::MemberState>, usize) {
         let members: Vec<Arc<Member>> = self
             .members
             .iter()
@@ -48,7 +68,7 @@ impl Hub {
             let sessions: Vec<_> = st
                 .slots
                 .iter()
-                .filter_map(|s| s.handover_state(self.config.grace))
+                .filter_map(|s| s.handover_state(self.config.grace, sockets))
                 .collect();
             skipped += st.slots.len() - sessions.len();
             if sessions.is_empty() {
@@ -82,7 +102,7 @@ impl Hub {
             let mut slots = Vec::new();
             for s in &m.sessions {
                 match Slot::handed_over(&member, s, self.config.grace) {
-                    Some(slot) => slots.push((slot, grace_left(s))),
+                    Some(slot) => slots.push((slot, grace_left(s, self.config.grace))),
                     None => done.skipped += 1,
                 }
             }
@@ -113,6 +133,26 @@ impl Hub {
                 }
             }
             drop(st);
+            for s in &m.sessions {
+                if let (
+                    Connection::Live {
+                        transport: handover::Transport::WebSocket { fd, unread },
+                        ..
+                    },
+                    Some(socket),
+                ) = (&s.connection, &s.socket)
+                {
+                    done.live.push(Live {
+                        fd: *fd,
+                        unread: unread.clone(),
+                        auth: serde_json::json!({
+                            "identity": m.identity,
+                            "sid": socket.id,
+                            "pid": socket.pid,
+                        }),
+                    });
+                }
+            }
             for ((slot, epoch), left) in slots {
                 if let (Some(pid), Ok(mut map)) = (slot.pid(), self.recovery.lock()) {
                     map.insert(pid, slot.clone());
@@ -130,9 +170,11 @@ impl Hub {
     }
 }
 
-fn grace_left(s: &handover::SessionState) -> Duration {
+/// The grace time a restored session waits for its connection: what it had left, or the
+/// whole of it for one resumed on its own socket (should that fail, its client recovers).
+fn grace_left(s: &handover::SessionState, grace: Duration) -> Duration {
     match &s.connection {
         Connection::Detached { grace_left_ms, .. } => Duration::from_millis(*grace_left_ms),
-        Connection::Live { .. } => Duration::ZERO,
+        Connection::Live { .. } => grace,
     }
 }

@@ -165,6 +165,33 @@ impl<A: App> Client<A> {
         }
     }
 
+    /// Rejoins the main namespace of a session handed over live, as the recovery `auth`
+    /// would, without a reply: the client joined it with the previous process. False when
+    /// the session is not recovered (admission refused it, or nothing waits for the pid).
+    pub(crate) fn rejoin(&mut self, auth: &Value) -> bool {
+        let nsp = "/";
+        let Ok(accept) = self.app.accept(nsp, Some(auth), &self.engine) else {
+            return false;
+        };
+        // Only the recovery of the session named: anything else is a new session.
+        let (Some(sid), Some(pid)) = (accept.sid, accept.pid) else {
+            return false;
+        };
+        if auth.get("sid").and_then(Value::as_str) != Some(sid.as_str()) {
+            return false;
+        }
+        let socket = Arc::new(SioSocket::new(
+            nsp.to_owned(),
+            self.engine.clone(),
+            sid,
+            Some(pid),
+        ));
+        self.connected.take();
+        let state = self.app.on_connect(&socket, None, accept.admitted);
+        self.nsps.insert(nsp.to_owned(), (socket, state));
+        true
+    }
+
     fn on_connect(&mut self, packet: Packet) {
         if self.nsps.contains_key(&packet.nsp) {
             return self.reject(&"CONNECT to a namespace already joined");

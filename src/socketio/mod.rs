@@ -158,4 +158,20 @@ impl<A: App> engineio::Handler for SocketIo<A> {
             self.budget.clone(),
         ))
     }
+
+    fn on_resume(
+        &self,
+        socket: &Arc<engineio::Socket>,
+        auth: &Value,
+    ) -> Option<Box<dyn Connection>> {
+        let mut client = client::Client::new(
+            socket.clone(),
+            self.app.clone(),
+            &self.config,
+            self.budget.clone(),
+        );
+        client
+            .rejoin(auth)
+            .then(|| Box::new(client) as Box<dyn Connection>)
+    }
 }

@@ -12,6 +12,7 @@ use super::upgrade::Held;
 use super::{Control, Session, Transport, WsStream};
 use crate::engineio::backlog::Backlog;
 use crate::engineio::close::WsClose;
+use crate::engineio::livews;
 use crate::engineio::packet::{self, Frame, Packet};
 use crate::engineio::socket::CloseReason;
 use crate::engineio::transport::ws_message;
@@ -52,9 +53,15 @@ impl Session {
                 } else {
                     CLOSE_FRAME_WAIT.min(self.inner.config.write_timeout)
                 };
+                let handing_over = graceful && self.inner.handing_over.load(Ordering::Acquire);
                 let _ = timeout(limit, async {
                     for f in frames {
                         ws.feed(ws_message(f)).await?;
+                    }
+                    if handing_over && let Some(taken) = livews::take(&mut ws, limit).await {
+                        // The connection goes on in the next process: no close frame.
+                        self.socket.keep_live(taken);
+                        return Ok(());
                     }
                     WsStream::close(&mut ws, close.map(WsClose::frame)).await
                 })

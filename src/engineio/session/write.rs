@@ -2,6 +2,7 @@
 //! every recipient) copied straight into the socket's write buffer, one flush per batch.
 
 use std::future::poll_fn;
+use std::sync::atomic::Ordering;
 
 use futures_util::SinkExt;
 use tokio::time::timeout;
@@ -69,10 +70,18 @@ impl Session {
             // Also writes what the WebSocket layer queued itself (a pong).
             ws.flush().await
         });
+        tokio::pin!(write);
         // A client that stopped reading must not keep its session alive past a close.
         let written = tokio::select! {
-            w = write => w,
-            _ = closing.cancelled() => return Err(self.socket.close_reason()),
+            w = &mut write => w,
+            _ = closing.cancelled() => {
+                if !self.inner.handing_over.load(Ordering::Acquire) {
+                    return Err(self.socket.close_reason());
+                }
+                // The connection carries on in the next process, which replays only what
+                // was never taken: what this batch took is written whole (still bounded).
+                write.await
+            }
         };
         match written {
             Ok(Ok(())) => Ok(()),

@@ -1,6 +1,7 @@
 //! A slot written down for the next process, and made again from what was written.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,13 +22,50 @@ impl Slot {
     /// which will present the same offset again. Its backlog already starts after that
     /// offset, so it goes over as kept items with no backlog: a claim with no backlog
     /// replays the kept items whatever the offset, which is exactly what followed it.
-    pub(crate) fn handover_state(&self, grace: Duration) -> Option<SessionState> {
+    ///
+    /// One whose WebSocket was kept open goes over live, its socket in `sockets` (passed
+    /// across the exec), what it never took as its queue: the same connection carries on,
+    /// so nothing written to it needs a replay.
+    pub(crate) fn handover_state(
+        &self,
+        grace: Duration,
+        sockets: &mut Vec<OwnedFd>,
+    ) -> Option<SessionState> {
         let state = self.state.lock().ok()?;
         let SlotState::Detached(d) = &*state else {
             return None;
         };
         if !d.closed {
             return None;
+        }
+        let live = d.from.as_ref().and_then(|s| s.engine().take_live());
+        if let Some((fd, unread)) = live
+            && !d.claimed
+            && !d.overflowed
+            && d.pid.is_some()
+            && crate::handover::keep_open(&fd).is_ok()
+        {
+            let queued = d
+                .backlog
+                .iter()
+                .skip(d.unsent)
+                .chain(d.kept.iter())
+                .map(to_item)
+                .collect();
+            let index = u32::try_from(fd.as_raw_fd()).ok()?;
+            sockets.push(fd);
+            return Some(SessionState {
+                sid: d.sid.as_str().to_owned(),
+                socket: Some(SocketState {
+                    id: d.sid.as_str().to_owned(),
+                    pid: d.pid.as_ref().map(|p| p.as_str().to_owned()),
+                }),
+                connection: Connection::Live {
+                    transport: handover::Transport::WebSocket { fd: index, unread },
+                    ping_due_ms: 0,
+                    queued,
+                },
+            });
         }
         let (backlog, unsent, kept) = if d.claimed {
             let kept = d.backlog.iter().chain(d.kept.iter()).map(to_item).collect();
@@ -65,33 +103,40 @@ impl Slot {
         s: &SessionState,
         grace: Duration,
     ) -> Option<(Arc<Slot>, u64)> {
-        let Connection::Detached {
-            grace_left_ms,
-            backlog,
-            unsent,
-            kept,
-            overflowed,
-            ..
-        } = &s.connection
-        else {
-            return None;
+        let empty = Vec::new();
+        let (grace_left_ms, backlog, unsent, kept, overflowed) = match &s.connection {
+            Connection::Detached {
+                grace_left_ms,
+                backlog,
+                unsent,
+                kept,
+                overflowed,
+            } => (*grace_left_ms, backlog, *unsent, kept, *overflowed),
+            // Resumed on its socket right after: its queue is what it replays first.
+            Connection::Live { queued, .. } => (
+                u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                queued,
+                0,
+                &empty,
+                false,
+            ),
         };
         let socket = s.socket.as_ref()?;
         let pid = Sid::from(socket.pid.as_deref()?);
         let epoch = EPOCHS.fetch_add(1, Ordering::Relaxed);
         let backlog: VecDeque<Outgoing> = backlog.iter().map(from_item).collect();
         // Backdated by the time already spent, so a later hand-over passes on what is left.
-        let spent = grace.saturating_sub(Duration::from_millis(*grace_left_ms));
+        let spent = grace.saturating_sub(Duration::from_millis(grace_left_ms));
         let now = Instant::now();
         let d = Detached {
             from: None,
             since: now.checked_sub(spent).unwrap_or(now),
             sid: Sid::from(socket.id.as_str()),
             pid: Some(pid),
-            unsent: (*unsent as usize).min(backlog.len()),
+            unsent: (unsent as usize).min(backlog.len()),
             backlog,
             kept: kept.iter().map(from_item).collect(),
-            overflowed: *overflowed,
+            overflowed,
             claimed: false,
             epoch,
             closed: true,

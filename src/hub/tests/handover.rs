@@ -25,7 +25,7 @@ fn decode_item(item: &Outgoing) -> Option<u64> {
 
 /// `old` through the hand-over format into a new hub.
 fn restart(old: &Hub) -> (Arc<Hub>, crate::hub::Restored) {
-    let (members, skipped) = old.handover_members();
+    let (members, skipped) = old.handover_members(&mut Vec::new());
     assert_eq!(skipped, 0);
     let state = State {
         offset: old.offset(),
@@ -146,7 +146,7 @@ async fn a_second_restart_passes_on_the_grace_time_still_left() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (new, _) = restart(&old);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (members, _) = new.handover_members();
+    let (members, _) = new.handover_members(&mut Vec::new());
     let crate::handover::Connection::Detached { grace_left_ms, .. } =
         &members[0].sessions[0].connection
     else {
