@@ -154,3 +154,46 @@ async fn a_second_restart_passes_on_the_grace_time_still_left() {
     };
     assert_eq!(*grace_left_ms, 2_000);
 }
+
+/// A session handed over with its WebSocket open waits for its resume (the whole grace
+/// time, should it fail), which replays what it never took and nothing else.
+#[tokio::test(start_paused = true)]
+async fn a_live_session_waits_for_its_resume_and_replays_its_queue() {
+    let old = hub();
+    let mut bob = tab(&old, Some("bob"));
+    old.subscribe(&bob.conn, "chat", Value::Null).unwrap();
+    publish(&old, "chat", 1);
+    close(&old, &mut bob);
+    // Message 1 was written to the connection the hand-over keeps; message 2 came after.
+    publish(&old, "chat", 2);
+    let (mut members, _) = old.handover_members(&mut Vec::new());
+    let crate::handover::Connection::Detached { kept, .. } = &members[0].sessions[0].connection
+    else {
+        panic!("detached expected");
+    };
+    let queued = kept.clone();
+    members[0].sessions[0].connection = crate::handover::Connection::Live {
+        transport: crate::handover::Transport::WebSocket {
+            fd: 42,
+            unread: bytes::Bytes::from_static(b"x"),
+        },
+        ping_due_ms: 0,
+        queued,
+    };
+    let new = hub();
+    let restored = new.restore(&members, old.offset());
+    assert_eq!(restored.live.len(), 1);
+    assert_eq!(restored.live[0].fd, 42);
+    assert_eq!(&restored.live[0].unread[..], b"x");
+    let pid = bob.socket.pid.as_ref().unwrap().as_str().to_owned();
+    assert_eq!(restored.live[0].auth["pid"], pid.as_str());
+    assert_eq!(restored.live[0].auth["sid"], bob.socket.sid.as_str());
+    // The resume comes a moment later, not at once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let claim = new
+        .claim(&pid, None, Some("bob"))
+        .expect("bob's session waits");
+    let (s, mut rx) = socket(64);
+    new.attach(&s, Some(Arc::from("bob")), Some(claim));
+    assert_eq!(data(&received(&mut rx)), [json!(2)]);
+}
