@@ -24,6 +24,7 @@ use super::socket::{CloseReason, Outgoing, Socket};
 use super::transport::{Event, Transport, UpgradeStep};
 
 mod finish;
+mod resume;
 #[cfg(test)]
 mod tests;
 mod upgrade;
@@ -98,11 +99,6 @@ impl Session {
         }
     }
 
-    /// Marks the session as handed over live (see [`Handler::on_resume`]).
-    pub(crate) fn resume(&mut self, auth: serde_json::Value) {
-        self.resumed = Some(auth);
-    }
-
     pub(crate) async fn run(mut self) {
         if let Some(auth) = self.resumed.take() {
             return self.run_resumed(auth).await;
@@ -119,29 +115,6 @@ impl Session {
         let served = match hello {
             Ok(()) => self.serve().await,
             Err(reason) => Err(reason),
-        };
-        let reason = match served {
-            Ok(()) => self.socket.close_reason(),
-            Err(reason) => reason,
-        };
-        self.finish(reason).await;
-    }
-
-    /// A session handed over live: the client was greeted by the previous process. A ping
-    /// at once restarts the client's heartbeat deadline, which the hand-over ate into.
-    async fn run_resumed(mut self, auth: serde_json::Value) {
-        self.conn = self.inner.handler.on_resume(&self.socket, &auth);
-        let served = if self.conn.is_none() {
-            Err(CloseReason::TransportClose)
-        } else {
-            let ping = Packet::Ping(Str::from_static("")).encode();
-            match self.write_frames(std::iter::once(ping)).await {
-                Ok(()) => {
-                    self.heartbeat.delivered(Instant::now());
-                    self.serve().await
-                }
-                Err(reason) => Err(reason),
-            }
         };
         let reason = match served {
             Ok(()) => self.socket.close_reason(),

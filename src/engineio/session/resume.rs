@@ -1,0 +1,38 @@
+//! A session the previous process handed over live: resumed on its own WebSocket, with no
+//! greeting, its main namespace rejoined through the recovery of its pid.
+
+use tokio::time::Instant;
+
+use super::Session;
+use crate::engineio::packet::{Packet, Str};
+use crate::engineio::socket::CloseReason;
+
+impl Session {
+    /// Marks the session as handed over live (see [`crate::engineio::Handler::on_resume`]).
+    pub(crate) fn resume(&mut self, auth: serde_json::Value) {
+        self.resumed = Some(auth);
+    }
+
+    /// A session handed over live: the client was greeted by the previous process. A ping
+    /// at once restarts the client's heartbeat deadline, which the hand-over ate into.
+    pub(super) async fn run_resumed(mut self, auth: serde_json::Value) {
+        self.conn = self.inner.handler.on_resume(&self.socket, &auth);
+        let served = if self.conn.is_none() {
+            Err(CloseReason::TransportClose)
+        } else {
+            let ping = Packet::Ping(Str::from_static("")).encode();
+            match self.write_frames(std::iter::once(ping)).await {
+                Ok(()) => {
+                    self.heartbeat.delivered(Instant::now());
+                    self.serve().await
+                }
+                Err(reason) => Err(reason),
+            }
+        };
+        let reason = match served {
+            Ok(()) => self.socket.close_reason(),
+            Err(reason) => reason,
+        };
+        self.finish(reason).await;
+    }
+}
