@@ -61,6 +61,37 @@ pub(crate) async fn resume(fd: OwnedFd, unread: &[u8], max_payload: usize) -> io
     .await)
 }
 
+/// The server's side of the opening handshake, read byte by byte so nothing after the
+/// request is taken, then the WebSocket on the server's own read and write sides.
+#[cfg(test)]
+pub(crate) async fn handshake(mut stream: tokio::net::TcpStream) -> WsStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut req = Vec::new();
+    while !req.ends_with(b"\r\n\r\n") {
+        req.push(stream.read_u8().await.unwrap());
+    }
+    let req = String::from_utf8(req).unwrap();
+    let key = req
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("sec-websocket-key: ")
+                .or(l.strip_prefix("Sec-WebSocket-Key: "))
+        })
+        .unwrap();
+    let accept =
+        tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+    let res = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(res.as_bytes()).await.unwrap();
+    WebSocketStream::from_raw_socket(
+        Buffered::new(FrameBounded::new(WsIo::Tcp(stream), &[])),
+        Role::Server,
+        None,
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,7 +126,7 @@ mod tests {
             got
         });
         let (stream, _) = listener.accept().await.unwrap();
-        let mut first = handshake(stream).await;
+        let mut first = super::handshake(stream).await;
         let Some(Message::Text(t)) = first.next().await.map(Result::unwrap) else {
             panic!("a text message first");
         };
@@ -122,35 +153,5 @@ mod tests {
         assert_eq!(got, ["c1", "c2", "c3", "c4", "c5"]);
         second.send(Message::text("s2")).await.unwrap();
         assert_eq!(client.await.unwrap(), ["s0", "s1", "s2"]);
-    }
-
-    /// The server's side of the opening handshake, read byte by byte so nothing after the
-    /// request is taken, then the WebSocket on the server's own read and write sides.
-    async fn handshake(mut stream: tokio::net::TcpStream) -> WsStream {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut req = Vec::new();
-        while !req.ends_with(b"\r\n\r\n") {
-            req.push(stream.read_u8().await.unwrap());
-        }
-        let req = String::from_utf8(req).unwrap();
-        let key = req
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("sec-websocket-key: ")
-                    .or(l.strip_prefix("Sec-WebSocket-Key: "))
-            })
-            .unwrap();
-        let accept =
-            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
-        let res = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-        );
-        stream.write_all(res.as_bytes()).await.unwrap();
-        WebSocketStream::from_raw_socket(
-            Buffered::new(FrameBounded::new(WsIo::Tcp(stream), &[])),
-            Role::Server,
-            None,
-        )
-        .await
     }
 }

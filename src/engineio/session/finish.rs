@@ -27,6 +27,9 @@ impl Session {
     /// Ends the session: say goodbye where the reason allows it, then tell the layer above.
     pub(super) async fn finish(mut self, reason: CloseReason) {
         let graceful = matches!(reason, CloseReason::ServerClose);
+        if graceful && self.inner.handing_over.load(Ordering::Acquire) {
+            self.read_to_boundary().await;
+        }
         if graceful {
             self.take_ready();
         }

@@ -3,11 +3,32 @@
 
 use tokio::time::Instant;
 
-use super::Session;
+use tokio::time::timeout;
+
+use super::{Session, Transport};
 use crate::engineio::packet::{Packet, Str};
 use crate::engineio::socket::CloseReason;
 
 impl Session {
+    /// At a hand-over, reads on until the WebSocket stands between two messages, handling
+    /// what comes as usual (bounded by the write timeout): a frame half read would keep the
+    /// connection from crossing, and what the client sent from reaching anyone.
+    pub(super) async fn read_to_boundary(&mut self) {
+        let limit = self.inner.config.write_timeout;
+        let _ = timeout(limit, async {
+            while let Transport::WebSocket(ws) = &self.transport {
+                if ws.get_ref().get_ref().unread_at_boundary().is_some() {
+                    break;
+                }
+                let event = self.transport.next_event().await;
+                if self.on_event(event).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
     /// Marks the session as handed over live (see [`crate::engineio::Handler::on_resume`]).
     pub(crate) fn resume(&mut self, auth: serde_json::Value) {
         self.resumed = Some(auth);

@@ -80,3 +80,71 @@ async fn a_server_close_still_gives_the_client_its_last_poll() {
     assert_eq!(session.on_control(Control::Poll(reply)).await, Ok(()));
     assert!(session.transport.waiting().is_some_and(|w| w.is_some()));
 }
+
+/// At a hand-over a session whose client is in the middle of sending a message reads it
+/// to its end and hands it on, so the WebSocket stands between two messages and can cross.
+#[tokio::test]
+async fn a_hand_over_reads_a_message_half_received_to_its_end() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let (stream, _) = listener.accept().await.unwrap();
+    let ws = crate::engineio::livews::handshake(stream).await;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(client.read_u8().await.unwrap());
+    }
+
+    let engine = Engine::new(EngineConfig::default(), Arc::new(Echo));
+    let queue = Arc::new(Queue::new(8));
+    let socket = Arc::new(Socket::new(
+        Sid::random(),
+        None,
+        TransportKind::WebSocket,
+        queue.clone(),
+    ));
+    let (_control, control_rx) = mpsc::channel(8);
+    let mut session = Session::new(
+        socket.clone(),
+        engine.inner.clone(),
+        queue.clone(),
+        control_rx,
+        Some(Box::new(ws)),
+    );
+    session.conn = Some(engine.inner.handler.on_open(&socket));
+
+    // A masked text frame "4hello": its header and part of its payload first.
+    let mask = [7u8, 1, 2, 3];
+    let mut frame = vec![0x81, 0x80 | 6];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"4hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    client.write_all(&frame[..8]).await.unwrap();
+    let mid_frame = |s: &Session| match &s.transport {
+        Transport::WebSocket(ws) => ws.get_ref().get_ref().unread_at_boundary().is_none(),
+        _ => false,
+    };
+    // Bounded, retried: the first bytes reach the reader in their own time.
+    for _ in 0..500 {
+        let _ =
+            tokio::time::timeout(Duration::from_millis(10), session.transport.next_event()).await;
+        if mid_frame(&session) {
+            break;
+        }
+    }
+    assert!(
+        mid_frame(&session),
+        "the reader stands in the middle of the frame"
+    );
+    client.write_all(&frame[8..]).await.unwrap();
+    session.read_to_boundary().await;
+    assert!(!mid_frame(&session));
+    let mut echoed = Vec::new();
+    queue.take(8, &mut echoed);
+    assert_eq!(echoed.len(), 1, "the message was handled");
+}
