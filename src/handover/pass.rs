@@ -59,8 +59,9 @@ impl Kept {
 
 #[allow(unsafe_code)]
 fn borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: only called on the raw fds of listeners the caller still owns, for the
-    // length of a dup(2); the borrow does not outlive that.
+    // SAFETY: only called for the length of one call (dup(2), fcntl(2), getsockopt(2)) on
+    // a listener the caller still owns, or on a descriptor inherited across the exec that
+    // nothing in this process owns yet; the borrow does not outlive that call.
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
@@ -231,7 +232,8 @@ pub fn keep_open(fd: &impl AsFd) -> io::Result<()> {
 
 /// Takes a client's socket named by the handed-over state: a descriptor the previous
 /// process (same pid, checked with the state) kept open across the exec. Refuses one
-/// taken before, or not open; close-on-exec is set again.
+/// taken before, or that is not a connected stream socket (checked before it is owned, so
+/// a listener named by mistake stays with its owner); close-on-exec is set again.
 pub fn adopt_socket(fd: u32) -> io::Result<OwnedFd> {
     static TAKEN: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
     let raw = RawFd::try_from(fd)
@@ -242,8 +244,11 @@ pub fn adopt_socket(fd: u32) -> io::Result<OwnedFd> {
     if taken.contains(&raw) {
         return Err(io::Error::other(format!("descriptor {raw} named twice")));
     }
-    nix::fcntl::fcntl(borrow(raw), FcntlArg::F_GETFD)
-        .map_err(|e| io::Error::other(format!("descriptor {raw}: {e}")))?;
+    if !is_client(raw) {
+        return Err(io::Error::other(format!(
+            "descriptor {raw} is not a connected stream socket"
+        )));
+    }
     taken.push(raw);
     let owned = own(raw);
     set_cloexec(&owned, true)?;
@@ -256,7 +261,6 @@ pub fn adopt_socket(fd: u32) -> io::Result<OwnedFd> {
 /// gives up. Only connected stream sockets without close-on-exec are touched: this
 /// process opens everything with the flag, and its listeners are not connected.
 pub fn close_strays(keep: &[u32]) {
-    use nix::sys::socket::{SockType, SockaddrStorage, getpeername, getsockopt, sockopt};
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
@@ -265,15 +269,19 @@ pub fn close_strays(keep: &[u32]) {
         .filter(|fd| *fd > 2 && u32::try_from(*fd).is_ok_and(|fd| !keep.contains(&fd)))
         .collect();
     for fd in fds {
-        let b = borrow(fd);
-        let inherited = fcntl(b, FcntlArg::F_GETFD)
+        let inherited = fcntl(borrow(fd), FcntlArg::F_GETFD)
             .is_ok_and(|f| !FdFlag::from_bits_truncate(f).contains(FdFlag::FD_CLOEXEC));
-        let client = getsockopt(&b, sockopt::SockType).is_ok_and(|t| t == SockType::Stream)
-            && getpeername::<SockaddrStorage>(fd).is_ok();
-        if inherited && client {
+        if inherited && is_client(fd) {
             drop(own(fd));
         }
     }
+}
+
+/// Whether `fd` is an open, connected stream socket (a client's, not a listener).
+fn is_client(fd: RawFd) -> bool {
+    use nix::sys::socket::{SockType, SockaddrStorage, getpeername, getsockopt, sockopt};
+    getsockopt(&borrow(fd), sockopt::SockType).is_ok_and(|t| t == SockType::Stream)
+        && getpeername::<SockaddrStorage>(fd).is_ok()
 }
 
 /// Sets or clears close-on-exec.

@@ -304,3 +304,24 @@ fn the_state_travels_in_a_sealed_memfd() {
     let plain = std::fs::File::open("/dev/null").unwrap();
     assert!(super::pass::read(plain.into()).is_err());
 }
+
+/// A socket named by the state is taken once, and only if it is a client's connection: a
+/// listener named by mistake stays open with its owner.
+#[test]
+fn only_a_connected_socket_is_adopted_and_only_once() {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let lfd = u32::try_from(listener.as_raw_fd()).unwrap();
+    assert!(adopt_socket(lfd).is_err());
+    assert!(listener.local_addr().is_ok(), "the listener is still open");
+    let (accepted, _) = listener.accept().unwrap();
+    let afd = accepted.into_raw_fd();
+    let owned = adopt_socket(u32::try_from(afd).unwrap()).expect("a connected socket");
+    assert!(
+        adopt_socket(u32::try_from(afd).unwrap()).is_err(),
+        "named twice"
+    );
+    drop(owned);
+    drop(client);
+}
