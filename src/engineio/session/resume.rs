@@ -3,18 +3,25 @@
 
 use tokio::time::Instant;
 
+use std::time::Duration;
+
 use tokio::time::timeout;
 
 use super::{Session, Transport};
 use crate::engineio::packet::{Packet, Str};
 use crate::engineio::socket::CloseReason;
 
+/// How long a hand-over waits for the rest of a message a client is sending: the rest of
+/// a frame already under way normally follows within milliseconds.
+const FRAME_REST_WAIT: Duration = Duration::from_secs(1);
+
 impl Session {
     /// At a hand-over, reads on until the WebSocket stands between two messages, handling
-    /// what comes as usual (bounded by the write timeout): a frame half read would keep the
-    /// connection from crossing, and what the client sent from reaching anyone.
+    /// what comes as usual: a frame half read would keep the connection from crossing, and
+    /// what the client sent from reaching anyone. Bounded by [`FRAME_REST_WAIT`] (a client
+    /// stalled in a frame falls back to a recovery rather than hold up the hand-over).
     pub(super) async fn read_to_boundary(&mut self) {
-        let limit = self.inner.config.write_timeout;
+        let limit = FRAME_REST_WAIT.min(self.inner.config.write_timeout);
         let _ = timeout(limit, async {
             while let Transport::WebSocket(ws) = &self.transport {
                 if ws.get_ref().get_ref().unread_at_boundary().is_some() {
