@@ -10,5 +10,6 @@ mod delivery;
 mod failures;
 mod history;
 mod presence;
+mod scale;
 mod sentinel;
 mod tls;

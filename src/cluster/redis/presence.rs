@@ -10,7 +10,10 @@ use redis::Script;
 use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
-use super::{Change, Worker, entry, membership, quiet, scripts};
+use super::{BATCH, Change, Worker, entry, membership, quiet, scripts};
+
+/// Entries written back in one script call by a resync.
+const RESYNC_CHUNK: usize = 1000;
 use crate::cluster::{ClusterError, Envelope, Inbound, Membership, identity_of, wire};
 use crate::engineio::Sid;
 
@@ -21,17 +24,34 @@ impl Worker {
         script: &Script,
         change: &Change,
     ) -> Result<(bool, usize), ClusterError> {
-        let (flag, count): (u8, usize) = script
-            .key(self.keys.sub(&self.node))
-            .key(self.keys.channel(&change.channel))
-            .key(self.keys.channels())
-            .key(self.keys.member_channels(&change.member))
-            .arg(&change.channel)
-            .arg(&change.member)
+        let pair = [(change.channel.as_str(), change.member.as_str())];
+        let done = self.run_many(conn, script, &pair).await?;
+        done.first()
+            .copied()
+            .ok_or(ClusterError::Answer("a membership script answered nothing"))
+    }
+
+    /// [`scripts::JOIN`] or [`scripts::LEAVE`] over many (channel, member) pairs in one
+    /// call: for each, whether it was the first (last) cluster-wide and the count after.
+    pub(super) async fn run_many(
+        &self,
+        conn: &mut MultiplexedConnection,
+        script: &Script,
+        pairs: &[(&str, &str)],
+    ) -> Result<Vec<(bool, usize)>, ClusterError> {
+        let mut call = script.key(self.keys.sub(&self.node));
+        call.key(self.keys.channels()).arg(&self.keys.prefix);
+        for (channel, member) in pairs {
+            call.arg(*channel).arg(*member);
+        }
+        let flat: Vec<usize> = call
             .invoke_async(conn)
             .await
             .map_err(ClusterError::redis("running a membership script"))?;
-        Ok((flag == 1, count))
+        if flat.len() != pairs.len() * 2 {
+            return Err(ClusterError::Answer("a membership script answered short"));
+        }
+        Ok(flat.chunks_exact(2).map(|p| (p[0] == 1, p[1])).collect())
     }
 
     /// An unsubscribe: out of the channel on every node at once.
@@ -84,15 +104,28 @@ impl Worker {
         member: &str,
         on: bool,
     ) -> Result<bool, ClusterError> {
-        let flag: u8 = scripts::ONLINE
-            .key(self.keys.node_members(&self.node))
-            .key(self.keys.members())
-            .arg(member)
-            .arg(if on { "1" } else { "0" })
+        let firsts = self.online_many(conn, &[member], on).await?;
+        Ok(firsts.first().copied().unwrap_or(false))
+    }
+
+    /// Members whose first session here began (`on`) or whose last one ended, in one
+    /// call: for each, whether that was its first (last) node.
+    pub(super) async fn online_many(
+        &self,
+        conn: &mut MultiplexedConnection,
+        members: &[&str],
+        on: bool,
+    ) -> Result<Vec<bool>, ClusterError> {
+        let mut call = scripts::ONLINE.key(self.keys.node_members(&self.node));
+        call.key(self.keys.members()).arg(if on { "1" } else { "0" });
+        for m in members {
+            call.arg(*m);
+        }
+        let flags: Vec<u8> = call
             .invoke_async(conn)
             .await
-            .map_err(ClusterError::redis("marking a member online"))?;
-        Ok(flag == 1)
+            .map_err(ClusterError::redis("marking members online"))?;
+        Ok(flags.into_iter().map(|f| f == 1).collect())
     }
 
     /// A membership change decided here: to the monitor, this node's members of the
@@ -117,17 +150,38 @@ impl Worker {
         conn: &mut MultiplexedConnection,
         env: &Envelope,
     ) -> Result<(), ClusterError> {
-        let Some(channel) = env.channel.as_deref() else {
-            return Ok(());
-        };
-        let payload = wire::encode(&self.node, env, &[], None);
-        let _: () = redis::cmd("PUBLISH")
-            .arg(self.keys.topic(channel))
-            .arg(payload.as_ref())
-            .query_async(conn)
-            .await
-            .map_err(ClusterError::redis("publishing a membership event"))?;
-        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        self.send_many(conn, std::slice::from_ref(env)).await
+    }
+
+    /// Publishes membership events in pipelines of [`BATCH`].
+    pub(super) async fn send_many(
+        &self,
+        conn: &mut MultiplexedConnection,
+        envs: &[Envelope],
+    ) -> Result<(), ClusterError> {
+        for chunk in envs.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            let mut sent = 0u64;
+            for env in chunk {
+                let Some(channel) = env.channel.as_deref() else {
+                    continue;
+                };
+                let payload = wire::encode(&self.node, env, &[], None);
+                pipe.cmd("PUBLISH")
+                    .arg(self.keys.topic(channel))
+                    .arg(payload.as_ref())
+                    .ignore();
+                sent += 1;
+            }
+            if sent == 0 {
+                continue;
+            }
+            let _: () = pipe
+                .query_async(conn)
+                .await
+                .map_err(ClusterError::redis("publishing membership events"))?;
+            self.stats.sent.fetch_add(sent, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -181,18 +235,23 @@ impl Worker {
         } else if !ended.is_empty() {
             info!(node = %self.node, changes = ended.len() / 4, "removed the members of nodes that stopped beating");
         }
+        // Announced here one by one, sent to the other nodes in pipelines: a dead node's
+        // 100,000 subscriptions cost a few hundred round trips, not one each.
+        let mut gone = Vec::new();
         for item in ended.chunks_exact(4) {
             match item[0].as_str() {
                 "s" => {
                     let change = quiet(&item[1], &item[2]);
                     let count = item[3].parse().unwrap_or(0);
-                    self.announce(hub, conn, &change, Membership::Unsubscribe, count, false)
-                        .await?;
+                    let env = membership(&change, Membership::Unsubscribe, count);
+                    hub.announce(Membership::Unsubscribe, &env, None, true);
+                    gone.push(env);
                 }
                 "m" => hub.announce_presence(&item[1], false),
                 _ => {}
             }
         }
+        self.send_many(conn, &gone).await?;
         Ok(removed)
     }
 
@@ -239,41 +298,55 @@ impl Worker {
             .into_iter()
             .map(|(c, m)| (entry(&c, &m), (c, m)))
             .collect();
-        let mut changed = 0usize;
-        for (entry, (channel, member)) in &here {
-            if held.contains(entry) {
-                continue;
+        // Written in chunks, one script call each: a node with 100,000 subscriptions
+        // resynchronises in a few hundred round trips, and no call holds Redis long.
+        let joins: Vec<(&str, &str)> = here
+            .iter()
+            .filter(|(e, _)| !held.contains(*e))
+            .map(|(_, (c, m))| (c.as_str(), m.as_str()))
+            .collect();
+        let leaves: Vec<(&str, &str)> = held
+            .iter()
+            .filter(|e| !here.contains_key(*e))
+            .filter_map(|e| e.split_once('\0'))
+            .collect();
+        let mut changed = joins.len() + leaves.len();
+        let mut told = Vec::new();
+        for (pairs, script, event) in [
+            (&joins, &*scripts::JOIN, Membership::Subscribe),
+            (&leaves, &*scripts::LEAVE, Membership::Unsubscribe),
+        ] {
+            for chunk in pairs.chunks(RESYNC_CHUNK) {
+                let done = self.run_many(conn, script, chunk).await?;
+                for ((channel, member), (edge, _)) in chunk.iter().zip(done) {
+                    if edge && news(&entry(channel, member)) {
+                        told.push((quiet(channel, member), event));
+                    }
+                }
             }
-            let change = quiet(channel, member);
-            let (first, _) = self.run_change(conn, &scripts::JOIN, &change).await?;
-            if first && news(entry) {
-                self.pending.push((change, Membership::Subscribe));
-            }
-            changed += 1;
         }
-        for entry in held.iter().filter(|e| !here.contains_key(*e)) {
-            let Some((channel, member)) = entry.split_once('\0') else {
-                continue;
-            };
-            let change = quiet(channel, member);
-            let (last, _) = self.run_change(conn, &scripts::LEAVE, &change).await?;
-            if last && news(entry) {
-                self.pending.push((change, Membership::Unsubscribe));
+        self.pending.extend(told);
+        let members: HashSet<&str> = snap.members.iter().map(String::as_str).collect();
+        let arrived: Vec<&str> = members
+            .iter()
+            .copied()
+            .filter(|m| !online.contains(*m))
+            .collect();
+        let departed: Vec<&str> = online
+            .iter()
+            .map(String::as_str)
+            .filter(|m| !members.contains(m))
+            .collect();
+        changed += arrived.len() + departed.len();
+        for (list, on) in [(&arrived, true), (&departed, false)] {
+            for chunk in list.chunks(RESYNC_CHUNK) {
+                let edges = self.online_many(conn, chunk, on).await?;
+                for (m, edge) in chunk.iter().zip(edges) {
+                    if edge && news(m) {
+                        hub.announce_presence(m, on);
+                    }
+                }
             }
-            changed += 1;
-        }
-        let members: HashSet<&String> = snap.members.iter().collect();
-        for m in members.iter().filter(|m| !online.contains(**m)) {
-            if self.online(conn, m, true).await? && news(m) {
-                hub.announce_presence(m, true);
-            }
-            changed += 1;
-        }
-        for m in online.iter().filter(|m| !members.contains(m)) {
-            if self.online(conn, m, false).await? && news(m) {
-                hub.announce_presence(m, false);
-            }
-            changed += 1;
         }
         if changed > 0 {
             info!(node = %self.node, changes = changed, "presence resynchronised with Redis");
@@ -289,36 +362,36 @@ impl Worker {
             .retain(|(c, _)| !(c.channel == change.channel && c.member == change.member));
     }
 
-    /// Tells what the last resync found, with the counts as they are now.
+    /// Tells what the last resync found, with the counts as they are now, a pipeline
+    /// of counts and one of events per [`BATCH`] changes.
     pub(super) async fn tell_pending(
         &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
     ) -> Result<(), ClusterError> {
-        while let Some((change, event)) = self.pending.first() {
-            let count: usize = redis::cmd("HLEN")
-                .arg(self.keys.channel(&change.channel))
+        while !self.pending.is_empty() {
+            let chunk = &self.pending[..self.pending.len().min(BATCH)];
+            let mut pipe = redis::pipe();
+            for (change, _) in chunk {
+                pipe.hlen(self.keys.channel(&change.channel));
+            }
+            let counts: Vec<usize> = pipe
                 .query_async(conn)
                 .await
                 .map_err(ClusterError::redis("counting channel members"))?;
-            self.announce_remote(hub, conn, change, *event, count)
-                .await?;
-            self.pending.remove(0);
+            let envs: Vec<Envelope> = chunk
+                .iter()
+                .zip(counts)
+                .map(|((change, event), count)| {
+                    let env = membership(change, *event, count);
+                    hub.observe_only(*event, &env);
+                    env
+                })
+                .collect();
+            self.send_many(conn, &envs).await?;
+            let told = envs.len();
+            self.pending.drain(..told);
         }
         Ok(())
-    }
-
-    /// Tells the monitor and the other nodes, not this node's members.
-    pub(super) async fn announce_remote(
-        &self,
-        hub: &Arc<dyn Inbound>,
-        conn: &mut MultiplexedConnection,
-        change: &Change,
-        event: Membership,
-        count: usize,
-    ) -> Result<(), ClusterError> {
-        let env = membership(change, event, count);
-        hub.observe_only(event, &env);
-        self.send(conn, &env).await
     }
 }

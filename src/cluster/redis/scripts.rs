@@ -89,32 +89,51 @@ end
 return false
 ";
 
-/// KEYS: sub:{node}, ch:{channel}, channels, ms:{member}. ARGV: channel, member.
-/// Returns {1 if the member is new in the channel cluster-wide, members after}.
+/// Subscriptions of this node, as many as given in one step (a resync writes thousands).
+/// KEYS: sub:{node}, channels. ARGV: prefix, then channel, member for each.
+/// Returns, flat, for each: 1 if the member is new in the channel cluster-wide, members
+/// after.
 const JOIN_LUA: &str = r"
-local n = 0
-if redis.call('SADD', KEYS[1], ARGV[1] .. '\0' .. ARGV[2]) == 1 then
-  n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-  redis.call('SADD', KEYS[3], ARGV[1])
-  redis.call('SADD', KEYS[4], ARGV[1])
+local P = ARGV[1]
+local out = {}
+for i = 2, #ARGV - 1, 2 do
+  local ch, m = ARGV[i], ARGV[i + 1]
+  local key = P .. ':ch:' .. ch
+  local n = 0
+  if redis.call('SADD', KEYS[1], ch .. '\0' .. m) == 1 then
+    n = redis.call('HINCRBY', key, m, 1)
+    redis.call('SADD', KEYS[2], ch)
+    redis.call('SADD', P .. ':ms:' .. m, ch)
+  end
+  table.insert(out, n == 1 and 1 or 0)
+  table.insert(out, redis.call('HLEN', key))
 end
-return {n == 1 and 1 or 0, redis.call('HLEN', KEYS[2])}
+return out
 ";
 
-/// KEYS: sub:{node}, ch:{channel}, channels, ms:{member}. ARGV: channel, member.
-/// Returns {1 if the member left the channel cluster-wide, members after}.
+/// Subscriptions this node no longer holds, as many as given in one step.
+/// KEYS: sub:{node}, channels. ARGV: prefix, then channel, member for each.
+/// Returns, flat, for each: 1 if the member left the channel cluster-wide, members after.
 const LEAVE_LUA: &str = r"
-local last = 0
-if redis.call('SREM', KEYS[1], ARGV[1] .. '\0' .. ARGV[2]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
-    redis.call('HDEL', KEYS[2], ARGV[2])
-    redis.call('SREM', KEYS[4], ARGV[1])
-    last = 1
+local P = ARGV[1]
+local out = {}
+for i = 2, #ARGV - 1, 2 do
+  local ch, m = ARGV[i], ARGV[i + 1]
+  local key = P .. ':ch:' .. ch
+  local last = 0
+  if redis.call('SREM', KEYS[1], ch .. '\0' .. m) == 1 then
+    if redis.call('HINCRBY', key, m, -1) <= 0 then
+      redis.call('HDEL', key, m)
+      redis.call('SREM', P .. ':ms:' .. m, ch)
+      last = 1
+    end
   end
+  local count = redis.call('HLEN', key)
+  if count == 0 then redis.call('SREM', KEYS[2], ch) end
+  table.insert(out, last)
+  table.insert(out, count)
 end
-local count = redis.call('HLEN', KEYS[2])
-if count == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
-return {last, count}
+return out
 ";
 
 /// An unsubscribe: the member leaves the channel on every node at once.
@@ -131,22 +150,27 @@ if count == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
 return {had, count}
 ";
 
-/// KEYS: nm:{node}, members. ARGV: member, '1' (first session here) or '0' (last gone).
-/// Returns 1 when that was the member's first (last) node.
+/// Members with sessions here (`on` '1': the first session here; '0': the last gone),
+/// as many as given in one step. KEYS: nm:{node}, members. ARGV: on, then the members.
+/// Returns for each 1 when that was the member's first (last) node.
 const ONLINE_LUA: &str = r"
-if ARGV[2] == '1' then
-  if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-    return redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 and 1 or 0
+local out = {}
+for i = 2, #ARGV do
+  local m = ARGV[i]
+  local flag = 0
+  if ARGV[1] == '1' then
+    if redis.call('SADD', KEYS[1], m) == 1 then
+      if redis.call('HINCRBY', KEYS[2], m, 1) == 1 then flag = 1 end
+    end
+  elseif redis.call('SREM', KEYS[1], m) == 1 then
+    if redis.call('HINCRBY', KEYS[2], m, -1) <= 0 then
+      redis.call('HDEL', KEYS[2], m)
+      flag = 1
+    end
   end
-  return 0
+  table.insert(out, flag)
 end
-if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then
-    redis.call('HDEL', KEYS[2], ARGV[1])
-    return 1
-  end
-end
-return 0
+return out
 ";
 
 /// KEYS: nodes. ARGV: prefix, this node, timeout in ms, mode.
