@@ -98,7 +98,11 @@ impl Inbound for Held {
 }
 
 /// A node on its own runtime: dropping the runtime kills it without a goodbye.
-fn start(redis: &Redis, name: &str, held: Arc<Held>) -> (tokio::runtime::Runtime, Arc<RedisCluster>) {
+fn start(
+    redis: &Redis,
+    name: &str,
+    held: Arc<Held>,
+) -> (tokio::runtime::Runtime, Arc<RedisCluster>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -136,7 +140,14 @@ fn script_calls(redis: &Redis) -> u64 {
     String::from_utf8_lossy(&info)
         .lines()
         .filter(|l| l.starts_with("cmdstat_eval:") || l.starts_with("cmdstat_evalsha:"))
-        .filter_map(|l| l.split_once("calls=")?.1.split(',').next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }
 
@@ -177,7 +188,9 @@ fn a_node_with_100k_subscriptions_resyncs_in_batches_after_redis_restarts_empty(
     let held = Arc::new(Held::many());
     let (_rt, cluster) = start(&redis, "big", held.clone());
     let begun = Instant::now();
-    wait_until(Duration::from_secs(120), "the node to join", || cluster.is_up());
+    wait_until(Duration::from_secs(120), "the node to join", || {
+        cluster.is_up()
+    });
     eprintln!("joined with {SUBS} subscriptions in {:?}", begun.elapsed());
     assert_eq!(int(&redis, &["SCARD", "realtime:sub:big"]), SUBS);
     // Its members were news to the cluster: told once, at the next heartbeat.
@@ -186,9 +199,11 @@ fn a_node_with_100k_subscriptions_resyncs_in_batches_after_redis_restarts_empty(
     });
 
     redis.stop();
-    wait_until(Duration::from_secs(10), "the node to see Redis gone", || {
-        !cluster.is_up()
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the node to see Redis gone",
+        || !cluster.is_up(),
+    );
     let before = held.heard();
     redis.restart();
     let restarted = Instant::now();
@@ -201,9 +216,15 @@ fn a_node_with_100k_subscriptions_resyncs_in_batches_after_redis_restarts_empty(
         restarted.elapsed()
     );
     assert_eq!(int(&redis, &["SCARD", "realtime:sub:big"]), SUBS);
-    assert_eq!(int(&redis, &["HLEN", "realtime:members"]), IDENTITIES as i64);
+    assert_eq!(
+        int(&redis, &["HLEN", "realtime:members"]),
+        IDENTITIES as i64
+    );
     for c in CHANNELS {
-        assert_eq!(int(&redis, &["HLEN", &format!("realtime:ch:{c}")]), IDENTITIES as i64);
+        assert_eq!(
+            int(&redis, &["HLEN", &format!("realtime:ch:{c}")]),
+            IDENTITIES as i64
+        );
     }
     // Batched: a few hundred calls, not one per subscription.
     let calls = script_calls(&redis);
@@ -217,13 +238,17 @@ fn a_dead_node_with_100k_subscriptions_is_reaped_in_batches_each_once() {
     let redis = Redis::start();
     let big = Arc::new(Held::many());
     let (rt, cluster) = start(&redis, "big", big.clone());
-    wait_until(Duration::from_secs(120), "the node to join", || cluster.is_up());
+    wait_until(Duration::from_secs(120), "the node to join", || {
+        cluster.is_up()
+    });
     wait_until(Duration::from_secs(60), "its news told", || {
         big.heard()[0] == SUBS as usize
     });
     let watcher = Arc::new(Held::default());
     let (_rt2, other) = start(&redis, "watcher", watcher.clone());
-    wait_until(Duration::from_secs(30), "the watcher to join", || other.is_up());
+    wait_until(Duration::from_secs(30), "the watcher to join", || {
+        other.is_up()
+    });
     let sent_before = other.stats.sent.load(Ordering::SeqCst);
 
     rt.shutdown_background();
@@ -251,6 +276,10 @@ fn a_dead_node_with_100k_subscriptions_is_reaped_in_batches_each_once() {
         other.stats.sent.load(Ordering::SeqCst) - sent_before,
         SUBS as u64,
         "each told to the other nodes once"
+    );
+    eprintln!(
+        "slowest calls: {:?}",
+        redis.command(&[b"SLOWLOG", b"GET", b"3"])
     );
     assert_eq!(int(&redis, &["EXISTS", "realtime:sub:big"]), 0);
     assert_eq!(int(&redis, &["SCARD", "realtime:channels"]), 0);

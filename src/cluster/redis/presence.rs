@@ -14,6 +14,8 @@ use super::{BATCH, Change, Worker, entry, membership, quiet, scripts};
 
 /// Entries written back in one script call by a resync.
 const RESYNC_CHUNK: usize = 1000;
+/// A dead node's entries undone in one script call: a few milliseconds of Redis.
+const REAP_CHUNK: usize = 2000;
 use crate::cluster::{ClusterError, Envelope, Inbound, Membership, identity_of, wire};
 use crate::engineio::Sid;
 
@@ -117,7 +119,8 @@ impl Worker {
         on: bool,
     ) -> Result<Vec<bool>, ClusterError> {
         let mut call = scripts::ONLINE.key(self.keys.node_members(&self.node));
-        call.key(self.keys.members()).arg(if on { "1" } else { "0" });
+        call.key(self.keys.members())
+            .arg(if on { "1" } else { "0" });
         for m in members {
             call.arg(*m);
         }
@@ -216,42 +219,51 @@ impl Worker {
         // elsewhere: one that did is still a member there, and nobody hears it leave.
         let silent = self.timeout + self.window;
         let timeout_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX);
-        let ended: Vec<String> = scripts::REAP
-            .key(self.keys.nodes())
-            .arg(&self.keys.prefix)
-            .arg(&*self.node)
-            .arg(timeout_ms)
-            .arg(mode)
-            .invoke_async(conn)
-            .await
-            .map_err(ClusterError::redis("reaping silent nodes"))?;
-        // A beat's answer starts with whether this node was missing from the nodes.
-        let (removed, ended) = match ended.split_first_chunk::<4>() {
-            Some((first, rest)) if first[0] == "r" => (first[1] == "1", rest),
-            _ => (false, &ended[..]),
-        };
-        if mode == "leave" {
-            info!(node = %self.node, changes = ended.len() / 4, "left the cluster: this node's members are removed");
-        } else if !ended.is_empty() {
-            info!(node = %self.node, changes = ended.len() / 4, "removed the members of nodes that stopped beating");
-        }
-        // Announced here one by one, sent to the other nodes in pipelines: a dead node's
-        // 100,000 subscriptions cost a few hundred round trips, not one each.
-        let mut gone = Vec::new();
-        for item in ended.chunks_exact(4) {
-            match item[0].as_str() {
-                "s" => {
-                    let change = quiet(&item[1], &item[2]);
-                    let count = item[3].parse().unwrap_or(0);
-                    let env = membership(&change, Membership::Unsubscribe, count);
-                    hub.announce(Membership::Unsubscribe, &env, None, true);
-                    gone.push(env);
+        let (mut removed, mut changes) = (false, 0usize);
+        loop {
+            let ended: Vec<String> = scripts::REAP
+                .key(self.keys.nodes())
+                .arg(&self.keys.prefix)
+                .arg(&*self.node)
+                .arg(timeout_ms)
+                .arg(mode)
+                .arg(REAP_CHUNK)
+                .invoke_async(conn)
+                .await
+                .map_err(ClusterError::redis("reaping silent nodes"))?;
+            let Some((head, ended)) = ended.split_first_chunk::<4>() else {
+                return Err(ClusterError::Answer(
+                    "the reaping script answered no header",
+                ));
+            };
+            removed |= head[1] == "1";
+            changes += ended.len() / 4;
+            // Announced here one by one, sent to the other nodes in pipelines.
+            let mut gone = Vec::new();
+            for item in ended.chunks_exact(4) {
+                match item[0].as_str() {
+                    "s" => {
+                        let change = quiet(&item[1], &item[2]);
+                        let count = item[3].parse().unwrap_or(0);
+                        let env = membership(&change, Membership::Unsubscribe, count);
+                        hub.announce(Membership::Unsubscribe, &env, None, true);
+                        gone.push(env);
+                    }
+                    "m" => hub.announce_presence(&item[1], false),
+                    _ => {}
                 }
-                "m" => hub.announce_presence(&item[1], false),
-                _ => {}
+            }
+            self.send_many(conn, &gone).await?;
+            // Each call beats again, so a large dead node does not make this one look dead.
+            if head[2] != "1" {
+                break;
             }
         }
-        self.send_many(conn, &gone).await?;
+        if mode == "leave" {
+            info!(node = %self.node, changes, "left the cluster: this node's members are removed");
+        } else if changes > 0 {
+            info!(node = %self.node, changes, "removed the members of nodes that stopped beating");
+        }
         Ok(removed)
     }
 

@@ -10,6 +10,7 @@
 //! - `P:nm:{node}`: set of members with sessions on this node;
 //! - `P:members`: hash member → how many nodes it has sessions on;
 //! - `P:nodes`: sorted set node → last heartbeat (Redis clock, ms);
+//! - `P:reaping`: set of dead nodes whose holdings are being undone;
 //! - `P:log`: the message log, a stream of every broadcast (see `log.rs`);
 //! - `P:h:{channel}`: the channel's history, a stream with the log's ids (`history.rs`),
 //!   and `P:hg:{channel}` the last id that left it;
@@ -173,36 +174,43 @@ end
 return out
 ";
 
-/// KEYS: nodes. ARGV: prefix, this node, timeout in ms, mode.
-/// Mode 'beat': this node is alive; every node silent longer than the timeout is removed.
-/// Mode 'leave': this node is removed (it is shutting down).
-/// A removed node's holdings are undone; returns, flat, what that ended cluster-wide:
-/// 's', channel, member, count after (a subscription) or 'm', member, '', '' (a member),
-/// first (for a beat) 'r', '1' if this node was missing (removed by the others), '', ''.
+/// KEYS: nodes. ARGV: prefix, this node, timeout in ms, mode, most entries undone.
+/// Mode 'beat': this node is alive; every node silent longer than the timeout is dead.
+/// Mode 'leave': this node is dead (it is shutting down).
+/// A dead node leaves `nodes` for `reaping` at once (so exactly one node reaps it) and
+/// its holdings are undone a bounded number per call, so that no call holds Redis long
+/// and the caller beats between calls. Returns, flat, a header 'r', '1' if this node was
+/// missing from the nodes (removed by the others), '1' if more is left to undo, '';
+/// then what that ended cluster-wide: 's', channel, member, count after (a subscription)
+/// or 'm', member, '', '' (a member).
 const REAP_LUA: &str = r"
 local P = ARGV[1]
-local dead
-local was = false
+local reaping = P .. ':reaping'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local missing = '0'
 if ARGV[4] == 'leave' then
-  dead = {ARGV[2]}
+  redis.call('ZREM', KEYS[1], ARGV[2])
+  redis.call('SADD', reaping, ARGV[2])
 else
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  was = redis.call('ZSCORE', KEYS[1], ARGV[2])
+  if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+    missing = '1'
+    -- Back from the dead: what is left of it is written back, not undone.
+    redis.call('SREM', reaping, ARGV[2])
+  end
   redis.call('ZADD', KEYS[1], now, ARGV[2])
-  dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))) do
+    redis.call('ZREM', KEYS[1], node)
+    redis.call('SADD', reaping, node)
+  end
 end
-local out = {}
-if ARGV[4] ~= 'leave' then
-  table.insert(out, 'r')
-  table.insert(out, was and '0' or '1')
-  table.insert(out, '')
-  table.insert(out, '')
-end
-for _, node in ipairs(dead) do
-  redis.call('ZREM', KEYS[1], node)
-  local subs = P .. ':sub:' .. node
-  for _, e in ipairs(redis.call('SMEMBERS', subs)) do
+local out = {'r', missing, '0', ''}
+local budget = tonumber(ARGV[5])
+for _, node in ipairs(redis.call('SMEMBERS', reaping)) do
+  if budget <= 0 then break end
+  local subs = redis.call('SPOP', P .. ':sub:' .. node, budget)
+  budget = budget - #subs
+  for _, e in ipairs(subs) do
     local z = string.find(e, '\0', 1, true)
     if z then
       local ch = string.sub(e, 1, z - 1)
@@ -220,19 +228,24 @@ for _, node in ipairs(dead) do
       end
     end
   end
-  redis.call('DEL', subs)
-  local nm = P .. ':nm:' .. node
-  for _, m in ipairs(redis.call('SMEMBERS', nm)) do
-    if redis.call('HINCRBY', P .. ':members', m, -1) <= 0 then
-      redis.call('HDEL', P .. ':members', m)
-      table.insert(out, 'm')
-      table.insert(out, m)
-      table.insert(out, '')
-      table.insert(out, '')
+  if budget > 0 then
+    local ms = redis.call('SPOP', P .. ':nm:' .. node, budget)
+    budget = budget - #ms
+    for _, m in ipairs(ms) do
+      if redis.call('HINCRBY', P .. ':members', m, -1) <= 0 then
+        redis.call('HDEL', P .. ':members', m)
+        table.insert(out, 'm')
+        table.insert(out, m)
+        table.insert(out, '')
+        table.insert(out, '')
+      end
     end
   end
-  redis.call('DEL', nm)
-  redis.call('DEL', P .. ':pids:' .. node)
+  if budget > 0 then
+    redis.call('DEL', P .. ':pids:' .. node)
+    redis.call('SREM', reaping, node)
+  end
 end
+if redis.call('SCARD', reaping) > 0 then out[3] = '1' end
 return out
 ";
