@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use redis::Script;
 use redis::aio::MultiplexedConnection;
@@ -323,12 +324,14 @@ impl Worker {
             .filter_map(|e| e.split_once('\0'))
             .collect();
         let mut changed = joins.len() + leaves.len();
+        let mut beat_due = Instant::now() + self.heartbeat;
         let mut told = Vec::new();
         for (pairs, script, event) in [
             (&joins, &*scripts::JOIN, Membership::Subscribe),
             (&leaves, &*scripts::LEAVE, Membership::Unsubscribe),
         ] {
             for chunk in pairs.chunks(RESYNC_CHUNK) {
+                beat_due = self.touch_if_due(conn, beat_due).await?;
                 let done = self.run_many(conn, script, chunk).await?;
                 for ((channel, member), (edge, _)) in chunk.iter().zip(done) {
                     if edge && news(&entry(channel, member)) {
@@ -352,6 +355,7 @@ impl Worker {
         changed += arrived.len() + departed.len();
         for (list, on) in [(&arrived, true), (&departed, false)] {
             for chunk in list.chunks(RESYNC_CHUNK) {
+                beat_due = self.touch_if_due(conn, beat_due).await?;
                 let edges = self.online_many(conn, chunk, on).await?;
                 for (m, edge) in chunk.iter().zip(edges) {
                     if edge && news(m) {
@@ -372,6 +376,24 @@ impl Worker {
     pub(super) fn forget_pending(&mut self, change: &Change) {
         self.pending
             .retain(|(c, _)| !(c.channel == change.channel && c.member == change.member));
+    }
+
+    /// Renews this node's heartbeat when `due` has passed; returns when it is next due.
+    async fn touch_if_due(
+        &self,
+        conn: &mut MultiplexedConnection,
+        due: Instant,
+    ) -> Result<Instant, ClusterError> {
+        if Instant::now() < due {
+            return Ok(due);
+        }
+        let _: u8 = scripts::TOUCH
+            .key(self.keys.nodes())
+            .arg(&*self.node)
+            .invoke_async(conn)
+            .await
+            .map_err(ClusterError::redis("beating during a resync"))?;
+        Ok(Instant::now() + self.heartbeat)
     }
 
     /// Tells what the last resync found, with the counts as they are now, a pipeline

@@ -26,6 +26,7 @@ pub(super) static JOIN: LazyLock<Script> = LazyLock::new(|| Script::new(JOIN_LUA
 pub(super) static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE_LUA));
 pub(super) static DROP: LazyLock<Script> = LazyLock::new(|| Script::new(DROP_LUA));
 pub(super) static ONLINE: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE_LUA));
+pub(super) static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(TOUCH_LUA));
 pub(super) static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(REAP_LUA));
 pub(super) static FIND: LazyLock<Script> = LazyLock::new(|| Script::new(FIND_LUA));
 pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_LUA));
@@ -172,6 +173,15 @@ for i = 2, #ARGV do
   table.insert(out, flag)
 end
 return out
+";
+
+/// A heartbeat alone, during a long resync: the node's time in `nodes` is renewed if it
+/// is there (one the others removed is written back by the next full beat).
+/// KEYS: nodes. ARGV: this node.
+const TOUCH_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
 ";
 
 /// KEYS: nodes. ARGV: prefix, this node, timeout in ms, mode, most entries undone.
