@@ -21,10 +21,20 @@ const CHANNELS: [&str; 2] = ["north", "south"];
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const NODE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What a [`Held`] hub was told about one identity: (to its members too, not only
+/// the monitor; the change; the channel; the identity).
+pub(crate) type Told = (bool, Membership, String, String);
+
+/// Runs when the worker reads the hub, on what it reads.
+type Hook = Box<dyn FnOnce(&mut Snapshot) + Send>;
+
 /// A hub that holds a fixed set of members and counts what the cluster tells it.
 #[derive(Default)]
-struct Held {
-    snapshot: Snapshot,
+pub(crate) struct Held {
+    pub(crate) snapshot: Mutex<Snapshot>,
+    /// Runs at the next read of the hub, as a change made just then would.
+    pub(crate) hook: Mutex<Option<Hook>>,
+    pub(crate) told: Mutex<Vec<Told>>,
     subscribes: AtomicUsize,
     unsubscribes: AtomicUsize,
     connects: AtomicUsize,
@@ -40,15 +50,15 @@ impl Held {
             .flat_map(|m| CHANNELS.map(|c| (c.to_owned(), m.clone())))
             .collect();
         Held {
-            snapshot: Snapshot {
+            snapshot: Mutex::new(Snapshot {
                 subscriptions,
                 members,
-            },
+            }),
             ..Held::default()
         }
     }
 
-    fn heard(&self) -> [usize; 4] {
+    pub(crate) fn heard(&self) -> [usize; 4] {
         [
             &self.subscribes,
             &self.unsubscribes,
@@ -59,9 +69,19 @@ impl Held {
     }
 }
 
-impl Inbound for Held {
-    fn deliver(&self, _: &Envelope, _: Vec<Bytes>, _: Option<&str>, _: Option<u64>) {}
-    fn announce(&self, change: Membership, env: &Envelope, _: Option<&str>, _: bool) {
+impl Held {
+    fn tell(&self, local: bool, change: Membership, env: &Envelope) {
+        let who = env.identity.as_deref().unwrap_or_default().to_owned();
+        let channel = env.channel.clone().unwrap_or_default();
+        if !who.starts_with("user") {
+            self.told
+                .lock()
+                .unwrap()
+                .push((local, change, channel, who));
+        }
+    }
+
+    fn count(&self, change: Membership, env: &Envelope) {
         match change {
             Membership::Subscribe => self.subscribes.fetch_add(1, Ordering::SeqCst),
             Membership::Unsubscribe => {
@@ -73,8 +93,17 @@ impl Inbound for Held {
             _ => 0,
         };
     }
+}
+
+impl Inbound for Held {
+    fn deliver(&self, _: &Envelope, _: Vec<Bytes>, _: Option<&str>, _: Option<u64>) {}
+    fn announce(&self, change: Membership, env: &Envelope, _: Option<&str>, _: bool) {
+        self.tell(true, change, env);
+        self.count(change, env);
+    }
     fn observe_only(&self, change: Membership, env: &Envelope) {
-        self.announce(change, env, None, true);
+        self.tell(false, change, env);
+        self.count(change, env);
     }
     fn announce_presence(&self, _: &str, connected: bool) {
         let n = if connected {
@@ -87,7 +116,11 @@ impl Inbound for Held {
     fn adopt(&self, _: &str, _: &str) {}
     fn drop_remote(&self, _: &str, _: &str) {}
     fn snapshot(&self) -> Snapshot {
-        self.snapshot.clone()
+        let mut snap = self.snapshot.lock().unwrap();
+        if let Some(hook) = self.hook.lock().unwrap().take() {
+            hook(&mut snap);
+        }
+        snap.clone()
     }
     fn local_count(&self, _: &str) -> usize {
         0
@@ -98,7 +131,7 @@ impl Inbound for Held {
 }
 
 /// A node on its own runtime: dropping the runtime kills it without a goodbye.
-fn start(
+pub(crate) fn start(
     redis: &Redis,
     name: &str,
     held: Arc<Held>,
@@ -124,7 +157,7 @@ fn start(
     (rt, cluster)
 }
 
-fn int(redis: &Redis, args: &[&str]) -> i64 {
+pub(crate) fn int(redis: &Redis, args: &[&str]) -> i64 {
     let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     match redis.command(&args) {
         Resp::Int(n) => n,

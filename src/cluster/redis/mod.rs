@@ -15,7 +15,7 @@ mod presence;
 mod scripts;
 mod worker;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -143,6 +143,13 @@ pub struct Worker {
     /// by then the other nodes, which lost Redis at the same moment, have subscribed and
     /// written their own presence back, so they hear it and the count is whole.
     pending: Vec<(Change, Membership)>,
+    /// Subscriptions (`channel \0 member`) whose first join or last leave the last resync
+    /// took while their op was still queued: that op announces it (to this node's members
+    /// too), with whether the other nodes were told already.
+    taken: HashMap<String, (Membership, bool)>,
+    /// Ops still to apply that were queued when the resync read the hub: once applied,
+    /// nothing is left to find in `taken`.
+    taken_ops: usize,
 }
 
 impl std::fmt::Debug for Worker {
@@ -257,6 +264,8 @@ impl RedisCluster {
             dirty: HashSet::new(),
             epoch: None,
             pending: Vec::new(),
+            taken: HashMap::new(),
+            taken_ops: 0,
         };
         Ok((handle, worker))
     }

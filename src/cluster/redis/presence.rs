@@ -296,6 +296,9 @@ impl Worker {
         // or this node's members removed by the others meanwhile.
         let news = |key: &str| !data_lost || self.dirty.contains(key);
         let snap = hub.snapshot();
+        // Ops queued now made changes the snapshot already holds.
+        self.taken.clear();
+        self.taken_ops = self.ops.len();
         let held: HashSet<String> = redis::cmd("SMEMBERS")
             .arg(self.keys.sub(&self.node))
             .query_async(conn)
@@ -334,7 +337,11 @@ impl Worker {
                 beat_due = self.touch_if_due(conn, beat_due).await?;
                 let done = self.run_many(conn, script, chunk).await?;
                 for ((channel, member), (edge, _)) in chunk.iter().zip(done) {
-                    if edge && news(&entry(channel, member)) {
+                    let key = entry(channel, member);
+                    if edge && self.taken_ops > 0 {
+                        self.taken.insert(key.clone(), (event, false));
+                    }
+                    if edge && news(&key) {
                         told.push((quiet(channel, member), event));
                     }
                 }
@@ -370,6 +377,30 @@ impl Worker {
         self.dirty.clear();
         self.epoch = Some(epoch);
         Ok(())
+    }
+
+    /// Whether the last resync took this op's `event` (its first join or last leave)
+    /// while the op was queued: `Some(told)`, `told` when the other nodes heard of it.
+    pub(super) fn took(&mut self, change: &Change, event: Membership) -> Option<bool> {
+        let key = entry(&change.channel, &change.member);
+        match self.taken.get(&key) {
+            Some((e, told)) if *e == event => {
+                let told = *told;
+                self.taken.remove(&key);
+                Some(told)
+            }
+            _ => None,
+        }
+    }
+
+    /// `n` more ops applied since the last resync.
+    pub(super) fn applied(&mut self, n: usize) {
+        if self.taken_ops > 0 {
+            self.taken_ops = self.taken_ops.saturating_sub(n);
+            if self.taken_ops == 0 {
+                self.taken.clear();
+            }
+        }
     }
 
     /// A change applied after a resync found it supersedes what the resync would tell.
@@ -417,6 +448,10 @@ impl Worker {
                 .iter()
                 .zip(counts)
                 .map(|((change, event), count)| {
+                    let key = entry(&change.channel, &change.member);
+                    if let Some((_, told)) = self.taken.get_mut(&key) {
+                        *told = true;
+                    }
                     let env = membership(change, *event, count);
                     hub.observe_only(*event, &env);
                     env

@@ -164,7 +164,10 @@ impl Worker {
                             Err(_) => break,
                         }
                     }
-                    match self.apply(hub, &mut conn, &mut sink, batch).await {
+                    let n = batch.len();
+                    let applied = self.apply(hub, &mut conn, &mut sink, batch).await;
+                    self.applied(n);
+                    match applied {
                         Ok(true) => return Ended::Departed,
                         Ok(false) => {}
                         Err(e) => return Ended::Lost(e, true),
@@ -353,11 +356,16 @@ impl Worker {
             }
             Op::Join(change) => match self.run_change(conn, &scripts::JOIN, &change).await {
                 Ok((first, count)) => {
+                    // A resync may have made this join first already, unannounced here.
+                    let took = self.took(&change, Membership::Subscribe);
                     self.forget_pending(&change);
-                    if first {
+                    if first || took == Some(false) {
                         self.announce(hub, conn, &change, Membership::Subscribe, count, true)
                             .await?;
                         self.control(conn, "join", &change).await?;
+                    } else if took == Some(true) {
+                        let env = membership(&change, Membership::Subscribe, count);
+                        hub.announce(Membership::Subscribe, &env, Some(&change.member), false);
                     }
                     let _ = change.reply.send(count);
                 }
@@ -374,13 +382,18 @@ impl Worker {
                 };
                 match result {
                     Ok((last, count)) => {
+                        let took = self.took(&change, Membership::Unsubscribe);
                         self.forget_pending(&change);
-                        if last {
+                        if last || took == Some(false) {
                             self.announce(hub, conn, &change, Membership::Unsubscribe, count, true)
                                 .await?;
                             if change.explicit {
                                 self.control(conn, "leave", &change).await?;
                             }
+                        } else if took == Some(true) {
+                            let env = membership(&change, Membership::Unsubscribe, count);
+                            let leaving = Some(change.member.as_str());
+                            hub.announce(Membership::Unsubscribe, &env, leaving, false);
                         }
                         let _ = change.reply.send(count);
                     }
