@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use realtime::cluster::{Membership, Presence};
+use realtime::cluster::{Bus, Membership, Presence, Settle};
 use serde_json::Value;
 
 use crate::scale::{Held, int, start};
@@ -55,4 +55,52 @@ fn a_change_queued_during_a_resync_is_announced_to_this_nodes_members_too() {
         vec![once],
         "told to this node's members and the monitor, once"
     );
+}
+
+/// Waits for the cluster's answer to a join or leave.
+fn settled(settle: Settle) -> usize {
+    match settle {
+        Settle::Later(rx) => rx.blocking_recv().unwrap(),
+        Settle::Here => panic!("a cluster node decides later"),
+    }
+}
+
+#[test]
+fn no_duplicate_on_subscribe_while_redis_is_away() {
+    let mut redis = Redis::start();
+    let (a_held, b_held) = (Arc::new(Held::default()), Arc::new(Held::default()));
+    let (_ra, a) = start(&redis, "a", a_held.clone());
+    let (_rb, b) = start(&redis, "b", b_held.clone());
+    wait_until(Duration::from_secs(30), "both nodes to join", || {
+        a.is_up() && b.is_up()
+    });
+    // A has members in the room; xena joins it on B, and A's members hear it.
+    a.watch("room", true);
+    wait_until(Duration::from_secs(10), "A to watch the room", || {
+        let Resp::Array(Some(n)) = redis.command(&[b"PUBSUB", b"NUMSUB", b"realtime:m:room"])
+        else {
+            return false;
+        };
+        n.get(1) == Some(&Resp::Int(1))
+    });
+    assert_eq!(settled(b.join("room", "@xena", &Value::Null)), 1);
+    let heard = (
+        "onSubscribe".to_owned(),
+        "room".to_owned(),
+        "xena".to_owned(),
+    );
+    wait_until(Duration::from_secs(10), "A to hear xena join", || {
+        a_held.delivered.lock().unwrap().contains(&heard)
+    });
+
+    redis.stop();
+    wait_until(Duration::from_secs(10), "A to see Redis gone", || {
+        !a.is_up()
+    });
+    // A tab of xena on A joins the room and leaves it while Redis is away: she was in it
+    // on B all along, so A's members hear nothing.
+    settled(a.join("room", "@xena", &Value::Null));
+    settled(a.leave("room", "@xena", &Value::Null, false));
+    let told = a_held.told.lock().unwrap().clone();
+    assert_eq!(told, Vec::new(), "xena was in the room on B all along");
 }

@@ -35,6 +35,8 @@ pub(crate) struct Held {
     /// Runs at the next read of the hub, as a change made just then would.
     pub(crate) hook: Mutex<Option<Hook>>,
     pub(crate) told: Mutex<Vec<Told>>,
+    /// Membership events delivered from the bus: (command, channel, identity).
+    pub(crate) delivered: Mutex<Vec<(String, String, String)>>,
     subscribes: AtomicUsize,
     unsubscribes: AtomicUsize,
     connects: AtomicUsize,
@@ -96,7 +98,16 @@ impl Held {
 }
 
 impl Inbound for Held {
-    fn deliver(&self, _: &Envelope, _: Vec<Bytes>, _: Option<&str>, _: Option<u64>) {}
+    fn deliver(&self, env: &Envelope, _: Vec<Bytes>, _: Option<&str>, _: Option<u64>) {
+        if let Some(command) = env.data.get("command").and_then(|c| c.as_str()) {
+            let channel = env.channel.clone().unwrap_or_default();
+            let who = env.identity.as_deref().unwrap_or_default().to_owned();
+            self.delivered
+                .lock()
+                .unwrap()
+                .push((command.to_owned(), channel, who));
+        }
+    }
     fn announce(&self, change: Membership, env: &Envelope, _: Option<&str>, _: bool) {
         self.tell(true, change, env);
         self.count(change, env);

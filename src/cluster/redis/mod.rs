@@ -150,6 +150,10 @@ pub struct Worker {
     /// Ops still to apply that were queued when the resync read the hub: once applied,
     /// nothing is left to find in `taken`.
     taken_ops: usize,
+    /// Subscriptions (`channel \0 member`) of identities that other nodes hold, as last
+    /// heard: while Redis is away, a tab here joining or leaving one of these changes
+    /// nothing cluster-wide, so nothing is announced.
+    elsewhere: HashSet<String>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -266,6 +270,7 @@ impl RedisCluster {
             pending: Vec::new(),
             taken: HashMap::new(),
             taken_ops: 0,
+            elsewhere: HashSet::new(),
         };
         Ok((handle, worker))
     }

@@ -17,7 +17,7 @@ use super::{BATCH, Change, Worker, entry, membership, quiet, scripts};
 const RESYNC_CHUNK: usize = 1000;
 /// A dead node's entries undone in one script call: a few milliseconds of Redis.
 const REAP_CHUNK: usize = 2000;
-use crate::cluster::{ClusterError, Envelope, Inbound, Membership, identity_of, wire};
+use crate::cluster::{ClusterError, Envelope, Inbound, Membership, identity_of, member_key, wire};
 use crate::engineio::Sid;
 
 impl Worker {
@@ -391,6 +391,28 @@ impl Worker {
             }
             _ => None,
         }
+    }
+
+    /// A membership event from another node (or a change decided here): who else
+    /// holds whom, for the changes settled while Redis is away.
+    pub(super) fn heard_membership(&mut self, env: &Envelope) {
+        let (Some(channel), Some(identity)) = (env.channel.as_deref(), env.identity.as_deref())
+        else {
+            return;
+        };
+        let key = entry(channel, &member_key(Some(identity), ""));
+        match env.data.get("command").and_then(|c| c.as_str()) {
+            Some("onSubscribe") => self.elsewhere.insert(key),
+            Some("onUnsubscribe") => self.elsewhere.remove(&key),
+            _ => false,
+        };
+    }
+
+    /// No members here in `channel`: nothing of it is watched or remembered.
+    pub(super) fn forget_channel(&mut self, channel: &str) {
+        self.watched.remove(channel);
+        let prefix = entry(channel, "");
+        self.elsewhere.retain(|e| !e.starts_with(&prefix));
     }
 
     /// `n` more ops applied since the last resync.

@@ -349,7 +349,7 @@ impl Worker {
                     self.watched.insert(channel);
                     sink.subscribe(&topic).await
                 } else {
-                    self.watched.remove(&channel);
+                    self.forget_channel(&channel);
                     sink.unsubscribe(&topic).await
                 };
                 result.map_err(ClusterError::redis("changing a subscription"))?;
@@ -359,6 +359,12 @@ impl Worker {
                     // A resync may have made this join first already, unannounced here.
                     let took = self.took(&change, Membership::Subscribe);
                     self.forget_pending(&change);
+                    let key = entry(&change.channel, &change.member);
+                    if first {
+                        self.elsewhere.remove(&key);
+                    } else {
+                        self.elsewhere.insert(key);
+                    }
                     if first || took == Some(false) {
                         self.announce(hub, conn, &change, Membership::Subscribe, count, true)
                             .await?;
@@ -384,6 +390,10 @@ impl Worker {
                     Ok((last, count)) => {
                         let took = self.took(&change, Membership::Unsubscribe);
                         self.forget_pending(&change);
+                        if last {
+                            self.elsewhere
+                                .remove(&entry(&change.channel, &change.member));
+                        }
                         if last || took == Some(false) {
                             self.announce(hub, conn, &change, Membership::Unsubscribe, count, true)
                                 .await?;
@@ -451,21 +461,29 @@ impl Worker {
                 if on {
                     self.watched.insert(channel);
                 } else {
-                    self.watched.remove(&channel);
+                    self.forget_channel(&channel);
                 }
             }
+            // An identity another node holds in the channel neither joins nor leaves it
+            // cluster-wide: its members here heard it join already.
             Op::Join(change) => {
-                self.dirty.insert(entry(&change.channel, &change.member));
+                let key = entry(&change.channel, &change.member);
                 let count = hub.local_count(&change.channel);
-                let env = membership(&change, Membership::Subscribe, count);
-                hub.announce(Membership::Subscribe, &env, None, false);
+                if !self.elsewhere.contains(&key) {
+                    let env = membership(&change, Membership::Subscribe, count);
+                    hub.announce(Membership::Subscribe, &env, None, false);
+                }
+                self.dirty.insert(key);
                 let _ = change.reply.send(count);
             }
             Op::Leave(change) => {
-                self.dirty.insert(entry(&change.channel, &change.member));
+                let key = entry(&change.channel, &change.member);
                 let count = hub.local_count(&change.channel);
-                let env = membership(&change, Membership::Unsubscribe, count);
-                hub.announce(Membership::Unsubscribe, &env, Some(&change.member), false);
+                if change.explicit || !self.elsewhere.contains(&key) {
+                    let env = membership(&change, Membership::Unsubscribe, count);
+                    hub.announce(Membership::Unsubscribe, &env, Some(&change.member), false);
+                }
+                self.dirty.insert(key);
                 let _ = change.reply.send(count);
             }
             // Told to the monitor at the resync, once the cluster can decide.
@@ -495,7 +513,7 @@ impl Worker {
     }
 
     /// A broadcast from Redis: delivered here unless this node sent it.
-    fn inbound(&self, hub: &Arc<dyn Inbound>, msg: &redis::Msg) {
+    fn inbound(&mut self, hub: &Arc<dyn Inbound>, msg: &redis::Msg) {
         let topic = msg.get_channel_name();
         if topic == self.keys.control() {
             self.inbound_control(hub, msg.get_payload_bytes());
@@ -531,6 +549,9 @@ impl Worker {
         }
         if *m.origin != *self.node {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
+            if offset.is_none() {
+                self.heard_membership(&m.envelope);
+            }
         }
         hub.deliver(&m.envelope, m.attachments, m.to.as_deref(), offset);
     }
