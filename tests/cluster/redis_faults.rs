@@ -76,13 +76,7 @@ fn no_duplicate_on_subscribe_while_redis_is_away() {
     });
     // A has members in the room; xena joins it on B, and A's members hear it.
     a.watch("room", true);
-    wait_until(Duration::from_secs(10), "A to watch the room", || {
-        let Resp::Array(Some(n)) = redis.command(&[b"PUBSUB", b"NUMSUB", b"realtime:m:room"])
-        else {
-            return false;
-        };
-        n.get(1) == Some(&Resp::Int(1))
-    });
+    listeners(&redis, 1);
     assert_eq!(settled(b.join("room", "@xena", &Value::Null)), 1);
     let heard = (
         "onSubscribe".to_owned(),
@@ -103,4 +97,94 @@ fn no_duplicate_on_subscribe_while_redis_is_away() {
     settled(a.leave("room", "@xena", &Value::Null, false));
     let told = a_held.told.lock().unwrap().clone();
     assert_eq!(told, Vec::new(), "xena was in the room on B all along");
+}
+
+/// Waits until `n` connections listen to the room's topic.
+fn listeners(redis: &Redis, n: i64) {
+    wait_until(
+        Duration::from_secs(10),
+        "the nodes to watch the room",
+        || {
+            let Resp::Array(Some(got)) = redis.command(&[b"PUBSUB", b"NUMSUB", b"realtime:m:room"])
+            else {
+                return false;
+            };
+            got.get(1) == Some(&Resp::Int(n))
+        },
+    );
+}
+
+fn heard(held: &Held, command: &str) -> usize {
+    let all = held.delivered.lock().unwrap();
+    all.iter()
+        .filter(|(c, ch, who)| c == command && ch == "room" && who == "xena")
+        .count()
+}
+
+#[test]
+fn an_unsubscribe_settled_while_redis_was_away_takes_the_identity_out_everywhere() {
+    let mut redis = Redis::start();
+    let (a_held, b_held) = (Arc::new(Held::default()), Arc::new(Held::default()));
+    let (_ra, a) = start(&redis, "a", a_held.clone());
+    let (_rb, b) = start(&redis, "b", b_held.clone());
+    wait_until(Duration::from_secs(30), "both nodes to join", || {
+        a.is_up() && b.is_up()
+    });
+    a.watch("room", true);
+    b.watch("room", true);
+    listeners(&redis, 2);
+    // xena is in the room with a tab on each node.
+    assert_eq!(settled(b.join("room", "@xena", &Value::Null)), 1);
+    assert_eq!(settled(a.join("room", "@xena", &Value::Null)), 1);
+    let xena = ("room".to_owned(), "@xena".to_owned());
+    b_held.snapshot.lock().unwrap().subscriptions.push(xena);
+
+    redis.stop();
+    wait_until(
+        Duration::from_secs(10),
+        "the nodes to see Redis gone",
+        || !a.is_up() && !b.is_up(),
+    );
+    // She unsubscribes on A while Redis is away; B still holds her when it comes back.
+    settled(a.leave("room", "@xena", &Value::Null, true));
+    redis.restart();
+    wait_until(
+        Duration::from_secs(30),
+        "xena out of the room everywhere",
+        || a.is_up() && b.is_up() && int(&redis, &["HLEN", "realtime:ch:room"]) == 0,
+    );
+    wait_until(Duration::from_secs(10), "B told to drop her tabs", || {
+        !b_held.dropped.lock().unwrap().is_empty()
+    });
+    // Anything the next heartbeats would tell too (a wait for nothing: a fixed one).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(int(&redis, &["HLEN", "realtime:ch:room"]), 0);
+    let dropped = b_held.dropped.lock().unwrap().clone();
+    assert_eq!(dropped, vec![("@xena".to_owned(), "room".to_owned())]);
+    assert_eq!(
+        heard(&b_held, "onUnsubscribe"),
+        1,
+        "B's members hear it once"
+    );
+    let a_told = a_held.told.lock().unwrap().clone();
+    let left = |local| {
+        (
+            local,
+            Membership::Unsubscribe,
+            "room".to_owned(),
+            "xena".to_owned(),
+        )
+    };
+    assert_eq!(
+        a_told,
+        vec![left(true), left(false)],
+        "A's members when it happened, the monitor once Redis was back"
+    );
+    let joined = (
+        true,
+        Membership::Subscribe,
+        "room".to_owned(),
+        "xena".to_owned(),
+    );
+    assert_eq!(*b_held.told.lock().unwrap(), vec![joined]);
 }

@@ -37,6 +37,8 @@ pub(crate) struct Held {
     pub(crate) told: Mutex<Vec<Told>>,
     /// Membership events delivered from the bus: (command, channel, identity).
     pub(crate) delivered: Mutex<Vec<(String, String, String)>>,
+    /// Members another node told to leave a channel here: (member, channel).
+    pub(crate) dropped: Mutex<Vec<(String, String)>>,
     subscribes: AtomicUsize,
     unsubscribes: AtomicUsize,
     connects: AtomicUsize,
@@ -125,7 +127,10 @@ impl Inbound for Held {
         n.fetch_add(1, Ordering::SeqCst);
     }
     fn adopt(&self, _: &str, _: &str) {}
-    fn drop_remote(&self, _: &str, _: &str) {}
+    fn drop_remote(&self, member: &str, channel: &str) {
+        let dropped = (member.to_owned(), channel.to_owned());
+        self.dropped.lock().unwrap().push(dropped);
+    }
     fn snapshot(&self) -> Snapshot {
         let mut snap = self.snapshot.lock().unwrap();
         if let Some(hook) = self.hook.lock().unwrap().take() {

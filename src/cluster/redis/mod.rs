@@ -154,6 +154,9 @@ pub struct Worker {
     /// heard: while Redis is away, a tab here joining or leaving one of these changes
     /// nothing cluster-wide, so nothing is announced.
     elsewhere: HashSet<String>,
+    /// Unsubscribes of identities (`channel \0 member`) settled while Redis was away: once
+    /// it is back, the identity leaves the channel on every node.
+    dropped: HashSet<String>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -271,6 +274,7 @@ impl RedisCluster {
             taken: HashMap::new(),
             taken_ops: 0,
             elsewhere: HashSet::new(),
+            dropped: HashSet::new(),
         };
         Ok((handle, worker))
     }

@@ -347,6 +347,23 @@ impl Worker {
                 }
             }
         }
+        // An unsubscribe settled while Redis was away takes the identity out on every
+        // node, at the next heartbeat (when the others have written theirs back), unless
+        // it left the channel cluster-wide here already.
+        let left: HashSet<String> = told
+            .iter()
+            .map(|(c, _): &(Change, Membership)| entry(&c.channel, &c.member))
+            .collect();
+        for key in std::mem::take(&mut self.dropped) {
+            if here.contains_key(&key) || left.contains(&key) {
+                continue;
+            }
+            if let Some((channel, member)) = key.split_once('\0') {
+                let mut change = quiet(channel, member);
+                change.explicit = true;
+                told.push((change, Membership::Unsubscribe));
+            }
+        }
         self.pending.extend(told);
         let members: HashSet<&str> = snap.members.iter().map(String::as_str).collect();
         let arrived: Vec<&str> = members
@@ -456,6 +473,16 @@ impl Worker {
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
     ) -> Result<(), ClusterError> {
+        while let Some(i) = self.pending.iter().position(|(c, _)| c.explicit) {
+            let (had, count) = self.drop_everywhere(conn, &self.pending[i].0).await?;
+            let (change, event) = self.pending.remove(i);
+            if had {
+                let env = membership(&change, event, count);
+                hub.observe_only(event, &env);
+                self.send(conn, &env).await?;
+            }
+            self.control(conn, "leave", &change).await?;
+        }
         while !self.pending.is_empty() {
             let chunk = &self.pending[..self.pending.len().min(BATCH)];
             let mut pipe = redis::pipe();

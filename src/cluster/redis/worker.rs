@@ -473,6 +473,7 @@ impl Worker {
                     let env = membership(&change, Membership::Subscribe, count);
                     hub.announce(Membership::Subscribe, &env, None, false);
                 }
+                self.dropped.remove(&key);
                 self.dirty.insert(key);
                 let _ = change.reply.send(count);
             }
@@ -482,6 +483,9 @@ impl Worker {
                 if change.explicit || !self.elsewhere.contains(&key) {
                     let env = membership(&change, Membership::Unsubscribe, count);
                     hub.announce(Membership::Unsubscribe, &env, Some(&change.member), false);
+                }
+                if change.explicit && identity_of(&change.member).is_some() {
+                    self.dropped.insert(key.clone());
                 }
                 self.dirty.insert(key);
                 let _ = change.reply.send(count);
