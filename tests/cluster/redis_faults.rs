@@ -188,3 +188,41 @@ fn an_unsubscribe_settled_while_redis_was_away_takes_the_identity_out_everywhere
     );
     assert_eq!(*b_held.told.lock().unwrap(), vec![joined]);
 }
+
+#[test]
+fn a_node_killed_while_redis_restarts_empty_is_still_reaped_with_its_members_events() {
+    let mut redis = Redis::start();
+    let (a_held, b_held) = (Arc::new(Held::default()), Arc::new(Held::default()));
+    let (_ra, a) = start(&redis, "a", a_held.clone());
+    let (rb, b) = start(&redis, "b", b_held.clone());
+    wait_until(Duration::from_secs(30), "both nodes to join", || {
+        a.is_up() && b.is_up()
+    });
+    a.watch("room", true);
+    listeners(&redis, 1);
+    // xena is in the room on B only; A's members heard her join.
+    assert_eq!(settled(b.join("room", "@xena", &Value::Null)), 1);
+    wait_until(Duration::from_secs(10), "A to hear xena join", || {
+        heard(&a_held, "onSubscribe") == 1
+    });
+
+    redis.stop();
+    rb.shutdown_background();
+    redis.restart();
+    wait_until(Duration::from_secs(30), "xena's onUnsubscribe on A", || {
+        !a_held.told.lock().unwrap().is_empty()
+    });
+    // Anything the next heartbeats would tell too (a wait for nothing: a fixed one).
+    std::thread::sleep(Duration::from_secs(3));
+    let left = (
+        true,
+        Membership::Unsubscribe,
+        "room".to_owned(),
+        "xena".to_owned(),
+    );
+    assert_eq!(
+        *a_held.told.lock().unwrap(),
+        vec![left],
+        "once, to A's members and the monitor"
+    );
+}

@@ -13,6 +13,7 @@ mod history;
 mod log;
 mod presence;
 mod scripts;
+mod vanished;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -157,6 +158,9 @@ pub struct Worker {
     /// Unsubscribes of identities (`channel \0 member`) settled while Redis was away: once
     /// it is back, the identity leaves the channel on every node.
     dropped: HashSet<String>,
+    /// After Redis lost its data: what other nodes held then, and when to check that
+    /// they wrote it back.
+    suspects: Option<(std::time::Instant, Vec<String>)>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -275,6 +279,7 @@ impl RedisCluster {
             taken_ops: 0,
             elsewhere: HashSet::new(),
             dropped: HashSet::new(),
+            suspects: None,
         };
         Ok((handle, worker))
     }

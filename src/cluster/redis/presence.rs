@@ -291,6 +291,7 @@ impl Worker {
         let data_lost = self.epoch.as_ref().is_some_and(|old| *old != epoch);
         if data_lost {
             warn!(node = %self.node, "Redis lost its data: writing this node's presence back");
+            self.suspect_vanished();
         }
         // Unless Redis lost its data, what differs is news: changes made while it was away,
         // or this node's members removed by the others meanwhile.

@@ -190,6 +190,9 @@ impl Worker {
                     if let Err(e) = self.tell_pending(hub, &mut conn).await {
                         return Ended::Lost(e, true);
                     }
+                    if let Err(e) = self.settle_vanished(hub, &mut conn).await {
+                        return Ended::Lost(e, true);
+                    }
                 }
             }
         }
@@ -485,6 +488,8 @@ impl Worker {
                     hub.announce(Membership::Unsubscribe, &env, Some(&change.member), false);
                 }
                 if change.explicit && identity_of(&change.member).is_some() {
+                    // Out everywhere, by this node's word: nobody holds it elsewhere.
+                    self.elsewhere.remove(&key);
                     self.dropped.insert(key.clone());
                 }
                 self.dirty.insert(key);
