@@ -11,6 +11,8 @@
 //! - `P:members`: hash member → how many nodes it has sessions on;
 //! - `P:nodes`: sorted set node → last heartbeat (Redis clock, ms);
 //! - `P:reaping`: set of dead nodes whose holdings are being undone;
+//! - `P:gone:{epoch}:{channel \0 member}`: which node announces a member nobody wrote
+//!   back after Redis lost its data (`vanished.rs`);
 //! - `P:log`: the message log, a stream of every broadcast (see `log.rs`);
 //! - `P:h:{channel}`: the channel's history, a stream with the log's ids (`history.rs`),
 //!   and `P:hg:{channel}` the last id that left it;
