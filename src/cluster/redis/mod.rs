@@ -12,6 +12,7 @@ mod endpoint;
 mod history;
 mod log;
 mod presence;
+mod resync;
 mod scripts;
 mod vanished;
 mod worker;

@@ -3,12 +3,11 @@
 //! whom the others held and, once a dead node would have been reaped, announce the
 //! ones nobody wrote back, each once cluster-wide.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use redis::Script;
 use redis::aio::MultiplexedConnection;
-use std::sync::LazyLock;
 use tracing::info;
 
 use super::{BATCH, Worker, membership, quiet};
