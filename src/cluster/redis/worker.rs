@@ -362,8 +362,9 @@ impl Worker {
                     // A resync may have made this join first already, unannounced here.
                     let took = self.took(&change, Membership::Subscribe);
                     self.forget_pending(&change);
+                    // Not first, and not because of the resync: another node holds it.
                     let key = entry(&change.channel, &change.member);
-                    if first {
+                    if first || took.is_some() {
                         self.elsewhere.remove(&key);
                     } else {
                         self.elsewhere.insert(key);
