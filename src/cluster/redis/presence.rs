@@ -188,7 +188,7 @@ impl Worker {
     /// Returns true when the other nodes had removed this one (it missed its heartbeats
     /// while up): its presence must be written back.
     pub(super) async fn beat(
-        &self,
+        &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
     ) -> Result<bool, ClusterError> {
@@ -206,7 +206,7 @@ impl Worker {
     }
 
     pub(super) async fn reap(
-        &self,
+        &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
         mode: &str,
@@ -243,6 +243,9 @@ impl Worker {
                         let count = item[3].parse().unwrap_or(0);
                         let env = membership(&change, Membership::Unsubscribe, count);
                         hub.announce(Membership::Unsubscribe, &env, None, true);
+                        // Gone: not to be announced again if Redis now loses its data.
+                        self.elsewhere
+                            .remove(&entry(&change.channel, &change.member));
                         gone.push(env);
                     }
                     "m" => hub.announce_presence(&item[1], false),
