@@ -1,7 +1,8 @@
 //! A node with 100,000 subscriptions (50,000 identities in two channels each, held by an
 //! in-process node over real Redis): it writes them back after Redis restarts empty, and
-//! the others reap them when it dies, in batches, while heartbeats go on. The times are
-//! printed (`--nocapture`), not asserted.
+//! the others reap them when it dies, in batches, while heartbeats go on; a reaping cut
+//! short by Redis restarting empty is finished from what the survivor heard, each event
+//! once. The times are printed (`--nocapture`), not asserted.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
