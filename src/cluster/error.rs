@@ -17,6 +17,9 @@ pub enum ClusterError {
         #[source]
         source: redis::RedisError,
     },
+    /// A script answered other than its contract says; says which.
+    #[error("redis answered unexpectedly: {0}")]
+    Answer(&'static str),
     /// Redis took too long to answer.
     #[error("timed out {0}")]
     Timeout(&'static str),

@@ -364,9 +364,16 @@ impl Session {
 
     /// Moves whatever is already queued into `pending`, without waiting.
     fn take_ready(&mut self) {
+        self.take_ready_leaving(0);
+    }
+
+    /// Like [`Session::take_ready`], leaving room for `reserve` more packets in a poll answer.
+    fn take_ready_leaving(&mut self, reserve: usize) {
         let max = match self.transport {
             Transport::WebSocket(_) => DRAIN_BATCH,
-            _ => self.batch_max().saturating_sub(self.pending.len()),
+            _ => self
+                .batch_max()
+                .saturating_sub(self.pending.len() + reserve),
         };
         let mut items = Vec::new();
         self.queue.take(max, &mut items);

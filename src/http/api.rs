@@ -217,7 +217,9 @@ impl Api {
                     None => self.channel(raw).await,
                 }
             }
-            p if p.starts_with("/api/channels") => Err(ApiError::MethodNotAllowed("GET, HEAD")),
+            p if p == "/api/channels" || p.starts_with("/api/channels/") => {
+                Err(ApiError::MethodNotAllowed("GET, HEAD"))
+            }
             _ => Err(ApiError::NotFound),
         }
     }

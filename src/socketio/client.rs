@@ -231,9 +231,10 @@ impl<A: App> Client<A> {
             reply["pid"] = Value::from(pid.as_str());
         }
         let reply = Packet::new(PacketType::Connect, &packet.nsp, Some(reply));
-        if self.engine.send(Outgoing::one(reply.to_frame())).is_err() {
-            return;
-        }
+        // A reply that cannot be queued means the session is closing: its close follows.
+        // The socket still joins, so that close hands what it admitted (a recovered
+        // session, for one) back to its grace window instead of leaving it claimed.
+        let _ = self.engine.send(Outgoing::one(reply.to_frame()));
         self.connected.take();
         let state = self.app.on_connect(&socket, packet.data, accept.admitted);
         self.nsps.insert(packet.nsp, (socket, state));

@@ -10,5 +10,7 @@ mod delivery;
 mod failures;
 mod history;
 mod presence;
+mod redis_faults;
+mod scale;
 mod sentinel;
 mod tls;

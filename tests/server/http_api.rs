@@ -162,6 +162,9 @@ async fn bad_requests_get_a_status_and_a_json_error() {
         ("GET", "/api/publish", "", 405),
         ("DELETE", "/api/channels", "", 405),
         ("GET", "/api/nothing", "", 404),
+        // Only the channel routes themselves: a path that merely starts alike is unknown.
+        ("GET", "/api/channelsX", "", 404),
+        ("POST", "/api/channels-old", "", 404),
         ("GET", "/api/channels/%FF", "", 400),
     ];
     for (method, path, body, status) in cases {

@@ -12,10 +12,12 @@ mod endpoint;
 mod history;
 mod log;
 mod presence;
+mod resync;
 mod scripts;
+mod vanished;
 mod worker;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -143,6 +145,23 @@ pub struct Worker {
     /// by then the other nodes, which lost Redis at the same moment, have subscribed and
     /// written their own presence back, so they hear it and the count is whole.
     pending: Vec<(Change, Membership)>,
+    /// Subscriptions (`channel \0 member`) whose first join or last leave the last resync
+    /// took while their op was still queued: that op announces it (to this node's members
+    /// too), with whether the other nodes were told already.
+    taken: HashMap<String, (Membership, bool)>,
+    /// Ops still to apply that were queued when the resync read the hub: once applied,
+    /// nothing is left to find in `taken`.
+    taken_ops: usize,
+    /// Subscriptions (`channel \0 member`) of identities that other nodes hold, as last
+    /// heard: while Redis is away, a tab here joining or leaving one of these changes
+    /// nothing cluster-wide, so nothing is announced.
+    elsewhere: HashSet<String>,
+    /// Unsubscribes of identities (`channel \0 member`) settled while Redis was away: once
+    /// it is back, the identity leaves the channel on every node.
+    dropped: HashSet<String>,
+    /// After Redis lost its data: what other nodes held then, and when to check that
+    /// they wrote it back.
+    suspects: Option<(std::time::Instant, Vec<String>)>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -257,6 +276,11 @@ impl RedisCluster {
             dirty: HashSet::new(),
             epoch: None,
             pending: Vec::new(),
+            taken: HashMap::new(),
+            taken_ops: 0,
+            elsewhere: HashSet::new(),
+            dropped: HashSet::new(),
+            suspects: None,
         };
         Ok((handle, worker))
     }

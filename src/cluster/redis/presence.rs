@@ -1,18 +1,19 @@
 //! The worker's side of presence: the scripts run for each change, the heartbeat and
-//! the removal of dead nodes, the resynchronisation after an outage, and the
-//! announcements these decide.
+//! the removal of dead nodes, and the announcements these decide (the resynchronisation
+//! after an outage is `resync.rs`).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use redis::Script;
 use redis::aio::MultiplexedConnection;
-use tracing::{info, warn};
+use tracing::info;
 
-use super::{Change, Worker, entry, membership, quiet, scripts};
-use crate::cluster::{ClusterError, Envelope, Inbound, Membership, identity_of, wire};
-use crate::engineio::Sid;
+use super::{BATCH, Change, Worker, entry, membership, quiet, scripts};
+use crate::cluster::{ClusterError, Envelope, Inbound, Membership, identity_of, member_key, wire};
+
+/// A dead node's entries undone in one script call: a few milliseconds of Redis.
+const REAP_CHUNK: usize = 2000;
 
 impl Worker {
     pub(super) async fn run_change(
@@ -21,17 +22,34 @@ impl Worker {
         script: &Script,
         change: &Change,
     ) -> Result<(bool, usize), ClusterError> {
-        let (flag, count): (u8, usize) = script
-            .key(self.keys.sub(&self.node))
-            .key(self.keys.channel(&change.channel))
-            .key(self.keys.channels())
-            .key(self.keys.member_channels(&change.member))
-            .arg(&change.channel)
-            .arg(&change.member)
+        let pair = [(change.channel.as_str(), change.member.as_str())];
+        let done = self.run_many(conn, script, &pair).await?;
+        done.first()
+            .copied()
+            .ok_or(ClusterError::Answer("a membership script answered nothing"))
+    }
+
+    /// [`scripts::JOIN`] or [`scripts::LEAVE`] over many (channel, member) pairs in one
+    /// call: for each, whether it was the first (last) cluster-wide and the count after.
+    pub(super) async fn run_many(
+        &self,
+        conn: &mut MultiplexedConnection,
+        script: &Script,
+        pairs: &[(&str, &str)],
+    ) -> Result<Vec<(bool, usize)>, ClusterError> {
+        let mut call = script.key(self.keys.sub(&self.node));
+        call.key(self.keys.channels()).arg(&self.keys.prefix);
+        for (channel, member) in pairs {
+            call.arg(*channel).arg(*member);
+        }
+        let flat: Vec<usize> = call
             .invoke_async(conn)
             .await
             .map_err(ClusterError::redis("running a membership script"))?;
-        Ok((flag == 1, count))
+        if flat.len() != pairs.len() * 2 {
+            return Err(ClusterError::Answer("a membership script answered short"));
+        }
+        Ok(flat.chunks_exact(2).map(|p| (p[0] == 1, p[1])).collect())
     }
 
     /// An unsubscribe: out of the channel on every node at once.
@@ -84,15 +102,29 @@ impl Worker {
         member: &str,
         on: bool,
     ) -> Result<bool, ClusterError> {
-        let flag: u8 = scripts::ONLINE
-            .key(self.keys.node_members(&self.node))
-            .key(self.keys.members())
-            .arg(member)
-            .arg(if on { "1" } else { "0" })
+        let firsts = self.online_many(conn, &[member], on).await?;
+        Ok(firsts.first().copied().unwrap_or(false))
+    }
+
+    /// Members whose first session here began (`on`) or whose last one ended, in one
+    /// call: for each, whether that was its first (last) node.
+    pub(super) async fn online_many(
+        &self,
+        conn: &mut MultiplexedConnection,
+        members: &[&str],
+        on: bool,
+    ) -> Result<Vec<bool>, ClusterError> {
+        let mut call = scripts::ONLINE.key(self.keys.node_members(&self.node));
+        call.key(self.keys.members())
+            .arg(if on { "1" } else { "0" });
+        for m in members {
+            call.arg(*m);
+        }
+        let flags: Vec<u8> = call
             .invoke_async(conn)
             .await
-            .map_err(ClusterError::redis("marking a member online"))?;
-        Ok(flag == 1)
+            .map_err(ClusterError::redis("marking members online"))?;
+        Ok(flags.into_iter().map(|f| f == 1).collect())
     }
 
     /// A membership change decided here: to the monitor, this node's members of the
@@ -117,17 +149,38 @@ impl Worker {
         conn: &mut MultiplexedConnection,
         env: &Envelope,
     ) -> Result<(), ClusterError> {
-        let Some(channel) = env.channel.as_deref() else {
-            return Ok(());
-        };
-        let payload = wire::encode(&self.node, env, &[], None);
-        let _: () = redis::cmd("PUBLISH")
-            .arg(self.keys.topic(channel))
-            .arg(payload.as_ref())
-            .query_async(conn)
-            .await
-            .map_err(ClusterError::redis("publishing a membership event"))?;
-        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        self.send_many(conn, std::slice::from_ref(env)).await
+    }
+
+    /// Publishes membership events in pipelines of [`BATCH`].
+    pub(super) async fn send_many(
+        &self,
+        conn: &mut MultiplexedConnection,
+        envs: &[Envelope],
+    ) -> Result<(), ClusterError> {
+        for chunk in envs.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            let mut sent = 0u64;
+            for env in chunk {
+                let Some(channel) = env.channel.as_deref() else {
+                    continue;
+                };
+                let payload = wire::encode(&self.node, env, &[], None);
+                pipe.cmd("PUBLISH")
+                    .arg(self.keys.topic(channel))
+                    .arg(payload.as_ref())
+                    .ignore();
+                sent += 1;
+            }
+            if sent == 0 {
+                continue;
+            }
+            let _: () = pipe
+                .query_async(conn)
+                .await
+                .map_err(ClusterError::redis("publishing membership events"))?;
+            self.stats.sent.fetch_add(sent, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -135,7 +188,7 @@ impl Worker {
     /// Returns true when the other nodes had removed this one (it missed its heartbeats
     /// while up): its presence must be written back.
     pub(super) async fn beat(
-        &self,
+        &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
     ) -> Result<bool, ClusterError> {
@@ -153,7 +206,7 @@ impl Worker {
     }
 
     pub(super) async fn reap(
-        &self,
+        &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
         mode: &str,
@@ -162,163 +215,76 @@ impl Worker {
         // elsewhere: one that did is still a member there, and nobody hears it leave.
         let silent = self.timeout + self.window;
         let timeout_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX);
-        let ended: Vec<String> = scripts::REAP
-            .key(self.keys.nodes())
-            .arg(&self.keys.prefix)
-            .arg(&*self.node)
-            .arg(timeout_ms)
-            .arg(mode)
-            .invoke_async(conn)
-            .await
-            .map_err(ClusterError::redis("reaping silent nodes"))?;
-        // A beat's answer starts with whether this node was missing from the nodes.
-        let (removed, ended) = match ended.split_first_chunk::<4>() {
-            Some((first, rest)) if first[0] == "r" => (first[1] == "1", rest),
-            _ => (false, &ended[..]),
-        };
-        if mode == "leave" {
-            info!(node = %self.node, changes = ended.len() / 4, "left the cluster: this node's members are removed");
-        } else if !ended.is_empty() {
-            info!(node = %self.node, changes = ended.len() / 4, "removed the members of nodes that stopped beating");
-        }
-        for item in ended.chunks_exact(4) {
-            match item[0].as_str() {
-                "s" => {
-                    let change = quiet(&item[1], &item[2]);
-                    let count = item[3].parse().unwrap_or(0);
-                    self.announce(hub, conn, &change, Membership::Unsubscribe, count, false)
-                        .await?;
+        let (mut removed, mut changes) = (false, 0usize);
+        loop {
+            let ended: Vec<String> = scripts::REAP
+                .key(self.keys.nodes())
+                .arg(&self.keys.prefix)
+                .arg(&*self.node)
+                .arg(timeout_ms)
+                .arg(mode)
+                .arg(REAP_CHUNK)
+                .invoke_async(conn)
+                .await
+                .map_err(ClusterError::redis("reaping silent nodes"))?;
+            let Some((head, ended)) = ended.split_first_chunk::<4>() else {
+                return Err(ClusterError::Answer(
+                    "the reaping script answered no header",
+                ));
+            };
+            removed |= head[1] == "1";
+            changes += ended.len() / 4;
+            // Announced here one by one, sent to the other nodes in pipelines.
+            let mut gone = Vec::new();
+            for item in ended.chunks_exact(4) {
+                match item[0].as_str() {
+                    "s" => {
+                        let change = quiet(&item[1], &item[2]);
+                        let count = item[3].parse().unwrap_or(0);
+                        let env = membership(&change, Membership::Unsubscribe, count);
+                        hub.announce(Membership::Unsubscribe, &env, None, true);
+                        // Gone: not to be announced again if Redis now loses its data.
+                        self.elsewhere
+                            .remove(&entry(&change.channel, &change.member));
+                        gone.push(env);
+                    }
+                    "m" => hub.announce_presence(&item[1], false),
+                    _ => {}
                 }
-                "m" => hub.announce_presence(&item[1], false),
-                _ => {}
             }
+            self.send_many(conn, &gone).await?;
+            // Each call beats again, so a large dead node does not make this one look dead.
+            if head[2] != "1" {
+                break;
+            }
+        }
+        if mode == "leave" {
+            info!(node = %self.node, changes, "left the cluster: this node's members are removed");
+        } else if changes > 0 {
+            info!(node = %self.node, changes, "removed the members of nodes that stopped beating");
         }
         Ok(removed)
     }
 
-    /// Makes this node's presence in Redis what the hub holds, announcing to the other
-    /// nodes (and the monitor) what that changes cluster-wide. This node's members heard
-    /// of those changes already, when they happened.
-    pub(super) async fn resync(
-        &mut self,
-        hub: &Arc<dyn Inbound>,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<(), ClusterError> {
-        let fresh = Sid::random().to_string();
-        let (epoch,): (String,) = redis::pipe()
-            .cmd("SET")
-            .arg(self.keys.epoch())
-            .arg(&fresh)
-            .arg("NX")
-            .ignore()
-            .cmd("GET")
-            .arg(self.keys.epoch())
-            .query_async(conn)
-            .await
-            .map_err(ClusterError::redis("reading the data set epoch"))?;
-        let data_lost = self.epoch.as_ref().is_some_and(|old| *old != epoch);
-        if data_lost {
-            warn!(node = %self.node, "Redis lost its data: writing this node's presence back");
-        }
-        // Unless Redis lost its data, what differs is news: changes made while it was away,
-        // or this node's members removed by the others meanwhile.
-        let news = |key: &str| !data_lost || self.dirty.contains(key);
-        let snap = hub.snapshot();
-        let held: HashSet<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.sub(&self.node))
-            .query_async(conn)
-            .await
-            .map_err(ClusterError::redis("reading this node's subscriptions"))?;
-        let online: HashSet<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.node_members(&self.node))
-            .query_async(conn)
-            .await
-            .map_err(ClusterError::redis("reading this node's members"))?;
-        let here: HashMap<String, (String, String)> = snap
-            .subscriptions
-            .into_iter()
-            .map(|(c, m)| (entry(&c, &m), (c, m)))
-            .collect();
-        let mut changed = 0usize;
-        for (entry, (channel, member)) in &here {
-            if held.contains(entry) {
-                continue;
-            }
-            let change = quiet(channel, member);
-            let (first, _) = self.run_change(conn, &scripts::JOIN, &change).await?;
-            if first && news(entry) {
-                self.pending.push((change, Membership::Subscribe));
-            }
-            changed += 1;
-        }
-        for entry in held.iter().filter(|e| !here.contains_key(*e)) {
-            let Some((channel, member)) = entry.split_once('\0') else {
-                continue;
-            };
-            let change = quiet(channel, member);
-            let (last, _) = self.run_change(conn, &scripts::LEAVE, &change).await?;
-            if last && news(entry) {
-                self.pending.push((change, Membership::Unsubscribe));
-            }
-            changed += 1;
-        }
-        let members: HashSet<&String> = snap.members.iter().collect();
-        for m in members.iter().filter(|m| !online.contains(**m)) {
-            if self.online(conn, m, true).await? && news(m) {
-                hub.announce_presence(m, true);
-            }
-            changed += 1;
-        }
-        for m in online.iter().filter(|m| !members.contains(m)) {
-            if self.online(conn, m, false).await? && news(m) {
-                hub.announce_presence(m, false);
-            }
-            changed += 1;
-        }
-        if changed > 0 {
-            info!(node = %self.node, changes = changed, "presence resynchronised with Redis");
-        }
-        self.dirty.clear();
-        self.epoch = Some(epoch);
-        Ok(())
+    /// A membership event from another node (or a change decided here): who else
+    /// holds whom, for the changes settled while Redis is away.
+    pub(super) fn heard_membership(&mut self, env: &Envelope) {
+        let (Some(channel), Some(identity)) = (env.channel.as_deref(), env.identity.as_deref())
+        else {
+            return;
+        };
+        let key = entry(channel, &member_key(Some(identity), ""));
+        match env.data.get("command").and_then(|c| c.as_str()) {
+            Some("onSubscribe") => self.elsewhere.insert(key),
+            Some("onUnsubscribe") => self.elsewhere.remove(&key),
+            _ => false,
+        };
     }
 
-    /// A change applied after a resync found it supersedes what the resync would tell.
-    pub(super) fn forget_pending(&mut self, change: &Change) {
-        self.pending
-            .retain(|(c, _)| !(c.channel == change.channel && c.member == change.member));
-    }
-
-    /// Tells what the last resync found, with the counts as they are now.
-    pub(super) async fn tell_pending(
-        &mut self,
-        hub: &Arc<dyn Inbound>,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<(), ClusterError> {
-        while let Some((change, event)) = self.pending.first() {
-            let count: usize = redis::cmd("HLEN")
-                .arg(self.keys.channel(&change.channel))
-                .query_async(conn)
-                .await
-                .map_err(ClusterError::redis("counting channel members"))?;
-            self.announce_remote(hub, conn, change, *event, count)
-                .await?;
-            self.pending.remove(0);
-        }
-        Ok(())
-    }
-
-    /// Tells the monitor and the other nodes, not this node's members.
-    pub(super) async fn announce_remote(
-        &self,
-        hub: &Arc<dyn Inbound>,
-        conn: &mut MultiplexedConnection,
-        change: &Change,
-        event: Membership,
-        count: usize,
-    ) -> Result<(), ClusterError> {
-        let env = membership(change, event, count);
-        hub.observe_only(event, &env);
-        self.send(conn, &env).await
+    /// No members here in `channel`: nothing of it is watched or remembered.
+    pub(super) fn forget_channel(&mut self, channel: &str) {
+        self.watched.remove(channel);
+        let prefix = entry(channel, "");
+        self.elsewhere.retain(|e| !e.starts_with(&prefix));
     }
 }

@@ -10,6 +10,9 @@
 //! - `P:nm:{node}`: set of members with sessions on this node;
 //! - `P:members`: hash member → how many nodes it has sessions on;
 //! - `P:nodes`: sorted set node → last heartbeat (Redis clock, ms);
+//! - `P:reaping`: set of dead nodes whose holdings are being undone;
+//! - `P:gone:{epoch}:{channel \0 member}`: which node announces a member nobody wrote
+//!   back after Redis lost its data (`vanished.rs`);
 //! - `P:log`: the message log, a stream of every broadcast (see `log.rs`);
 //! - `P:h:{channel}`: the channel's history, a stream with the log's ids (`history.rs`),
 //!   and `P:hg:{channel}` the last id that left it;
@@ -25,6 +28,7 @@ pub(super) static JOIN: LazyLock<Script> = LazyLock::new(|| Script::new(JOIN_LUA
 pub(super) static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE_LUA));
 pub(super) static DROP: LazyLock<Script> = LazyLock::new(|| Script::new(DROP_LUA));
 pub(super) static ONLINE: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE_LUA));
+pub(super) static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(TOUCH_LUA));
 pub(super) static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(REAP_LUA));
 pub(super) static FIND: LazyLock<Script> = LazyLock::new(|| Script::new(FIND_LUA));
 pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_LUA));
@@ -89,32 +93,51 @@ end
 return false
 ";
 
-/// KEYS: sub:{node}, ch:{channel}, channels, ms:{member}. ARGV: channel, member.
-/// Returns {1 if the member is new in the channel cluster-wide, members after}.
+/// Subscriptions of this node, as many as given in one step (a resync writes thousands).
+/// KEYS: sub:{node}, channels. ARGV: prefix, then channel, member for each.
+/// Returns, flat, for each: 1 if the member is new in the channel cluster-wide, members
+/// after.
 const JOIN_LUA: &str = r"
-local n = 0
-if redis.call('SADD', KEYS[1], ARGV[1] .. '\0' .. ARGV[2]) == 1 then
-  n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-  redis.call('SADD', KEYS[3], ARGV[1])
-  redis.call('SADD', KEYS[4], ARGV[1])
+local P = ARGV[1]
+local out = {}
+for i = 2, #ARGV - 1, 2 do
+  local ch, m = ARGV[i], ARGV[i + 1]
+  local key = P .. ':ch:' .. ch
+  local n = 0
+  if redis.call('SADD', KEYS[1], ch .. '\0' .. m) == 1 then
+    n = redis.call('HINCRBY', key, m, 1)
+    redis.call('SADD', KEYS[2], ch)
+    redis.call('SADD', P .. ':ms:' .. m, ch)
+  end
+  table.insert(out, n == 1 and 1 or 0)
+  table.insert(out, redis.call('HLEN', key))
 end
-return {n == 1 and 1 or 0, redis.call('HLEN', KEYS[2])}
+return out
 ";
 
-/// KEYS: sub:{node}, ch:{channel}, channels, ms:{member}. ARGV: channel, member.
-/// Returns {1 if the member left the channel cluster-wide, members after}.
+/// Subscriptions this node no longer holds, as many as given in one step.
+/// KEYS: sub:{node}, channels. ARGV: prefix, then channel, member for each.
+/// Returns, flat, for each: 1 if the member left the channel cluster-wide, members after.
 const LEAVE_LUA: &str = r"
-local last = 0
-if redis.call('SREM', KEYS[1], ARGV[1] .. '\0' .. ARGV[2]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
-    redis.call('HDEL', KEYS[2], ARGV[2])
-    redis.call('SREM', KEYS[4], ARGV[1])
-    last = 1
+local P = ARGV[1]
+local out = {}
+for i = 2, #ARGV - 1, 2 do
+  local ch, m = ARGV[i], ARGV[i + 1]
+  local key = P .. ':ch:' .. ch
+  local last = 0
+  if redis.call('SREM', KEYS[1], ch .. '\0' .. m) == 1 then
+    if redis.call('HINCRBY', key, m, -1) <= 0 then
+      redis.call('HDEL', key, m)
+      redis.call('SREM', P .. ':ms:' .. m, ch)
+      last = 1
+    end
   end
+  local count = redis.call('HLEN', key)
+  if count == 0 then redis.call('SREM', KEYS[2], ch) end
+  table.insert(out, last)
+  table.insert(out, count)
 end
-local count = redis.call('HLEN', KEYS[2])
-if count == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
-return {last, count}
+return out
 ";
 
 /// An unsubscribe: the member leaves the channel on every node at once.
@@ -131,54 +154,75 @@ if count == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
 return {had, count}
 ";
 
-/// KEYS: nm:{node}, members. ARGV: member, '1' (first session here) or '0' (last gone).
-/// Returns 1 when that was the member's first (last) node.
+/// Members with sessions here (`on` '1': the first session here; '0': the last gone),
+/// as many as given in one step. KEYS: nm:{node}, members. ARGV: on, then the members.
+/// Returns for each 1 when that was the member's first (last) node.
 const ONLINE_LUA: &str = r"
-if ARGV[2] == '1' then
-  if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-    return redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 and 1 or 0
+local out = {}
+for i = 2, #ARGV do
+  local m = ARGV[i]
+  local flag = 0
+  if ARGV[1] == '1' then
+    if redis.call('SADD', KEYS[1], m) == 1 then
+      if redis.call('HINCRBY', KEYS[2], m, 1) == 1 then flag = 1 end
+    end
+  elseif redis.call('SREM', KEYS[1], m) == 1 then
+    if redis.call('HINCRBY', KEYS[2], m, -1) <= 0 then
+      redis.call('HDEL', KEYS[2], m)
+      flag = 1
+    end
   end
-  return 0
+  table.insert(out, flag)
 end
-if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then
-    redis.call('HDEL', KEYS[2], ARGV[1])
-    return 1
-  end
-end
-return 0
+return out
 ";
 
-/// KEYS: nodes. ARGV: prefix, this node, timeout in ms, mode.
-/// Mode 'beat': this node is alive; every node silent longer than the timeout is removed.
-/// Mode 'leave': this node is removed (it is shutting down).
-/// A removed node's holdings are undone; returns, flat, what that ended cluster-wide:
-/// 's', channel, member, count after (a subscription) or 'm', member, '', '' (a member),
-/// first (for a beat) 'r', '1' if this node was missing (removed by the others), '', ''.
+/// A heartbeat alone, during a long resync: the node's time in `nodes` is renewed if it
+/// is there (one the others removed is written back by the next full beat).
+/// KEYS: nodes. ARGV: this node.
+const TOUCH_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+";
+
+/// KEYS: nodes. ARGV: prefix, this node, timeout in ms, mode, most entries undone.
+/// Mode 'beat': this node is alive; every node silent longer than the timeout is dead.
+/// Mode 'leave': this node is dead (it is shutting down).
+/// A dead node leaves `nodes` for `reaping` at once (so exactly one node reaps it) and
+/// its holdings are undone a bounded number per call, so that no call holds Redis long
+/// and the caller beats between calls. Returns, flat, a header 'r', '1' if this node was
+/// missing from the nodes (removed by the others), '1' if more is left to undo, '';
+/// then what that ended cluster-wide: 's', channel, member, count after (a subscription)
+/// or 'm', member, '', '' (a member).
 const REAP_LUA: &str = r"
 local P = ARGV[1]
-local dead
-local was = false
+local reaping = P .. ':reaping'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local missing = '0'
 if ARGV[4] == 'leave' then
-  dead = {ARGV[2]}
+  redis.call('ZREM', KEYS[1], ARGV[2])
+  redis.call('SADD', reaping, ARGV[2])
 else
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  was = redis.call('ZSCORE', KEYS[1], ARGV[2])
+  if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+    missing = '1'
+    -- Back from the dead: what is left of it is written back, not undone.
+    redis.call('SREM', reaping, ARGV[2])
+  end
   redis.call('ZADD', KEYS[1], now, ARGV[2])
-  dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))) do
+    redis.call('ZREM', KEYS[1], node)
+    redis.call('SADD', reaping, node)
+  end
 end
-local out = {}
-if ARGV[4] ~= 'leave' then
-  table.insert(out, 'r')
-  table.insert(out, was and '0' or '1')
-  table.insert(out, '')
-  table.insert(out, '')
-end
-for _, node in ipairs(dead) do
-  redis.call('ZREM', KEYS[1], node)
-  local subs = P .. ':sub:' .. node
-  for _, e in ipairs(redis.call('SMEMBERS', subs)) do
+local out = {'r', missing, '0', ''}
+local budget = tonumber(ARGV[5])
+for _, node in ipairs(redis.call('SMEMBERS', reaping)) do
+  if budget <= 0 then break end
+  local subs = redis.call('SPOP', P .. ':sub:' .. node, budget)
+  budget = budget - #subs
+  for _, e in ipairs(subs) do
     local z = string.find(e, '\0', 1, true)
     if z then
       local ch = string.sub(e, 1, z - 1)
@@ -196,19 +240,24 @@ for _, node in ipairs(dead) do
       end
     end
   end
-  redis.call('DEL', subs)
-  local nm = P .. ':nm:' .. node
-  for _, m in ipairs(redis.call('SMEMBERS', nm)) do
-    if redis.call('HINCRBY', P .. ':members', m, -1) <= 0 then
-      redis.call('HDEL', P .. ':members', m)
-      table.insert(out, 'm')
-      table.insert(out, m)
-      table.insert(out, '')
-      table.insert(out, '')
+  if budget > 0 then
+    local ms = redis.call('SPOP', P .. ':nm:' .. node, budget)
+    budget = budget - #ms
+    for _, m in ipairs(ms) do
+      if redis.call('HINCRBY', P .. ':members', m, -1) <= 0 then
+        redis.call('HDEL', P .. ':members', m)
+        table.insert(out, 'm')
+        table.insert(out, m)
+        table.insert(out, '')
+        table.insert(out, '')
+      end
     end
   end
-  redis.call('DEL', nm)
-  redis.call('DEL', P .. ':pids:' .. node)
+  if budget > 0 then
+    redis.call('DEL', P .. ':pids:' .. node)
+    redis.call('SREM', reaping, node)
+  end
 end
+if redis.call('SCARD', reaping) > 0 then out[3] = '1' end
 return out
 ";

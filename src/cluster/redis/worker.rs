@@ -164,7 +164,10 @@ impl Worker {
                             Err(_) => break,
                         }
                     }
-                    match self.apply(hub, &mut conn, &mut sink, batch).await {
+                    let n = batch.len();
+                    let applied = self.apply(hub, &mut conn, &mut sink, batch).await;
+                    self.applied(n);
+                    match applied {
                         Ok(true) => return Ended::Departed,
                         Ok(false) => {}
                         Err(e) => return Ended::Lost(e, true),
@@ -185,6 +188,9 @@ impl Worker {
                         Ok(false) => {}
                     }
                     if let Err(e) = self.tell_pending(hub, &mut conn).await {
+                        return Ended::Lost(e, true);
+                    }
+                    if let Err(e) = self.settle_vanished(hub, &mut conn).await {
                         return Ended::Lost(e, true);
                     }
                 }
@@ -346,18 +352,30 @@ impl Worker {
                     self.watched.insert(channel);
                     sink.subscribe(&topic).await
                 } else {
-                    self.watched.remove(&channel);
+                    self.forget_channel(&channel);
                     sink.unsubscribe(&topic).await
                 };
                 result.map_err(ClusterError::redis("changing a subscription"))?;
             }
             Op::Join(change) => match self.run_change(conn, &scripts::JOIN, &change).await {
                 Ok((first, count)) => {
+                    // A resync may have made this join first already, unannounced here.
+                    let took = self.took(&change, Membership::Subscribe);
                     self.forget_pending(&change);
-                    if first {
+                    // Not first, and not because of the resync: another node holds it.
+                    let key = entry(&change.channel, &change.member);
+                    if first || took.is_some() {
+                        self.elsewhere.remove(&key);
+                    } else {
+                        self.elsewhere.insert(key);
+                    }
+                    if first || took == Some(false) {
                         self.announce(hub, conn, &change, Membership::Subscribe, count, true)
                             .await?;
                         self.control(conn, "join", &change).await?;
+                    } else if took == Some(true) {
+                        let env = membership(&change, Membership::Subscribe, count);
+                        hub.announce(Membership::Subscribe, &env, Some(&change.member), false);
                     }
                     let _ = change.reply.send(count);
                 }
@@ -374,13 +392,22 @@ impl Worker {
                 };
                 match result {
                     Ok((last, count)) => {
+                        let took = self.took(&change, Membership::Unsubscribe);
                         self.forget_pending(&change);
                         if last {
+                            self.elsewhere
+                                .remove(&entry(&change.channel, &change.member));
+                        }
+                        if last || took == Some(false) {
                             self.announce(hub, conn, &change, Membership::Unsubscribe, count, true)
                                 .await?;
                             if change.explicit {
                                 self.control(conn, "leave", &change).await?;
                             }
+                        } else if took == Some(true) {
+                            let env = membership(&change, Membership::Unsubscribe, count);
+                            let leaving = Some(change.member.as_str());
+                            hub.announce(Membership::Unsubscribe, &env, leaving, false);
                         }
                         let _ = change.reply.send(count);
                     }
@@ -438,21 +465,35 @@ impl Worker {
                 if on {
                     self.watched.insert(channel);
                 } else {
-                    self.watched.remove(&channel);
+                    self.forget_channel(&channel);
                 }
             }
+            // An identity another node holds in the channel neither joins nor leaves it
+            // cluster-wide: its members here heard it join already.
             Op::Join(change) => {
-                self.dirty.insert(entry(&change.channel, &change.member));
+                let key = entry(&change.channel, &change.member);
                 let count = hub.local_count(&change.channel);
-                let env = membership(&change, Membership::Subscribe, count);
-                hub.announce(Membership::Subscribe, &env, None, false);
+                if !self.elsewhere.contains(&key) {
+                    let env = membership(&change, Membership::Subscribe, count);
+                    hub.announce(Membership::Subscribe, &env, None, false);
+                }
+                self.dropped.remove(&key);
+                self.dirty.insert(key);
                 let _ = change.reply.send(count);
             }
             Op::Leave(change) => {
-                self.dirty.insert(entry(&change.channel, &change.member));
+                let key = entry(&change.channel, &change.member);
                 let count = hub.local_count(&change.channel);
-                let env = membership(&change, Membership::Unsubscribe, count);
-                hub.announce(Membership::Unsubscribe, &env, Some(&change.member), false);
+                if change.explicit || !self.elsewhere.contains(&key) {
+                    let env = membership(&change, Membership::Unsubscribe, count);
+                    hub.announce(Membership::Unsubscribe, &env, Some(&change.member), false);
+                }
+                if change.explicit && identity_of(&change.member).is_some() {
+                    // Out everywhere, by this node's word: nobody holds it elsewhere.
+                    self.elsewhere.remove(&key);
+                    self.dropped.insert(key.clone());
+                }
+                self.dirty.insert(key);
                 let _ = change.reply.send(count);
             }
             // Told to the monitor at the resync, once the cluster can decide.
@@ -482,7 +523,7 @@ impl Worker {
     }
 
     /// A broadcast from Redis: delivered here unless this node sent it.
-    fn inbound(&self, hub: &Arc<dyn Inbound>, msg: &redis::Msg) {
+    fn inbound(&mut self, hub: &Arc<dyn Inbound>, msg: &redis::Msg) {
         let topic = msg.get_channel_name();
         if topic == self.keys.control() {
             self.inbound_control(hub, msg.get_payload_bytes());
@@ -518,6 +559,9 @@ impl Worker {
         }
         if *m.origin != *self.node {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
+            if offset.is_none() {
+                self.heard_membership(&m.envelope);
+            }
         }
         hub.deliver(&m.envelope, m.attachments, m.to.as_deref(), offset);
     }

@@ -31,7 +31,13 @@ impl Session {
             self.read_to_boundary().await;
         }
         if graceful {
-            self.take_ready();
+            if matches!(self.transport, Transport::WebSocket(_)) {
+                self.take_ready();
+            } else {
+                // The last poll carries the close packet too, within `max-poll-packets`;
+                // what does not fit stays queued, in the backlog a recovery replays.
+                self.take_ready_leaving(1);
+            }
         }
         // Nothing is served after this: the transport is taken apart to say goodbye.
         let transport =
@@ -84,9 +90,11 @@ impl Session {
                         packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
                     }
                     _ => {
-                        self.pending.push_back(Packet::Close.encode());
-                        let n = self.pending.len();
-                        packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
+                        let room = self.inner.config.max_poll_packets.max(1) - 1;
+                        let n = self.pending.len().min(room);
+                        let mut frames: Vec<Frame> = self.pending.drain(..n).collect();
+                        frames.push(Packet::Close.encode());
+                        packet::encode_payload(frames.iter())
                     }
                 };
                 // A server close gives the client one poll to collect what was queued before it.

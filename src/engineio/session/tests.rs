@@ -148,3 +148,38 @@ async fn a_hand_over_reads_a_message_half_received_to_its_end() {
     queue.take(8, &mut echoed);
     assert_eq!(echoed.len(), 1, "the message was handled");
 }
+
+#[tokio::test]
+async fn a_server_close_answers_with_at_most_max_poll_packets_the_close_included() {
+    let engine = Engine::new(EngineConfig::default(), Arc::new(Echo));
+    let queue = Arc::new(Queue::new(64));
+    let socket = Arc::new(Socket::new(
+        Sid::random(),
+        None,
+        TransportKind::Polling,
+        queue.clone(),
+    ));
+    let (_control, control_rx) = mpsc::channel(8);
+    let mut session = Session::new(
+        socket.clone(),
+        engine.inner.clone(),
+        queue,
+        control_rx,
+        None,
+    );
+    let (reply, answer) = oneshot::channel();
+    assert_eq!(session.on_control(Control::Poll(reply)).await, Ok(()));
+    for n in 0..40 {
+        let item = Outgoing::text(crate::engineio::Str::from(format!("42[{n}]")));
+        assert_eq!(socket.send(item), Ok(()));
+    }
+    session.finish(CloseReason::ServerClose).await;
+    let Ok(Ok(body)) = answer.await else {
+        panic!("the waiting poll is answered")
+    };
+    let packets: Vec<&[u8]> = body.split(|&b| b == 0x1e).collect();
+    let max = EngineConfig::default().max_poll_packets;
+    assert_eq!(packets.len(), max, "{body:?}");
+    assert_eq!(packets[0], b"42[0]");
+    assert_eq!(packets[max - 1], b"1", "the close packet comes last");
+}

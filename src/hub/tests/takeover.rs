@@ -163,3 +163,49 @@ async fn a_session_caught_between_its_end_and_its_detach_is_not_taken_over_empty
     hub.attach(&socket, None, Some(claim));
     assert_eq!(data(&received(&mut rx)), [json!(2)]);
 }
+
+/// A recovering CONNECT whose reply cannot be queued (its session is closing already) must
+/// not leave the claimed session behind: it goes back to its grace window and ends there.
+#[tokio::test(start_paused = true)]
+async fn a_recovery_whose_reply_cannot_be_sent_ends_in_its_grace_window() {
+    use crate::engineio::{Backlog, CloseReason, Handler, Message, Str};
+    use crate::socketio::{SocketIo, SocketIoConfig};
+
+    let hub = hub();
+    let mut watcher = tab(&hub, Some("watcher"));
+    let old = tab(&hub, Some("ann"));
+    hub.subscribe(&watcher.conn, "c", Value::Null).unwrap();
+    hub.subscribe(&old.conn, "c", Value::Null).unwrap();
+    received(&mut watcher.rx);
+    hub.detach(&old.conn, &old.socket, (VecDeque::new(), 0), true);
+
+    // The client is back, but its new session is closing before the reply is queued.
+    let rx = Arc::new(Queue::bounded(64, 64));
+    let engine = Arc::new(engineio::Socket::new(
+        Sid::random(),
+        None,
+        TransportKind::WebSocket,
+        rx.clone(),
+    ));
+    rx.close();
+    let sio = SocketIo::new(
+        Arc::new(HubApp::new(hub.clone())),
+        SocketIoConfig::default(),
+    );
+    let mut conn = sio.on_open(&engine);
+    let pid = old.socket.pid.clone().unwrap();
+    let connect = format!(r#"0{{"identity":"ann","pid":"{}"}}"#, pid.as_str());
+    conn.on_message(Message::Text(Str::from(connect)));
+
+    assert!(
+        old.conn.slot.detached_epoch().is_none(),
+        "the CONNECT claimed the waiting session"
+    );
+    conn.on_close(CloseReason::TransportClose, Backlog::empty());
+
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let got = received(&mut watcher.rx);
+    assert_eq!(commands(&got), [("onUnsubscribe".to_owned(), 1)]);
+    assert_eq!(got[0].0["identity"], "ann");
+    assert_eq!(hub.stats().members, 1);
+}

@@ -1,0 +1,228 @@
+//! Redis failing at the worst moment, with an in-process node over real `redis-server`:
+//! every membership change is announced exactly once.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use realtime::cluster::{Bus, Membership, Presence, Settle};
+use serde_json::Value;
+
+use crate::scale::{Held, int, start};
+use crate::support::redis::*;
+use crate::support::wait::*;
+
+#[test]
+fn a_change_queued_during_a_resync_is_announced_to_this_nodes_members_too() {
+    let mut redis = Redis::start();
+    let held = Arc::new(Held::default());
+    let (_rt, cluster) = start(&redis, "a", held.clone());
+    wait_until(Duration::from_secs(30), "the node to join", || {
+        cluster.is_up()
+    });
+    redis.stop();
+    wait_until(
+        Duration::from_secs(10),
+        "the node to see Redis gone",
+        || !cluster.is_up(),
+    );
+    // Just as the resync reads the hub, a member subscribes: the hub holds it and its
+    // op waits in the queue.
+    let node = cluster.clone();
+    *held.hook.lock().unwrap() = Some(Box::new(move |snap| {
+        snap.subscriptions
+            .push(("late".to_owned(), "@newbie".to_owned()));
+        let _ = node.join("late", "@newbie", &Value::Null);
+    }));
+    redis.restart();
+    wait_until(Duration::from_secs(30), "newbie written back", || {
+        cluster.is_up() && int(&redis, &["HLEN", "realtime:ch:late"]) == 1
+    });
+    wait_until(Duration::from_secs(10), "newbie's onSubscribe", || {
+        !held.told.lock().unwrap().is_empty()
+    });
+    // Anything the next heartbeats would tell too (a wait for nothing: a fixed one).
+    std::thread::sleep(Duration::from_secs(3));
+    let told = held.told.lock().unwrap().clone();
+    let once = (
+        true,
+        Membership::Subscribe,
+        "late".to_owned(),
+        "newbie".to_owned(),
+    );
+    assert_eq!(
+        told,
+        vec![once],
+        "told to this node's members and the monitor, once"
+    );
+}
+
+/// Waits for the cluster's answer to a join or leave.
+fn settled(settle: Settle) -> usize {
+    match settle {
+        Settle::Later(rx) => rx.blocking_recv().unwrap(),
+        Settle::Here => panic!("a cluster node decides later"),
+    }
+}
+
+#[test]
+fn no_duplicate_on_subscribe_while_redis_is_away() {
+    let mut redis = Redis::start();
+    let (a_held, b_held) = (Arc::new(Held::default()), Arc::new(Held::default()));
+    let (_ra, a) = start(&redis, "a", a_held.clone());
+    let (_rb, b) = start(&redis, "b", b_held.clone());
+    wait_until(Duration::from_secs(30), "both nodes to join", || {
+        a.is_up() && b.is_up()
+    });
+    // A has members in the room; xena joins it on B, and A's members hear it.
+    a.watch("room", true);
+    listeners(&redis, 1);
+    assert_eq!(settled(b.join("room", "@xena", &Value::Null)), 1);
+    let heard = (
+        "onSubscribe".to_owned(),
+        "room".to_owned(),
+        "xena".to_owned(),
+    );
+    wait_until(Duration::from_secs(10), "A to hear xena join", || {
+        a_held.delivered.lock().unwrap().contains(&heard)
+    });
+
+    redis.stop();
+    wait_until(Duration::from_secs(10), "A to see Redis gone", || {
+        !a.is_up()
+    });
+    // A tab of xena on A joins the room and leaves it while Redis is away: she was in it
+    // on B all along, so A's members hear nothing.
+    settled(a.join("room", "@xena", &Value::Null));
+    settled(a.leave("room", "@xena", &Value::Null, false));
+    let told = a_held.told.lock().unwrap().clone();
+    assert_eq!(told, Vec::new(), "xena was in the room on B all along");
+}
+
+/// Waits until `n` connections listen to the room's topic.
+fn listeners(redis: &Redis, n: i64) {
+    wait_until(
+        Duration::from_secs(10),
+        "the nodes to watch the room",
+        || {
+            let Resp::Array(Some(got)) = redis.command(&[b"PUBSUB", b"NUMSUB", b"realtime:m:room"])
+            else {
+                return false;
+            };
+            got.get(1) == Some(&Resp::Int(n))
+        },
+    );
+}
+
+fn heard(held: &Held, command: &str) -> usize {
+    let all = held.delivered.lock().unwrap();
+    all.iter()
+        .filter(|(c, ch, who)| c == command && ch == "room" && who == "xena")
+        .count()
+}
+
+#[test]
+fn an_unsubscribe_settled_while_redis_was_away_takes_the_identity_out_everywhere() {
+    let mut redis = Redis::start();
+    let (a_held, b_held) = (Arc::new(Held::default()), Arc::new(Held::default()));
+    let (_ra, a) = start(&redis, "a", a_held.clone());
+    let (_rb, b) = start(&redis, "b", b_held.clone());
+    wait_until(Duration::from_secs(30), "both nodes to join", || {
+        a.is_up() && b.is_up()
+    });
+    a.watch("room", true);
+    b.watch("room", true);
+    listeners(&redis, 2);
+    // xena is in the room with a tab on each node.
+    assert_eq!(settled(b.join("room", "@xena", &Value::Null)), 1);
+    assert_eq!(settled(a.join("room", "@xena", &Value::Null)), 1);
+    let xena = ("room".to_owned(), "@xena".to_owned());
+    b_held.snapshot.lock().unwrap().subscriptions.push(xena);
+
+    redis.stop();
+    wait_until(
+        Duration::from_secs(10),
+        "the nodes to see Redis gone",
+        || !a.is_up() && !b.is_up(),
+    );
+    // She unsubscribes on A while Redis is away; B still holds her when it comes back.
+    settled(a.leave("room", "@xena", &Value::Null, true));
+    redis.restart();
+    wait_until(
+        Duration::from_secs(30),
+        "xena out of the room everywhere",
+        || a.is_up() && b.is_up() && int(&redis, &["HLEN", "realtime:ch:room"]) == 0,
+    );
+    wait_until(Duration::from_secs(10), "B told to drop her tabs", || {
+        !b_held.dropped.lock().unwrap().is_empty()
+    });
+    // Anything the next heartbeats would tell too (a wait for nothing: a fixed one).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(int(&redis, &["HLEN", "realtime:ch:room"]), 0);
+    let dropped = b_held.dropped.lock().unwrap().clone();
+    assert_eq!(dropped, vec![("@xena".to_owned(), "room".to_owned())]);
+    assert_eq!(
+        heard(&b_held, "onUnsubscribe"),
+        1,
+        "B's members hear it once"
+    );
+    let a_told = a_held.told.lock().unwrap().clone();
+    let left = |local| {
+        (
+            local,
+            Membership::Unsubscribe,
+            "room".to_owned(),
+            "xena".to_owned(),
+        )
+    };
+    assert_eq!(
+        a_told,
+        vec![left(true), left(false)],
+        "A's members when it happened, the monitor once Redis was back"
+    );
+    let joined = (
+        true,
+        Membership::Subscribe,
+        "room".to_owned(),
+        "xena".to_owned(),
+    );
+    assert_eq!(*b_held.told.lock().unwrap(), vec![joined]);
+}
+
+#[test]
+fn a_node_killed_while_redis_restarts_empty_is_still_reaped_with_its_members_events() {
+    let mut redis = Redis::start();
+    let (a_held, b_held) = (Arc::new(Held::default()), Arc::new(Held::default()));
+    let (_ra, a) = start(&redis, "a", a_held.clone());
+    let (rb, b) = start(&redis, "b", b_held.clone());
+    wait_until(Duration::from_secs(30), "both nodes to join", || {
+        a.is_up() && b.is_up()
+    });
+    a.watch("room", true);
+    listeners(&redis, 1);
+    // xena is in the room on B only; A's members heard her join.
+    assert_eq!(settled(b.join("room", "@xena", &Value::Null)), 1);
+    wait_until(Duration::from_secs(10), "A to hear xena join", || {
+        heard(&a_held, "onSubscribe") == 1
+    });
+
+    redis.stop();
+    rb.shutdown_background();
+    redis.restart();
+    wait_until(Duration::from_secs(30), "xena's onUnsubscribe on A", || {
+        !a_held.told.lock().unwrap().is_empty()
+    });
+    // Anything the next heartbeats would tell too (a wait for nothing: a fixed one).
+    std::thread::sleep(Duration::from_secs(3));
+    let left = (
+        true,
+        Membership::Unsubscribe,
+        "room".to_owned(),
+        "xena".to_owned(),
+    );
+    assert_eq!(
+        *a_held.told.lock().unwrap(),
+        vec![left],
+        "once, to A's members and the monitor"
+    );
+}
