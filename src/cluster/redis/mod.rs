@@ -10,7 +10,9 @@
 
 mod endpoint;
 mod history;
+mod inbound;
 mod log;
+mod offline;
 mod presence;
 mod resync;
 mod scripts;

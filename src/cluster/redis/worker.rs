@@ -1,10 +1,9 @@
-//! The worker's loop: connecting with backoff, one connected stretch (subscribe,
-//! resynchronise, apply ops, deliver what other nodes publish, beat), and settling ops
-//! locally while Redis is away.
+//! The worker's loop: connecting with backoff, and one connected stretch (subscribe,
+//! resynchronise, apply ops, deliver what other nodes publish, beat). What it hears is
+//! read in `inbound`; ops while Redis is away are settled in `offline`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::AsyncConnectionConfig;
@@ -12,7 +11,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tracing::{debug, info, warn};
 
 use super::{
-    BATCH, MAX_BACKOFF, MIN_BACKOFF, Op, RESPONSE_TIMEOUT, Worker, entry, log, membership, scripts,
+    BATCH, MAX_BACKOFF, MIN_BACKOFF, Op, RESPONSE_TIMEOUT, Worker, entry, membership, scripts,
 };
 use crate::cluster::{ClusterError, Inbound, Membership, identity_of, wire};
 
@@ -291,7 +290,7 @@ impl Worker {
     }
 
     /// A broadcast of this node that could not go through Redis: its members get it.
-    fn deliver_here(&self, hub: &Arc<dyn Inbound>, payload: &[u8]) {
+    pub(super) fn deliver_here(&self, hub: &Arc<dyn Inbound>, payload: &[u8]) {
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         if let Ok(m) = wire::decode(payload) {
             hub.deliver(&m.envelope, m.attachments, m.to.as_deref(), None);
@@ -450,153 +449,5 @@ impl Worker {
             }
         }
         Ok(false)
-    }
-
-    /// One op with Redis away: settled by this node alone. Returns true on departure.
-    fn offline_op(&mut self, hub: &Arc<dyn Inbound>, op: Op) -> bool {
-        match op {
-            Op::Publish { payload, .. } => self.deliver_here(hub, &payload),
-            // Written back only by the sessions that begin once Redis is back.
-            Op::Session { .. } => {}
-            Op::Resume { reply, .. } => {
-                let _ = reply.send(Err(ClusterError::Unavailable));
-            }
-            Op::Watch(channel, on) => {
-                if on {
-                    self.watched.insert(channel);
-                } else {
-                    self.forget_channel(&channel);
-                }
-            }
-            // An identity another node holds in the channel neither joins nor leaves it
-            // cluster-wide: its members here heard it join already.
-            Op::Join(change) => {
-                let key = entry(&change.channel, &change.member);
-                let count = hub.local_count(&change.channel);
-                if !self.elsewhere.contains(&key) {
-                    let env = membership(&change, Membership::Subscribe, count);
-                    hub.announce(Membership::Subscribe, &env, None, false);
-                }
-                self.dropped.remove(&key);
-                self.dirty.insert(key);
-                let _ = change.reply.send(count);
-            }
-            Op::Leave(change) => {
-                let key = entry(&change.channel, &change.member);
-                let count = hub.local_count(&change.channel);
-                if change.explicit || !self.elsewhere.contains(&key) {
-                    let env = membership(&change, Membership::Unsubscribe, count);
-                    hub.announce(Membership::Unsubscribe, &env, Some(&change.member), false);
-                }
-                if change.explicit && identity_of(&change.member).is_some() {
-                    // Out everywhere, by this node's word: nobody holds it elsewhere.
-                    self.elsewhere.remove(&key);
-                    self.dropped.insert(key.clone());
-                }
-                self.dirty.insert(key);
-                let _ = change.reply.send(count);
-            }
-            // Told to the monitor at the resync, once the cluster can decide.
-            Op::Online(member, _) => {
-                self.dirty.insert(member);
-            }
-            Op::Depart(done) => {
-                let _ = done.send(());
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Settles ops locally for `wait`; true when the node departed meanwhile.
-    async fn offline_for(&mut self, hub: &Arc<dyn Inbound>, wait: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            tokio::select! {
-                op = self.ops.recv() => match op {
-                    Some(op) => if self.offline_op(hub, op) { return true },
-                    None => return true,
-                },
-                _ = tokio::time::sleep_until(deadline) => return false,
-            }
-        }
-    }
-
-    /// A broadcast from Redis: delivered here unless this node sent it.
-    fn inbound(&mut self, hub: &Arc<dyn Inbound>, msg: &redis::Msg) {
-        let topic = msg.get_channel_name();
-        if topic == self.keys.control() {
-            self.inbound_control(hub, msg.get_payload_bytes());
-            return;
-        }
-        // A broadcast comes back through the log with its offset, to its origin too; a
-        // membership event comes straight, and its origin announced it already.
-        let (offset, raw) = match log::split(msg.get_payload_bytes()) {
-            Some((id, raw)) => (Some(log::offset_of(id).unwrap_or(0)), raw),
-            None => (None, msg.get_payload_bytes()),
-        };
-        let m = match wire::decode(raw) {
-            Ok(m) => m,
-            Err(e) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(redis_channel = %topic, error = %e, "dropped a malformed message from the bus");
-                return;
-            }
-        };
-        if offset.is_none() && *m.origin == *self.node {
-            return;
-        }
-        // A broadcast must be for the channel it came on (or a direct one on `direct`).
-        let fits = match (&m.to, m.envelope.channel.as_deref()) {
-            (Some(_), _) => topic == self.keys.direct(),
-            (None, Some(channel)) => topic == self.keys.topic(channel),
-            (None, None) => false,
-        };
-        if !fits {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            warn!(redis_channel = %topic, "dropped a bus message addressed elsewhere");
-            return;
-        }
-        if *m.origin != *self.node {
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
-            if offset.is_none() {
-                self.heard_membership(&m.envelope);
-            }
-        }
-        hub.deliver(&m.envelope, m.attachments, m.to.as_deref(), offset);
-    }
-}
-
-/// A control message: an identity joined or left a channel on node `n`.
-#[derive(serde::Deserialize)]
-struct Control {
-    n: String,
-    op: String,
-    m: String,
-    c: String,
-}
-
-impl Worker {
-    fn inbound_control(&self, hub: &Arc<dyn Inbound>, raw: &[u8]) {
-        let ctl: Control = match serde_json::from_slice(raw) {
-            Ok(c) => c,
-            Err(e) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(redis_channel = %self.keys.control(), error = %e, "dropped a malformed control message from the bus");
-                return;
-            }
-        };
-        if ctl.n == *self.node {
-            return;
-        }
-        let valid = identity_of(&ctl.m).is_some() && hub.accepts_channel(&ctl.c);
-        match ctl.op.as_str() {
-            "join" if valid => hub.adopt(&ctl.m, &ctl.c),
-            "leave" if valid => hub.drop_remote(&ctl.m, &ctl.c),
-            _ => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(redis_channel = %self.keys.control(), op = %ctl.op, "dropped a control message that makes no sense");
-            }
-        }
     }
 }

@@ -1,0 +1,90 @@
+//! What the worker hears from Redis: broadcasts (with their log offsets) delivered here, and
+//! the control messages by which nodes tell each other an identity joined or left a channel.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::warn;
+
+use super::{Worker, log};
+use crate::cluster::{Inbound, identity_of, wire};
+
+impl Worker {
+    /// A broadcast from Redis: delivered here unless this node sent it.
+    pub(super) fn inbound(&mut self, hub: &Arc<dyn Inbound>, msg: &redis::Msg) {
+        let topic = msg.get_channel_name();
+        if topic == self.keys.control() {
+            self.inbound_control(hub, msg.get_payload_bytes());
+            return;
+        }
+        // A broadcast comes back through the log with its offset, to its origin too; a
+        // membership event comes straight, and its origin announced it already.
+        let (offset, raw) = match log::split(msg.get_payload_bytes()) {
+            Some((id, raw)) => (Some(log::offset_of(id).unwrap_or(0)), raw),
+            None => (None, msg.get_payload_bytes()),
+        };
+        let m = match wire::decode(raw) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(redis_channel = %topic, error = %e, "dropped a malformed message from the bus");
+                return;
+            }
+        };
+        if offset.is_none() && *m.origin == *self.node {
+            return;
+        }
+        // A broadcast must be for the channel it came on (or a direct one on `direct`).
+        let fits = match (&m.to, m.envelope.channel.as_deref()) {
+            (Some(_), _) => topic == self.keys.direct(),
+            (None, Some(channel)) => topic == self.keys.topic(channel),
+            (None, None) => false,
+        };
+        if !fits {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(redis_channel = %topic, "dropped a bus message addressed elsewhere");
+            return;
+        }
+        if *m.origin != *self.node {
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            if offset.is_none() {
+                self.heard_membership(&m.envelope);
+            }
+        }
+        hub.deliver(&m.envelope, m.attachments, m.to.as_deref(), offset);
+    }
+}
+
+/// A control message: an identity joined or left a channel on node `n`.
+#[derive(serde::Deserialize)]
+struct Control {
+    n: String,
+    op: String,
+    m: String,
+    c: String,
+}
+
+impl Worker {
+    fn inbound_control(&self, hub: &Arc<dyn Inbound>, raw: &[u8]) {
+        let ctl: Control = match serde_json::from_slice(raw) {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(redis_channel = %self.keys.control(), error = %e, "dropped a malformed control message from the bus");
+                return;
+            }
+        };
+        if ctl.n == *self.node {
+            return;
+        }
+        let valid = identity_of(&ctl.m).is_some() && hub.accepts_channel(&ctl.c);
+        match ctl.op.as_str() {
+            "join" if valid => hub.adopt(&ctl.m, &ctl.c),
+            "leave" if valid => hub.drop_remote(&ctl.m, &ctl.c),
+            _ => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(redis_channel = %self.keys.control(), op = %ctl.op, "dropped a control message that makes no sense");
+            }
+        }
+    }
+}
