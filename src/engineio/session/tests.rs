@@ -8,8 +8,13 @@ use crate::engineio::tests::Echo;
 
 /// A polling session whose task has not run: the test calls its handlers itself.
 fn session(config: EngineConfig) -> (Session, Arc<Socket>) {
+    session_with_queue(config, 8)
+}
+
+/// Like [`session`], with a queue that holds `limit` items before the client counts as slow.
+fn session_with_queue(config: EngineConfig, limit: usize) -> (Session, Arc<Socket>) {
     let engine = Engine::new(config, Arc::new(Echo));
-    let queue = Arc::new(Queue::new(8));
+    let queue = Arc::new(Queue::new(limit));
     let socket = Arc::new(Socket::new(
         Sid::random(),
         None,
@@ -151,22 +156,7 @@ async fn a_hand_over_reads_a_message_half_received_to_its_end() {
 
 #[tokio::test]
 async fn a_server_close_answers_with_at_most_max_poll_packets_the_close_included() {
-    let engine = Engine::new(EngineConfig::default(), Arc::new(Echo));
-    let queue = Arc::new(Queue::new(64));
-    let socket = Arc::new(Socket::new(
-        Sid::random(),
-        None,
-        TransportKind::Polling,
-        queue.clone(),
-    ));
-    let (_control, control_rx) = mpsc::channel(8);
-    let mut session = Session::new(
-        socket.clone(),
-        engine.inner.clone(),
-        queue,
-        control_rx,
-        None,
-    );
+    let (mut session, socket) = session_with_queue(EngineConfig::default(), 64);
     let (reply, answer) = oneshot::channel();
     assert_eq!(session.on_control(Control::Poll(reply)).await, Ok(()));
     for n in 0..40 {
