@@ -30,21 +30,19 @@ fn hub() -> Arc<Hub> {
 
 fn socket(queue: usize) -> (Arc<SioSocket>, Arc<Queue>) {
     let rx = Arc::new(Queue::bounded(queue, queue));
+    (socket_on(&rx, Sid::random(), Sid::random()), rx)
+}
+
+/// A Socket.IO socket `sid` with private id `pid`, over a WebSocket session whose queue
+/// the test reads.
+fn socket_on(rx: &Arc<Queue>, sid: Sid, pid: Sid) -> Arc<SioSocket> {
     let engine = Arc::new(engineio::Socket::new(
         Sid::random(),
         None,
         TransportKind::WebSocket,
         rx.clone(),
     ));
-    (
-        Arc::new(SioSocket::new(
-            "/".into(),
-            engine,
-            Sid::random(),
-            Some(Sid::random()),
-        )),
-        rx,
-    )
+    Arc::new(SioSocket::new("/".into(), engine, sid, Some(pid)))
 }
 
 fn tab(hub: &Hub, identity: Option<&str>) -> Tab {

@@ -89,18 +89,7 @@ fn deliver(hub: &Hub, n: i64, offset: u64) {
 fn resuming(hub: &Arc<Hub>, identity: &str, pid: &str, offset: u64) -> Option<Tab> {
     let resume = hub.resumable(pid, Some(offset))?;
     let rx = Arc::new(Queue::bounded(64, 64));
-    let engine = Arc::new(engineio::Socket::new(
-        Sid::random(),
-        None,
-        TransportKind::WebSocket,
-        rx.clone(),
-    ));
-    let socket = Arc::new(SioSocket::new(
-        "/".into(),
-        engine,
-        resume.sid.clone(),
-        Some(resume.pid.clone()),
-    ));
+    let socket = socket_on(&rx, resume.sid.clone(), resume.pid.clone());
     let conn = hub.attach_as(&socket, Some(Arc::from(identity)), None, false);
     hub.resume(&conn, &socket, resume);
     Some(Tab { socket, rx, conn })

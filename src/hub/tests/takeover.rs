@@ -7,18 +7,7 @@ use super::*;
 /// A tab whose queue keeps the last tagged items taken, as a session's does.
 fn open_tab(hub: &Hub, identity: Option<&str>) -> Tab {
     let rx = Arc::new(Queue::with_history(64, 32));
-    let engine = Arc::new(engineio::Socket::new(
-        Sid::random(),
-        None,
-        TransportKind::WebSocket,
-        rx.clone(),
-    ));
-    let socket = Arc::new(SioSocket::new(
-        "/".into(),
-        engine,
-        Sid::random(),
-        Some(Sid::random()),
-    ));
+    let socket = socket_on(&rx, Sid::random(), Sid::random());
     let conn = hub.attach(&socket, identity.map(Arc::from), None);
     Tab { socket, rx, conn }
 }
