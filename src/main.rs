@@ -139,6 +139,8 @@ fn daemon(config: Config, reloader: Reloader) -> Result<(), Fatal> {
             if stored.is_some() {
                 handover::release_stored();
             }
+            // The clients' sockets too, if the stop before was a restart's.
+            handover::adopt_stored(std::mem::take(&mut inherited.live));
             let handed = handover::take_state(stored);
             (inherited, handed)
         }

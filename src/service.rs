@@ -96,8 +96,10 @@ pub enum ServiceError {
     Handover(io::Error),
 }
 
-/// Takes in the sessions the previous process handed over, before anything is served.
-fn take_over(product: &server::Product, state: &handover::State) {
+/// Takes in the sessions the previous process handed over, before anything is served, and
+/// resumes those whose connection it kept open, each on its socket (its first ping sent),
+/// before the caller sends READY=1.
+async fn take_over(product: &server::Product, state: &handover::State) {
     if product.cluster.is_some() {
         warn!("cluster mode: the handed-over sessions are not taken in");
         return;
@@ -113,17 +115,23 @@ fn take_over(product: &server::Product, state: &handover::State) {
     );
     // Each on the socket it had: a session that cannot be resumed so is closed, and its
     // client recovers it from the grace window as after a lost connection.
-    for live in r.live {
+    let resumed = r.live.into_iter().map(|live| {
         let engine = product.engine.clone();
-        tokio::spawn(async move {
-            let fd = match handover::adopt_socket(live.fd) {
-                Ok(fd) => fd,
-                Err(e) => return warn!("handed-over socket not taken: {e}"),
-            };
-            if let Err(e) = engine.resume(fd, &live.unread, live.auth).await {
-                warn!("handed-over WebSocket not resumed: {e}");
-            }
-        });
+        async move {
+            let fd = handover::adopt_socket(live.fd)?;
+            engine.resume(fd, &live.unread, live.auth).await
+        }
+    });
+    let failed: Vec<_> = futures_util::future::join_all(resumed)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if let Some(first) = failed.first() {
+        warn!(
+            count = failed.len(),
+            "handed-over WebSockets not resumed ({first}); their clients recover"
+        );
     }
 }
 
@@ -157,11 +165,19 @@ pub async fn run(
     let product = server::product(&config)?;
     reloader.guard(product.security.clone());
     if let Some(state) = handed {
-        take_over(&product, &state);
+        take_over(&product, &state).await;
+    }
+    let unclaimed = handover::close_unclaimed();
+    if unclaimed > 0 {
+        warn!(
+            count = unclaimed,
+            "closed the stored connections no session took; their clients reconnect"
+        );
     }
     let fds = |ls: &[StdListener]| ls.iter().map(|l| l.as_raw_fd()).collect::<Vec<_>>();
     let (http_fds, flash_fds) = (fds(&listeners.http), fds(&listeners.flash));
     let mut handing_over = None;
+    let mut restarting = false;
     let shutdown = CancellationToken::new();
     let mut http = tokio::spawn(server::serve(
         listeners.http,
@@ -197,6 +213,7 @@ pub async fn run(
             }
             _ = term.recv() => {
                 info!("SIGTERM: shutting down");
+                restarting = restart_follows(product.cluster.is_some()).await;
                 break;
             }
             _ = int.recv() => {
@@ -226,6 +243,10 @@ pub async fn run(
         // systemd waits for the READY=1 of the new process (same PID) as after a reload.
         notify::reloading();
     } else {
+        if restarting {
+            // The WebSockets stay open, their sockets kept for the store (`handover::store`).
+            product.engine.hand_over();
+        }
         notify::stopping();
     }
     shutdown.cancel();
@@ -250,6 +271,25 @@ pub async fn run(
         cluster.depart(CLUSTER_DEPART).await;
     }
     served
+}
+
+/// Whether systemd restarts this service once it has stopped (asked only under systemd,
+/// outside a cluster: otherwise nothing is handed over through the store). When systemd
+/// cannot say, the stop is a plain one: the clients reconnect and recover.
+async fn restart_follows(cluster: bool) -> bool {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() || cluster {
+        return false;
+    }
+    match systemd::restart_follows().await {
+        Ok(restart) => {
+            info!(restart, "asked systemd whether a restart follows");
+            restart
+        }
+        Err(e) => {
+            warn!("cannot ask systemd whether a restart follows ({e}); connections close");
+            false
+        }
+    }
 }
 
 /// The next signal of an optional handler; never, without one.

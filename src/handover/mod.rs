@@ -6,13 +6,16 @@
 //! - `pass`: the descriptors that cross the exec (sealed memfd, listeners) and the
 //!   environment variable that names them.
 //! - `reexec`: SIGUSR1, re-execution in place.
+//! - `fdstore`: the clients' sockets in systemd's file descriptor store over a restart.
 
 mod decode;
+mod fdstore;
 mod pass;
 mod reexec;
 mod state;
 
 pub use decode::{DecodeError, decode};
+pub use fdstore::{MAX_LIVE, adopt_stored, close_unclaimed};
 pub use pass::{ENV, Passed, adopt_socket, close_strays, inherit, keep_open};
 pub use reexec::{Plan, exec, note_start_path, prepare, release_stored, store, take_state};
 pub use state::{

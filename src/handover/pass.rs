@@ -198,6 +198,7 @@ pub fn inherit() -> io::Result<Option<Passed>> {
         http: adopt(&named.http)?,
         flash: adopt(&named.flash)?,
         state: None,
+        live: Vec::new(),
     };
     let state = match named.state {
         Some(fd) => {
@@ -233,8 +234,12 @@ pub fn keep_open(fd: &impl AsFd) -> io::Result<()> {
 /// Takes a client's socket named by the handed-over state: a descriptor the previous
 /// process (same pid, checked with the state) kept open across the exec. Refuses one
 /// taken before, or that is not a connected stream socket (checked before it is owned, so
-/// a listener named by mistake stays with its owner); close-on-exec is set again.
+/// a listener named by mistake stays with its owner); close-on-exec is set again. After a
+/// restart through systemd's store, the socket stored under that index instead.
 pub fn adopt_socket(fd: u32) -> io::Result<OwnedFd> {
+    if let Some(stored) = super::fdstore::take(fd) {
+        return stored;
+    }
     static TAKEN: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
     let raw = RawFd::try_from(fd)
         .ok()

@@ -98,14 +98,16 @@ fn settle_sigusr1() {
 }
 
 /// At a stop under systemd: leaves the state in the service's file descriptor store
-/// (`FileDescriptorStoreMax=`). A restart passes it to the next process, which resumes the
-/// sessions; a plain stop empties the store, so the state goes with it.
+/// (`FileDescriptorStoreMax=`), and after it the sockets of the WebSocket sessions kept
+/// open (a stop that a restart follows: see `Engine::hand_over`). A restart passes them to
+/// the next process, which resumes the sessions; a plain stop empties the store.
 pub fn store(hub: &Hub, cluster: bool) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() || cluster {
         return;
     }
-    // Nothing is kept open at a stop: the store gets the state alone.
-    let (bytes, sessions, _) = state(hub, false, &mut Vec::new());
+    // Kept open until this process ends: the store holds its own duplicates.
+    let mut sockets = Vec::new();
+    let (bytes, sessions, _) = state(hub, false, &mut sockets);
     let stored = pass::seal(&bytes).and_then(|memfd| {
         sd_notify::notify_with_fds(
             &[
@@ -116,11 +118,16 @@ pub fn store(hub: &Hub, cluster: bool) {
         )
     });
     match stored {
-        Ok(()) => info!(
-            sessions,
-            bytes = bytes.len(),
-            "state left with systemd for a restart"
-        ),
+        Ok(()) => {
+            // After the state: should the store be full, the state is what must be in it.
+            let live = super::fdstore::keep(&sockets);
+            info!(
+                sessions,
+                live,
+                bytes = bytes.len(),
+                "state left with systemd for a restart"
+            );
+        }
         Err(e) => warn!("cannot leave the state with systemd ({e}); a restart starts fresh"),
     }
 }

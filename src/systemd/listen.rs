@@ -22,10 +22,22 @@ pub struct Inherited {
     /// Named [`STATE_NAME`]: the hand-over state the previous process left in the file
     /// descriptor store at its stop (see `crate::handover`).
     pub state: Option<OwnedFd>,
+    /// Client sockets the previous process left in the store at a stop that a restart
+    /// followed, each with the index its session has in the state (its name).
+    pub live: Vec<(u32, OwnedFd)>,
 }
 
 /// The name the hand-over state has in systemd's file descriptor store.
 pub const STATE_NAME: &str = "handover";
+
+/// The index of a stored client socket, from its name in the store: the number alone, so
+/// that thousands of names fit in `LISTEN_FDNAMES` (one environment string, 128 KiB at most).
+fn live_index(name: &str) -> Option<u32> {
+    name.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| name.parse().ok())
+        .flatten()
+}
 
 /// Takes the passed sockets. Call before any thread starts: the fds are process-wide and
 /// `LISTEN_PID` must still be ours. Without socket activation, returns nothing.
@@ -36,6 +48,11 @@ pub fn inherited_listeners() -> io::Result<Inherited> {
             // Checked and read by `crate::handover`; a second one is closed.
             let state = OwnedFd::from(own(fd));
             inherited.state.get_or_insert(state);
+            continue;
+        }
+        if let Some(index) = live_index(&name) {
+            // Checked and resumed by `crate::handover`, or closed.
+            inherited.live.push((index, OwnedFd::from(own(fd))));
             continue;
         }
         let listener = adopt(fd).map_err(|e| {
@@ -90,4 +107,17 @@ fn own(fd: RawFd) -> Socket {
     // descriptors the service manager passed to this very process (3 .. 3+LISTEN_FDS, after
     // checking LISTEN_PID); nothing else in the process owns them, and each is taken once.
     unsafe { Socket::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::live_index;
+
+    #[test]
+    fn a_stored_connection_is_named_by_its_number_alone() {
+        assert_eq!(live_index("42"), Some(42));
+        for other in ["", "http", "handover", "+1", "-1", "4x", "99999999999"] {
+            assert_eq!(live_index(other), None, "{other}");
+        }
+    }
 }
