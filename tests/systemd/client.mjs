@@ -5,7 +5,9 @@
 //   node client.mjs keep PORT FLAG   a WebSocket and a polling client of one identity in
 //                                    a channel, a publisher through /api/publish until FLAG
 //                                    exists; prints what each got and its reconnects as JSON
-import { existsSync } from "node:fs";
+//   node client.mjs stop PORT READY  a WebSocket client subscribes, creates the file READY,
+//                                    and prints its first disconnect (reason, close code)
+import { existsSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { io } from "socket.io-client";
 
@@ -98,11 +100,25 @@ if (mode === "connect") {
     inOrder: sent > 0 && tabs.every((t) => inOrder(t.got)),
     churn: tabs.reduce((k, t) => k + t.commands, 0),
     unrecovered: tabs.reduce((k, t) => k + t.connects.slice(1).filter((r) => !r).length, 0),
+    wsDisconnects: tabs.filter((t) => t.transport === "websocket").reduce((k, t) => k + t.drops, 0),
     tabs: tabs.map((t) => ({ transport: t.transport, got: t.got.length, inOrder: inOrder(t.got), drops: t.drops, connects: t.connects, commands: t.commands })),
   }));
   for (const t of tabs) t.socket.close();
   clearTimeout(deadline);
+} else if (mode === "stop") {
+  const socket = io(`http://127.0.0.1:${target}`, { transports: ["websocket"], auth: { identity: "stopped" }, reconnection: false });
+  socket.on("connect_error", (e) => {
+    console.error(`connect_error: ${e.message}`);
+    process.exit(1);
+  });
+  await new Promise((res) => socket.once("connect", res));
+  await socket.timeout(10_000).emitWithAck("subscribe", "stopped");
+  // The WebSocket's close code tells a drain (1001, "going away") from a dropped connection.
+  const closed = new Promise((res) => socket.once("disconnect", (reason, details) => res({ reason, code: details?.context?.code })));
+  writeFileSync(flag, "");
+  console.log(JSON.stringify(await closed));
+  clearTimeout(deadline);
 } else {
-  console.error("usage: client.mjs connect URL | loop PORT FLAGFILE | keep PORT FLAGFILE");
+  console.error("usage: client.mjs connect URL | loop PORT FLAGFILE | keep PORT FLAGFILE | stop PORT READYFILE");
   process.exit(64);
 }

@@ -3,7 +3,8 @@
 # while the service, running as user realtime, starts on the first connection; a stock
 # client connects; `systemctl reload` returns after READY=1; journalctl filters by the
 # daemon's priorities; a restart refuses no connection; SIGUSR1 (in place, same PID) and
-# systemctl restart (the fd store) keep a client's sessions, a stop empties the store; a
+# systemctl restart (the fd store) keep a client's sessions and a WebSocket's connection
+# itself, a stop closes the connection (1001) and empties the store; a
 # stuck hub is killed by the watchdog and restarted; stop exits cleanly.
 #
 #   tests/systemd/container.sh        (root; needs systemd-nspawn and tests/node_modules)
@@ -162,7 +163,25 @@ check "each restart took the sessions over from the fd store ($before -> $after)
 check "restarts: every message once and in order, on both tabs" has "$kept" '"inOrder":true'
 check "restarts: no membership event" has "$kept" '"churn":0'
 check "restarts: each reconnect recovered its session" has "$kept" '"unrecovered":0'
+check "restarts: the WebSocket client saw no disconnect (its connection crossed)" has "$kept" '"wsDisconnects":0'
+log=$(journal)
+resumed=$(grep 'took over the sessions' <<<"$log" | tail -n 3 | grep -c 'live=1' || true)
+check "restarts: each start resumed the WebSocket on its stored socket ($resumed of 3)" test "$resumed" = 3
+check "restarts: no stored connection left over or refused (no stale descriptor)" \
+  bash -c '[[ $1 != *"their clients reconnect"* && $1 != *"not resumed"* ]]' _ "$log"
+nstore=$(in_ct systemctl show -P NFileDescriptorStore realtime.service || true)
+if [[ -n $nstore ]]; then check "the store holds nothing but while stopping ($nstore)" test "$nstore" = 0; fi
+ready=$W/stop-ready
+rm -f "$ready"
+in_net node tests/systemd/client.mjs stop 8001 "$ready" >"$W/stop.out" 2>&1 &
+STOPPED=$!
+wait_for 15 test -e "$ready" || true
 in_ct systemctl stop realtime.service
+wait "$STOPPED" || true
+# As before: the server closes each WebSocket with 1001 (no Socket.IO DISCONNECT, so that
+# stock clients reconnect once it is back).
+check "a plain stop still closes the client's connection, going away ($(cat "$W/stop.out"))" \
+  grep -q '"reason":"transport close","code":1001' "$W/stop.out"
 in_net curl -fsS -m 5 -o /dev/null http://127.0.0.1:8001/healthz || true
 wait_for 10 in_ct systemctl is-active --quiet realtime.service || true
 last=$(journal | grep -c 'took over the sessions of the previous process' || true)
