@@ -7,8 +7,8 @@
 #   commands of the package drive systemctl;
 # - an upgrade to a rebuilt package (revision 2) while a client publishes: no request is
 #   refused or lost, the service alone is restarted (the sockets stay open), the sessions
-#   of connected clients go on (systemd's fd store), the administrator's configuration is
-#   kept;
+#   of connected clients go on (systemd's fd store; a WebSocket's connection itself), the
+#   administrator's configuration is kept;
 # - `apt-get remove` stops everything; `apt-get purge` leaves no unit, no configuration
 #   and no process;
 # - then the .rpm (rpm -i / -U / -e with its real scriptlets; --nodeps, this is Debian):
@@ -107,12 +107,14 @@ publish_during() {
   wait "$KEEP" || true
   cat "$W/publish.out"
 }
-# The sessions of the keep client went on through the new binary: recovered, nothing lost.
+# The sessions of the keep client went on through the new binary: recovered, nothing lost;
+# the WebSocket tab's connection itself crossed (the restart stored its socket).
 sessions_kept() {
   local kept
   kept=$(cat "$W/keep.out")
   echo "    kept sessions: $kept"
-  [[ $kept == *'"inOrder":true'* && $kept == *'"churn":0'* && $kept == *'"unrecovered":0'* ]]
+  [[ $kept == *'"inOrder":true,"churn"'* && $kept == *'"churn":0'* && $kept == *'"unrecovered":0'* &&
+    $kept == *'"wsDisconnects":0'* ]]
 }
 lost_nothing() { [[ $1 == *'"refused":0,"failed":0'* && $1 != *'"ok":0,'* && $1 != *failed:* ]]; }
 
@@ -174,7 +176,7 @@ echo "publishes during the upgrade: $counts"
 check "the upgrade to $DEB2 succeeded" \
   bash -c '[[ $(timeout 10 nsenter -t "$1" -a dpkg-query -W -f "\${Version}" realtime) == *-2 ]]' _ "$P"
 check "a client publishing during the upgrade lost no request" lost_nothing "$counts"
-check "the upgrade kept the sessions: every message once, in order, recovered, no churn" sessions_kept
+check "the upgrade kept the sessions: every message once, in order, recovered, no churn, no WebSocket disconnect" sessions_kept
 check "the upgrade restarted the service" \
   bash -c '[[ $1 != 0 && $1 != "$2" ]]' _ "$(main_pid)" "$pid"
 check "the upgrade left both sockets open (not restarted)" \
@@ -218,7 +220,7 @@ pid=$(main_pid) http_since=$(since realtime.socket)
 counts=$(publish_during in_ct rpm -U --nodeps "/root/in/$RPM2")
 echo "publishes during rpm -U: $counts"
 check "rpm -U to $RPM2 lost no request" lost_nothing "$counts"
-check "rpm -U kept the sessions: every message once, in order, recovered, no churn" sessions_kept
+check "rpm -U kept the sessions: every message once, in order, recovered, no churn, no WebSocket disconnect" sessions_kept
 check "rpm -U restarted the service, not the sockets" \
   bash -c '[[ $1 != 0 && $1 != "$2" && $3 == "$4" ]]' _ "$(main_pid)" "$pid" "$(since realtime.socket)" "$http_since"
 rpm_ok=0
