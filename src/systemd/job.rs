@@ -6,6 +6,7 @@
 //! clients' connections in the file descriptor store; a plain stop tells every client to
 //! disconnect, as it always has.
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -59,8 +60,19 @@ pub async fn restart_follows() -> Result<bool, String> {
     Ok(RESTARTS.contains(&kind))
 }
 
-/// One `busctl --system --json=short` call, its answer parsed.
+/// One `busctl --system --json=short` call, its answer parsed. Asked again once if a
+/// signal ended it: under `KillMode=control-group` the stop's SIGTERM can reach it too.
 async fn busctl(args: &[&str]) -> Result<Value, String> {
+    match busctl_once(args).await {
+        Err((why, true)) => busctl_once(args)
+            .await
+            .map_err(|(again, _)| format!("{why}; asked again: {again}")),
+        other => other.map_err(|(why, _)| why),
+    }
+}
+
+/// One call; an error says why, and whether a signal ended busctl.
+async fn busctl_once(args: &[&str]) -> Result<Value, (String, bool)> {
     let mut cmd = Command::new("busctl");
     cmd.args(["--system", "--json=short"])
         .args(args)
@@ -68,18 +80,19 @@ async fn busctl(args: &[&str]) -> Result<Value, String> {
         .kill_on_drop(true);
     let out = timeout(ASK_LIMIT, cmd.output())
         .await
-        .map_err(|_| format!("busctl {} took more than {ASK_LIMIT:?}", args[0]))?
-        .map_err(|e| format!("cannot run busctl: {e}"))?;
+        .map_err(|_| {
+            (
+                format!("busctl {} took more than {ASK_LIMIT:?}", args[0]),
+                false,
+            )
+        })?
+        .map_err(|e| (format!("cannot run busctl: {e}"), false))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "busctl {}: {}: {}",
-            args[0],
-            out.status,
-            err.trim()
-        ));
+        let why = format!("busctl {}: {}: {}", args[0], out.status, err.trim());
+        return Err((why, out.status.signal().is_some()));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("busctl {}: {e}", args[0]))
+    serde_json::from_slice(&out.stdout).map_err(|e| (format!("busctl {}: {e}", args[0]), false))
 }
 
 /// The object path in `{"type":"o","data":["/…"]}` (a method's reply) or `{"type":"o","data":"/…"}`.
