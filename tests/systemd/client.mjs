@@ -2,9 +2,11 @@
 //   node client.mjs connect URL      a stock socket.io-client connects and subscribes
 //   node client.mjs loop PORT FLAG   polling handshakes, each on a new connection, until
 //                                    the file FLAG exists; prints the counts as JSON
-//   node client.mjs keep PORT FLAG   a WebSocket and a polling client of one identity in
+//   node client.mjs keep PORT FLAG [READY]
+//                                    a WebSocket and a polling client of one identity in
 //                                    a channel, a publisher through /api/publish until FLAG
-//                                    exists; prints what each got and its reconnects as JSON
+//                                    exists (READY created once both are in); prints what
+//                                    each got and its reconnects as JSON
 //   node client.mjs stop PORT READY  a WebSocket client subscribes, creates the file READY,
 //                                    and prints its first disconnect (reason, close code)
 import { existsSync, writeFileSync } from "node:fs";
@@ -74,6 +76,8 @@ if (mode === "connect") {
   }));
   await new Promise((res) => setTimeout(res, 300)); // the second tab's join reaches the first
   for (const t of tabs) t.commands = 0;
+  // Both tabs are in: the caller may start its restarts.
+  if (process.argv[5]) writeFileSync(process.argv[5], "");
   let sent = 0;
   let failed = 0;
   while (!existsSync(flag)) {
