@@ -13,8 +13,10 @@ use serde_json::Value;
 use tokio::process::Command;
 use tokio::time::timeout;
 
-/// How long each question to systemd may take: the stop waits for the answer.
+/// How long each question to systemd may take, and all of them together: the stop waits
+/// for the answer, within `TimeoutStopSec=`.
 const ASK_LIMIT: Duration = Duration::from_secs(2);
+const ALL_LIMIT: Duration = Duration::from_secs(3);
 
 /// The job types that start this service again once it has stopped.
 const RESTARTS: &[&str] = &["restart", "try-restart"];
@@ -22,6 +24,12 @@ const RESTARTS: &[&str] = &["restart", "try-restart"];
 /// `Ok(true)` when the job stopping this service starts it again; `Ok(false)` for a plain
 /// stop or no job at all (a signal sent by hand); an error names why systemd could not say.
 pub async fn restart_follows() -> Result<bool, String> {
+    timeout(ALL_LIMIT, ask())
+        .await
+        .map_err(|_| format!("no answer within {ALL_LIMIT:?}"))?
+}
+
+async fn ask() -> Result<bool, String> {
     let pid = std::process::id().to_string();
     let unit = busctl(&[
         "call",
