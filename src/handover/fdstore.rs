@@ -60,34 +60,48 @@ pub(super) fn keep(sockets: &[OwnedFd]) -> usize {
 /// a later start never gets them again, and holds them for [`take`]. From now on the
 /// sessions' sockets come from here, never by descriptor number.
 pub fn adopt_stored(live: Vec<(u32, OwnedFd)>) {
-    let mut map = HashMap::with_capacity(live.len());
-    let mut stale = Vec::new();
-    for (index, fd) in live {
+    for (index, fd) in &live {
         let name = index.to_string();
         let removed = sd_notify::notify(&[NotifyState::FdStoreRemove, NotifyState::FdName(&name)]);
         if let Err(e) = removed {
             warn!("cannot take connection {name} out of systemd's store: {e}");
         }
         // Close-on-exec, as everything this process opens: nothing it runs inherits it.
-        if let Err(e) = super::pass::set_cloexec(&fd, true) {
+        if let Err(e) = super::pass::set_cloexec(fd, true) {
             warn!("stored connection {name}: {e}");
         }
-        // Two under one name: one was left from an earlier stop. Neither can be told
-        // from the other, so neither is resumed: both clients recover.
-        if map.insert(index, fd).is_some() {
-            stale.push(index);
-        }
     }
-    for index in &stale {
-        map.remove(index);
-    }
-    if !stale.is_empty() {
+    let (map, stale) = by_index(live);
+    if stale > 0 {
         warn!(
-            count = stale.len(),
+            count = stale,
             "closed connections stored twice under one name; their clients reconnect"
         );
     }
     *STORED.lock().unwrap_or_else(PoisonError::into_inner) = Some(map);
+}
+
+/// The sockets by index, and how many were closed for sharing their index with another:
+/// one of them was left from an earlier stop, and neither can be told from the other, so
+/// neither is resumed (both clients recover).
+fn by_index(live: Vec<(u32, OwnedFd)>) -> (HashMap<u32, OwnedFd>, usize) {
+    let mut map = HashMap::with_capacity(live.len());
+    let mut twice = std::collections::HashSet::new();
+    let mut stale = 0;
+    for (index, fd) in live {
+        if twice.contains(&index) {
+            stale += 1;
+        } else if map.insert(index, fd).is_some() {
+            twice.insert(index);
+            stale += 1;
+        }
+    }
+    for index in &twice {
+        if map.remove(index).is_some() {
+            stale += 1;
+        }
+    }
+    (map, stale)
 }
 
 /// The stored socket of the session with `index`, when the sockets came from the store;
@@ -106,4 +120,27 @@ pub(super) fn take(index: u32) -> Option<io::Result<OwnedFd>> {
 pub fn close_unclaimed() -> usize {
     let mut stored = STORED.lock().unwrap_or_else(PoisonError::into_inner);
     stored.as_mut().map_or(0, |map| map.drain().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket() -> OwnedFd {
+        OwnedFd::from(
+            std::os::unix::net::UnixStream::pair()
+                .expect("socketpair")
+                .0,
+        )
+    }
+
+    /// A name passed twice means one socket is stale: neither is resumed, every one of
+    /// them is closed and counted, and the others are found by their index.
+    #[test]
+    fn sockets_stored_under_one_name_are_all_closed() {
+        let live = vec![(7, socket()), (9, socket()), (7, socket()), (7, socket())];
+        let (map, stale) = by_index(live);
+        assert_eq!(stale, 3);
+        assert_eq!(map.keys().copied().collect::<Vec<_>>(), [9]);
+    }
 }
