@@ -1,6 +1,7 @@
 //! Redis Cluster: three primaries with a replica each, on loopback ports of the test's own;
 //! two nodes deliver across it through sharded pub/sub, then the primary owning the slot
-//! of their keys is killed and they follow its replica.
+//! of their keys is killed and they follow its replica; then the slot moves to another
+//! primary and they follow it.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -91,7 +92,7 @@ fn no_redis_cli() -> bool {
 }
 
 #[tokio::test]
-async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover() {
+async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_slot_move() {
     if no_redis_cli() {
         return;
     }
@@ -246,4 +247,98 @@ async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover() {
         Vec::<serde_json::Value>::new(),
         "on A"
     );
+
+    // The slot moves to another primary while the nodes run (what `redis-cli --cluster
+    // reshard` does, for this one slot): they follow it.
+    let from = replica;
+    let to = (0..servers.len())
+        .find(|&i| {
+            i != primary
+                && i != from
+                && text(&servers[i].command(&["INFO", "replication"])).contains("role:master")
+        })
+        .expect("another primary");
+    move_slot(&servers, from, to, primary);
+    let target = &servers[to];
+    wait_until(
+        Duration::from_secs(30),
+        "both nodes on the slot's new primary",
+        || {
+            target.command(&["PUBSUB", "SHARDNUMSUB", &topic])
+                == Resp::Array(Some(vec![Resp::bulk(&topic), Resp::Int(2)]))
+        },
+    );
+    for port in [a, b] {
+        assert!(
+            wait_readyz(port, 200, Duration::from_secs(10)).await,
+            "/readyz on :{port} not 200 after the slot moved"
+        );
+    }
+    assert_eq!(
+        servers[from].command(&["PUBSUB", "SHARDNUMSUB", &topic]),
+        Resp::Array(Some(vec![Resp::bulk(&topic), Resp::Int(0)]))
+    );
+    bob.drain(Duration::from_millis(200)).await;
+    ann.drain(Duration::from_millis(200)).await;
+    publish(a, 30_000..30_010).await;
+    assert_eq!(
+        bob.numbers(10, PROPAGATE).await,
+        (30_000..30_010).collect::<Vec<_>>()
+    );
+    publish(b, 30_010..30_020).await;
+    assert_eq!(
+        ann.numbers(20, PROPAGATE).await,
+        (30_000..30_020).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        extra_numbers(&mut ann).await,
+        Vec::<serde_json::Value>::new(),
+        "on A"
+    );
+}
+
+/// Moves the slot of the tag from primary `from` to primary `to`, keys and all, and tells
+/// every running server but `dead`.
+fn move_slot(servers: &[Proc], from: usize, to: usize, dead: usize) {
+    let slot = text(&servers[from].command(&["CLUSTER", "KEYSLOT", TAG]));
+    let id = |i: usize| text(&servers[i].command(&["CLUSTER", "MYID"]));
+    let (from_id, to_id) = (id(from), id(to));
+    let ok = Resp::Simple("OK".to_owned());
+    let to_port = servers[to].port.to_string();
+    assert_eq!(
+        servers[to].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+        ok
+    );
+    assert_eq!(
+        servers[from].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+        ok
+    );
+    // Keys the nodes create meanwhile go to the importing server (ASK): the loop ends.
+    loop {
+        let Resp::Array(Some(keys)) =
+            servers[from].command(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
+        else {
+            panic!("GETKEYSINSLOT answered otherwise")
+        };
+        if keys.is_empty() {
+            break;
+        }
+        let keys: Vec<String> = keys.iter().map(text).collect();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+        args.extend(keys.iter().map(String::as_str));
+        let answer = servers[from].command(&args);
+        assert!(
+            matches!(&answer, Resp::Simple(_)),
+            "MIGRATE answered {answer:?}"
+        );
+    }
+    for i in [to, from] {
+        assert_eq!(
+            servers[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
+            ok
+        );
+    }
+    for i in (0..servers.len()).filter(|&i| i != to && i != from && i != dead) {
+        let _ = servers[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
 }
