@@ -1,7 +1,8 @@
 //! The Redis side of presence, as Lua scripts so each change is atomic and exactly one
 //! node learns that it was the first or the last.
 //!
-//! Keys, under the configured prefix `P`:
+//! Keys, under the configured prefix `P` (on a Redis Cluster `{P}`, one hash tag, so each
+//! script touches one slot):
 //! - `P:sub:{node}`: set of `channel \0 member` this node holds;
 //! - `P:ch:{channel}`: hash member → how many nodes hold it in the channel;
 //! - `P:channels`: set of channels with members;
