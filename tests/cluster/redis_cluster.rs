@@ -313,25 +313,36 @@ fn move_slot(servers: &[Proc], from: usize, to: usize, dead: usize) {
         servers[from].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
         ok
     );
-    // Keys the nodes create meanwhile go to the importing server (ASK): the loop ends.
-    loop {
+    // Keys the nodes create meanwhile go to the importing server (ASK): the source runs out.
+    let moved = poll_until(Duration::from_secs(30), || {
         let Resp::Array(Some(keys)) =
             servers[from].command(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
         else {
             panic!("GETKEYSINSLOT answered otherwise")
         };
         if keys.is_empty() {
-            break;
+            return Some(());
         }
         let keys: Vec<String> = keys.iter().map(text).collect();
-        let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+        let mut args = vec![
+            "MIGRATE",
+            "127.0.0.1",
+            &to_port,
+            "",
+            "0",
+            "5000",
+            "REPLACE",
+            "KEYS",
+        ];
         args.extend(keys.iter().map(String::as_str));
         let answer = servers[from].command(&args);
         assert!(
             matches!(&answer, Resp::Simple(_)),
             "MIGRATE answered {answer:?}"
         );
-    }
+        None
+    });
+    assert!(moved.is_some(), "the slot's keys never all moved");
     for i in [to, from] {
         assert_eq!(
             servers[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
