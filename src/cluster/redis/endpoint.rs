@@ -1,8 +1,8 @@
 //! Where this node's Redis is: the configured address, or, with Sentinel, the primary the
 //! sentinels name at each (re)connect, checked to be one; with a Redis Cluster, the primary
-//! the seeds name for the slot of this cluster's keys (`shards.rs`), checked likewise. A command refused with
-//! `READONLY` (the primary was demoted under the node) ends the connected stretch like any
-//! Redis error, so the next connect asks the sentinels again.
+//! the seeds name for the slot of this cluster's keys (`shards.rs`), checked likewise. A
+//! command refused with `READONLY` (the primary was demoted under the node) ends the
+//! connected stretch like any Redis error, so the next connect asks again.
 
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};

@@ -210,4 +210,12 @@ mod tests {
         assert_eq!(owner, ("seed".to_owned(), 7001));
         assert!(owner_of(&Value::Array(vec![]), 42, "seed").is_none());
     }
+
+    #[test]
+    fn the_cluster_publish_script_is_sharded() {
+        use super::super::scripts::{publish, publish_lua};
+        assert!(publish_lua(true).contains("redis.call('SPUBLISH'"));
+        assert!(!publish_lua(true).contains("redis.call('PUBLISH'"));
+        assert_ne!(publish(true).get_hash(), publish(false).get_hash());
+    }
 }
