@@ -23,10 +23,13 @@ pub enum ClusterError {
     /// Redis took too long to answer.
     #[error("timed out {0}")]
     Timeout(&'static str),
-    /// The server the sentinels named as the primary of this master name answered that it
-    /// is not one (a failover is under way).
-    #[error("the server the sentinels name as primary of {0:?} is not a primary (yet)")]
+    /// The server the sentinels (or a Redis Cluster's seeds) named as the primary of this
+    /// master name (or slot) answered that it is not one (a failover is under way).
+    #[error("the server named as primary of {0} is not a primary (yet)")]
     NotPrimary(String),
+    /// A Redis Cluster moved the slot of this cluster's keys to another node.
+    #[error("the Redis Cluster moved this cluster's slot to another node")]
+    Moved,
     /// The subscription connection ended.
     #[error("the subscription connection closed")]
     Closed,

@@ -240,12 +240,15 @@ pub const KEYS: &[Key] = &[
         "HS256 key: when set, an identity must come with a JWT signed with it."),
     key!("Identity" "require", Bool, "false", Live, identity.require,
         "Refuse connections that do not name an identity."),
-    key!("Cluster" "redis", Url(&["redis", "rediss", "redis+sentinel", "rediss+sentinel"]), "",
+    key!("Cluster" "redis", Url(&["redis", "rediss", "redis+sentinel", "rediss+sentinel",
+            "redis+cluster", "rediss+cluster"]), "",
         Restart, cluster.redis,
         "Join the other nodes through this Redis; unset: single node. With Sentinel: \
          `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]` \
          (the login is the primary's; `?sentinel-password=` for the sentinels'; \
-         `rediss+sentinel://` for TLS)."),
+         `rediss+sentinel://` for TLS). A Redis Cluster (7 or later): \
+         `redis+cluster://[[user]:password@]host[:port][,host[:port]...]`, its seed nodes \
+         (`rediss+cluster://` for TLS)."),
     key!("Cluster" "prefix", Word, "realtime", Restart, cluster.prefix,
         "Prefix of every Redis key and channel; the same on every node of one cluster."),
     key!("Cluster" "node-id", Word, "", Restart, cluster.node_id,

@@ -7,6 +7,7 @@
 
 mod ini;
 pub mod keys;
+mod redis_cluster;
 mod reference;
 mod sections;
 mod sentinel;
@@ -21,6 +22,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use keys::{Apply, KEYS, Key};
+pub use redis_cluster::ClusterUrl;
 pub use reference::{reference, write_reference};
 pub use sections::{
     ApiConfig, ClusterConfig, IdentityConfig, LOG_LEVELS, LicenseConfig, LogConfig, LogTarget,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::SetError;
+use super::redis_cluster::ClusterUrl;
 use super::sentinel::SentinelUrl;
 use super::value::{boolean, count, list, nonzero_duration, one_of, optional, positive, url, word};
 
@@ -198,7 +199,8 @@ impl IdentityConfig {
 /// `[Cluster]`: Redis backplane (docs/design.md#cluster).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://` or `rediss://` URL, or a [`SentinelUrl`]; `None` = single node.
+    /// `redis://` or `rediss://` URL, a [`SentinelUrl`] or a [`ClusterUrl`]; `None` = single
+    /// node.
     pub redis: Option<String>,
     /// Prefix of every Redis key and channel.
     pub prefix: String,
@@ -234,6 +236,8 @@ impl ClusterConfig {
                     .map(|u| {
                         if SentinelUrl::is_sentinel(&u) {
                             SentinelUrl::parse(&u).map(|_| u)
+                        } else if ClusterUrl::is_cluster(&u) {
+                            ClusterUrl::parse(&u).map(|_| u)
                         } else {
                             url(&u, &["redis", "rediss"])
                         }
@@ -330,6 +334,8 @@ mod tests {
         let mut c = ClusterConfig::default();
         assert!(c.set("redis", "rediss://h:6380/1").is_ok());
         assert!(c.set("redis", "http://h").is_err());
+        assert!(c.set("redis", "redis+cluster://n1:7000,n2:7001").is_ok());
+        assert!(c.set("redis", "redis+cluster://n1:7000/2").is_err());
         assert!(
             c.set("redis", "redis+sentinel://s1,s2:26380/mymaster")
                 .is_ok()

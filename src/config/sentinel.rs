@@ -135,7 +135,7 @@ impl SentinelUrl {
 }
 
 /// `user:password`, `:password` or `user`, percent-decoded; empty parts are unset.
-fn credentials(login: &str) -> Result<(Option<String>, Option<String>), &'static str> {
+pub(super) fn credentials(login: &str) -> Result<(Option<String>, Option<String>), &'static str> {
     let (user, password) = match login.split_once(':') {
         Some((u, p)) => (u, Some(p)),
         None => (login, None),
@@ -145,8 +145,20 @@ fn credentials(login: &str) -> Result<(Option<String>, Option<String>), &'static
     Ok((user, password))
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+/// A sentinel's `host[:port]`, with the sentinel port by default.
 fn host_port(item: &str) -> Result<(String, u16), &'static str> {
+    address(item, SENTINEL_PORT).map_err(|e| match e {
+        EMPTY_HOST => "an empty sentinel host",
+        BAD_PORT => "a sentinel port that is not 1-65535",
+        e => e,
+    })
+}
+
+const EMPTY_HOST: &str = "an empty host";
+const BAD_PORT: &str = "a port that is not 1-65535";
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; `default` when no port is given.
+pub(super) fn address(item: &str, default: u16) -> Result<(String, u16), &'static str> {
     let (host, port) = if let Some(v6) = item.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or("an unclosed '[' in a host")?;
         let port = match after {
@@ -161,15 +173,11 @@ fn host_port(item: &str) -> Result<(String, u16), &'static str> {
         }
     };
     if host.is_empty() {
-        return Err("an empty sentinel host");
+        return Err(EMPTY_HOST);
     }
     let port = match port {
-        None => SENTINEL_PORT,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or("a sentinel port that is not 1-65535")?,
+        None => default,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or(BAD_PORT)?,
     };
     Ok((host.to_owned(), port))
 }
@@ -182,7 +190,7 @@ fn decode(s: &str) -> Result<String, &'static str> {
 }
 
 /// `v` with the password before `@` and any `sentinel-password` replaced by `***`.
-fn masked(v: &str) -> String {
+pub(super) fn masked(v: &str) -> String {
     let (head, query) = match v.split_once('?') {
         Some((h, q)) => (h, Some(q)),
         None => (v, None),

@@ -1,5 +1,5 @@
 //! Cluster mode: nodes of the real binary sharing a `redis-server` of their own, over
-//! plain TCP and over TLS, and following a Sentinel failover.
+//! plain TCP and over TLS, following a Sentinel failover, and across a Redis Cluster.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -10,6 +10,7 @@ mod delivery;
 mod failures;
 mod history;
 mod presence;
+mod redis_cluster;
 mod redis_faults;
 mod scale;
 mod sentinel;

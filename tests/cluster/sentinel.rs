@@ -18,12 +18,12 @@ use crate::support::*;
 const MASTER: &str = "mymaster";
 
 /// How a [`Proc`] is started on a port, in its directory.
-type Start = Box<dyn Fn(u16, &Path) -> Command>;
+pub(crate) type Start = Box<dyn Fn(u16, &Path) -> Command>;
 
 /// A `redis-server` or `redis-sentinel` on a loopback port, in a directory of its own;
 /// killed (SIGKILL) on drop.
-struct Proc {
-    port: u16,
+pub(crate) struct Proc {
+    pub(crate) port: u16,
     child: Option<Child>,
     dir: TempDir,
     log: &'static str,
@@ -32,7 +32,7 @@ struct Proc {
 
 impl Proc {
     /// Starts `launch` on a free port and waits until it answers PING.
-    fn start(log: &'static str, launch: Start) -> Proc {
+    pub(crate) fn start(log: &'static str, launch: Start) -> Proc {
         let mut p = Proc {
             port: 0,
             child: None,
@@ -125,12 +125,12 @@ impl Proc {
         Proc::start("sentinel.log", launch)
     }
 
-    fn command(&self, args: &[&str]) -> Resp {
+    pub(crate) fn command(&self, args: &[&str]) -> Resp {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         try_command(self.port, &args).unwrap_or_else(|e| panic!(":{} {args:?}: {e}", self.port))
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -156,7 +156,7 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-fn text(r: &Resp) -> String {
+pub(crate) fn text(r: &Resp) -> String {
     match r {
         Resp::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
         Resp::Simple(s) => s.clone(),
@@ -177,7 +177,7 @@ fn fields(r: &Resp) -> HashMap<String, String> {
 }
 
 /// Publishes `{"n": n}` to `room` for each `n`, through `/api/publish` on `port`.
-async fn publish(port: u16, ns: std::ops::Range<u64>) {
+pub(crate) async fn publish(port: u16, ns: std::ops::Range<u64>) {
     for n in ns {
         let body = json!({"channel": "room", "data": {"n": n}}).to_string();
         let (status, v) = api(port, "POST", "/api/publish", &body).await;
@@ -186,7 +186,7 @@ async fn publish(port: u16, ns: std::ops::Range<u64>) {
 }
 
 /// What `c` received beyond what was checked: channel messages only.
-async fn extra_numbers(c: &mut Client) -> Vec<Value> {
+pub(crate) async fn extra_numbers(c: &mut Client) -> Vec<Value> {
     c.drain(QUIET)
         .await
         .into_iter()

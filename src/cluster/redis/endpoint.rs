@@ -1,15 +1,17 @@
 //! Where this node's Redis is: the configured address, or, with Sentinel, the primary the
-//! sentinels name at each (re)connect, checked to be one. A command refused with
-//! `READONLY` (the primary was demoted under the node) ends the connected stretch like any
-//! Redis error, so the next connect asks the sentinels again.
+//! sentinels name at each (re)connect, checked to be one; with a Redis Cluster, the primary
+//! the seeds name for the slot of this cluster's keys (`shards.rs`), checked likewise. A
+//! command refused with `READONLY` (the primary was demoted under the node) ends the
+//! connected stretch like any Redis error, so the next connect asks again.
 
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Client, ConnectionAddr, ErrorKind, RedisError, Role, TlsMode};
 
 use super::RESPONSE_TIMEOUT;
+use super::shards::Shards;
 use crate::cluster::ClusterError;
-use crate::config::SentinelUrl;
+use crate::config::{ClusterUrl, SentinelUrl};
 
 /// How the worker finds the Redis to connect to.
 pub(super) enum Endpoint {
@@ -19,11 +21,23 @@ pub(super) enum Endpoint {
         sentinels: Box<SentinelClient>,
         master: String,
     },
+    Cluster(Box<Shards>),
 }
 
 impl Endpoint {
-    /// Reads `[Cluster] redis`; nothing is connected yet.
-    pub(super) fn new(url: &str) -> Result<Endpoint, ClusterError> {
+    /// Reads `[Cluster] redis`; nothing is connected yet. `key` is one of this cluster's
+    /// keys: with a Redis Cluster, its slot is where the node connects.
+    pub(super) fn new(url: &str, key: &str) -> Result<Endpoint, ClusterError> {
+        if ClusterUrl::is_cluster(url) {
+            let u = ClusterUrl::parse(url).map_err(|e| {
+                ClusterError::Address(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "not a Redis Cluster URL",
+                    e.to_string(),
+                )))
+            })?;
+            return Ok(Endpoint::Cluster(Box::new(Shards::new(u, key.to_owned()))));
+        }
         if !SentinelUrl::is_sentinel(url) {
             return Client::open(url)
                 .map(|c| Endpoint::Direct(Box::new(c)))
@@ -89,6 +103,7 @@ impl Endpoint {
                         "finding the primary through the sentinels",
                     ))
             }
+            Endpoint::Cluster(shards) => shards.primary().await,
         }
     }
 
@@ -97,8 +112,10 @@ impl Endpoint {
     /// node writing to a replica would be cut off from the others. A plain address is
     /// taken as given: some Redis-compatible servers refuse `ROLE`.
     pub(super) async fn check(&self, conn: &mut MultiplexedConnection) -> Result<(), ClusterError> {
-        let Endpoint::Sentinel { master, .. } = self else {
-            return Ok(());
+        let master = match self {
+            Endpoint::Direct(_) => return Ok(()),
+            Endpoint::Sentinel { master, .. } => format!("{master:?}"),
+            Endpoint::Cluster(_) => "the slot of this cluster's keys".to_owned(),
         };
         let role: Role = redis::cmd("ROLE")
             .query_async(conn)
@@ -106,7 +123,7 @@ impl Endpoint {
             .map_err(ClusterError::redis("asking the primary its role"))?;
         match role {
             Role::Primary { .. } => Ok(()),
-            _ => Err(ClusterError::NotPrimary(master.clone())),
+            _ => Err(ClusterError::NotPrimary(master)),
         }
     }
 }
@@ -126,13 +143,17 @@ mod tests {
                 true,
             ),
         ] {
-            match Endpoint::new(url) {
+            match Endpoint::new(url, "{realtime}:log") {
                 Ok(Endpoint::Sentinel { master, .. }) if sentinel => assert_eq!(master, "mymaster"),
                 Ok(Endpoint::Direct(_)) if !sentinel => {}
                 Ok(_) => panic!("{url}: the wrong way"),
                 Err(e) => panic!("{url}: {e}"),
             }
         }
-        assert!(Endpoint::new("redis+sentinel://s1:26379").is_err());
+        assert!(Endpoint::new("redis+sentinel://s1:26379", "k").is_err());
+        assert!(matches!(
+            Endpoint::new("redis+cluster://n1:7000,n2:7001", "{realtime}:log"),
+            Ok(Endpoint::Cluster(_))
+        ));
     }
 }

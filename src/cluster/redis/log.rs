@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use redis::aio::{MultiplexedConnection, PubSubSink};
+use redis::aio::MultiplexedConnection;
 
 use super::{Keys, Worker, scripts};
 use crate::cluster::{ClusterError, Inbound, Replayed, wire};
@@ -173,7 +173,7 @@ impl Worker {
             None => (self.keys.history(""), self.keys.history_gone(""), 0),
         };
         pipe.cmd("EVALSHA")
-            .arg(scripts::PUBLISH.get_hash())
+            .arg(scripts::publish(self.keys.sharded).get_hash())
             .arg(4)
             .arg(self.keys.log())
             .arg(topic)
@@ -193,7 +193,7 @@ impl Worker {
         &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
-        sink: &mut PubSubSink,
+        sink: &mut super::subs::Sink,
         pid: &str,
         member: &str,
         offset: u64,
@@ -219,7 +219,7 @@ impl Worker {
             hub.adopt(member, &channel);
             // Subscribed before the log is read (the watch the hub queued comes later).
             if self.watched.insert(channel.clone()) {
-                sink.subscribe(self.keys.topic(&channel))
+                sink.subscribe(&[self.keys.topic(&channel)])
                     .await
                     .map_err(ClusterError::redis("changing a subscription"))?;
             }

@@ -16,6 +16,8 @@ mod offline;
 mod presence;
 mod resync;
 mod scripts;
+mod shards;
+mod subs;
 mod vanished;
 mod worker;
 
@@ -174,10 +176,19 @@ impl std::fmt::Debug for Worker {
 
 #[derive(Clone)]
 struct Keys {
+    /// The configured prefix; on a Redis Cluster within braces, a hash tag, so that every
+    /// key and shard channel hashes to one slot and each script touches one slot.
     prefix: String,
+    /// A Redis Cluster: sharded pub/sub.
+    sharded: bool,
 }
 
 impl Keys {
+    /// The publish command: on a Redis Cluster `SPUBLISH`, which reaches only the shard
+    /// that owns the slot, where `PUBLISH` reaches every node of the cluster.
+    fn publish(&self) -> &'static str {
+        if self.sharded { "SPUBLISH" } else { "PUBLISH" }
+    }
     fn topic(&self, channel: &str) -> String {
         format!("{}:m:{channel}", self.prefix)
     }
@@ -236,16 +247,23 @@ impl RedisCluster {
         window: Duration,
         history: Keeping,
     ) -> Result<(Arc<RedisCluster>, Worker), ClusterError> {
-        let endpoint = endpoint::Endpoint::new(url)?;
+        let sharded = crate::config::ClusterUrl::is_cluster(url);
+        // Plain Redis keeps the names of the versions before Redis Cluster support.
+        let keys = Keys {
+            prefix: if sharded {
+                format!("{{{}}}", config.prefix)
+            } else {
+                config.prefix.clone()
+            },
+            sharded,
+        };
+        let endpoint = endpoint::Endpoint::new(url, &keys.log())?;
         let node: Arc<str> = Arc::from(
             config
                 .node_id
                 .clone()
                 .unwrap_or_else(super::generated_node_id),
         );
-        let keys = Keys {
-            prefix: config.prefix.clone(),
-        };
         let (tx, rx) = mpsc::unbounded_channel();
         let up = Arc::new(AtomicBool::new(false));
         let floor = Arc::new(AtomicU64::new(u64::MAX));

@@ -87,7 +87,7 @@ impl Worker {
             "n": &*self.node, "op": op, "m": change.member, "c": change.channel,
         })
         .to_string();
-        let _: () = redis::cmd("PUBLISH")
+        let _: () = redis::cmd(self.keys.publish())
             .arg(self.keys.control())
             .arg(payload)
             .query_async(conn)
@@ -166,7 +166,7 @@ impl Worker {
                     continue;
                 };
                 let payload = wire::encode(&self.node, env, &[], None);
-                pipe.cmd("PUBLISH")
+                pipe.cmd(self.keys.publish())
                     .arg(self.keys.topic(channel))
                     .arg(payload.as_ref())
                     .ignore();

@@ -1,7 +1,8 @@
 //! The Redis side of presence, as Lua scripts so each change is atomic and exactly one
 //! node learns that it was the first or the last.
 //!
-//! Keys, under the configured prefix `P`:
+//! Keys, under the configured prefix `P` (on a Redis Cluster `{P}`, one hash tag, so each
+//! script touches one slot):
 //! - `P:sub:{node}`: set of `channel \0 member` this node holds;
 //! - `P:ch:{channel}`: hash member → how many nodes hold it in the channel;
 //! - `P:channels`: set of channels with members;
@@ -32,6 +33,12 @@ pub(super) static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(TOUCH_L
 pub(super) static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(REAP_LUA));
 pub(super) static FIND: LazyLock<Script> = LazyLock::new(|| Script::new(FIND_LUA));
 pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_LUA));
+/// The publish script for a Redis Cluster: sharded pub/sub (see `publish_lua`).
+static SPUBLISH: LazyLock<(String, Script)> = LazyLock::new(|| {
+    let lua = PUBLISH_LUA.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'");
+    let script = Script::new(&lua);
+    (lua, script)
+});
 pub(super) static HISTORY: LazyLock<Script> = LazyLock::new(|| Script::new(HISTORY_LUA));
 
 /// Appends a broadcast to the log and publishes it with its stream id, in one step: the
@@ -61,6 +68,16 @@ end
 redis.call('PUBLISH', KEYS[2], id .. '\n' .. ARGV[1])
 return id
 ";
+
+/// The publish script; `sharded` on a Redis Cluster, where it publishes with `SPUBLISH` so
+/// a broadcast reaches the shard of its slot only.
+pub(super) fn publish_lua(sharded: bool) -> &'static str {
+    if sharded { &SPUBLISH.0 } else { PUBLISH_LUA }
+}
+
+pub(super) fn publish(sharded: bool) -> &'static Script {
+    if sharded { &SPUBLISH.1 } else { &PUBLISH }
+}
 
 /// A channel's history: what is older than its ttl leaves it first (remembered as gone).
 /// KEYS: h:{channel}, hg:{channel}, log. ARGV: history ttl in ms.

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures_util::StreamExt;
 use redis::AsyncConnectionConfig;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::aio::MultiplexedConnection;
 use tracing::{debug, info, warn};
 
 use super::{
-    BATCH, MAX_BACKOFF, MIN_BACKOFF, Op, RESPONSE_TIMEOUT, Worker, entry, membership, scripts,
+    BATCH, MAX_BACKOFF, MIN_BACKOFF, Op, RESPONSE_TIMEOUT, Worker, entry, membership, scripts, subs,
 };
 use crate::cluster::{ClusterError, Inbound, Membership, identity_of, wire};
 
@@ -25,8 +24,8 @@ enum Ended {
 /// The two connections of a connected stretch.
 struct Live {
     conn: MultiplexedConnection,
-    sink: PubSubSink,
-    stream: PubSubStream,
+    sink: subs::Sink,
+    stream: subs::Stream,
 }
 
 impl Worker {
@@ -90,11 +89,7 @@ impl Worker {
             .await
             .map_err(ClusterError::redis("connecting"))?;
         self.endpoint.check(&mut conn).await?;
-        let pubsub = tokio::time::timeout(RESPONSE_TIMEOUT, client.get_async_pubsub())
-            .await
-            .map_err(|_| ClusterError::Timeout("opening the subscription connection"))?
-            .map_err(ClusterError::redis("opening the subscription connection"))?;
-        let (sink, stream) = pubsub.split();
+        let (sink, stream) = subs::open(&client, self.keys.sharded).await?;
         Ok(Live { conn, sink, stream })
     }
 
@@ -122,7 +117,7 @@ impl Worker {
         // Broadcasts run the log's script by its hash, in pipelines: it must be loaded.
         let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
             .arg("LOAD")
-            .arg(scripts::PUBLISH_LUA)
+            .arg(scripts::publish_lua(self.keys.sharded))
             .query_async(&mut conn)
             .await;
         if let Err(e) = loaded {
@@ -150,8 +145,13 @@ impl Worker {
         tick.reset();
         loop {
             tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(msg) => self.inbound(hub, &msg),
+                heard = stream.next() => match heard {
+                    Some(subs::Heard::Message(msg)) => self.inbound(hub, &msg),
+                    // The slot moved: what this node publishes no longer reaches it.
+                    Some(subs::Heard::Dropped(topic)) if topic == self.keys.control() => {
+                        return Ended::Lost(ClusterError::Moved, true);
+                    }
+                    Some(_) => {}
                     None => return Ended::Lost(ClusterError::Closed, true),
                 },
                 op = self.ops.recv() => {
@@ -203,7 +203,7 @@ impl Worker {
         &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
-        sink: &mut PubSubSink,
+        sink: &mut subs::Sink,
         batch: Vec<Op>,
     ) -> Result<bool, ClusterError> {
         let mut pipe = redis::pipe();
@@ -302,7 +302,7 @@ impl Worker {
         &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
-        sink: &mut PubSubSink,
+        sink: &mut subs::Sink,
         op: Op,
     ) -> Result<bool, ClusterError> {
         match op {
@@ -349,7 +349,7 @@ impl Worker {
                 let topic = self.keys.topic(&channel);
                 let result = if on {
                     self.watched.insert(channel);
-                    sink.subscribe(&topic).await
+                    sink.subscribe(&[topic]).await
                 } else {
                     self.forget_channel(&channel);
                     sink.unsubscribe(&topic).await

@@ -1,0 +1,371 @@
+//! Redis Cluster: three primaries with a replica each, on loopback ports of the test's own;
+//! two nodes deliver across it through sharded pub/sub, then the primary owning the slot
+//! of their keys is killed and they follow its replica; then the slot moves to another
+//! primary and they follow it.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::client::*;
+use crate::sentinel::{Proc, extra_numbers, publish, text};
+use crate::support::redis::Resp;
+use crate::support::*;
+
+/// The slot's hash tag: the default `[Cluster] prefix`.
+const TAG: &str = "{realtime}";
+
+/// A cluster-enabled `redis-server`: a node that misses 1 s of pings is failed over.
+fn cluster_node() -> Proc {
+    Proc::start(
+        "redis.log",
+        Box::new(|port, dir| {
+            let mut c = Command::new("redis-server");
+            c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--cluster-node-timeout", "1000"])
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--dir")
+                .arg(dir)
+                .args(["--logfile", "redis.log"]);
+            c
+        }),
+    )
+}
+
+/// The port of the primary serving the slot of the tag, and its replicas', as `p` sees it.
+fn owner(p: &Proc) -> Option<(u16, Vec<u16>)> {
+    let slot = match p.command(&["CLUSTER", "KEYSLOT", TAG]) {
+        Resp::Int(s) => s,
+        other => panic!("CLUSTER KEYSLOT answered {other:?}"),
+    };
+    let Resp::Array(Some(ranges)) = p.command(&["CLUSTER", "SLOTS"]) else {
+        return None;
+    };
+    let port = |n: &Resp| match n {
+        Resp::Array(Some(f)) => match f.get(1) {
+            Some(Resp::Int(p)) => u16::try_from(*p).ok(),
+            _ => None,
+        },
+        _ => None,
+    };
+    ranges.iter().find_map(|r| {
+        let Resp::Array(Some(r)) = r else { return None };
+        let (Some(Resp::Int(start)), Some(Resp::Int(end))) = (r.first(), r.get(1)) else {
+            return None;
+        };
+        if !(*start..=*end).contains(&slot) {
+            return None;
+        }
+        Some((
+            port(r.get(2)?)?,
+            r.iter().skip(3).filter_map(port).collect(),
+        ))
+    })
+}
+
+/// Whether `p` says the cluster is whole.
+fn cluster_ok(p: &Proc) -> bool {
+    text(&p.command(&["CLUSTER", "INFO"])).contains("cluster_state:ok")
+}
+
+/// Whether `redis-cli` is missing, which only a machine where tests/run could not install
+/// it may be.
+fn no_redis_cli() -> bool {
+    if have("redis-cli") {
+        return false;
+    }
+    assert!(
+        !is_root(),
+        "redis-cli is missing (Debian package redis-tools; tests/run installs it)"
+    );
+    eprintln!("SKIPPED: needs redis-cli (Debian package redis-tools)");
+    true
+}
+
+#[tokio::test]
+async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_slot_move() {
+    if no_redis_cli() {
+        return;
+    }
+    let mut servers: Vec<Proc> = (0..6).map(|_| cluster_node()).collect();
+    let addrs: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let made = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()
+        .expect("run redis-cli --cluster create");
+    assert!(
+        made.status.success(),
+        "redis-cli --cluster create: {}",
+        String::from_utf8_lossy(&made.stdout)
+    );
+    wait_until(Duration::from_secs(20), "the cluster whole", || {
+        servers.iter().all(cluster_ok)
+    });
+    // The replicas join their primaries once the cluster is whole.
+    let (primary, replicas) = poll_until(Duration::from_secs(20), || {
+        owner(&servers[0]).filter(|(_, r)| r.len() == 1)
+    })
+    .expect("the slot's primary with one replica");
+    let at = |port: u16| servers.iter().position(|s| s.port == port).unwrap();
+    let (primary, replica) = (at(primary), at(replicas[0]));
+    wait_until(Duration::from_secs(20), "the replica in sync", || {
+        text(&servers[replica].command(&["INFO", "replication"])).contains("master_link_status:up")
+    });
+
+    // Every server a seed: the one that dies among them.
+    let url = format!("redis+cluster://{}", addrs.join(","));
+    let nodes: Vec<Server> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            Server::start(&format!(
+                "[Server]\nreconnect-timeout = 1s\nping-timeout = 60s\n\
+                 [Cluster]\nredis = {url}\nnode-id = {id}\nheartbeat = 1s\nnode-timeout = 10s\n"
+            ))
+        })
+        .collect();
+    let (a, b) = (nodes[0].port, nodes[1].port);
+    for n in &nodes {
+        assert!(
+            wait_readyz(n.port, 200, Duration::from_secs(10)).await,
+            "node never ready through the Redis Cluster; log:\n{}",
+            n.log()
+        );
+    }
+    let mut ann = Client::connect(a, "ann").await;
+    ann.subscribe("room").await;
+    let mut bob = Client::connect(b, "bob").await;
+    bob.subscribe("room").await;
+    publish(a, 0..5).await;
+    assert_eq!(bob.numbers(5, PROPAGATE).await, (0..5).collect::<Vec<_>>());
+    publish(b, 5..10).await;
+    assert_eq!(
+        ann.numbers(10, PROPAGATE).await,
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(bob.numbers(5, PROPAGATE).await, (5..10).collect::<Vec<_>>());
+
+    // Sharded: both nodes listen on the slot's primary with SSUBSCRIBE, none with SUBSCRIBE,
+    // and every key is under the tag.
+    let topic = format!("{TAG}:m:room");
+    let p = &servers[primary];
+    assert_eq!(
+        p.command(&["PUBSUB", "SHARDNUMSUB", &topic]),
+        Resp::Array(Some(vec![Resp::bulk(&topic), Resp::Int(2)]))
+    );
+    assert_eq!(
+        p.command(&["PUBSUB", "NUMSUB", &topic]),
+        Resp::Array(Some(vec![Resp::bulk(&topic), Resp::Int(0)]))
+    );
+    let Resp::Array(Some(keys)) = p.command(&["KEYS", "*"]) else {
+        panic!("KEYS answered otherwise")
+    };
+    assert!(!keys.is_empty());
+    for k in &keys {
+        assert!(text(k).starts_with(&format!("{TAG}:")), "{k:?}");
+    }
+
+    // The slot's primary dies while ann publishes; its replica takes over.
+    // What is published while Redis is away reaches this node's members only.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let publisher = tokio::spawn(async move {
+        let mut n = 100u64;
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let body = json!({"channel": "room", "data": {"n": n}}).to_string();
+            let (status, v) = api(a, "POST", "/api/publish", &body).await;
+            assert_eq!(status, 200, "publish {n}: {v}");
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        n
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    servers[primary].kill();
+    let killed = Instant::now();
+    for port in [a, b] {
+        assert!(
+            wait_readyz(port, 503, Duration::from_secs(10)).await,
+            "/readyz on :{port} stayed 200 with the slot's primary dead"
+        );
+    }
+    for (n, port) in nodes.iter().zip([a, b]) {
+        assert!(
+            wait_readyz(port, 200, Duration::from_secs(30)).await,
+            "/readyz on :{port} not back within 30 s of the kill; log:\n{}",
+            n.log()
+        );
+    }
+    eprintln!("both nodes ready {:?} after the kill", killed.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = publisher.await.unwrap();
+    let survivor = &servers[replica];
+    assert!(
+        text(&survivor.command(&["INFO", "replication"])).contains("role:master"),
+        "the replica is the primary now"
+    );
+    assert_eq!(owner(survivor).map(|o| o.0), Some(survivor.port));
+    assert_eq!(
+        survivor.command(&["PUBSUB", "SHARDNUMSUB", &topic]),
+        Resp::Array(Some(vec![Resp::bulk(&topic), Resp::Int(2)]))
+    );
+
+    // What was published during the failover reached ann, on the publishing node, every
+    // one once and in order; bob what crossed Redis, once and in order. Those that could
+    // not cross are counted.
+    assert_eq!(
+        ann.numbers((published - 100) as usize, PROPAGATE).await,
+        (100..published).collect::<Vec<_>>()
+    );
+    let heard = bob.numbers(usize::MAX, QUIET).await;
+    assert!(
+        heard.windows(2).all(|w| w[0] < w[1]),
+        "bob: out of order or twice: {heard:?}"
+    );
+    let (_, metrics) = get(a, "/metrics").await;
+    let dropped =
+        metric(&metrics, "realtime_cluster_bus_dropped_total").expect("the dropped counter");
+    assert!(
+        dropped >= 1.0,
+        "no publish counted as not crossing: {dropped}"
+    );
+    // After it, every message reaches both, once and in order, both ways.
+    publish(a, 20_000..20_010).await;
+    assert_eq!(
+        bob.numbers(10, PROPAGATE).await,
+        (20_000..20_010).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        extra_numbers(&mut bob).await,
+        Vec::<serde_json::Value>::new(),
+        "on B"
+    );
+    publish(b, 20_010..20_020).await;
+    assert_eq!(
+        ann.numbers(20, PROPAGATE).await,
+        (20_000..20_020).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        extra_numbers(&mut ann).await,
+        Vec::<serde_json::Value>::new(),
+        "on A"
+    );
+
+    // The slot moves to another primary while the nodes run (what `redis-cli --cluster
+    // reshard` does, for this one slot): they follow it.
+    let from = replica;
+    let to = (0..servers.len())
+        .find(|&i| {
+            i != primary
+                && i != from
+                && text(&servers[i].command(&["INFO", "replication"])).contains("role:master")
+        })
+        .expect("another primary");
+    move_slot(&servers, from, to, primary);
+    let target = &servers[to];
+    wait_until(
+        Duration::from_secs(30),
+        "both nodes on the slot's new primary",
+        || {
+            target.command(&["PUBSUB", "SHARDNUMSUB", &topic])
+                == Resp::Array(Some(vec![Resp::bulk(&topic), Resp::Int(2)]))
+        },
+    );
+    for port in [a, b] {
+        assert!(
+            wait_readyz(port, 200, Duration::from_secs(10)).await,
+            "/readyz on :{port} not 200 after the slot moved"
+        );
+    }
+    assert_eq!(
+        servers[from].command(&["PUBSUB", "SHARDNUMSUB", &topic]),
+        Resp::Array(Some(vec![Resp::bulk(&topic), Resp::Int(0)]))
+    );
+    bob.drain(Duration::from_millis(200)).await;
+    ann.drain(Duration::from_millis(200)).await;
+    publish(a, 30_000..30_010).await;
+    assert_eq!(
+        bob.numbers(10, PROPAGATE).await,
+        (30_000..30_010).collect::<Vec<_>>()
+    );
+    publish(b, 30_010..30_020).await;
+    assert_eq!(
+        ann.numbers(20, PROPAGATE).await,
+        (30_000..30_020).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        extra_numbers(&mut ann).await,
+        Vec::<serde_json::Value>::new(),
+        "on A"
+    );
+}
+
+/// Moves the slot of the tag from primary `from` to primary `to`, keys and all, and tells
+/// every running server but `dead`.
+fn move_slot(servers: &[Proc], from: usize, to: usize, dead: usize) {
+    let slot = text(&servers[from].command(&["CLUSTER", "KEYSLOT", TAG]));
+    let id = |i: usize| text(&servers[i].command(&["CLUSTER", "MYID"]));
+    let (from_id, to_id) = (id(from), id(to));
+    let ok = Resp::Simple("OK".to_owned());
+    let to_port = servers[to].port.to_string();
+    assert_eq!(
+        servers[to].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+        ok
+    );
+    assert_eq!(
+        servers[from].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+        ok
+    );
+    // Keys the nodes create meanwhile go to the importing server (ASK): the source runs out.
+    let moved = poll_until(Duration::from_secs(30), || {
+        let Resp::Array(Some(keys)) =
+            servers[from].command(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
+        else {
+            panic!("GETKEYSINSLOT answered otherwise")
+        };
+        if keys.is_empty() {
+            return Some(());
+        }
+        let keys: Vec<String> = keys.iter().map(text).collect();
+        let mut args = vec![
+            "MIGRATE",
+            "127.0.0.1",
+            &to_port,
+            "",
+            "0",
+            "5000",
+            "REPLACE",
+            "KEYS",
+        ];
+        args.extend(keys.iter().map(String::as_str));
+        let answer = servers[from].command(&args);
+        assert!(
+            matches!(&answer, Resp::Simple(_)),
+            "MIGRATE answered {answer:?}"
+        );
+        None
+    });
+    assert!(moved.is_some(), "the slot's keys never all moved");
+    for i in [to, from] {
+        assert_eq!(
+            servers[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
+            ok
+        );
+    }
+    for i in (0..servers.len()).filter(|&i| i != to && i != from && i != dead) {
+        let _ = servers[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+}
