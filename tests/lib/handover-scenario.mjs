@@ -85,8 +85,14 @@ const hookServer = http.createServer((req, res) => {
 await new Promise((res, rej) => hookServer.listen(Number(opt["webhook-port"]), "127.0.0.1", res).on("error", rej));
 
 // ---------------------------------------------------------------- the clients
-// Per client and publisher: how often each sequence number arrived, the highest seen.
-const newTrack = () => ({ count: new Uint16Array(1024), max: 0, delivered: 0, dup: 0, reordered: 0 });
+// Per client and publisher: how often each sequence number arrived, by which attempt of
+// the publisher first, the highest seen. A duplicate of the same attempt is the server
+// delivering one publish twice (redelivered); of another attempt, a publish that the server
+// took but whose answer was lost, so that the publisher sent it again (republished).
+const newTrack = () => ({
+  count: new Uint16Array(1024), attempt: new Uint8Array(1024), max: 0, delivered: 0,
+  redelivered: 0, republished: 0, reordered: 0,
+});
 let measuring = false;
 let maxDelay = 0;
 const clients = [];
@@ -96,12 +102,20 @@ function record(c, data) {
   const { n } = data;
   if (!tr || !Number.isInteger(n) || n < 1) return;
   if (n >= tr.count.length) {
-    const grown = new Uint16Array(Math.max(n + 1, tr.count.length * 2));
-    grown.set(tr.count);
-    tr.count = grown;
+    const size = Math.max(n + 1, tr.count.length * 2);
+    const count = new Uint16Array(size);
+    const attempt = new Uint8Array(size);
+    count.set(tr.count);
+    attempt.set(tr.attempt);
+    Object.assign(tr, { count, attempt });
   }
-  if (tr.count[n] > 0) tr.dup++;
-  else if (n < tr.max) tr.reordered++;
+  if (tr.count[n] > 0) {
+    if (tr.attempt[n] === data.a) tr.redelivered++;
+    else tr.republished++;
+  } else {
+    if (n < tr.max) tr.reordered++;
+    tr.attempt[n] = data.a;
+  }
   tr.count[n]++;
   tr.max = Math.max(tr.max, n);
   tr.delivered++;
@@ -200,17 +214,18 @@ for (const c of [...clients, publisher]) {
 measuring = true;
 
 // ---------------------------------------------------------------- the publishers
-// One lane per channel and publisher, one message in flight each: the order per channel and
-// publisher is the order sent. A message cut by a hand-over before its answer is sent again
-// (same number): if it had been published, a duplicate shows.
+// One lane per channel and publisher, one request in flight each: the order per channel and
+// publisher is the order sent. A lane that fell behind (a busy event loop) sends what is due
+// at once, as one array through the API, so the rate holds. A message cut by a hand-over
+// before its answer is sent again (same number): if it had been published, a duplicate shows.
 const sent = { api: Array(CHANNELS).fill(0), client: Array(CHANNELS).fill(0) };
 const retried = { api: 0, client: 0 };
 let stopping = false;
 let stoppedAt = 0;
 const agent = new http.Agent({ keepAlive: true, maxSockets: CHANNELS });
-const viaApi = (ch, data) =>
+const viaApi = (ch, batch) =>
   new Promise((resolve) => {
-    const body = JSON.stringify({ channel: `chan${ch}`, data });
+    const body = JSON.stringify(batch.map((data) => ({ channel: `chan${ch}`, data })));
     const req = http.request(`${URL_}/api/publish`, {
       method: "POST", agent, timeout: 10_000,
       headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
@@ -224,35 +239,41 @@ const viaApi = (ch, data) =>
     req.on("error", () => resolve(false));
     req.end(body);
   });
-const viaClient = async (ch, data) => {
+// One acknowledged publish at a time (the batch is always one message: see lane).
+const viaClient = async (ch, [data]) => {
   try {
     return (await publisher.socket.timeout(10_000).emitWithAck("publish", `chan${ch}`, data))?.ok === true;
   } catch {
     return false;
   }
 };
-async function lane(src, ch, perSecond, send) {
+async function lane(src, ch, perSecond, send, maxBatch) {
   const gap = 1000 / perSecond;
   let next = Date.now() + Math.random() * gap;
   while (!stopping) {
     const wait = next - Date.now();
     if (wait > 0) await sleep(wait);
-    next += gap;
-    const n = sent[src][ch] + 1;
-    while (!(await send(ch, { src, n, t: Date.now() }))) {
+    const due = Math.max(1, Math.min(maxBatch, 1 + Math.floor((Date.now() - next) / gap)));
+    next += due * gap;
+    const first = sent[src][ch] + 1;
+    const t = Date.now();
+    for (let a = 1; ; a++) {
+      const batch = Array.from({ length: due }, (_, k) => ({ src, n: first + k, t, a: Math.min(a, 255) }));
+      if (await send(ch, batch)) break;
       // A server that never comes back: give up a while after the stop, unpublished.
       if (stopping && Date.now() > stoppedAt + 30_000) return;
       retried[src]++;
       await sleep(20);
     }
-    sent[src][ch] = n;
+    sent[src][ch] = first + due - 1;
   }
 }
 const lanes = [];
 for (let ch = 0; ch < CHANNELS; ch++) {
-  lanes.push(lane("api", ch, Number(opt["api-rate"]) / CHANNELS, viaApi));
-  lanes.push(lane("client", ch, Number(opt["client-rate"]) / CHANNELS, viaClient));
+  lanes.push(lane("api", ch, Number(opt["api-rate"]) / CHANNELS, viaApi, 50));
+  lanes.push(lane("client", ch, Number(opt["client-rate"]) / CHANNELS, viaClient, 1));
 }
+const startedAt = Date.now();
 writeFileSync(opt.ready, "");
 say("ready: publishing");
 
@@ -267,11 +288,15 @@ say(drained ? "every message in" : "some messages never came (30 s after the sto
 await sleep(1000); // late duplicates and webhooks
 
 let lost = 0, duplicated = 0, reordered = 0, delivered = 0;
+const duplicates = { api: { redelivered: 0, republished: 0 }, client: { redelivered: 0, republished: 0 }, websocket: 0, polling: 0 };
 for (const c of clients) {
   for (const src of ["api", "client"]) {
     const tr = c.track[src];
     for (let n = 1; n <= sent[src][c.channel]; n++) if (!tr.count[n]) lost++;
-    duplicated += tr.dup;
+    duplicated += tr.redelivered + tr.republished;
+    duplicates[src].redelivered += tr.redelivered;
+    duplicates[src].republished += tr.republished;
+    duplicates[c.transport] += tr.redelivered + tr.republished;
     reordered += tr.reordered;
     delivered += tr.delivered;
   }
@@ -293,10 +318,12 @@ const report = {
   disconnects_publisher: publisher.disconnects,
   unrecovered: sum((c) => c.unrecovered),
   lost, duplicated, reordered,
+  duplicates,
   churn_notices: sum((c) => c.notices, clients),
   churn_webhooks: webhookChurn,
   max_delay_ms: maxDelay,
   published: { api: sent.api.reduce((a, b) => a + b, 0), client: sent.client.reduce((a, b) => a + b, 0) },
+  publishing_s: Math.round((stoppedAt - startedAt) / 100) / 10,
   retried,
   delivered,
 };

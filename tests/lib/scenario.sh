@@ -66,12 +66,12 @@ scenario_checks() {
   polling=$(field 'r.disconnects_polling')
   lost=$(field 'r.lost') dup=$(field 'r.duplicated') reo=$(field 'r.reordered')
   notices=$(field 'r.churn_notices') hooks=$(field 'r.churn_webhooks')
-  echo "    $what: largest delivery delay $(field 'r.max_delay_ms') ms; published $(field 'r.published'); delivered $(field 'r.delivered')"
+  echo "    $what: largest delivery delay $(field 'r.max_delay_ms') ms; published $(field 'r.published') in $(field 'r.publishing_s') s; delivered $(field 'r.delivered')"
   check "$what: something was published and delivered" \
     bash -c '[[ $1 != 0 && $1 != "?" ]]' _ "$(field 'r.published.api * r.published.client * r.delivered')"
   check "$what: no WebSocket client saw a disconnect ($ws of $(field 'r.clients.websocket + 1'))" test "$ws" = 0
   check "$what: no polling client saw a disconnect ($polling of $(field 'r.clients.polling'))" test "$polling" = 0
-  check "$what: every message once, in order (lost $lost, duplicated $dup, reordered $reo)" \
+  check "$what: every message once, in order (lost $lost, duplicated $dup: $(field 'r.duplicates'), reordered $reo)" \
     test "$lost$dup$reo" = 000
   check "$what: no onSubscribe/onUnsubscribe churn ($notices notices)" test "$notices" = 0
   check "$what: no webhook churn ($hooks)" test "$hooks" = '{}'
