@@ -3,7 +3,7 @@
 # the server, then one check per promise of a hand-over, each naming what it counted. The
 # caller defines check (ok/not ok counters) and sets W (its temporary folder).
 
-SCENARIO=''
+SCENARIO='' SCENARIO_T0=0
 # The server's [Monitor] settings that make the scenario its webhook endpoint.
 scenario_monitor_conf() {
   printf '[Monitor]\nurl = http://127.0.0.1:%s/\nevents = subscribe, unsubscribe, connect, disconnect\n' "$1"
@@ -19,6 +19,7 @@ scenario_start() {
   "$@" node tests/lib/handover-scenario.mjs --url "$url" --webhook-port "$port" \
     --ready "$W/scenario.ready" --stop "$W/scenario.stop" >"$W/scenario.json" 2>"$W/scenario.err" &
   SCENARIO=$!
+  SCENARIO_T0=$SECONDS
   local end=$((SECONDS + 300))
   until [[ -e $W/scenario.ready ]]; do
     if ! kill -0 "$SCENARIO" 2>/dev/null || ((SECONDS > end)); then
@@ -47,7 +48,7 @@ scenario_stop() {
   wait "$SCENARIO" || true
   SCENARIO=''
   REPORT=$(cat "$W/scenario.json" 2>/dev/null || true)
-  echo "    scenario report: ${REPORT:-(none)}"
+  echo "    scenario report ($((SECONDS - SCENARIO_T0)) s from its start): ${REPORT:-(none)}"
   [[ -n $REPORT ]] || sed 's/^/    /' "$W/scenario.err"
 }
 
@@ -66,6 +67,7 @@ scenario_checks() {
   polling=$(field 'r.disconnects_polling')
   lost=$(field 'r.lost') dup=$(field 'r.duplicated') reo=$(field 'r.reordered')
   notices=$(field 'r.churn_notices') hooks=$(field 'r.churn_webhooks')
+  echo "    $what: $(field 'r.unrecovered') reconnects without their session (socket.recovered false)"
   echo "    $what: largest delivery delay $(field 'r.max_delay_ms') ms; published $(field 'r.published') in $(field 'r.publishing_s') s; delivered $(field 'r.delivered')"
   check "$what: something was published and delivered" \
     bash -c '[[ $1 != 0 && $1 != "?" ]]' _ "$(field 'r.published.api * r.published.client * r.delivered')"
