@@ -13,7 +13,10 @@
 #   and no process;
 # - then the .rpm (rpm -i / -U / -e with its real scriptlets; --nodeps, this is Debian):
 #   it creates the user, opens both sockets, upgrades without refusing a request, and
-#   erases cleanly.
+#   erases cleanly;
+# - for each package, the hand-over scenario (tests/lib/scenario.sh: 1,000 WebSocket and
+#   100 polling clients, publishers, the monitor's webhooks) through five
+#   `systemctl restart realtime` and the upgrade: no disconnect, nothing lost, no churn.
 #
 #   tests/packaging/deb-container.sh     (root; builds the packages with packaging/build)
 #
@@ -33,6 +36,8 @@ done
 
 # shellcheck source=../lib/container.sh
 . tests/lib/container.sh
+# shellcheck source=../lib/scenario.sh
+. tests/lib/scenario.sh
 CT_TIMEOUT=120
 has() { [[ $1 == *"$2"* ]]; }
 
@@ -41,6 +46,7 @@ LOOP=''
 cleanup() {
   set +e
   [[ -n $LOOP ]] && kill "$LOOP" 2>/dev/null && wait "$LOOP" 2>/dev/null
+  scenario_kill
   ct_stop
   rm -rf "$W"
 }
@@ -116,6 +122,33 @@ sessions_kept() {
   [[ $kept == *'"inOrder":true,"churn"'* && $kept == *'"churn":0'* && $kept == *'"unrecovered":0'* &&
     $kept == *'"wsDisconnects":0'* ]]
 }
+# The hand-over scenario: the monitor posts to it (the package's configuration changed
+# as an administrator would, then the service restarted to read it); it starts, the
+# service is restarted five times, each once it serves again.
+HOOK_PORT=9100
+scenario_begin() {
+  in_ct sed -i -e "s|^#url = .*/monitor\$|url = http://127.0.0.1:$HOOK_PORT/|" \
+    -e 's|^events = subscribe, unsubscribe$|events = subscribe, unsubscribe, connect, disconnect|' \
+    /etc/realtime/realtime.conf || echo "    could not set the monitor's url"
+  in_ct systemctl restart realtime || echo "    systemctl restart failed"
+  wait_for 30 healthz || true
+  REPORT=''
+  scenario_start http://127.0.0.1:8001 "$HOOK_PORT" timeout 1500 nsenter -t "$P" -n || return 0
+  for i in 1 2 3 4 5; do
+    in_ct systemctl restart realtime || echo "    systemctl restart $i failed"
+    wait_for 60 healthz || echo "    no healthz 60 s after restart $i"
+    sleep 2
+  done
+}
+# scenario_end WHAT: the scenario stops and its report is checked; the configuration is
+# the package's again (an rpm -e keeps a changed one as .rpmsave).
+scenario_end() {
+  [[ -n $SCENARIO ]] && scenario_stop
+  scenario_checks "$1"
+  in_ct sed -i -e "s|^url = http://127.0.0.1:$HOOK_PORT/\$|#url = http://localhost:8080/api/realtime/monitor|" \
+    -e 's|^events = subscribe, unsubscribe, connect, disconnect$|events = subscribe, unsubscribe|' \
+    /etc/realtime/realtime.conf || echo "    could not restore the monitor's settings"
+}
 lost_nothing() { [[ $1 == *'"refused":0,"failed":0'* && $1 != *'"ok":0,'* && $1 != *failed:* ]]; }
 
 check "before the install there is no realtime user" bash -c '! timeout 10 nsenter -t "$1" -a id realtime >/dev/null 2>&1' _ "$P"
@@ -169,6 +202,7 @@ check "the packaged start command starts them again" \
 wait_for 10 healthz || true
 
 # ---------------------------------------------------------------- upgrade while publishing
+scenario_begin
 in_ct sh -c 'printf "\n# changed by the administrator\n" >>/etc/realtime/realtime.conf'
 pid=$(main_pid) http_since=$(since realtime.socket) flash_since=$(since realtime-flash.socket)
 counts=$(publish_during apt_get install "/root/in/$DEB2")
@@ -185,6 +219,7 @@ check "the upgrade kept the administrator's configuration" \
   in_ct grep -q "changed by the administrator" /etc/realtime/realtime.conf
 out=$(roundtrip)
 check "the round trip works after the upgrade" has "$out" '"ok":true'
+scenario_end "deb: five systemctl restart, then the upgrade to $DEB2"
 
 # ---------------------------------------------------------------- remove, purge
 apt_get remove realtime || true
@@ -216,6 +251,7 @@ check "rpm %post enabled both sockets" in_ct systemctl --quiet is-enabled realti
 check "rpm %post opened both sockets" active realtime.socket realtime-flash.socket
 out=$(roundtrip)
 check "rpm: the round trip works" has "$out" '"ok":true'
+scenario_begin
 pid=$(main_pid) http_since=$(since realtime.socket)
 counts=$(publish_during in_ct rpm -U --nodeps "/root/in/$RPM2")
 echo "publishes during rpm -U: $counts"
@@ -223,6 +259,7 @@ check "rpm -U to $RPM2 lost no request" lost_nothing "$counts"
 check "rpm -U kept the sessions: every message once, in order, recovered, no churn, no WebSocket disconnect" sessions_kept
 check "rpm -U restarted the service, not the sockets" \
   bash -c '[[ $1 != 0 && $1 != "$2" && $3 == "$4" ]]' _ "$(main_pid)" "$pid" "$(since realtime.socket)" "$http_since"
+scenario_end "rpm: five systemctl restart, then rpm -U to $RPM2"
 rpm_ok=0
 in_ct rpm -e realtime >>"$W/rpm.log" 2>&1 && rpm_ok=1
 check "rpm -e realtime" test "$rpm_ok" = 1

@@ -2,7 +2,9 @@
 # The supervisord way, as a tarball user runs it: packaging/supervisor/ copied into a
 # temporary tree beside bin/realtime and etc/realtime.conf; its start brings the server up
 # (a stock Socket.IO client round trip works), status says RUNNING, restart re-executes
-# the server in place (same PID, sessions handed over), stop ends it and supervisord. As root (CI), in a network namespace of its own,
+# the server in place (same PID, sessions handed over; five of them under the hand-over
+# scenario of tests/lib/scenario.sh: no disconnect, nothing lost, no churn), stop ends it
+# and supervisord. As root (CI), in a network namespace of its own,
 # the server also binds 843 and drops to user nobody (checked in /proc/PID/status).
 #
 #   tests/packaging/supervisor.sh      (needs supervisord, node and tests/node_modules)
@@ -37,11 +39,16 @@ not_ok() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
 check() { local name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; fi; }
 has() { [[ $1 == *"$2"* ]]; }
 
+# shellcheck source=../lib/scenario.sh
+. tests/lib/scenario.sh
+
 T=$(mktemp -d /tmp/realtime-supervisor.XXXXXX)
+W=$T
 # The server, once it dropped to nobody, must still reach its binary to re-execute it.
 chmod 0755 "$T"
 cleanup() {
   set +e
+  scenario_kill
   local pid
   pid=$(cat "$T/run/supervisord.pid" 2>/dev/null)
   if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
@@ -64,6 +71,7 @@ else
   FLASH=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   USER_LINE="#user = (not root: no change)"
 fi
+HOOK_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$T/etc/realtime.conf" <<EOF
 [Server]
 bind = 127.0.0.1:$PORT
@@ -71,6 +79,8 @@ $USER_LINE
 
 [Flash]
 port = $FLASH
+
+$(scenario_monitor_conf "$HOOK_PORT")
 EOF
 CMD=$T/packaging/supervisor
 URL=http://127.0.0.1:$PORT
@@ -141,6 +151,27 @@ check "and takes the sessions over, same process ($(program_pid))" \
 mv "$T/bin/realtime.good" "$T/bin/realtime"
 out=$(roundtrip)
 check "the round trip works after it" has "$out" '"ok":true'
+
+# ---------------------------------------------------------------- the hand-over scenario
+# 1,000 WebSocket and 100 polling clients, publishers through the API and a client, the
+# monitor posting to the scenario: five restarts in a row, nothing may show.
+took=$(grep -c "took over the sessions of the previous process" "$T/log/realtime.log" || true)
+if scenario_start "$URL" "$HOOK_PORT"; then
+  for i in 1 2 3 4 5; do
+    "$CMD/restart" >/dev/null 2>&1 || echo "    restart $i failed"
+    took=$((took + 1))
+    for _ in $(seq 300); do
+      [[ $(grep -c "took over the sessions of the previous process" "$T/log/realtime.log") -ge $took ]] && break
+      sleep 0.1
+    done
+    sleep 2
+  done
+  scenario_stop
+else
+  REPORT=''
+fi
+check "five realtimectl restart under the scenario: same process ($(program_pid))" test "$(program_pid)" = "$pid"
+scenario_checks "realtimectl restart x5"
 
 # ---------------------------------------------------------------- stop
 sv_pid=$(cat "$T/run/supervisord.pid")
