@@ -67,6 +67,42 @@ impl Slot {
                 },
             });
         }
+        let parked = match &d.from {
+            Some(s) if !d.claimed && !d.overflowed && d.pid.is_some() => s.engine().take_parked(),
+            _ => None,
+        };
+        if let Some((taken, inbound)) = parked {
+            // What the session took and never sent goes first, then what it never took.
+            let taken = (!taken.is_empty()).then(|| handover::Item {
+                tag: 0,
+                frames: taken.iter().map(to_frame).collect(),
+            });
+            let queued = taken
+                .into_iter()
+                .chain(
+                    d.backlog
+                        .iter()
+                        .skip(d.unsent)
+                        .chain(d.kept.iter())
+                        .map(to_item),
+                )
+                .collect();
+            let engine = d.from.as_ref().map(|s| s.engine().id.as_str().to_owned())?;
+            return Some(SessionState {
+                sid: engine,
+                socket: Some(SocketState {
+                    id: d.sid.as_str().to_owned(),
+                    pid: d.pid.as_ref().map(|p| p.as_str().to_owned()),
+                }),
+                connection: Connection::Live {
+                    transport: handover::Transport::Polling {
+                        inbound: inbound.iter().map(to_frame).collect(),
+                    },
+                    ping_due_ms: 0,
+                    queued,
+                },
+            });
+        }
         let (backlog, unsent, kept) = if d.claimed {
             let kept = d.backlog.iter().chain(d.kept.iter()).map(to_item).collect();
             (Vec::new(), 0, kept)
@@ -153,26 +189,27 @@ impl Slot {
 fn to_item(o: &Outgoing) -> handover::Item {
     handover::Item {
         tag: o.tag,
-        frames: o
-            .frames()
-            .iter()
-            .map(|f| match f {
-                Frame::Text(s) => handover::Frame::Text(s.as_str().to_owned()),
-                Frame::Binary(b) => handover::Frame::Binary(b.clone()),
-            })
-            .collect(),
+        frames: o.frames().iter().map(to_frame).collect(),
+    }
+}
+
+fn to_frame(f: &Frame) -> handover::Frame {
+    match f {
+        Frame::Text(s) => handover::Frame::Text(s.as_str().to_owned()),
+        Frame::Binary(b) => handover::Frame::Binary(b.clone()),
+    }
+}
+
+/// A frame of the state as the engine has it.
+pub(crate) fn from_frame(f: &handover::Frame) -> Frame {
+    match f {
+        handover::Frame::Text(s) => Frame::Text(Str::from(s.clone())),
+        handover::Frame::Binary(b) => Frame::Binary(Bytes::clone(b)),
     }
 }
 
 fn from_item(i: &handover::Item) -> Outgoing {
-    let frames: Vec<Frame> = i
-        .frames
-        .iter()
-        .map(|f| match f {
-            handover::Frame::Text(s) => Frame::Text(Str::from(s.clone())),
-            handover::Frame::Binary(b) => Frame::Binary(Bytes::clone(b)),
-        })
-        .collect();
+    let frames: Vec<Frame> = i.frames.iter().map(from_frame).collect();
     let out = match <[Frame; 1]>::try_from(frames) {
         Ok([one]) => Outgoing::one(one),
         Err(many) => Outgoing::many(many),
