@@ -249,7 +249,7 @@ impl Reader<'_> {
 
     fn frame(&mut self) -> Result<Frame, DecodeError> {
         match self.u8()? {
-            0 => self.string().map(Frame::Text),
+            0 => self.string().map(|s| Frame::Text(s.into())),
             1 => self.bytes().map(Frame::Binary),
             _ => Err(DecodeError::Corrupt("unknown frame kind")),
         }

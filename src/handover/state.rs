@@ -27,6 +27,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::engineio::Str;
+
 /// The format this build writes.
 pub const VERSION: u16 = 2;
 /// The format before it, which this build still reads.
@@ -137,9 +139,11 @@ pub struct Item {
     pub frames: Vec<Frame>,
 }
 
+/// A text frame shares its bytes (the same broadcast in many queues is one copy, in this
+/// process and in the one that reads the state).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Frame {
-    Text(String),
+    Text(Str),
     Binary(Bytes),
 }
 

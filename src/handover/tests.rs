@@ -9,7 +9,7 @@ use super::*;
 fn item(tag: u64, text: &str) -> Item {
     Item {
         tag,
-        frames: vec![Frame::Text(text.to_owned())],
+        frames: vec![Frame::Text(text.into())],
     }
 }
 
@@ -155,6 +155,16 @@ fn a_shared_item_is_written_once() {
     assert!(many.len() - one.len() < 999 * 120, "{}", many.len());
     let back = decode(&many).unwrap();
     assert_eq!(back.members[0].sessions.len(), 1000);
+    // Read back, it is one copy too: a large broadcast in every queue must not multiply.
+    let text_at = |s: &SessionState| match &s.connection {
+        Connection::Detached { backlog, .. } => match &backlog[0].frames[0] {
+            Frame::Text(t) => t.as_ptr(),
+            Frame::Binary(_) => unreachable!("a text item"),
+        },
+        Connection::Live { .. } => unreachable!("a detached session"),
+    };
+    let sessions = &back.members[0].sessions;
+    assert_eq!(text_at(&sessions[0]), text_at(&sessions[999]));
 }
 
 /// A member with `n` sessions, each with the same item queued, in its backlog and kept.
@@ -384,7 +394,7 @@ proptest! {
     ) {
         let items: Vec<Item> = texts.iter().enumerate().map(|(i, t)| Item {
             tag: i as u64,
-            frames: vec![Frame::Text(t.clone())],
+            frames: vec![Frame::Text(t.as_str().into())],
         }).chain(bins.iter().map(|b| Item { tag: 0, frames: vec![Frame::Binary(Bytes::from(b.clone()))] })).collect();
         let inbound: Vec<Frame> = items.iter().flat_map(|i| i.frames.clone()).collect();
         let state = State {

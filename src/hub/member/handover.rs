@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 
 use super::{Detached, EPOCHS, Member, SLOT_IDS, Slot, SlotState};
-use crate::engineio::{Frame, Outgoing, Sid, Str};
+use crate::engineio::{Frame, Outgoing, Sid};
 use crate::handover::{self, Connection, SessionState, SocketState};
 
 impl Slot {
@@ -195,7 +195,7 @@ fn to_item(o: &Outgoing) -> handover::Item {
 
 fn to_frame(f: &Frame) -> handover::Frame {
     match f {
-        Frame::Text(s) => handover::Frame::Text(s.as_str().to_owned()),
+        Frame::Text(s) => handover::Frame::Text(s.clone()),
         Frame::Binary(b) => handover::Frame::Binary(b.clone()),
     }
 }
@@ -203,7 +203,7 @@ fn to_frame(f: &Frame) -> handover::Frame {
 /// A frame of the state as the engine has it.
 pub(crate) fn from_frame(f: &handover::Frame) -> Frame {
     match f {
-        handover::Frame::Text(s) => Frame::Text(Str::from(s.clone())),
+        handover::Frame::Text(s) => Frame::Text(s.clone()),
         handover::Frame::Binary(b) => Frame::Binary(Bytes::clone(b)),
     }
 }
