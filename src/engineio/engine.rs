@@ -296,9 +296,9 @@ impl Engine {
     }
 
     /// Makes the coming [`Engine::shut_down`] a hand-over to the next process: a polling
-    /// client is not told to close (with the close packet in the same payload, the stock
-    /// client takes the messages before it for unseen and gets them twice after its
-    /// recovery); its next poll fails and it recovers its session from the next process.
+    /// session parks instead of closing for its client (no close packet), answering what
+    /// reaches it until the exec, and goes on in the next process under its sid; a
+    /// WebSocket is kept open for the next process.
     pub fn hand_over(&self) {
         self.inner.handing_over.store(true, Ordering::Release);
     }

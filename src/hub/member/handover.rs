@@ -25,7 +25,9 @@ impl Slot {
     ///
     /// One whose WebSocket was kept open goes over live, its socket in `sockets` (passed
     /// across the exec), what it never took as its queue: the same connection carries on,
-    /// so nothing written to it needs a replay.
+    /// so nothing written to it needs a replay. A polling one parked for the hand-over
+    /// goes over live under its Engine.IO sid, what it took and never sent ahead of its
+    /// queue, with the packets its client posted meanwhile.
     pub(crate) fn handover_state(
         &self,
         grace: Duration,
