@@ -110,9 +110,16 @@ async fn take_over(product: &server::Product, state: &handover::State) {
         sessions = r.sessions,
         skipped = r.skipped,
         live = r.live.len(),
+        polling = r.polling.len(),
         offset = state.offset,
         "took over the sessions of the previous process"
     );
+    // Under the sid their clients poll with; one that cannot be resumed so recovers.
+    for p in r.polling {
+        if let Err(e) = product.engine.resume_polling(&p.sid, &p.inbound, p.auth) {
+            warn!("handed-over polling session not resumed: {e}");
+        }
+    }
     // Each on the socket it had: a session that cannot be resumed so is closed, and its
     // client recovers it from the grace window as after a lost connection.
     let resumed = r.live.into_iter().map(|live| {

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug};
 
 use super::errors::EngineError;
-use super::packet::{Packet, Str};
+use super::packet::{Frame, Packet, Str};
 use super::queue::Queue;
 use super::session::{self, Control, Session};
 use super::socket::{CloseReason, Sid, Socket, TransportKind};
@@ -167,17 +167,47 @@ impl Inner {
         auth: serde_json::Value,
     ) -> io::Result<()> {
         let ws = super::livews::resume(fd, unread, self.config.max_payload).await?;
+        self.resumed(Sid::random(), Some(Box::new(ws)), auth, Vec::new())
+    }
+
+    /// A polling session handed over live by the previous process: registered under the
+    /// sid its client polls with, the packets its client posted meanwhile handled first.
+    fn resume_polling(
+        self: &Arc<Self>,
+        sid: &str,
+        inbound: &[Frame],
+        auth: serde_json::Value,
+    ) -> io::Result<()> {
+        let packets = inbound
+            .iter()
+            .map(|f| match f {
+                Frame::Text(s) => Packet::decode_text(s.clone())
+                    .map_err(|e| io::Error::other(format!("a packet posted meanwhile: {e}"))),
+                Frame::Binary(b) => Ok(Packet::Binary(b.clone())),
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        self.resumed(Sid::from(sid), None, auth, packets)
+    }
+
+    /// Registers a session handed over live and starts its task: on `ws`, else polling.
+    fn resumed(
+        self: &Arc<Self>,
+        id: Sid,
+        ws: Option<Box<WsStream>>,
+        auth: serde_json::Value,
+        inbound: Vec<Packet>,
+    ) -> io::Result<()> {
         let queue = Arc::new(Queue::with_history(
             self.config.queue_capacity,
             self.config.history,
         ));
         let (control_tx, control_rx) = mpsc::channel(8);
-        let socket = Arc::new(Socket::new(
-            Sid::random(),
-            None,
-            TransportKind::WebSocket,
-            queue.clone(),
-        ));
+        let kind = if ws.is_some() {
+            TransportKind::WebSocket
+        } else {
+            TransportKind::Polling
+        };
+        let socket = Arc::new(Socket::new(id, None, kind, queue.clone()));
         {
             let mut map = self
                 .sessions
@@ -188,6 +218,9 @@ impl Inner {
             if self.shutting_down.load(Ordering::Acquire) {
                 return Err(io::Error::other("the server is stopping"));
             }
+            if map.contains_key(&socket.id) {
+                return Err(io::Error::other("a session with this sid exists"));
+            }
             map.insert(
                 socket.id.clone(),
                 Entry {
@@ -196,14 +229,8 @@ impl Inner {
                 },
             );
         }
-        let mut session = Session::new(
-            socket.clone(),
-            self.clone(),
-            queue,
-            control_rx,
-            Some(Box::new(ws)),
-        );
-        session.resume(auth);
+        let mut session = Session::new(socket.clone(), self.clone(), queue, control_rx, ws);
+        session.resume(auth, inbound);
         self.config
             .sessions
             .spawn(session.run().instrument(socket.span().clone()));
@@ -269,9 +296,9 @@ impl Engine {
     }
 
     /// Makes the coming [`Engine::shut_down`] a hand-over to the next process: a polling
-    /// client is not told to close (with the close packet in the same payload, the stock
-    /// client takes the messages before it for unseen and gets them twice after its
-    /// recovery); its next poll fails and it recovers its session from the next process.
+    /// session parks instead of closing for its client (no close packet), answering what
+    /// reaches it until the exec, and goes on in the next process under its sid; a
+    /// WebSocket is kept open for the next process.
     pub fn hand_over(&self) {
         self.inner.handing_over.store(true, Ordering::Release);
     }
@@ -286,6 +313,18 @@ impl Engine {
         auth: serde_json::Value,
     ) -> std::io::Result<()> {
         self.inner.resume(fd, unread, auth).await
+    }
+
+    /// Resumes a polling session the previous process handed over live, under the `sid`
+    /// its client polls with; `inbound` is what the client posted to the previous process
+    /// after the session ended there. On failure its client recovers.
+    pub fn resume_polling(
+        &self,
+        sid: &str,
+        inbound: &[Frame],
+        auth: serde_json::Value,
+    ) -> std::io::Result<()> {
+        self.inner.resume_polling(sid, inbound, auth)
     }
 
     /// Every open session (for shutdown and status).

@@ -32,14 +32,13 @@ pub(super) fn handshake(
 /// A GET: waits in the session task until it has frames to send (or a reason to answer).
 pub(super) async fn poll(entry: Entry) -> Result<Response<Body>, EngineError> {
     let (tx, rx) = oneshot::channel();
-    entry
-        .control
-        .send(Control::Poll(tx))
-        .await
-        .map_err(|_| EngineError::UnknownSid)?;
+    // Refused or not, the answer is on `rx`: a refused request drops its sender.
+    let _ = entry.control.send(Control::Poll(tx)).await;
     match rx.await {
         Ok(Ok(body)) => Ok(polling_response(body)),
         Ok(Err(PollError::BadRequest)) => Err(EngineError::BadRequest),
+        // Parked for a hand-over: the client polls again, and reaches the next process.
+        Err(_) if entry.socket.is_parked() => Ok(polling_response(Bytes::from_static(b"6"))),
         Err(_) => Err(EngineError::UnknownSid),
     }
 }
@@ -81,21 +80,28 @@ pub(super) async fn post(
         }
     };
     let (tx, rx) = oneshot::channel();
-    entry
-        .control
-        .send(Control::Post(packets, tx))
-        .await
-        .map_err(|_| EngineError::UnknownSid)?;
+    if let Err(refused) = entry.control.send(Control::Post(packets, tx)).await {
+        // Parked for a hand-over: the next process handles the packets first.
+        let Control::Post(packets, _) = refused.0 else {
+            return Err(EngineError::UnknownSid);
+        };
+        return match entry.socket.add_parked(packets) {
+            Ok(()) => Ok(post_ok()),
+            Err(_) => Err(EngineError::UnknownSid),
+        };
+    }
     match rx.await {
-        Ok(Ok(())) => {
-            let mut res = Response::new(Body::from("ok"));
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-            Ok(res)
-        }
+        Ok(Ok(())) => Ok(post_ok()),
         Ok(Err(_)) => Err(EngineError::BadRequest),
         Err(_) => Err(EngineError::UnknownSid),
     }
+}
+
+fn post_ok() -> Response<Body> {
+    let mut res = Response::new(Body::from("ok"));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    res
 }
 
 fn polling_response(body: Bytes) -> Response<Body> {

@@ -67,8 +67,8 @@ pub(crate) struct Session {
     /// The close frame for what the WebSocket reader found wrong, if it found something.
     read_error: Option<WsClose>,
     /// Handed over live by the previous process: rejoined with this recovery auth, no
-    /// greeting.
-    resumed: Option<serde_json::Value>,
+    /// greeting; then the packets its client posted meanwhile (polling) are handled.
+    resumed: Option<(serde_json::Value, Vec<Packet>)>,
 }
 
 impl Session {
@@ -100,8 +100,8 @@ impl Session {
     }
 
     pub(crate) async fn run(mut self) {
-        if let Some(auth) = self.resumed.take() {
-            return self.run_resumed(auth).await;
+        if let Some((auth, inbound)) = self.resumed.take() {
+            return self.run_resumed(auth, inbound).await;
         }
         // A session born on a WebSocket greets first; a polling one was greeted by its GET.
         let hello = if matches!(self.transport, Transport::WebSocket(_)) {

@@ -14,6 +14,7 @@ use tracing::Span;
 
 use super::close::WsClose;
 use super::livews::Taken;
+use super::packet::{Frame, Packet};
 use super::queue::Queue;
 
 pub use super::outgoing::Outgoing;
@@ -172,6 +173,16 @@ pub struct Socket {
     span: Span,
     /// The WebSocket this session ended on, kept open for the next process at a hand-over.
     live: Mutex<Option<Taken>>,
+    /// A polling session that goes on in the next process under the same sid: what it
+    /// took and never sent, and what its client posted after it ended here.
+    parked: Mutex<Option<Parked>>,
+}
+
+/// A polling session parked at a hand-over (see [`Socket::park`]).
+#[derive(Debug, Default)]
+struct Parked {
+    unsent: Vec<Frame>,
+    inbound: Vec<Packet>,
 }
 
 impl Socket {
@@ -192,6 +203,7 @@ impl Socket {
             holds: Mutex::new(Vec::new()),
             span: session_span(&id, peer, transport),
             live: Mutex::new(None),
+            parked: Mutex::new(None),
             id,
         }
     }
@@ -208,6 +220,44 @@ impl Socket {
     pub fn take_live(&self) -> Option<(std::os::fd::OwnedFd, bytes::Bytes)> {
         let taken = self.live.lock().ok()?.take()?;
         Some((taken.fd, taken.unread))
+    }
+
+    /// Parks a polling session for the hand-over, with the frames it took from its queue
+    /// and did not send: requests for it are answered here until the exec, and its client
+    /// polls the next process under the same sid.
+    pub(crate) fn park(&self, unsent: Vec<Frame>) {
+        if let Ok(mut parked) = self.parked.lock() {
+            *parked = Some(Parked {
+                unsent,
+                inbound: Vec::new(),
+            });
+        }
+    }
+
+    pub(crate) fn is_parked(&self) -> bool {
+        self.parked.lock().is_ok_and(|p| p.is_some())
+    }
+
+    /// Keeps packets a client posted to its parked session, for the next process to
+    /// handle first; hands them back if the session is not (or no longer) parked.
+    pub(crate) fn add_parked(&self, packets: Vec<Packet>) -> Result<(), Vec<Packet>> {
+        match self.parked.lock() {
+            Ok(mut parked) => match parked.as_mut() {
+                Some(p) => {
+                    p.inbound.extend(packets);
+                    Ok(())
+                }
+                None => Err(packets),
+            },
+            Err(_) => Err(packets),
+        }
+    }
+
+    /// The parked session for the hand-over: the frames it never sent, then the packets
+    /// its client posted meanwhile (encoded). Later posts are refused.
+    pub fn take_parked(&self) -> Option<(Vec<Frame>, Vec<Frame>)> {
+        let p = self.parked.lock().ok()?.take()?;
+        Some((p.unsent, p.inbound.iter().map(Packet::encode).collect()))
     }
 
     /// Queues frames without waiting. A refused push (the client fell too far behind, or

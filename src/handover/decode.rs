@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::state::{
-    CHECK, Connection, Frame, HEADER, Item, MAGIC, MAX_STATE, MemberState, SessionState,
+    CHECK, Connection, Frame, HEADER, Item, MAGIC, MAX_STATE, MemberState, PREVIOUS, SessionState,
     SocketState, State, Transport, VERSION, check,
 };
 
@@ -14,7 +14,7 @@ use super::state::{
 pub enum DecodeError {
     #[error("not a hand-over state (bad magic)")]
     Magic,
-    #[error("state format version {0}, this build reads version {VERSION}")]
+    #[error("state format version {0}, this build reads versions {PREVIOUS} and {VERSION}")]
     Version(u16),
     #[error("state of {0} bytes, more than the {MAX_STATE} allowed")]
     TooLarge(u64),
@@ -41,7 +41,7 @@ pub fn decode(data: &[u8]) -> Result<State, DecodeError> {
         });
     }
     let version = u16::from_le_bytes([data[4], data[5]]);
-    if version != VERSION {
+    if version != VERSION && version != PREVIOUS {
         return Err(DecodeError::Version(version));
     }
     let mut body_len = [0u8; 8];
@@ -68,14 +68,26 @@ pub fn decode(data: &[u8]) -> Result<State, DecodeError> {
     if data[6..8] != [0, 0] {
         return Err(DecodeError::Corrupt("reserved header bytes set"));
     }
-    let mut r = Reader(&data[HEADER..end]);
+    let mut r = Reader {
+        rest: &data[HEADER..end],
+        version,
+        table: Vec::new(),
+    };
+    let written_ms = if version == PREVIOUS { 0 } else { r.u64()? };
+    let node_id = r.opt(Reader::string)?;
+    let offset = r.u64()?;
+    let monitor = r.list(4, Reader::bytes)?;
+    if version != PREVIOUS {
+        r.table = r.list(12, Reader::item)?;
+    }
     let state = State {
-        node_id: r.opt(Reader::string)?,
-        offset: r.u64()?,
-        monitor: r.list(4, Reader::bytes)?,
+        written_ms,
+        node_id,
+        offset,
+        monitor,
         members: r.list(13, Reader::member)?,
     };
-    if !r.0.is_empty() {
+    if !r.rest.is_empty() {
         return Err(DecodeError::Corrupt("bytes after the last member"));
     }
     Ok(state)
@@ -83,15 +95,20 @@ pub fn decode(data: &[u8]) -> Result<State, DecodeError> {
 
 const SHORT: DecodeError = DecodeError::Corrupt("a value runs past the end");
 
-struct Reader<'a>(&'a [u8]);
+struct Reader<'a> {
+    rest: &'a [u8],
+    version: u16,
+    /// Version 2: every distinct item, which the queues name by index.
+    table: Vec<Item>,
+}
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        if n > self.0.len() {
+        if n > self.rest.len() {
             return Err(SHORT);
         }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
         Ok(head)
     }
 
@@ -151,7 +168,7 @@ impl Reader<'_> {
         mut f: impl FnMut(&mut Self) -> Result<T, DecodeError>,
     ) -> Result<Vec<T>, DecodeError> {
         let n = self.u32()? as usize;
-        if n.saturating_mul(min) > self.0.len() {
+        if n.saturating_mul(min) > self.rest.len() {
             return Err(SHORT);
         }
         let mut out = Vec::with_capacity(n);
@@ -181,7 +198,12 @@ impl Reader<'_> {
         let connection = match self.u8()? {
             0 => {
                 let transport = match self.u8()? {
-                    0 => Transport::Polling,
+                    0 if self.version == PREVIOUS => Transport::Polling {
+                        inbound: Vec::new(),
+                    },
+                    0 => Transport::Polling {
+                        inbound: self.list(5, Reader::frame)?,
+                    },
                     1 => Transport::WebSocket {
                         fd: self.u32()?,
                         unread: self.bytes()?,
@@ -191,12 +213,12 @@ impl Reader<'_> {
                 Connection::Live {
                     transport,
                     ping_due_ms: self.u64()?,
-                    queued: self.list(12, Reader::item)?,
+                    queued: self.queue()?,
                 }
             }
             1 => {
                 let grace_left_ms = self.u64()?;
-                let backlog = self.list(12, Reader::item)?;
+                let backlog = self.queue()?;
                 let unsent = self.u32()?;
                 if unsent as usize > backlog.len() {
                     return Err(DecodeError::Corrupt("unsent past the end of the backlog"));
@@ -205,7 +227,7 @@ impl Reader<'_> {
                     grace_left_ms,
                     backlog,
                     unsent,
-                    kept: self.list(12, Reader::item)?,
+                    kept: self.queue()?,
                     overflowed: self.bool()?,
                 }
             }
@@ -221,11 +243,29 @@ impl Reader<'_> {
     fn item(&mut self) -> Result<Item, DecodeError> {
         Ok(Item {
             tag: self.u64()?,
-            frames: self.list(5, |r| match r.u8()? {
-                0 => r.string().map(Frame::Text),
-                1 => r.bytes().map(Frame::Binary),
-                _ => Err(DecodeError::Corrupt("unknown frame kind")),
-            })?,
+            frames: self.list(5, Reader::frame)?,
+        })
+    }
+
+    fn frame(&mut self) -> Result<Frame, DecodeError> {
+        match self.u8()? {
+            0 => self.string().map(|s| Frame::Text(s.into())),
+            1 => self.bytes().map(Frame::Binary),
+            _ => Err(DecodeError::Corrupt("unknown frame kind")),
+        }
+    }
+
+    /// A queue, backlog or kept list: items inline (version 1), or indexes into the table.
+    fn queue(&mut self) -> Result<Vec<Item>, DecodeError> {
+        if self.version == PREVIOUS {
+            return self.list(12, Reader::item);
+        }
+        self.list(4, |r| {
+            let i = r.u32()? as usize;
+            r.table
+                .get(i)
+                .cloned()
+                .ok_or(DecodeError::Corrupt("an item index past the table"))
         })
     }
 }

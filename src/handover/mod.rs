@@ -24,4 +24,6 @@ pub use state::{
 };
 
 #[cfg(test)]
+mod size_tests;
+#[cfg(test)]
 mod tests;

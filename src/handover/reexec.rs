@@ -161,6 +161,7 @@ fn state(
     };
     let sessions: usize = members.iter().map(|m| m.sessions.len()).sum();
     let state = State {
+        written_ms: super::state::boot_ms().unwrap_or(0),
         node_id: None,
         offset: hub.offset(),
         monitor: Vec::new(),
@@ -195,7 +196,14 @@ pub fn take_state(fd: Option<std::os::fd::OwnedFd>) -> Option<State> {
         .map_err(|e| e.to_string())
         .and_then(|bytes| super::decode(&bytes).map_err(|e| e.to_string()));
     match decoded {
-        Ok(state) => Some(state),
+        Ok(mut state) => {
+            let age = state.subtract_age();
+            info!(
+                ms = age.as_millis(),
+                "hand-over state read; the time the restart took comes off every grace window"
+            );
+            Some(state)
+        }
         Err(why) => {
             warn!("hand-over state refused: {why}; starting without the previous sessions");
             None

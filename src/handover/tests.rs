@@ -6,16 +6,18 @@ use proptest::prelude::*;
 use super::state::{CHECK, HEADER, check};
 use super::*;
 
-fn item(tag: u64, text: &str) -> Item {
+pub(super) fn item(tag: u64, text: &str) -> Item {
     Item {
         tag,
-        frames: vec![Frame::Text(text.to_owned())],
+        frames: vec![Frame::Text(text.into())],
     }
 }
 
-/// A state with every field set, each kind of connection and transport present.
-fn full() -> State {
+/// The state `fixtures/state-v1.bin` holds (written by the version 1 encoder), as this
+/// build reads it: no write time, no posted packets.
+pub(super) fn full_v1() -> State {
     State {
+        written_ms: 0,
         node_id: Some("node-a-17-0a0b0c".into()),
         offset: 41,
         monitor: vec![Bytes::from_static(
@@ -65,7 +67,7 @@ fn full() -> State {
                             pid: None,
                         }),
                         connection: Connection::Live {
-                            transport: Transport::Polling,
+                            transport: Transport::Polling { inbound: vec![] },
                             ping_due_ms: 0,
                             queued: vec![],
                         },
@@ -90,6 +92,91 @@ fn full() -> State {
             },
         ],
     }
+}
+
+/// A state with every field set, each kind of connection and transport present, and
+/// items shared between sessions (a broadcast queued for several).
+fn full() -> State {
+    let mut state = full_v1();
+    state.written_ms = 987_654_321;
+    let shared = item(40, "42[3]");
+    let polling = &mut state.members[0].sessions[1].connection;
+    let Connection::Live {
+        transport, queued, ..
+    } = polling
+    else {
+        unreachable!("the second session polls");
+    };
+    *transport = Transport::Polling {
+        inbound: vec![
+            Frame::Text(r#"42["publish",{"n":1}]"#.into()),
+            Frame::Text("3".into()),
+            Frame::Binary(Bytes::from_static(&[9, 8])),
+        ],
+    };
+    *queued = vec![shared.clone(), item(0, "40")];
+    state
+}
+
+#[test]
+fn a_version_1_state_is_read() {
+    let v1 = include_bytes!("fixtures/state-v1.bin");
+    assert_eq!(u16::from_le_bytes([v1[4], v1[5]]), 1);
+    assert_eq!(decode(v1).unwrap(), full_v1());
+}
+
+#[test]
+fn an_index_past_the_table_is_corrupt() {
+    let mut b = Vec::new();
+    let u32 = |b: &mut Vec<u8>, v: u32| b.extend_from_slice(&v.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes()); // written
+    b.push(0); // no node id
+    b.extend_from_slice(&0u64.to_le_bytes()); // offset
+    u32(&mut b, 0); // no monitor event
+    u32(&mut b, 0); // the table, empty
+    u32(&mut b, 1); // one member: key "k", no identity, no channel, one session
+    u32(&mut b, 1);
+    b.push(b'k');
+    b.push(0);
+    u32(&mut b, 0);
+    u32(&mut b, 1);
+    u32(&mut b, 1); // sid "s", no socket, live, polling, nothing posted
+    b.push(b's');
+    b.extend_from_slice(&[0, 0, 0]);
+    u32(&mut b, 0);
+    b.extend_from_slice(&0u64.to_le_bytes()); // ping due
+    u32(&mut b, 1); // one queued item, at index 0: past the empty table
+    u32(&mut b, 0);
+    assert_eq!(
+        decode(&framed(VERSION, &b)),
+        Err(DecodeError::Corrupt("an item index past the table"))
+    );
+}
+
+#[test]
+fn the_restart_time_comes_off_the_grace_windows() {
+    let mut state = full();
+    let Some(now) = super::state::boot_ms() else {
+        return;
+    };
+    state.written_ms = now - 5_000;
+    let age = state.subtract_age();
+    assert!(age >= std::time::Duration::from_secs(5), "{age:?}");
+    let Connection::Detached { grace_left_ms, .. } = state.members[1].sessions[0].connection else {
+        panic!("detached session expected");
+    };
+    assert!(grace_left_ms <= 2_500, "{grace_left_ms}");
+    // Longer than the window: nothing left, not a wrap.
+    state.written_ms = now - 60_000;
+    state.subtract_age();
+    let Connection::Detached { grace_left_ms, .. } = state.members[1].sessions[0].connection else {
+        panic!("detached session expected");
+    };
+    assert_eq!(grace_left_ms, 0);
+    // Unknown (a version 1 state): nothing taken off.
+    let mut v1 = full_v1();
+    assert_eq!(v1.subtract_age(), std::time::Duration::ZERO);
+    assert_eq!(v1, full_v1());
 }
 
 #[test]
@@ -162,32 +249,30 @@ fn the_errors_name_why() {
     bytes[4..6].copy_from_slice(&9u16.to_le_bytes());
     assert_eq!(
         decode(&bytes).unwrap_err().to_string(),
-        format!("state format version 9, this build reads version {VERSION}")
+        format!("state format version 9, this build reads versions 1 and {VERSION}")
     );
 }
 
 /// A body the checksum accepts but the structure does not: a list count far past the end.
 #[test]
 fn a_checked_body_with_a_bad_count_is_corrupt_not_a_panic() {
-    let mut body = vec![0u8]; // no node id
+    let mut body = 0u64.to_le_bytes().to_vec(); // written
+    body.push(0); // no node id
     body.extend_from_slice(&0u64.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
-    body.extend_from_slice(&u32::MAX.to_le_bytes()); // members
-    let mut data = b"RTHS".to_vec();
-    data.extend_from_slice(&VERSION.to_le_bytes());
-    data.extend_from_slice(&0u16.to_le_bytes());
-    data.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    data.extend_from_slice(&body);
-    let sum = check(&data);
-    data.extend_from_slice(&sum);
+    body.extend_from_slice(&u32::MAX.to_le_bytes()); // the table
+    let data = framed(VERSION, &body);
     assert_eq!(data.len(), HEADER + body.len() + CHECK);
+    assert!(matches!(decode(&data), Err(DecodeError::Corrupt(_))));
+    // Version 1 had no write time and no table: the count is the members'.
+    let data = framed(1, &body[8..]);
     assert!(matches!(decode(&data), Err(DecodeError::Corrupt(_))));
 }
 
 /// Wraps a body in a valid header and check, so the fuzzing reaches the body's reader.
-fn framed(body: &[u8]) -> Vec<u8> {
+fn framed(version: u16, body: &[u8]) -> Vec<u8> {
     let mut data = b"RTHS".to_vec();
-    data.extend_from_slice(&VERSION.to_le_bytes());
+    data.extend_from_slice(&version.to_le_bytes());
     data.extend_from_slice(&0u16.to_le_bytes());
     data.extend_from_slice(&(body.len() as u64).to_le_bytes());
     data.extend_from_slice(body);
@@ -203,13 +288,24 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_checked_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let _ = decode(&framed(&body));
+    fn arbitrary_checked_bodies_never_panic(
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+        version in 1u16..=VERSION,
+    ) {
+        let _ = decode(&framed(version, &body));
     }
 
     #[test]
-    fn mutated_states_never_panic(i in any::<prop::sample::Index>(), v in any::<u8>()) {
-        let mut data = full().encode().unwrap();
+    fn mutated_states_never_panic(
+        i in any::<prop::sample::Index>(),
+        v in any::<u8>(),
+        v1 in any::<bool>(),
+    ) {
+        let mut data = if v1 {
+            include_bytes!("fixtures/state-v1.bin").to_vec()
+        } else {
+            full().encode().unwrap()
+        };
         let i = i.index(data.len());
         data[i] = v;
         // Re-checked, so the mutation reaches the body's reader.
@@ -226,13 +322,16 @@ proptest! {
         texts in proptest::collection::vec("\\PC{0,16}", 0..6),
         bins in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..16), 0..4),
         grace in any::<u64>(),
+        written in any::<u64>(),
         unread in proptest::collection::vec(any::<u8>(), 0..32),
     ) {
         let items: Vec<Item> = texts.iter().enumerate().map(|(i, t)| Item {
             tag: i as u64,
-            frames: vec![Frame::Text(t.clone())],
+            frames: vec![Frame::Text(t.as_str().into())],
         }).chain(bins.iter().map(|b| Item { tag: 0, frames: vec![Frame::Binary(Bytes::from(b.clone()))] })).collect();
+        let inbound: Vec<Frame> = items.iter().flat_map(|i| i.frames.clone()).collect();
         let state = State {
+            written_ms: written,
             node_id: node,
             offset,
             monitor: bins.iter().map(|b| Bytes::from(b.clone())).collect(),
@@ -248,6 +347,15 @@ proptest! {
                             transport: Transport::WebSocket { fd: 0, unread: Bytes::from(unread) },
                             ping_due_ms: grace,
                             queued: items.clone(),
+                        },
+                    },
+                    SessionState {
+                        sid: "s3".into(),
+                        socket: Some(SocketState { id: "y".into(), pid: None }),
+                        connection: Connection::Live {
+                            transport: Transport::Polling { inbound },
+                            ping_due_ms: grace,
+                            queued: items.iter().rev().cloned().collect(),
                         },
                     },
                     SessionState {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::Hub;
-use super::member::{Member, MemberState, Slot};
+use super::member::{Member, MemberState, Slot, from_frame};
 use crate::handover::{self, Connection};
 
 /// What a restore took in.
@@ -21,6 +21,18 @@ pub struct Restored {
     pub skipped: usize,
     /// Sessions handed over with their WebSocket open, to resume on it.
     pub live: Vec<Live>,
+    /// Polling sessions handed over live, to resume under their sid.
+    pub polling: Vec<LivePoll>,
+}
+
+/// A polling session to resume under the Engine.IO sid its client polls with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LivePoll {
+    pub sid: String,
+    /// What its client posted to the previous process after the session ended there.
+    pub inbound: Vec<crate::engineio::Frame>,
+    /// As [`Live::auth`].
+    pub auth: serde_json::Value,
 }
 
 /// A session to resume on the WebSocket the previous process kept open for it.
@@ -134,23 +146,26 @@ impl Hub {
             }
             drop(st);
             for s in &m.sessions {
-                if let (
-                    Connection::Live {
-                        transport: handover::Transport::WebSocket { fd, unread },
-                        ..
-                    },
-                    Some(socket),
-                ) = (&s.connection, &s.socket)
-                {
-                    done.live.push(Live {
+                let (Connection::Live { transport, .. }, Some(socket)) = (&s.connection, &s.socket)
+                else {
+                    continue;
+                };
+                let auth = serde_json::json!({
+                    "identity": m.identity,
+                    "sid": socket.id,
+                    "pid": socket.pid,
+                });
+                match transport {
+                    handover::Transport::WebSocket { fd, unread } => done.live.push(Live {
                         fd: *fd,
                         unread: unread.clone(),
-                        auth: serde_json::json!({
-                            "identity": m.identity,
-                            "sid": socket.id,
-                            "pid": socket.pid,
-                        }),
-                    });
+                        auth,
+                    }),
+                    handover::Transport::Polling { inbound } => done.polling.push(LivePoll {
+                        sid: s.sid.clone(),
+                        inbound: inbound.iter().map(from_frame).collect(),
+                        auth,
+                    }),
                 }
             }
             for ((slot, epoch), left) in slots {

@@ -11,6 +11,7 @@ use crate::engineio::{CloseReason, Outgoing, SendError, Sid};
 use crate::socketio::{SessionTx, SioSocket};
 
 mod handover;
+pub(super) use handover::from_frame;
 
 /// One identity, or one anonymous connection.
 pub(crate) struct Member {

@@ -50,7 +50,7 @@ use crate::engineio::Sid;
 
 pub use app::HubApp;
 pub use envelope::{Envelope, error_envelope};
-pub use handover::{Live, Restored};
+pub use handover::{Live, LivePoll, Restored};
 pub use history::{DEFAULT_LIMIT, MAX_LIMIT, history_json, parse_limit, parse_since};
 pub use notices::Notices;
 pub use observer::{HubEvent, Observer};

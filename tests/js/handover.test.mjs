@@ -1,9 +1,9 @@
 // Re-execution in place (SIGUSR1): the server executes its binary again, same PID, with the
-// listeners kept open and every session handed over in its grace window. Stock
-// socket.io-client clients (WebSocket and polling, an identity with two tabs, anonymous)
-// recover their sessions from the new process while a publisher goes on through
-// /api/publish: every message once, in order, and no membership churn. A state the new
-// process refuses is one log line and a fresh start.
+// listeners kept open and every session handed over. Stock socket.io-client clients
+// (WebSocket and polling, an identity with two tabs, anonymous) carry on with the new
+// process while a publisher goes on through /api/publish: no disconnect, the same socket
+// id and Engine.IO sid, every message once, in order, and no membership churn. A state
+// the new process refuses is one log line and a fresh start.
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { test } from "node:test";
@@ -40,8 +40,13 @@ async function client(url, transports, auth) {
   socket.on("disconnect", (reason) => drops.push(reason));
   socket.on("connect", () => recoveries.push(socket.recovered));
   await connected(socket);
-  return { socket, seen, drops, recoveries, transports, auth };
+  return { socket, seen, drops, recoveries, transports, auth, ids: ids(socket) };
 }
+
+/** The Socket.IO socket id and the Engine.IO sid: a session carried over keeps both. */
+const ids = (socket) => ({ socket: socket.id, engine: socket.io.engine?.id });
+/** Polling all along (never upgraded): its session goes on under its Engine.IO sid. */
+const pollingOnly = (c) => c.transports.length === 1 && c.transports[0] === "polling";
 
 /** On a WebSocket (from the start, or upgraded to it): its connection crosses the hand-over. */
 const wsOnly = (c) => c.socket.io.engine?.transport?.name === "websocket";
@@ -126,10 +131,12 @@ test("SIGUSR1 hands every session over: same pid, every message once and in orde
       const what = `${JSON.stringify(c.auth)} over ${c.transports}`;
       assert.deepEqual(numbers(c), Array.from({ length: TOTAL }, (_, i) => i + 1), `${what}: every message once, in order`);
       assert.deepEqual(commands(c).slice(before[clients.indexOf(c)]), [], `${what}: no membership event`);
-      if (wsOnly(c)) {
-        // The connection itself crosses to the new process: no close, no reconnect.
+      if (wsOnly(c) || pollingOnly(c)) {
+        // The connection itself crosses to the new process (WebSocket), or the session
+        // goes on under its sid (polling): no close, no reconnect.
         assert.deepEqual(c.drops, [], `${what}: no drop`);
         assert.deepEqual(c.recoveries, [false], `${what}: connected once`);
+        if (pollingOnly(c)) assert.deepEqual(ids(c.socket), c.ids, `${what}: the same socket id and sid`);
       } else {
         // A polling session gets a new Engine.IO sid: one transport error, then a recovery.
         assert.ok(c.drops.length <= 1, `${what}: at most one drop (${c.drops})`);
@@ -176,9 +183,11 @@ test("SIGUSR1 again while the new process starts: it survives and hands over", {
   await waitFor(() => count(/took over the sessions/g) === count(/handing the sessions over/g), { timeout: 15_000, what: "the last hand-over" });
   assert.equal(server.exited(), null, "the process never exited");
   for (const c of clients) {
-    // A WebSocket is carried on its own connection, unless a hand-over comes before the
-    // new process resumed it: then it falls back to a recovery. Either way, nothing lost.
-    const settled = () => c.socket.connected && (wsOnly(c) ? c.drops.length === c.recoveries.length - 1 : c.recoveries.length >= 2);
+    // A WebSocket is carried on its own connection, and a polling session goes on under
+    // its sid, unless a hand-over comes before the new process resumed it: then it falls
+    // back to a recovery. Either way, nothing lost.
+    const carried = wsOnly(c) || pollingOnly(c);
+    const settled = () => c.socket.connected && (carried ? c.drops.length === c.recoveries.length - 1 : c.recoveries.length >= 2);
     await waitFor(settled, { timeout: 15_000, what: () => `settled (${c.drops}; ${c.recoveries})` });
     assert.ok(c.recoveries.slice(1).every((r) => r === true), `recovered (${c.recoveries})`);
   }
@@ -198,9 +207,12 @@ test("kill -9 is a crash as before: the next start serves fresh sessions, no han
   assert.doesNotMatch(first.log() + second.log(), /hand(ing|ed)[- ]over|took over the sessions/);
 });
 
-test("a client publishing through its WebSocket during SIGUSR1 loses nothing it sent", { timeout: 60_000 }, async (t) => {
+for (const [transport, pick] of [
+  ["WebSocket", (c) => wsOnly(c) && c.auth.identity === "bob"],
+  ["polling", (c) => pollingOnly(c) && c.auth.identity === undefined],
+]) test(`a client publishing through ${transport} during SIGUSR1 loses nothing it sent`, { timeout: 60_000 }, async (t) => {
   const { server, clients, channel } = await scenario(t);
-  const publisher = clients.find((c) => wsOnly(c) && c.auth.identity === "bob");
+  const publisher = clients.find(pick);
   const sent = 60;
   // 50 messages a second through the client, the hand-over a third of the way in.
   for (let i = 1; i <= sent; i++) {
@@ -218,6 +230,8 @@ test("a client publishing through its WebSocket during SIGUSR1 loses nothing it 
       assert.deepEqual(fromClient(c), Array.from({ length: sent }, (_, i) => i + 1), `${JSON.stringify(c.auth)}: once, in order`);
     }
     assert.deepEqual(publisher.drops, [], "the publisher's connection was carried");
+    assert.deepEqual(ids(publisher.socket), publisher.ids, "the publisher kept its socket id and sid");
+    assert.match(server.log(), /took over the sessions of the previous process/);
   } catch (err) {
     console.error(server.log());
     throw err;

@@ -9,7 +9,7 @@ use tokio::time::timeout;
 use tracing::debug;
 
 use super::upgrade::Held;
-use super::{Control, Session, Transport, WsStream};
+use super::{Control, PollError, Session, Transport, WsStream};
 use crate::engineio::backlog::Backlog;
 use crate::engineio::close::WsClose;
 use crate::engineio::livews;
@@ -29,6 +29,13 @@ impl Session {
         let graceful = matches!(reason, CloseReason::ServerClose);
         if graceful && self.inner.handing_over.load(Ordering::Acquire) {
             self.read_to_boundary().await;
+        }
+        let handing_over = self.inner.handing_over.load(Ordering::Acquire);
+        // A polling session goes on in the next process under its sid (see `park`).
+        let parking =
+            graceful && handing_over && !matches!(self.transport, Transport::WebSocket(_));
+        if parking {
+            return self.park();
         }
         if graceful {
             if matches!(self.transport, Transport::WebSocket(_)) {
@@ -62,7 +69,7 @@ impl Session {
                 } else {
                     CLOSE_FRAME_WAIT.min(self.inner.config.write_timeout)
                 };
-                let handing_over = graceful && self.inner.handing_over.load(Ordering::Acquire);
+                let handing_over = graceful && handing_over;
                 let _ = timeout(limit, async {
                     for f in frames {
                         ws.feed(ws_message(f)).await?;
@@ -77,18 +84,9 @@ impl Session {
                 .await;
             }
             Transport::Polling { waiting } | Transport::Upgrading { waiting, .. } => {
-                let handing_over = self.inner.handing_over.load(Ordering::Acquire);
                 let body = match reason {
                     // The client said goodbye itself; engine.io answers the pending GET with a noop.
                     CloseReason::ClientClose => Packet::Noop.encode_bytes(),
-                    // The session goes on in the next process: what is queued, or a noop.
-                    _ if handing_over && graceful => {
-                        if self.pending.is_empty() {
-                            self.pending.push_back(Packet::Noop.encode());
-                        }
-                        let n = self.pending.len();
-                        packet::encode_payload(self.pending.drain(..n).collect::<Vec<_>>().iter())
-                    }
                     _ => {
                         let room = self.inner.config.max_poll_packets.max(1) - 1;
                         let n = self.pending.len().min(room);
@@ -101,7 +99,6 @@ impl Session {
                 // A client close answers a GET sent together with it (a client that closes
                 // while polling does so) even when the close overtook it on the way in.
                 let wait = match reason {
-                    _ if handing_over => None,
                     _ if graceful => Some(self.inner.config.close_grace),
                     CloseReason::ClientClose => Some(CLIENT_CLOSE_GRACE),
                     _ => None,
@@ -125,6 +122,11 @@ impl Session {
         }
         self.control.close();
         self.inner.remove(&self.socket.id);
+        self.closed(reason);
+    }
+
+    /// Tells the layer above, with what is left in the queue.
+    fn closed(&mut self, reason: CloseReason) {
         self.socket.mark_closed();
         debug!(reason = reason.as_str(), "session closed");
         let backlog = Backlog {
@@ -132,6 +134,65 @@ impl Session {
         };
         if let Some(conn) = self.conn.take() {
             conn.on_close(reason, backlog);
+        }
+    }
+
+    /// At a hand-over, a polling session ends here but not for its client, which polls
+    /// the next process under the same sid. A waiting GET gets what is queued (a noop if
+    /// nothing is), so the client polls again, and its next request waits in the listen
+    /// backlog for the next process. Until the exec, what still reaches this process is
+    /// answered so that the client carries on: a GET with a noop, a POST with `ok`, its
+    /// packets kept for the next process to handle first. What was taken from the queue
+    /// and not sent goes over with the session, ahead of its queue.
+    fn park(mut self) {
+        let transport =
+            std::mem::replace(&mut self.transport, Transport::Polling { waiting: None });
+        let mut waiting = match transport {
+            Transport::Polling { waiting } | Transport::Upgrading { waiting, .. } => waiting,
+            Transport::WebSocket(_) => None,
+        };
+        let mut held = self.held.take().map(|h| h.request);
+        if waiting.is_none()
+            && let Some(Control::Poll(reply)) = held.take_if(|r| matches!(r, Control::Poll(_)))
+        {
+            waiting = Some(reply);
+        }
+        if let Some(w) = waiting {
+            self.take_ready();
+            if self.pending.is_empty() {
+                self.pending.push_back(Packet::Noop.encode());
+            }
+            let body = self.take_payload();
+            let _ = w.send(Ok(body));
+        }
+        self.socket.park(self.pending.drain(..).collect());
+        // Parked first: a request that finds the channel closed finds the session parked.
+        self.control.close();
+        if let Some(request) = held {
+            self.park_request(request);
+        }
+        while let Ok(request) = self.control.try_recv() {
+            self.park_request(request);
+        }
+        self.closed(CloseReason::ServerClose);
+    }
+
+    /// A request that reached a parked session: a GET gets a noop, a POST `ok` (its
+    /// packets kept for the next process).
+    fn park_request(&self, request: Control) {
+        match request {
+            Control::Poll(reply) => {
+                let _ = reply.send(Ok(Packet::Noop.encode_bytes()));
+            }
+            Control::Post(packets, reply) => {
+                let kept = self.socket.add_parked(packets).is_ok();
+                let _ = reply.send(if kept {
+                    Ok(())
+                } else {
+                    Err(PollError::BadRequest)
+                });
+            }
+            Control::Probe(_) => {}
         }
     }
 }

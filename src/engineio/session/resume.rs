@@ -1,5 +1,6 @@
-//! A session the previous process handed over live: resumed on its own WebSocket, with no
-//! greeting, its main namespace rejoined through the recovery of its pid.
+//! A session the previous process handed over live: resumed on its own WebSocket, or under
+//! its polling sid, with no greeting, its main namespace rejoined through the recovery of
+//! its pid.
 
 use tokio::time::Instant;
 
@@ -36,20 +37,27 @@ impl Session {
         .await;
     }
 
-    /// Marks the session as handed over live (see [`crate::engineio::Handler::on_resume`]).
-    pub(crate) fn resume(&mut self, auth: serde_json::Value) {
-        self.resumed = Some(auth);
+    /// Marks the session as handed over live (see [`crate::engineio::Handler::on_resume`]),
+    /// with what its client posted meanwhile (polling).
+    pub(crate) fn resume(&mut self, auth: serde_json::Value, inbound: Vec<Packet>) {
+        self.resumed = Some((auth, inbound));
     }
 
-    /// A session handed over live: the client was greeted by the previous process. A ping
-    /// at once restarts the client's heartbeat deadline, which the hand-over ate into.
-    pub(super) async fn run_resumed(mut self, auth: serde_json::Value) {
+    /// A session handed over live: the client was greeted by the previous process. What
+    /// it posted to the previous process after the session ended there comes first, then
+    /// a ping at once restarts the client's heartbeat deadline, which the hand-over ate
+    /// into (on polling, it goes out with the next GET).
+    pub(super) async fn run_resumed(mut self, auth: serde_json::Value, inbound: Vec<Packet>) {
         self.conn = self.inner.handler.on_resume(&self.socket, &auth);
         let served = if self.conn.is_none() {
             Err(CloseReason::TransportClose)
         } else {
             let ping = Packet::Ping(Str::from_static("")).encode();
-            match self.write_frames(std::iter::once(ping)).await {
+            let resumed = match self.on_packets(inbound).await {
+                Ok(()) => self.write_frames(std::iter::once(ping)).await,
+                Err(reason) => Err(reason),
+            };
+            match resumed {
                 Ok(()) => {
                     self.heartbeat.delivered(Instant::now());
                     self.serve().await

@@ -173,3 +173,54 @@ async fn a_server_close_answers_with_at_most_max_poll_packets_the_close_included
     assert_eq!(packets[0], b"42[0]");
     assert_eq!(packets[max - 1], b"1", "the close packet comes last");
 }
+
+/// At a hand-over a polling session parks: its waiting GET gets what is queued, and a POST
+/// that reaches it afterwards is answered `ok`, its packets kept for the next process.
+#[tokio::test]
+async fn a_polling_session_parked_at_a_hand_over_keeps_what_its_client_posts() {
+    let engine = Engine::new(EngineConfig::default(), Arc::new(Echo));
+    engine.hand_over();
+    let queue = Arc::new(Queue::new(8));
+    let socket = Arc::new(Socket::new(
+        Sid::random(),
+        None,
+        TransportKind::Polling,
+        queue.clone(),
+    ));
+    let (control, control_rx) = mpsc::channel(8);
+    let mut session = Session::new(
+        socket.clone(),
+        engine.inner.clone(),
+        queue,
+        control_rx,
+        None,
+    );
+    let (get, get_answer) = oneshot::channel();
+    assert_eq!(session.on_control(Control::Poll(get)).await, Ok(()));
+    socket
+        .send(Outgoing::one(Frame::Text(Str::from("4queued"))))
+        .unwrap();
+    let (post, post_answer) = oneshot::channel();
+    let posted = Packet::Message(Str::from("posted"));
+    control
+        .send(Control::Post(vec![posted], post))
+        .await
+        .unwrap();
+    socket.close(CloseReason::ServerClose);
+    session.finish(CloseReason::ServerClose).await;
+    assert_eq!(&get_answer.await.unwrap().unwrap()[..], b"4queued");
+    assert!(matches!(post_answer.await, Ok(Ok(()))));
+    // Later requests find the channel closed and the session parked.
+    assert!(socket.is_parked());
+    let late = Packet::Message(Str::from("late"));
+    assert!(socket.add_parked(vec![late]).is_ok());
+    let (unsent, inbound) = socket.take_parked().unwrap();
+    assert!(unsent.is_empty());
+    assert_eq!(
+        inbound,
+        [
+            Frame::Text(Str::from("4posted")),
+            Frame::Text(Str::from("4late"))
+        ]
+    );
+}

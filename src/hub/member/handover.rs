@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 
 use super::{Detached, EPOCHS, Member, SLOT_IDS, Slot, SlotState};
-use crate::engineio::{Frame, Outgoing, Sid, Str};
+use crate::engineio::{Frame, Outgoing, Sid};
 use crate::handover::{self, Connection, SessionState, SocketState};
 
 impl Slot {
@@ -25,7 +25,9 @@ impl Slot {
     ///
     /// One whose WebSocket was kept open goes over live, its socket in `sockets` (passed
     /// across the exec), what it never took as its queue: the same connection carries on,
-    /// so nothing written to it needs a replay.
+    /// so nothing written to it needs a replay. A polling one parked for the hand-over
+    /// goes over live under its Engine.IO sid, what it took and never sent ahead of its
+    /// queue, with the packets its client posted meanwhile.
     pub(crate) fn handover_state(
         &self,
         grace: Duration,
@@ -62,6 +64,42 @@ impl Slot {
                 }),
                 connection: Connection::Live {
                     transport: handover::Transport::WebSocket { fd: index, unread },
+                    ping_due_ms: 0,
+                    queued,
+                },
+            });
+        }
+        let parked = match &d.from {
+            Some(s) if !d.claimed && !d.overflowed && d.pid.is_some() => s.engine().take_parked(),
+            _ => None,
+        };
+        if let Some((taken, inbound)) = parked {
+            // What the session took and never sent goes first, then what it never took.
+            let taken = (!taken.is_empty()).then(|| handover::Item {
+                tag: 0,
+                frames: taken.iter().map(to_frame).collect(),
+            });
+            let queued = taken
+                .into_iter()
+                .chain(
+                    d.backlog
+                        .iter()
+                        .skip(d.unsent)
+                        .chain(d.kept.iter())
+                        .map(to_item),
+                )
+                .collect();
+            let engine = d.from.as_ref().map(|s| s.engine().id.as_str().to_owned())?;
+            return Some(SessionState {
+                sid: engine,
+                socket: Some(SocketState {
+                    id: d.sid.as_str().to_owned(),
+                    pid: d.pid.as_ref().map(|p| p.as_str().to_owned()),
+                }),
+                connection: Connection::Live {
+                    transport: handover::Transport::Polling {
+                        inbound: inbound.iter().map(to_frame).collect(),
+                    },
                     ping_due_ms: 0,
                     queued,
                 },
@@ -153,26 +191,27 @@ impl Slot {
 fn to_item(o: &Outgoing) -> handover::Item {
     handover::Item {
         tag: o.tag,
-        frames: o
-            .frames()
-            .iter()
-            .map(|f| match f {
-                Frame::Text(s) => handover::Frame::Text(s.as_str().to_owned()),
-                Frame::Binary(b) => handover::Frame::Binary(b.clone()),
-            })
-            .collect(),
+        frames: o.frames().iter().map(to_frame).collect(),
+    }
+}
+
+fn to_frame(f: &Frame) -> handover::Frame {
+    match f {
+        Frame::Text(s) => handover::Frame::Text(s.clone()),
+        Frame::Binary(b) => handover::Frame::Binary(b.clone()),
+    }
+}
+
+/// A frame of the state as the engine has it.
+pub(crate) fn from_frame(f: &handover::Frame) -> Frame {
+    match f {
+        handover::Frame::Text(s) => Frame::Text(s.clone()),
+        handover::Frame::Binary(b) => Frame::Binary(Bytes::clone(b)),
     }
 }
 
 fn from_item(i: &handover::Item) -> Outgoing {
-    let frames: Vec<Frame> = i
-        .frames
-        .iter()
-        .map(|f| match f {
-            handover::Frame::Text(s) => Frame::Text(Str::from(s.clone())),
-            handover::Frame::Binary(b) => Frame::Binary(Bytes::clone(b)),
-        })
-        .collect();
+    let frames: Vec<Frame> = i.frames.iter().map(from_frame).collect();
     let out = match <[Frame; 1]>::try_from(frames) {
         Ok([one]) => Outgoing::one(one),
         Err(many) => Outgoing::many(many),

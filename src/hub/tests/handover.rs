@@ -197,3 +197,70 @@ async fn a_live_session_waits_for_its_resume_and_replays_its_queue() {
     new.attach(&s, Some(Arc::from("bob")), Some(claim));
     assert_eq!(data(&received(&mut rx)), [json!(2)]);
 }
+
+/// A polling session parked at the hand-over goes over live under its Engine.IO sid: what
+/// it took and never sent first, then what it never took and what came since, and the
+/// packets its client posted meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_parked_polling_session_goes_over_under_its_sid() {
+    use crate::handover::{Connection, Frame as StateFrame, Transport};
+    let old = hub();
+    let mut bob = tab(&old, Some("bob"));
+    old.subscribe(&bob.conn, "chat", Value::Null).unwrap();
+    let engine = bob.socket.engine().clone();
+    let taken = r#"42["message",{"taken":true}]"#;
+    engine.park(vec![Frame::Text(taken.into())]);
+    let posted = engineio::Packet::Message(r#"2["publish","chat",{}]"#.into());
+    engine.add_parked(vec![posted]).unwrap();
+    publish(&old, "chat", 1);
+    close(&old, &mut bob);
+    publish(&old, "chat", 2);
+    let (members, skipped) = old.handover_members(&mut Vec::new());
+    assert_eq!(skipped, 0);
+    let s = &members[0].sessions[0];
+    assert_eq!(s.sid, engine.id.as_str());
+    let Connection::Live {
+        transport: Transport::Polling { inbound },
+        queued,
+        ..
+    } = &s.connection
+    else {
+        panic!("live on polling expected: {:?}", s.connection);
+    };
+    assert_eq!(
+        inbound,
+        &[StateFrame::Text(r#"42["publish","chat",{}]"#.into())]
+    );
+    // Then its own join, and messages 1 and 2.
+    assert_eq!(queued.len(), 4);
+    assert_eq!(queued[0].frames, [StateFrame::Text(taken.into())]);
+    let state = State {
+        offset: old.offset(),
+        members,
+        ..State::default()
+    };
+    let state = decode(&state.encode().unwrap()).unwrap();
+    let new = hub();
+    let restored = new.restore(&state.members, state.offset);
+    assert!(restored.live.is_empty());
+    assert_eq!(restored.polling.len(), 1);
+    let p = &restored.polling[0];
+    assert_eq!(p.sid, engine.id.as_str());
+    assert_eq!(p.inbound.len(), 1);
+    let pid = bob.socket.pid.as_ref().unwrap().as_str().to_owned();
+    assert_eq!(p.auth["pid"], pid.as_str());
+    assert_eq!(p.auth["sid"], bob.socket.sid.as_str());
+    let claim = new
+        .claim(&pid, None, Some("bob"))
+        .expect("bob's session waits");
+    let (s, rx) = socket(64);
+    new.attach(&s, Some(Arc::from("bob")), Some(claim));
+    let mut items = Vec::new();
+    rx.take(usize::MAX, &mut items);
+    assert_eq!(items.len(), 4);
+    assert_eq!(items[0].frames(), [Frame::Text(taken.into())]);
+    assert_eq!(
+        data(&items[2..].iter().map(super::decode).collect::<Vec<_>>()),
+        [json!(1), json!(2)]
+    );
+}
