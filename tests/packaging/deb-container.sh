@@ -114,13 +114,14 @@ publish_during() {
   cat "$W/publish.out"
 }
 # The sessions of the keep client went on through the new binary: recovered, nothing lost;
-# the WebSocket tab's connection itself crossed (the restart stored its socket).
+# the WebSocket tab's connection itself crossed (the restart stored its socket) and the
+# polling tab kept its Engine.IO session: neither saw a disconnect.
 sessions_kept() {
   local kept
   kept=$(cat "$W/keep.out")
   echo "    kept sessions: $kept"
   [[ $kept == *'"inOrder":true,"churn"'* && $kept == *'"churn":0'* && $kept == *'"unrecovered":0'* &&
-    $kept == *'"wsDisconnects":0'* ]]
+    $kept == *'"wsDisconnects":0'* && $kept == *'"pollingDisconnects":0'* ]]
 }
 # The hand-over scenario: the monitor posts to it (the package's configuration changed
 # as an administrator would, then the service restarted to read it); it starts, the

@@ -105,6 +105,7 @@ if (mode === "connect") {
     churn: tabs.reduce((k, t) => k + t.commands, 0),
     unrecovered: tabs.reduce((k, t) => k + t.connects.slice(1).filter((r) => !r).length, 0),
     wsDisconnects: tabs.filter((t) => t.transport === "websocket").reduce((k, t) => k + t.drops, 0),
+    pollingDisconnects: tabs.filter((t) => t.transport === "polling").reduce((k, t) => k + t.drops, 0),
     tabs: tabs.map((t) => ({ transport: t.transport, got: t.got.length, inOrder: inOrder(t.got), drops: t.drops, connects: t.connects, commands: t.commands })),
   }));
   for (const t of tabs) t.socket.close();

@@ -120,6 +120,8 @@ check "restarts fail no handshake" bash -c '[[ $1 == *"\"failed\":0,"* && $1 != 
 check "the restarts replaced the process" bash -c "[[ \$(timeout 5 nsenter -t $P -a systemctl show -P MainPID realtime.service) != $pid ]]"
 
 # ---------------------------------------------------------------- in place (SIGUSR1)
+# no_drops JSON: neither the WebSocket tab nor the polling tab of client.mjs keep saw a disconnect.
+no_drops() { [[ $1 == *'"wsDisconnects":0'* && $1 == *'"pollingDisconnects":0'* ]]; }
 has() { [[ $1 == *"$2"* ]]; }
 pid=$(main_pid)
 rm -f "$flag"
@@ -141,6 +143,7 @@ check "the new process took the sessions over each time" \
 check "every message once and in order, on both tabs" has "$kept" '"inOrder":true,"churn"'
 check "no membership event" has "$kept" '"churn":0'
 check "each reconnect recovered its session" has "$kept" '"unrecovered":0'
+check "in-place restarts: no client saw a disconnect" no_drops "$kept"
 check "systemd saw no failure" \
   bash -c "[[ \$(timeout 5 nsenter -t $P -a systemctl show -P Result realtime.service) == success ]]"
 
@@ -167,6 +170,7 @@ check "restarts: every message once and in order, on both tabs" has "$kept" '"in
 check "restarts: no membership event" has "$kept" '"churn":0'
 check "restarts: each reconnect recovered its session" has "$kept" '"unrecovered":0'
 check "restarts: the WebSocket client saw no disconnect (its connection crossed)" has "$kept" '"wsDisconnects":0'
+check "restarts: the polling client saw no disconnect (its session kept its sid)" has "$kept" '"pollingDisconnects":0'
 log=$(journal)
 resumed=$(grep 'took over the sessions' <<<"$log" | tail -n 3 | grep -c 'live=1' || true)
 check "restarts: each start resumed the WebSocket on its stored socket ($resumed of 3)" test "$resumed" = 3
