@@ -8,6 +8,7 @@ use std::future::pending;
 use std::io;
 use std::net::TcpListener as StdListener;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,8 +16,9 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::cluster::redis::Succession;
 use crate::config::Config;
-use crate::hub::HubStats;
+use crate::hub::{Hub, HubStats, Restored};
 use crate::reload::Reloader;
 use crate::systemd::{self, Inherited, notify};
 use crate::{flash, handover, server};
@@ -96,24 +98,27 @@ pub enum ServiceError {
     Handover(io::Error),
 }
 
-/// Takes in the sessions the previous process handed over, before anything is served.
-fn take_over(product: &server::Product, state: &handover::State) {
-    if product.cluster.is_some() {
-        warn!("cluster mode: the handed-over sessions are not taken in");
-        return;
-    }
-    let r = product.hub.restore(&state.members, state.offset);
+/// Takes in the sessions the previous process handed over, before anything is served
+/// (and before the cluster worker first reads the hub).
+fn take_in(hub: &Arc<Hub>, state: &handover::State) -> Restored {
+    let r = hub.restore(&state.members, state.offset);
     info!(
         members = r.members,
         sessions = r.sessions,
         skipped = r.skipped,
         live = r.live.len(),
         offset = state.offset,
+        node = state.node_id.as_deref().unwrap_or(""),
         "took over the sessions of the previous process"
     );
-    // Each on the socket it had: a session that cannot be resumed so is closed, and its
-    // client recovers it from the grace window as after a lost connection.
-    for live in r.live {
+    r
+}
+
+/// Resumes each handed-over WebSocket session on the socket it had: one that cannot be
+/// resumed so is closed, and its client recovers it from the grace window as after a lost
+/// connection.
+fn resume_live(product: &server::Product, restored: Restored) {
+    for live in restored.live {
         let engine = product.engine.clone();
         tokio::spawn(async move {
             let fd = match handover::adopt_socket(live.fd) {
@@ -125,6 +130,18 @@ fn take_over(product: &server::Product, state: &handover::State) {
             }
         });
     }
+}
+
+/// The cluster node a hand-over passes on, once this process's worker stopped: the
+/// presence stays in Redis for the next process, which carries on as this node from
+/// where the message log was then.
+async fn pass_node(product: &server::Product) -> Option<Succession> {
+    let cluster = product.cluster.as_ref()?;
+    let end = cluster.hand_over(CLUSTER_DEPART).await;
+    Some(Succession {
+        node: cluster.node().to_owned(),
+        offset: end.unwrap_or(0).max(product.hub.offset()),
+    })
 }
 
 /// How long shutdown waits for this node to leave the cluster.
@@ -154,10 +171,21 @@ pub async fn run(
         _ => None,
     };
 
-    let product = server::product(&config)?;
+    // A cluster node's state carries the node: this process carries on as it.
+    let succession = handed.as_ref().and_then(|s| {
+        let node = s.node_id.clone()?;
+        Some(Succession {
+            node,
+            offset: s.offset,
+        })
+    });
+    let mut restored = None;
+    let product = server::product_after(&config, succession, |hub| {
+        restored = handed.as_ref().map(|state| take_in(hub, state));
+    })?;
     reloader.guard(product.security.clone());
-    if let Some(state) = handed {
-        take_over(&product, &state);
+    if let Some(r) = restored {
+        resume_live(&product, r);
     }
     let fds = |ls: &[StdListener]| ls.iter().map(|l| l.as_raw_fd()).collect::<Vec<_>>();
     let (http_fds, flash_fds) = (fds(&listeners.http), fds(&listeners.flash));
@@ -234,19 +262,26 @@ pub async fn run(
     }
     let served = http.await?.map_err(ServiceError::Serve);
     if let Some(plan) = handing_over {
-        if let Some(cluster) = &product.cluster {
-            cluster.depart(CLUSTER_DEPART).await;
-        }
+        // A cluster node does not depart: the next process is the same node.
+        let node = pass_node(&product).await;
         // Returns only when no binary could be executed.
-        let e = handover::exec(plan, &product.hub, product.cluster.is_some());
+        let e = handover::exec(plan, &product.hub, node);
         return Err(ServiceError::Handover(e));
     }
     // Every session waits in its grace window: under systemd the state stays in the file
-    // descriptor store, so a restart resumes them (a plain stop empties the store).
-    handover::store(&product.hub, product.cluster.is_some());
-    // Sessions are closed: this node's members leave the cluster now, announced, rather
-    // than when the other nodes notice the missing heartbeat.
-    if let Some(cluster) = &product.cluster {
+    // descriptor store, so a restart resumes them (a plain stop empties the store). A
+    // cluster node stays the node only when a restart follows; else it departs at once,
+    // its members announced leaving, rather than when the others miss its heartbeat.
+    let restart =
+        product.cluster.is_some() && handover::under_systemd() && systemd::restart_pending().await;
+    let node = if restart {
+        pass_node(&product).await
+    } else {
+        None
+    };
+    let departs = node.is_none();
+    handover::store(&product.hub, product.cluster.is_some(), node);
+    if departs && let Some(cluster) = &product.cluster {
         cluster.depart(CLUSTER_DEPART).await;
     }
     served
