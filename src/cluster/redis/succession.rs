@@ -12,6 +12,17 @@ use super::Worker;
 use super::log::{self, Entries, MAX_ENTRIES};
 use crate::cluster::{ClusterError, Inbound};
 
+/// Tests only: `REALTIME_TEST_HOOKS=1` with `REALTIME_TEST_CATCH_UP_DELAY_MS=N` makes a
+/// process that took over a node wait N ms before it first reaches Redis, so that what
+/// other nodes publish meanwhile can only come through the catch-up.
+pub(super) fn test_delay() -> Option<std::time::Duration> {
+    if std::env::var("REALTIME_TEST_HOOKS").as_deref() != Ok("1") {
+        return None;
+    }
+    let ms = std::env::var("REALTIME_TEST_CATCH_UP_DELAY_MS").ok()?;
+    ms.parse().ok().map(std::time::Duration::from_millis)
+}
+
 impl Worker {
     /// The old process's last step: the log's last entry now, then every message Redis
     /// published before a ping on the subscription connection (its answer comes after

@@ -51,6 +51,12 @@ impl Worker {
         let mut lost_at_least_once = false;
         let mut said = false;
         info!(node = %self.node, "joining the cluster through Redis");
+        if self.catch_up.is_some()
+            && let Some(delay) = super::succession::test_delay()
+        {
+            warn!(?delay, "test hook: reaching Redis late after the hand-over");
+            tokio::time::sleep(delay).await;
+        }
         loop {
             let result = match self.connect().await {
                 Ok(live) => self.serve(&hub, live, lost_at_least_once).await,
