@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, Security};
-use crate::cluster::redis::Keeping;
+use crate::cluster::redis::{Keeping, Succession};
 use crate::cluster::{ClusterError, RedisCluster};
 use crate::config::{Config, ServerConfig, Transport};
 use crate::engineio::{Engine, EngineConfig};
@@ -144,6 +144,18 @@ impl std::fmt::Debug for Product {
 
 /// The product: the hub behind Socket.IO at the configured path.
 pub fn product(config: &Config) -> Result<Product, StartError> {
+    product_after(config, None, |_| {})
+}
+
+/// The product of a process that takes over from a previous one: `succession` when that
+/// one was a cluster node (this process carries on as that node), and `restore` takes the
+/// handed-over sessions into the hub before the cluster worker first reads it (it would
+/// otherwise find this node's members gone from the hub, and announce them leaving).
+pub fn product_after(
+    config: &Config,
+    succession: Option<Succession>,
+    restore: impl FnOnce(&Arc<Hub>),
+) -> Result<Product, StartError> {
     let s = &config.server;
     let engine_config = EngineConfig {
         ping_interval: s.ping_interval,
@@ -186,9 +198,14 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
     };
     let cluster = match &config.cluster.redis {
         Some(url) => {
-            let (cluster, w) =
-                RedisCluster::new(&config.cluster, url, s.reconnect_timeout, history)
-                    .map_err(StartError::Cluster)?;
+            let (cluster, w) = RedisCluster::new(
+                &config.cluster,
+                url,
+                s.reconnect_timeout,
+                history,
+                succession,
+            )
+            .map_err(StartError::Cluster)?;
             hub = hub.with_cluster(cluster.clone(), cluster.clone());
             worker = Some(w);
             Some(cluster)
@@ -196,6 +213,7 @@ pub fn product(config: &Config) -> Result<Product, StartError> {
         None => None,
     };
     let hub = Arc::new(hub);
+    restore(&hub);
     if let Some(w) = worker {
         w.start(hub.clone());
     }

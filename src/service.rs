@@ -8,6 +8,7 @@ use std::future::pending;
 use std::io;
 use std::net::TcpListener as StdListener;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,8 +16,9 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::cluster::redis::Succession;
 use crate::config::Config;
-use crate::hub::HubStats;
+use crate::hub::{Hub, HubStats, Restored};
 use crate::reload::Reloader;
 use crate::systemd::{self, Inherited, notify};
 use crate::{flash, handover, server};
@@ -96,15 +98,10 @@ pub enum ServiceError {
     Handover(io::Error),
 }
 
-/// Takes in the sessions the previous process handed over, before anything is served, and
-/// resumes those whose connection it kept open, each on its socket (its first ping sent),
-/// before the caller sends READY=1.
-async fn take_over(product: &server::Product, state: &handover::State) {
-    if product.cluster.is_some() {
-        warn!("cluster mode: the handed-over sessions are not taken in");
-        return;
-    }
-    let r = product.hub.restore(&state.members, state.offset);
+/// Takes in the sessions the previous process handed over, before anything is served
+/// (and before the cluster worker first reads the hub).
+fn take_in(hub: &Arc<Hub>, state: &handover::State) -> Restored {
+    let r = hub.restore(&state.members, state.offset);
     info!(
         members = r.members,
         sessions = r.sessions,
@@ -112,8 +109,15 @@ async fn take_over(product: &server::Product, state: &handover::State) {
         live = r.live.len(),
         polling = r.polling.len(),
         offset = state.offset,
+        node = state.node_id.as_deref().unwrap_or(""),
         "took over the sessions of the previous process"
     );
+    r
+}
+
+/// Resumes the sessions taken in whose connection the previous process kept open, each
+/// on its socket (its first ping sent), before the caller sends READY=1.
+async fn resume(product: &server::Product, r: Restored) {
     // Under the sid their clients poll with; one that cannot be resumed so recovers.
     for p in r.polling {
         if let Err(e) = product.engine.resume_polling(&p.sid, &p.inbound, p.auth) {
@@ -140,6 +144,18 @@ async fn take_over(product: &server::Product, state: &handover::State) {
             "handed-over WebSockets not resumed ({first}); their clients recover"
         );
     }
+}
+
+/// The cluster node a hand-over passes on, once this process's worker stopped: the
+/// presence stays in Redis for the next process, which carries on as this node from
+/// where the message log was then.
+async fn pass_node(product: &server::Product) -> Option<Succession> {
+    let cluster = product.cluster.as_ref()?;
+    let end = cluster.hand_over(CLUSTER_DEPART).await;
+    Some(Succession {
+        node: cluster.node().to_owned(),
+        offset: end.unwrap_or(0).max(product.hub.offset()),
+    })
 }
 
 /// How long shutdown waits for this node to leave the cluster.
@@ -169,10 +185,21 @@ pub async fn run(
         _ => None,
     };
 
-    let product = server::product(&config)?;
+    // A cluster node's state carries the node: this process carries on as it.
+    let succession = handed.as_ref().and_then(|s| {
+        let node = s.node_id.clone()?;
+        Some(Succession {
+            node,
+            offset: s.offset,
+        })
+    });
+    let mut restored = None;
+    let product = server::product_after(&config, succession, |hub| {
+        restored = handed.as_ref().map(|state| take_in(hub, state));
+    })?;
     reloader.guard(product.security.clone());
-    if let Some(state) = handed {
-        take_over(&product, &state).await;
+    if let Some(r) = restored {
+        resume(&product, r).await;
     }
     let unclaimed = handover::close_unclaimed();
     if unclaimed > 0 {
@@ -220,7 +247,7 @@ pub async fn run(
             }
             _ = term.recv() => {
                 info!("SIGTERM: shutting down");
-                restarting = restart_follows(product.cluster.is_some()).await;
+                restarting = restart_follows().await;
                 break;
             }
             _ = int.recv() => {
@@ -262,29 +289,34 @@ pub async fn run(
     }
     let served = http.await?.map_err(ServiceError::Serve);
     if let Some(plan) = handing_over {
-        if let Some(cluster) = &product.cluster {
-            cluster.depart(CLUSTER_DEPART).await;
-        }
+        // A cluster node does not depart: the next process is the same node.
+        let node = pass_node(&product).await;
         // Returns only when no binary could be executed.
-        let e = handover::exec(plan, &product.hub, product.cluster.is_some());
+        let e = handover::exec(plan, &product.hub, node);
         return Err(ServiceError::Handover(e));
     }
     // Every session waits in its grace window: under systemd the state stays in the file
-    // descriptor store, so a restart resumes them (a plain stop empties the store).
-    handover::store(&product.hub, product.cluster.is_some());
-    // Sessions are closed: this node's members leave the cluster now, announced, rather
-    // than when the other nodes notice the missing heartbeat.
-    if let Some(cluster) = &product.cluster {
+    // descriptor store, so a restart resumes them (a plain stop empties the store). A
+    // cluster node stays the node only when a restart follows; else it departs at once,
+    // its members announced leaving, rather than when the others miss its heartbeat.
+    let node = if restarting {
+        pass_node(&product).await
+    } else {
+        None
+    };
+    let departs = node.is_none();
+    handover::store(&product.hub, product.cluster.is_some(), node);
+    if departs && let Some(cluster) = &product.cluster {
         cluster.depart(CLUSTER_DEPART).await;
     }
     served
 }
 
-/// Whether systemd restarts this service once it has stopped (asked only under systemd,
-/// outside a cluster: otherwise nothing is handed over through the store). When systemd
-/// cannot say, the stop is a plain one: the clients reconnect and recover.
-async fn restart_follows(cluster: bool) -> bool {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() || cluster {
+/// Whether systemd restarts this service once it has stopped (asked only under systemd).
+/// When systemd cannot say, the stop is a plain one: the clients reconnect and recover,
+/// and a cluster node departs.
+async fn restart_follows() -> bool {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return false;
     }
     match systemd::restart_follows().await {

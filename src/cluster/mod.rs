@@ -31,7 +31,8 @@ pub use redis::RedisCluster;
 pub use single::SingleNode;
 
 /// A node id for a node that was not given one: host, process and a random part, so a
-/// restart is a new node (the old one's members are removed by the others).
+/// fresh start is a new node (the old one's members are removed by the others); a
+/// hand-over passes the id on, and the node stays the node.
 pub fn generated_node_id() -> String {
     let host = nix::unistd::gethostname()
         .ok()

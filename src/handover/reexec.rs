@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 
 use super::pass::{self, Kept};
 use super::state::State;
+use crate::cluster::redis::Succession;
 use crate::hub::Hub;
 
 static START_PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -54,11 +55,12 @@ pub fn prepare(http: &[RawFd], flash: &[RawFd]) -> io::Result<Plan> {
 }
 
 /// Writes the hub's state and executes the new binary; returns only if neither it nor
-/// this very binary (`/proc/self/exe`, the fallback) could be executed.
-pub fn exec(plan: Plan, hub: &Hub, cluster: bool) -> io::Error {
+/// this very binary (`/proc/self/exe`, the fallback) could be executed. `node`: the
+/// cluster node the new process carries on as (its worker stopped already).
+pub fn exec(plan: Plan, hub: &Hub, node: Option<Succession>) -> io::Error {
     // Kept open until the exec, which they cross.
     let mut sockets = Vec::new();
-    let (bytes, sessions, skipped) = state(hub, cluster, &mut sockets);
+    let (bytes, sessions, skipped) = state(hub, node, &mut sockets);
     let memfd = match pass::seal(&bytes) {
         Ok(fd) => fd,
         Err(e) => return io::Error::other(format!("cannot write the hand-over state: {e}")),
@@ -97,17 +99,24 @@ fn settle_sigusr1() {
     let _ = SigSet::from(Signal::SIGUSR1).thread_unblock();
 }
 
+/// Whether a service manager listens for this process's notifications (systemd).
+pub fn under_systemd() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
 /// At a stop under systemd: leaves the state in the service's file descriptor store
 /// (`FileDescriptorStoreMax=`), and after it the sockets of the WebSocket sessions kept
 /// open (a stop that a restart follows: see `Engine::hand_over`). A restart passes them to
-/// the next process, which resumes the sessions; a plain stop empties the store.
-pub fn store(hub: &Hub, cluster: bool) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() || cluster {
+/// the next process, which resumes the sessions; a plain stop empties the store. A cluster
+/// node leaves them only with `node` (a restart follows and the worker stopped): otherwise
+/// it departs, and its sessions cannot go on under its id.
+pub fn store(hub: &Hub, cluster: bool, node: Option<Succession>) {
+    if !under_systemd() || (cluster && node.is_none()) {
         return;
     }
     // Kept open until this process ends: the store holds its own duplicates.
     let mut sockets = Vec::new();
-    let (bytes, sessions, _) = state(hub, false, &mut sockets);
+    let (bytes, sessions, _) = state(hub, node, &mut sockets);
     let stored = pass::seal(&bytes).and_then(|memfd| {
         sd_notify::notify_with_fds(
             &[
@@ -145,25 +154,24 @@ pub fn release_stored() {
     }
 }
 
-/// The state to hand over, encoded, with how many sessions it holds and how many were left out.
+/// The state to hand over, encoded, with how many sessions it holds and how many were
+/// left out. A cluster node's offset is where the next process catches up in the
+/// message log; the members stay in Redis under the node's id.
 fn state(
     hub: &Hub,
-    cluster: bool,
+    node: Option<Succession>,
     sockets: &mut Vec<std::os::fd::OwnedFd>,
 ) -> (Vec<u8>, usize, usize) {
-    let (members, skipped) = if cluster {
-        // Other nodes hold this node's members in Redis under its id; carrying them over
-        // needs the id kept and the presence left as it is, which is not done yet.
-        warn!("cluster mode: sessions are not handed over; clients reconnect to the new process");
-        (Vec::new(), 0)
-    } else {
-        hub.handover_members(sockets)
-    };
+    let (members, skipped) = hub.handover_members(sockets);
     let sessions: usize = members.iter().map(|m| m.sessions.len()).sum();
+    let (node_id, offset) = match node {
+        Some(n) => (Some(n.node), n.offset.max(hub.offset())),
+        None => (None, hub.offset()),
+    };
     let state = State {
         written_ms: super::state::boot_ms().unwrap_or(0),
-        node_id: None,
-        offset: hub.offset(),
+        node_id,
+        offset,
         monitor: Vec::new(),
         members,
     };

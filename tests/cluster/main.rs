@@ -8,6 +8,7 @@ mod client;
 mod dashboard;
 mod delivery;
 mod failures;
+mod handover;
 mod history;
 mod presence;
 mod redis_cluster;

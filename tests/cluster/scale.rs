@@ -169,7 +169,7 @@ pub(crate) fn start(
         ttl: Duration::ZERO,
     };
     let (cluster, worker) =
-        RedisCluster::new(&config, &redis.url(), Duration::from_secs(1), keeping).unwrap();
+        RedisCluster::new(&config, &redis.url(), Duration::from_secs(1), keeping, None).unwrap();
     rt.spawn(async move { worker.start(held) });
     (rt, cluster)
 }

@@ -23,6 +23,10 @@ impl Worker {
             Some((id, raw)) => (Some(log::offset_of(id).unwrap_or(0)), raw),
             None => (None, msg.get_payload_bytes()),
         };
+        // Delivered already, by the catch-up after a hand-over.
+        if offset.is_some_and(|o| o != 0 && o <= self.caught_up) {
+            return;
+        }
         let m = match wire::decode(raw) {
             Ok(m) => m,
             Err(e) => {

@@ -18,6 +18,7 @@ mod resync;
 mod scripts;
 mod shards;
 mod subs;
+mod succession;
 mod vanished;
 mod worker;
 
@@ -75,6 +76,21 @@ enum Op {
     Online(String, bool),
     /// Shutting down: remove this node's presence now rather than after the timeout.
     Depart(oneshot::Sender<()>),
+    /// Handing over to a new process that stays this node: what was queued before goes
+    /// out, what Redis published until now is delivered, and the worker stops, leaving
+    /// presence as it is. The answer is where the message log ended then (`None`: Redis
+    /// could not tell).
+    HandOver(oneshot::Sender<Option<u64>>),
+}
+
+/// What a node taken over from a previous process (the same node) carries on with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Succession {
+    /// The node id the previous process had.
+    pub node: String,
+    /// The last entry of the message log the previous process delivered or passed: the
+    /// new one delivers what follows it (0: nothing to catch up).
+    pub offset: u64,
 }
 
 struct Change {
@@ -156,6 +172,8 @@ pub struct Worker {
     /// Ops still to apply that were queued when the resync read the hub: once applied,
     /// nothing is left to find in `taken`.
     taken_ops: usize,
+    /// Ops taken off the queue before the first connection, applied after the resync.
+    held: usize,
     /// Subscriptions (`channel \0 member`) of identities that other nodes hold, as last
     /// heard: while Redis is away, a tab here joining or leaving one of these changes
     /// nothing cluster-wide, so nothing is announced.
@@ -166,6 +184,12 @@ pub struct Worker {
     /// After Redis lost its data: what other nodes held then, and when to check that
     /// they wrote it back.
     suspects: Option<(std::time::Instant, Vec<String>)>,
+    /// Taken over from a previous process: the log offset it stopped at, caught up from
+    /// at the first connected stretch.
+    catch_up: Option<u64>,
+    /// Broadcasts at or below this offset were delivered by the catch-up: pub/sub's copy
+    /// of them is skipped.
+    caught_up: u64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -240,12 +264,15 @@ impl Keys {
 
 impl RedisCluster {
     /// The handle for the hub and the worker to start once the hub exists. Sessions may
-    /// come back, on any node, within `window` (`reconnect-timeout`).
+    /// come back, on any node, within `window` (`reconnect-timeout`). With `succession`,
+    /// this process carries on as the node a previous process was (its id wins over the
+    /// configured one: the other nodes know the node by it).
     pub fn new(
         config: &ClusterConfig,
         url: &str,
         window: Duration,
         history: Keeping,
+        succession: Option<Succession>,
     ) -> Result<(Arc<RedisCluster>, Worker), ClusterError> {
         let sharded = crate::config::ClusterUrl::is_cluster(url);
         // Plain Redis keeps the names of the versions before Redis Cluster support.
@@ -258,12 +285,22 @@ impl RedisCluster {
             sharded,
         };
         let endpoint = endpoint::Endpoint::new(url, &keys.log())?;
-        let node: Arc<str> = Arc::from(
-            config
-                .node_id
-                .clone()
-                .unwrap_or_else(super::generated_node_id),
-        );
+        let (node, catch_up) = match succession {
+            Some(s) => {
+                if config.node_id.as_ref().is_some_and(|id| *id != s.node) {
+                    tracing::warn!(node = %s.node, "[Cluster] node-id changed: this process stays the node it took over, the new id applies from the next start without a hand-over");
+                }
+                (s.node, (s.offset > 0).then_some(s.offset))
+            }
+            None => (
+                config
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(super::generated_node_id),
+                None,
+            ),
+        };
+        let node: Arc<str> = Arc::from(node);
         let (tx, rx) = mpsc::unbounded_channel();
         let up = Arc::new(AtomicBool::new(false));
         let floor = Arc::new(AtomicU64::new(u64::MAX));
@@ -298,9 +335,12 @@ impl RedisCluster {
             pending: Vec::new(),
             taken: HashMap::new(),
             taken_ops: 0,
+            held: 0,
             elsewhere: HashSet::new(),
             dropped: HashSet::new(),
             suspects: None,
+            catch_up,
+            caught_up: 0,
         };
         Ok((handle, worker))
     }
@@ -328,6 +368,16 @@ impl RedisCluster {
         if self.ops.send(Op::Depart(tx)).is_ok() {
             let _ = tokio::time::timeout(within, rx).await;
         }
+    }
+
+    /// Stops the worker for a hand-over, waiting at most `within`: what it had queued
+    /// goes out and what Redis published so far is delivered; presence stays as it is,
+    /// for the next process to carry on as this node. Returns the log offset to carry on
+    /// after, when Redis could tell.
+    pub async fn hand_over(&self, within: Duration) -> Option<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.ops.send(Op::HandOver(tx)).ok()?;
+        tokio::time::timeout(within, rx).await.ok()?.ok()?
     }
 
     fn change(

@@ -8,7 +8,8 @@ use super::{Op, Worker, entry, membership};
 use crate::cluster::{ClusterError, Inbound, Membership, identity_of};
 
 impl Worker {
-    /// One op with Redis away: settled by this node alone. Returns true on departure.
+    /// One op with Redis away: settled by this node alone. Returns true when the worker
+    /// stops (a departure or a hand-over).
     pub(super) fn offline_op(&mut self, hub: &Arc<dyn Inbound>, op: Op) -> bool {
         match op {
             Op::Publish { payload, .. } => self.deliver_here(hub, &payload),
@@ -58,6 +59,12 @@ impl Worker {
             }
             Op::Depart(done) => {
                 let _ = done.send(());
+                return true;
+            }
+            // Nothing to send and nothing to hear: the next process catches up from the
+            // offset the hub last delivered, once Redis is back.
+            Op::HandOver(reply) => {
+                let _ = reply.send(None);
                 return true;
             }
         }

@@ -47,7 +47,7 @@ impl Worker {
         let snap = hub.snapshot();
         // Ops queued now made changes the snapshot already holds.
         self.taken.clear();
-        self.taken_ops = self.ops.len();
+        self.taken_ops = self.ops.len() + self.held;
         let held: HashSet<String> = redis::cmd("SMEMBERS")
             .arg(self.keys.sub(&self.node))
             .query_async(conn)

@@ -84,6 +84,18 @@ impl Sink {
         }
     }
 
+    /// A ping on the subscription connection: its answer comes after every message the
+    /// server sent on it before.
+    pub(super) async fn ping(&mut self) -> redis::RedisResult<()> {
+        match self {
+            Sink::Classic(sink) => sink.ping::<redis::Value>().await.map(|_| ()),
+            Sink::Sharded(conn) => {
+                let answer: redis::Value = redis::cmd("PING").query_async(conn).await?;
+                answer.extract_error().map(|_| ())
+            }
+        }
+    }
+
     pub(super) async fn unsubscribe(&mut self, topic: &str) -> redis::RedisResult<()> {
         match self {
             Sink::Classic(sink) => sink.unsubscribe(topic).await,

@@ -21,6 +21,15 @@ enum Ended {
     Departed,
 }
 
+/// What applying a batch of ops leads to.
+enum Flow {
+    Go,
+    /// The node departed.
+    Stop,
+    /// A hand-over: the rest is done with both connections (see `succession`).
+    HandOver(tokio::sync::oneshot::Sender<Option<u64>>),
+}
+
 /// The two connections of a connected stretch.
 struct Live {
     conn: MultiplexedConnection,
@@ -41,6 +50,12 @@ impl Worker {
         let mut lost_at_least_once = false;
         let mut said = false;
         info!(node = %self.node, "joining the cluster through Redis");
+        if self.catch_up.is_some()
+            && let Some(delay) = super::succession::test_delay()
+        {
+            warn!(?delay, "test hook: reaching Redis late after the hand-over");
+            tokio::time::sleep(delay).await;
+        }
         loop {
             let result = match self.connect().await {
                 Ok(live) => self.serve(&hub, live, lost_at_least_once).await,
@@ -102,35 +117,44 @@ impl Worker {
             mut stream,
         } = live;
         // What queued up while Redis was away is settled locally first; the resync below
-        // then tells the other nodes.
+        // then tells the other nodes. Before the first connection nothing was away: those
+        // ops (a hand-over's first publishes, say) go through Redis once it is set up, only
+        // the channels to watch are taken now, to be subscribed with the rest.
+        let mut early = Vec::new();
         while let Ok(op) = self.ops.try_recv() {
-            if self.offline_op(hub, op) {
-                return Ended::Departed;
+            if restored || matches!(op, Op::Watch(..)) {
+                if self.offline_op(hub, op) {
+                    return Ended::Departed;
+                }
+            } else {
+                early.push(op);
             }
         }
-        let mut topics: Vec<String> = self.watched.iter().map(|c| self.keys.topic(c)).collect();
-        topics.push(self.keys.direct());
-        topics.push(self.keys.control());
-        if let Err(e) = sink.subscribe(&topics).await {
-            return Ended::Lost(ClusterError::redis("subscribing")(e), false);
-        }
-        // Broadcasts run the log's script by its hash, in pipelines: it must be loaded.
-        let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(scripts::publish_lua(self.keys.sharded))
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = loaded {
-            return Ended::Lost(ClusterError::redis("loading the publish script")(e), false);
-        }
-        if let Err(e) = self.beat(hub, &mut conn).await {
+        self.held = early.len();
+        let set_up = self.set_up(hub, &mut conn, &mut sink).await;
+        self.held = 0;
+        if let Err(e) = set_up {
+            for op in early {
+                if self.offline_op(hub, op) {
+                    return Ended::Departed;
+                }
+            }
             return Ended::Lost(e, false);
         }
-        if let Err(e) = self.resync(hub, &mut conn).await {
-            return Ended::Lost(e, false);
-        }
-        if let Err(e) = self.refresh_floor(&mut conn).await {
-            return Ended::Lost(e, false);
+        if !early.is_empty() {
+            let n = early.len();
+            let applied = self.apply(hub, &mut conn, &mut sink, early).await;
+            self.applied(n);
+            match applied {
+                Ok(Flow::Go) => {}
+                Ok(Flow::Stop) => return Ended::Departed,
+                Ok(Flow::HandOver(reply)) => {
+                    let end = self.pass_on(hub, &mut conn, &mut sink, &mut stream).await;
+                    let _ = reply.send(end);
+                    return Ended::Departed;
+                }
+                Err(e) => return Ended::Lost(e, false),
+            }
         }
         if let Ok(mut c) = self.conn.lock() {
             *c = Some(conn.clone());
@@ -167,8 +191,13 @@ impl Worker {
                     let applied = self.apply(hub, &mut conn, &mut sink, batch).await;
                     self.applied(n);
                     match applied {
-                        Ok(true) => return Ended::Departed,
-                        Ok(false) => {}
+                        Ok(Flow::Go) => {}
+                        Ok(Flow::Stop) => return Ended::Departed,
+                        Ok(Flow::HandOver(reply)) => {
+                            let end = self.pass_on(hub, &mut conn, &mut sink, &mut stream).await;
+                            let _ = reply.send(end);
+                            return Ended::Departed;
+                        }
                         Err(e) => return Ended::Lost(e, true),
                     }
                 }
@@ -197,15 +226,43 @@ impl Worker {
         }
     }
 
+    /// The start of a connected stretch: subscribe, load the log's script, catch up
+    /// after a hand-over, beat and resynchronise.
+    async fn set_up(
+        &mut self,
+        hub: &Arc<dyn Inbound>,
+        conn: &mut MultiplexedConnection,
+        sink: &mut subs::Sink,
+    ) -> Result<(), ClusterError> {
+        let mut topics: Vec<String> = self.watched.iter().map(|c| self.keys.topic(c)).collect();
+        topics.push(self.keys.direct());
+        topics.push(self.keys.control());
+        sink.subscribe(&topics)
+            .await
+            .map_err(ClusterError::redis("subscribing"))?;
+        // Broadcasts run the log's script by its hash, in pipelines: it must be loaded.
+        let _: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(scripts::publish_lua(self.keys.sharded))
+            .query_async(conn)
+            .await
+            .map_err(ClusterError::redis("loading the publish script"))?;
+        // Taken over from a previous process: what was published since it stopped first.
+        self.catch_up(hub, conn).await?;
+        self.beat(hub, conn).await?;
+        self.resync(hub, conn).await?;
+        self.refresh_floor(conn).await
+    }
+
     /// Applies ops in order, pipelining consecutive broadcasts. On an error the rest are
-    /// settled locally and the error returned. `Ok(true)`: the node departed.
+    /// settled locally and the error returned.
     async fn apply(
         &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
         sink: &mut subs::Sink,
         batch: Vec<Op>,
-    ) -> Result<bool, ClusterError> {
+    ) -> Result<Flow, ClusterError> {
         let mut pipe = redis::pipe();
         let mut queued = Vec::new();
         let mut ops = batch.into_iter();
@@ -222,6 +279,20 @@ impl Worker {
                 queued.push(payload);
                 continue;
             }
+            if let Op::HandOver(reply) = op {
+                // Nothing comes after it: the hub no longer changes.
+                if !queued.is_empty()
+                    && failed.is_none()
+                    && let Err(e) = self.flush(hub, conn, &mut pipe, &mut queued).await
+                {
+                    failed = Some(e);
+                }
+                if failed.is_some() {
+                    let _ = reply.send(None);
+                    return Ok(Flow::Stop);
+                }
+                return Ok(Flow::HandOver(reply));
+            }
             if !queued.is_empty()
                 && let Err(e) = self.flush(hub, conn, &mut pipe, &mut queued).await
             {
@@ -230,20 +301,20 @@ impl Worker {
             if failed.is_some() {
                 // Redis failed under the broadcasts before it: settled here.
                 if self.offline_op(hub, op) {
-                    return Ok(true);
+                    return Ok(Flow::Stop);
                 }
                 continue;
             }
             let result = self.online_op(hub, conn, sink, op).await;
             match result {
-                Ok(true) => return Ok(true),
+                Ok(true) => return Ok(Flow::Stop),
                 Ok(false) => {}
                 Err(e) => {
                     // The op that failed was handed back to be settled locally.
                     failed.get_or_insert(e);
                     for op in ops.by_ref() {
                         if self.offline_op(hub, op) {
-                            return Ok(true);
+                            return Ok(Flow::Stop);
                         }
                     }
                 }
@@ -257,7 +328,7 @@ impl Worker {
         }
         match failed {
             Some(e) => Err(e),
-            None => Ok(false),
+            None => Ok(Flow::Go),
         }
     }
 
@@ -445,6 +516,11 @@ impl Worker {
                 if let Err(e) = result {
                     warn!(error = %e, "could not remove this node from Redis; the others will after node-timeout");
                 }
+                return Ok(true);
+            }
+            // `apply` takes a hand-over before it gets here.
+            Op::HandOver(reply) => {
+                let _ = reply.send(None);
                 return Ok(true);
             }
         }
