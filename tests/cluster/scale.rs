@@ -131,6 +131,10 @@ impl Inbound for Held {
     fn drop_remote(&self, member: &str, channel: &str) {
         let dropped = (member.to_owned(), channel.to_owned());
         self.dropped.lock().unwrap().push(dropped);
+        // Its tabs here leave the channel, as in the hub.
+        let mut snap = self.snapshot.lock().unwrap();
+        snap.subscriptions
+            .retain(|(c, m)| !(c == channel && m == member));
     }
     fn snapshot(&self) -> Snapshot {
         let mut snap = self.snapshot.lock().unwrap();
@@ -153,6 +157,15 @@ pub(crate) fn start(
     name: &str,
     held: Arc<Held>,
 ) -> (tokio::runtime::Runtime, Arc<RedisCluster>) {
+    start_at(&redis.url(), name, held)
+}
+
+/// [`start`] with a Redis URL of its own (another user, say).
+pub(crate) fn start_at(
+    url: &str,
+    name: &str,
+    held: Arc<Held>,
+) -> (tokio::runtime::Runtime, Arc<RedisCluster>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -169,7 +182,7 @@ pub(crate) fn start(
         ttl: Duration::ZERO,
     };
     let (cluster, worker) =
-        RedisCluster::new(&config, &redis.url(), Duration::from_secs(1), keeping).unwrap();
+        RedisCluster::new(&config, url, Duration::from_secs(1), keeping).unwrap();
     rt.spawn(async move { worker.start(held) });
     (rt, cluster)
 }

@@ -8,6 +8,7 @@
 //! drops what would have crossed nodes; when Redis is back it rewrites this node's presence
 //! from the hub, announcing to the other nodes what changed meanwhile.
 
+mod control;
 mod endpoint;
 mod history;
 mod inbound;
@@ -164,6 +165,8 @@ pub struct Worker {
     /// After Redis lost its data: what other nodes held then, and when to check that
     /// they wrote it back.
     suspects: Option<(std::time::Instant, Vec<String>)>,
+    /// The last control message applied (a stream id), for those missed while away.
+    ctl_seen: Option<String>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -188,6 +191,10 @@ impl Keys {
     /// sessions on every node follow.
     fn control(&self) -> String {
         format!("{}:ctl", self.prefix)
+    }
+    /// The control messages kept, for a node that was away (`control.rs`).
+    fn control_log(&self) -> String {
+        format!("{}:ctlog", self.prefix)
     }
     fn member_channels(&self, member: &str) -> String {
         format!("{}:ms:{member}", self.prefix)
@@ -283,6 +290,7 @@ impl RedisCluster {
             elsewhere: HashSet::new(),
             dropped: HashSet::new(),
             suspects: None,
+            ctl_seen: None,
         };
         Ok((handle, worker))
     }

@@ -43,6 +43,9 @@ impl Worker {
         }
         // Unless Redis lost its data, what differs is news: changes made while it was away,
         // or this node's members removed by the others meanwhile.
+        // What other nodes told while this one was away goes into the hub first: an
+        // identity that unsubscribed elsewhere meanwhile is not written back.
+        self.catch_up_control(hub, conn, data_lost).await?;
         let news = |key: &str| !data_lost || self.dirty.contains(key);
         let snap = hub.snapshot();
         // Ops queued now made changes the snapshot already holds.
