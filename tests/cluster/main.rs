@@ -10,6 +10,7 @@ mod delivery;
 mod failures;
 mod history;
 mod presence;
+mod reaping_faults;
 mod redis_faults;
 mod scale;
 mod sentinel;

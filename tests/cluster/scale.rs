@@ -45,6 +45,8 @@ pub(crate) struct Held {
     connects: AtomicUsize,
     disconnects: AtomicUsize,
     left: Mutex<Vec<(String, String)>>,
+    /// Leaves told to the monitor (the webhooks): each must be once cluster-wide.
+    pub(crate) observed_leaves: AtomicUsize,
 }
 
 impl Held {
@@ -61,6 +63,11 @@ impl Held {
             }),
             ..Held::default()
         }
+    }
+
+    /// Leaves this node announced, to its members or the monitor.
+    pub(crate) fn left_count(&self) -> usize {
+        self.left.lock().unwrap().len()
     }
 
     pub(crate) fn heard(&self) -> [usize; 4] {
@@ -111,11 +118,17 @@ impl Inbound for Held {
                 .push((command.to_owned(), channel, who));
         }
     }
-    fn announce(&self, change: Membership, env: &Envelope, _: Option<&str>, _: bool) {
+    fn announce(&self, change: Membership, env: &Envelope, _: Option<&str>, observe: bool) {
+        if observe && change == Membership::Unsubscribe {
+            self.observed_leaves.fetch_add(1, Ordering::SeqCst);
+        }
         self.tell(true, change, env);
         self.count(change, env);
     }
     fn observe_only(&self, change: Membership, env: &Envelope) {
+        if change == Membership::Unsubscribe {
+            self.observed_leaves.fetch_add(1, Ordering::SeqCst);
+        }
         self.tell(false, change, env);
         self.count(change, env);
     }

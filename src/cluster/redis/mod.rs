@@ -167,6 +167,9 @@ pub struct Worker {
     suspects: Option<(std::time::Instant, Vec<String>)>,
     /// The last control message applied (a stream id), for those missed while away.
     ctl_seen: Option<String>,
+    /// Leaves of a dead node's members announced here whose publish to the other nodes
+    /// failed with Redis (`vanished.rs`).
+    unsent: Vec<Envelope>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -291,6 +294,7 @@ impl RedisCluster {
             dropped: HashSet::new(),
             suspects: None,
             ctl_seen: None,
+            unsent: Vec::new(),
         };
         Ok((handle, worker))
     }

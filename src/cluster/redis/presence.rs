@@ -228,7 +228,13 @@ impl Worker {
                     _ => {}
                 }
             }
-            self.send_many(conn, &gone).await?;
+            // What did not reach the other nodes is told to them once Redis is back.
+            for (i, chunk) in gone.chunks(BATCH).enumerate() {
+                if let Err(e) = self.send_many(conn, chunk).await {
+                    self.unsent.extend(gone.into_iter().skip(i * BATCH));
+                    return Err(e);
+                }
+            }
             // Each call beats again, so a large dead node does not make this one look dead.
             if head[2] != "1" {
                 break;

@@ -144,6 +144,9 @@ impl Worker {
             info!(node = %self.node, changes = changed, "presence resynchronised with Redis");
         }
         self.dirty.clear();
+        if data_lost {
+            self.tell_unsent(conn, Some(&epoch)).await?;
+        }
         self.epoch = Some(epoch);
         Ok(())
     }

@@ -189,6 +189,9 @@ impl Worker {
                     if let Err(e) = self.tell_pending(hub, &mut conn).await {
                         return Ended::Lost(e, true);
                     }
+                    if let Err(e) = self.tell_unsent(&mut conn, None).await {
+                        return Ended::Lost(e, true);
+                    }
                     if let Err(e) = self.settle_vanished(hub, &mut conn).await {
                         return Ended::Lost(e, true);
                     }
