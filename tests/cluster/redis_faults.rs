@@ -299,3 +299,57 @@ fn a_node_back_after_an_identity_unsubscribed_elsewhere_does_not_re_add_it() {
         "B's members hear no new onSubscribe"
     );
 }
+
+#[test]
+fn sessions_begun_while_redis_was_away_are_recorded_for_resumption_once_it_is_back() {
+    let mut redis = Redis::start();
+    let user: [&[u8]; 8] = [
+        b"ACL", b"SETUSER", b"nodea", b"on", b">secret", b"~*", b"&*", b"+@all",
+    ];
+    redis.command(&user);
+    let url = redis.url().replace("redis://", "redis://nodea:secret@");
+    let (_rt, a) = start_at(&url, "a", Arc::new(Held::default()));
+    wait_until(Duration::from_secs(30), "the node to join", || a.is_up());
+    let port = redis.port;
+    let pid = |pid: &str| match try_command(port, &[b"HGET", b"realtime:pids:a", pid.as_bytes()]) {
+        Ok(Resp::Bulk(Some(m))) => Some(String::from_utf8(m).unwrap()),
+        _ => None,
+    };
+    a.session("old.1", "@ann", true);
+    a.session("ends.1", "@bob", true);
+    wait_until(Duration::from_secs(10), "the sessions recorded", || {
+        pid("ends.1").is_some()
+    });
+
+    // Cut off, Redis keeping its data: what changed meanwhile is written back.
+    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"off"]);
+    redis.command(&[b"CLIENT", b"KILL", b"USER", b"nodea"]);
+    wait_until(
+        Duration::from_secs(10),
+        "the node to see Redis gone",
+        || !a.is_up(),
+    );
+    a.session("new.1", "@cyd", true);
+    a.session("ends.1", "@bob", false);
+    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"on"]);
+    wait_until(Duration::from_secs(30), "the node back", || a.is_up());
+    assert_eq!(pid("new.1").as_deref(), Some("@cyd"));
+    assert_eq!(pid("ends.1"), None);
+    assert_eq!(int(&redis, &["HLEN", "realtime:pids:a"]), 2);
+
+    // Redis restarts empty: every session of the node is written back.
+    redis.stop();
+    wait_until(
+        Duration::from_secs(10),
+        "the node to see Redis gone",
+        || !a.is_up(),
+    );
+    a.session("newer.1", "@dan", true);
+    redis.restart();
+    redis.command(&user);
+    wait_until(Duration::from_secs(30), "the node back", || a.is_up());
+    assert_eq!(pid("old.1").as_deref(), Some("@ann"));
+    assert_eq!(pid("new.1").as_deref(), Some("@cyd"));
+    assert_eq!(pid("newer.1").as_deref(), Some("@dan"));
+    assert_eq!(int(&redis, &["HLEN", "realtime:pids:a"]), 3);
+}

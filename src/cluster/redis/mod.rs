@@ -17,6 +17,7 @@ mod offline;
 mod presence;
 mod resync;
 mod scripts;
+mod sessions;
 mod vanished;
 mod worker;
 
@@ -170,6 +171,8 @@ pub struct Worker {
     /// Leaves of a dead node's members announced here whose publish to the other nodes
     /// failed with Redis (`vanished.rs`).
     unsent: Vec<Envelope>,
+    /// This node's sessions, for writing them back after an outage (`sessions.rs`).
+    sessions: sessions::Sessions,
 }
 
 impl std::fmt::Debug for Worker {
@@ -295,6 +298,7 @@ impl RedisCluster {
             suspects: None,
             ctl_seen: None,
             unsent: Vec::new(),
+            sessions: sessions::Sessions::default(),
         };
         Ok((handle, worker))
     }

@@ -143,6 +143,7 @@ impl Worker {
         if changed > 0 {
             info!(node = %self.node, changes = changed, "presence resynchronised with Redis");
         }
+        self.write_sessions_back(conn, data_lost).await?;
         self.dirty.clear();
         if data_lost {
             self.tell_unsent(conn, Some(&epoch)).await?;

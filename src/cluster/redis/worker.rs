@@ -326,13 +326,18 @@ impl Worker {
                 let done: redis::RedisResult<()> = if on {
                     redis::cmd("HSET")
                         .arg(key)
-                        .arg(pid)
-                        .arg(member)
+                        .arg(&pid)
+                        .arg(&member)
                         .query_async(conn)
                         .await
                 } else {
-                    redis::cmd("HDEL").arg(key).arg(pid).query_async(conn).await
+                    redis::cmd("HDEL")
+                        .arg(key)
+                        .arg(&pid)
+                        .query_async(conn)
+                        .await
                 };
+                self.sessions.note(&pid, &member, on, done.is_ok());
                 done.map_err(ClusterError::redis("recording a session"))?;
             }
             Op::Resume {
