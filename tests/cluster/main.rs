@@ -11,6 +11,7 @@ mod failures;
 mod handover;
 mod history;
 mod presence;
+mod reaping_faults;
 mod redis_cluster;
 mod redis_faults;
 mod scale;

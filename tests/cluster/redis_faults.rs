@@ -8,7 +8,7 @@ use std::time::Duration;
 use realtime::cluster::{Bus, Membership, Presence, Settle};
 use serde_json::Value;
 
-use crate::scale::{Held, int, start};
+use crate::scale::{Held, int, start, start_at};
 use crate::support::redis::*;
 use crate::support::wait::*;
 
@@ -225,4 +225,131 @@ fn a_node_killed_while_redis_restarts_empty_is_still_reaped_with_its_members_eve
         vec![left],
         "once, to A's members and the monitor"
     );
+}
+
+#[test]
+fn a_node_back_after_an_identity_unsubscribed_elsewhere_does_not_re_add_it() {
+    let redis = Redis::start();
+    // Node A reaches Redis as a user of its own, so that it alone can be cut off.
+    let user: [&[u8]; 8] = [
+        b"ACL", b"SETUSER", b"nodea", b"on", b">secret", b"~*", b"&*", b"+@all",
+    ];
+    redis.command(&user);
+    let url_a = redis.url().replace("redis://", "redis://nodea:secret@");
+    let (a_held, b_held) = (Arc::new(Held::default()), Arc::new(Held::default()));
+    let (_ra, a) = start_at(&url_a, "a", a_held.clone());
+    let (_rb, b) = start(&redis, "b", b_held.clone());
+    wait_until(Duration::from_secs(30), "both nodes to join", || {
+        a.is_up() && b.is_up()
+    });
+    a.watch("room", true);
+    b.watch("room", true);
+    listeners(&redis, 2);
+    // xena is in the room with a tab on each node.
+    assert_eq!(settled(a.join("room", "@xena", &Value::Null)), 1);
+    assert_eq!(settled(b.join("room", "@xena", &Value::Null)), 1);
+    let xena = ("room".to_owned(), "@xena".to_owned());
+    for held in [&a_held, &b_held] {
+        held.snapshot
+            .lock()
+            .unwrap()
+            .subscriptions
+            .push(xena.clone());
+    }
+    let a_told = a_held.told.lock().unwrap().len();
+    let b_heard_joins = heard(&b_held, "onSubscribe");
+
+    // A is cut off from Redis; B stays.
+    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"off"]);
+    redis.command(&[b"CLIENT", b"KILL", b"USER", b"nodea"]);
+    wait_until(Duration::from_secs(10), "A to see Redis gone", || {
+        !a.is_up()
+    });
+    // Meanwhile she unsubscribes on B: out on every node, and A misses the word.
+    b_held.snapshot.lock().unwrap().subscriptions.clear();
+    assert_eq!(settled(b.leave("room", "@xena", &Value::Null, true)), 0);
+    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"on"]);
+    wait_until(
+        Duration::from_secs(30),
+        "A back, told to drop her tabs",
+        || a.is_up() && !a_held.dropped.lock().unwrap().is_empty(),
+    );
+    // Anything the next heartbeats would tell too (a wait for nothing: a fixed one).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        int(&redis, &["HLEN", "realtime:ch:room"]),
+        0,
+        "she stays out of the room"
+    );
+    let dropped = a_held.dropped.lock().unwrap().clone();
+    assert_eq!(
+        dropped,
+        vec![("@xena".to_owned(), "room".to_owned())],
+        "once"
+    );
+    let told = a_held.told.lock().unwrap()[a_told..].to_vec();
+    assert!(
+        told.iter()
+            .all(|(_, change, _, _)| *change != Membership::Subscribe),
+        "A announced her joining again: {told:?}"
+    );
+    assert_eq!(
+        heard(&b_held, "onSubscribe"),
+        b_heard_joins,
+        "B's members hear no new onSubscribe"
+    );
+}
+
+#[test]
+fn sessions_begun_while_redis_was_away_are_recorded_for_resumption_once_it_is_back() {
+    let mut redis = Redis::start();
+    let user: [&[u8]; 8] = [
+        b"ACL", b"SETUSER", b"nodea", b"on", b">secret", b"~*", b"&*", b"+@all",
+    ];
+    redis.command(&user);
+    let url = redis.url().replace("redis://", "redis://nodea:secret@");
+    let (_rt, a) = start_at(&url, "a", Arc::new(Held::default()));
+    wait_until(Duration::from_secs(30), "the node to join", || a.is_up());
+    let port = redis.port;
+    let pid = |pid: &str| match try_command(port, &[b"HGET", b"realtime:pids:a", pid.as_bytes()]) {
+        Ok(Resp::Bulk(Some(m))) => Some(String::from_utf8(m).unwrap()),
+        _ => None,
+    };
+    a.session("old.1", "@ann", true);
+    a.session("ends.1", "@bob", true);
+    wait_until(Duration::from_secs(10), "the sessions recorded", || {
+        pid("ends.1").is_some()
+    });
+
+    // Cut off, Redis keeping its data: what changed meanwhile is written back.
+    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"off"]);
+    redis.command(&[b"CLIENT", b"KILL", b"USER", b"nodea"]);
+    wait_until(
+        Duration::from_secs(10),
+        "the node to see Redis gone",
+        || !a.is_up(),
+    );
+    a.session("new.1", "@cyd", true);
+    a.session("ends.1", "@bob", false);
+    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"on"]);
+    wait_until(Duration::from_secs(30), "the node back", || a.is_up());
+    assert_eq!(pid("new.1").as_deref(), Some("@cyd"));
+    assert_eq!(pid("ends.1"), None);
+    assert_eq!(int(&redis, &["HLEN", "realtime:pids:a"]), 2);
+
+    // Redis restarts empty: every session of the node is written back.
+    redis.stop();
+    wait_until(
+        Duration::from_secs(10),
+        "the node to see Redis gone",
+        || !a.is_up(),
+    );
+    a.session("newer.1", "@dan", true);
+    redis.restart();
+    redis.command(&user);
+    wait_until(Duration::from_secs(30), "the node back", || a.is_up());
+    assert_eq!(pid("old.1").as_deref(), Some("@ann"));
+    assert_eq!(pid("new.1").as_deref(), Some("@cyd"));
+    assert_eq!(pid("newer.1").as_deref(), Some("@dan"));
+    assert_eq!(int(&redis, &["HLEN", "realtime:pids:a"]), 3);
 }

@@ -1,5 +1,5 @@
-//! What the worker hears from Redis: broadcasts (with their log offsets) delivered here, and
-//! the control messages by which nodes tell each other an identity joined or left a channel.
+//! What the worker hears from Redis: broadcasts (with their log offsets) delivered here;
+//! control messages go to `control.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use tracing::warn;
 
 use super::{Worker, log};
-use crate::cluster::{Inbound, identity_of, wire};
+use crate::cluster::{Inbound, wire};
 
 impl Worker {
     /// A broadcast from Redis: delivered here unless this node sent it.
@@ -56,39 +56,5 @@ impl Worker {
             }
         }
         hub.deliver(&m.envelope, m.attachments, m.to.as_deref(), offset);
-    }
-}
-
-/// A control message: an identity joined or left a channel on node `n`.
-#[derive(serde::Deserialize)]
-struct Control {
-    n: String,
-    op: String,
-    m: String,
-    c: String,
-}
-
-impl Worker {
-    fn inbound_control(&self, hub: &Arc<dyn Inbound>, raw: &[u8]) {
-        let ctl: Control = match serde_json::from_slice(raw) {
-            Ok(c) => c,
-            Err(e) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(redis_channel = %self.keys.control(), error = %e, "dropped a malformed control message from the bus");
-                return;
-            }
-        };
-        if ctl.n == *self.node {
-            return;
-        }
-        let valid = identity_of(&ctl.m).is_some() && hub.accepts_channel(&ctl.c);
-        match ctl.op.as_str() {
-            "join" if valid => hub.adopt(&ctl.m, &ctl.c),
-            "leave" if valid => hub.drop_remote(&ctl.m, &ctl.c),
-            _ => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(redis_channel = %self.keys.control(), op = %ctl.op, "dropped a control message that makes no sense");
-            }
-        }
     }
 }

@@ -8,6 +8,7 @@
 //! drops what would have crossed nodes; when Redis is back it rewrites this node's presence
 //! from the hub, announcing to the other nodes what changed meanwhile.
 
+mod control;
 mod endpoint;
 mod history;
 mod inbound;
@@ -16,6 +17,7 @@ mod offline;
 mod presence;
 mod resync;
 mod scripts;
+mod sessions;
 mod shards;
 mod subs;
 mod succession;
@@ -190,6 +192,13 @@ pub struct Worker {
     /// Broadcasts at or below this offset were delivered by the catch-up: pub/sub's copy
     /// of them is skipped.
     caught_up: u64,
+    /// The last control message applied (a stream id), for those missed while away.
+    ctl_seen: Option<String>,
+    /// Leaves of a dead node's members announced here whose publish to the other nodes
+    /// failed with Redis (`vanished.rs`).
+    unsent: Vec<Envelope>,
+    /// This node's sessions, for writing them back after an outage (`sessions.rs`).
+    sessions: sessions::Sessions,
 }
 
 impl std::fmt::Debug for Worker {
@@ -223,6 +232,10 @@ impl Keys {
     /// sessions on every node follow.
     fn control(&self) -> String {
         format!("{}:ctl", self.prefix)
+    }
+    /// The control messages kept, for a node that was away (`control.rs`).
+    fn control_log(&self) -> String {
+        format!("{}:ctlog", self.prefix)
     }
     fn member_channels(&self, member: &str) -> String {
         format!("{}:ms:{member}", self.prefix)
@@ -341,6 +354,9 @@ impl RedisCluster {
             suspects: None,
             catch_up,
             caught_up: 0,
+            ctl_seen: None,
+            unsent: Vec::new(),
+            sessions: sessions::Sessions::default(),
         };
         Ok((handle, worker))
     }

@@ -13,8 +13,8 @@ impl Worker {
     pub(super) fn offline_op(&mut self, hub: &Arc<dyn Inbound>, op: Op) -> bool {
         match op {
             Op::Publish { payload, .. } => self.deliver_here(hub, &payload),
-            // Written back only by the sessions that begin once Redis is back.
-            Op::Session { .. } => {}
+            // Written back when Redis is back (`sessions.rs`).
+            Op::Session { pid, member, on } => self.sessions.note(&pid, &member, on, false),
             Op::Resume { reply, .. } => {
                 let _ = reply.send(Err(ClusterError::Unavailable));
             }

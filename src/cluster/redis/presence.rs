@@ -10,7 +10,7 @@ use redis::aio::MultiplexedConnection;
 use tracing::info;
 
 use super::{BATCH, Change, Worker, entry, membership, quiet, scripts};
-use crate::cluster::{ClusterError, Envelope, Inbound, Membership, identity_of, member_key, wire};
+use crate::cluster::{ClusterError, Envelope, Inbound, Membership, member_key, wire};
 
 /// A dead node's entries undone in one script call: a few milliseconds of Redis.
 const REAP_CHUNK: usize = 2000;
@@ -70,30 +70,6 @@ impl Worker {
             .await
             .map_err(ClusterError::redis("dropping a member everywhere"))?;
         Ok((had == 1, count))
-    }
-
-    /// Tells the other nodes that an identity joined or left a channel, so its sessions
-    /// there follow (anonymous members live on one node: nothing to tell).
-    pub(super) async fn control(
-        &self,
-        conn: &mut MultiplexedConnection,
-        op: &str,
-        change: &Change,
-    ) -> Result<(), ClusterError> {
-        if identity_of(&change.member).is_none() {
-            return Ok(());
-        }
-        let payload = serde_json::json!({
-            "n": &*self.node, "op": op, "m": change.member, "c": change.channel,
-        })
-        .to_string();
-        let _: () = redis::cmd(self.keys.publish())
-            .arg(self.keys.control())
-            .arg(payload)
-            .query_async(conn)
-            .await
-            .map_err(ClusterError::redis("publishing a control message"))?;
-        Ok(())
     }
 
     pub(super) async fn online(
@@ -252,7 +228,13 @@ impl Worker {
                     _ => {}
                 }
             }
-            self.send_many(conn, &gone).await?;
+            // What did not reach the other nodes is told to them once Redis is back.
+            for (i, chunk) in gone.chunks(BATCH).enumerate() {
+                if let Err(e) = self.send_many(conn, chunk).await {
+                    self.unsent.extend(gone.into_iter().skip(i * BATCH));
+                    return Err(e);
+                }
+            }
             // Each call beats again, so a large dead node does not make this one look dead.
             if head[2] != "1" {
                 break;

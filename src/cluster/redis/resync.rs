@@ -43,6 +43,9 @@ impl Worker {
         }
         // Unless Redis lost its data, what differs is news: changes made while it was away,
         // or this node's members removed by the others meanwhile.
+        // What other nodes told while this one was away goes into the hub first: an
+        // identity that unsubscribed elsewhere meanwhile is not written back.
+        self.catch_up_control(hub, conn, data_lost).await?;
         let news = |key: &str| !data_lost || self.dirty.contains(key);
         let snap = hub.snapshot();
         // Ops queued now made changes the snapshot already holds.
@@ -140,7 +143,11 @@ impl Worker {
         if changed > 0 {
             info!(node = %self.node, changes = changed, "presence resynchronised with Redis");
         }
+        self.write_sessions_back(conn, data_lost).await?;
         self.dirty.clear();
+        if data_lost {
+            self.tell_unsent(conn, Some(&epoch)).await?;
+        }
         self.epoch = Some(epoch);
         Ok(())
     }
@@ -194,13 +201,17 @@ impl Worker {
     }
 
     /// Tells what the last resync found, with the counts as they are now, a pipeline
-    /// of counts and one of events per [`BATCH`] changes.
+    /// of counts and one of events per [`BATCH`] changes. It beats as it goes: telling
+    /// 100,000 changes takes longer than `node-timeout` on a busy machine, and a node
+    /// that stops beating meanwhile is reaped and then writes it all back, told twice.
     pub(super) async fn tell_pending(
         &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
     ) -> Result<(), ClusterError> {
+        let mut beat_due = Instant::now() + self.heartbeat;
         while let Some(i) = self.pending.iter().position(|(c, _)| c.explicit) {
+            beat_due = self.touch_if_due(conn, beat_due).await?;
             let (had, count) = self.drop_everywhere(conn, &self.pending[i].0).await?;
             let (change, event) = self.pending.remove(i);
             if had {
@@ -211,6 +222,7 @@ impl Worker {
             self.control(conn, "leave", &change).await?;
         }
         while !self.pending.is_empty() {
+            beat_due = self.touch_if_due(conn, beat_due).await?;
             let chunk = &self.pending[..self.pending.len().min(BATCH)];
             let mut pipe = redis::pipe();
             for (change, _) in chunk {

@@ -14,6 +14,8 @@
 //! - `P:reaping`: set of dead nodes whose holdings are being undone;
 //! - `P:gone:{epoch}:{channel \0 member}`: which node announces a member nobody wrote
 //!   back after Redis lost its data (`vanished.rs`);
+//! - `P:ctlog`: the control messages (an identity joined or left a channel), a stream
+//!   for the nodes that were away when they went out (`control.rs`);
 //! - `P:log`: the message log, a stream of every broadcast (see `log.rs`);
 //! - `P:h:{channel}`: the channel's history, a stream with the log's ids (`history.rs`),
 //!   and `P:hg:{channel}` the last id that left it;

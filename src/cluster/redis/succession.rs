@@ -9,8 +9,8 @@ use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
 use super::Worker;
-use super::subs::{self, Heard};
 use super::log::{self, Entries, MAX_ENTRIES};
+use super::subs::{self, Heard};
 use crate::cluster::{ClusterError, Inbound};
 
 /// Tests only: `REALTIME_TEST_HOOKS=1` with `REALTIME_TEST_CATCH_UP_DELAY_MS=N` makes a

@@ -11,12 +11,14 @@ use redis::aio::MultiplexedConnection;
 use tracing::info;
 
 use super::{BATCH, Worker, membership, quiet};
-use crate::cluster::{ClusterError, Inbound, Membership};
+use crate::cluster::{ClusterError, Inbound, Membership, member_key};
 
 /// KEYS: none (the keys are built from the prefix). ARGV: prefix, data set epoch, how
 /// long a claim is kept in ms, then channel, member for each.
 /// Returns, flat, for each: 0 if the member is in the channel, 1 if it is not and this
-/// call claimed its announcement, 2 if another node claimed it; the members after.
+/// call claimed its announcement, 2 if another node claimed it, 3 if the node that reaped
+/// it announced it but could not tell the others (this node's members hear it here); the
+/// members after.
 const VANISHED_LUA: &str = r"
 local P = ARGV[1]
 local out = {}
@@ -27,7 +29,11 @@ for i = 4, #ARGV - 1, 2 do
   if redis.call('HEXISTS', key, m) == 0 then
     state = 2
     local claim = P .. ':gone:' .. ARGV[2] .. ':' .. ch .. '\0' .. m
-    if redis.call('SET', claim, '1', 'NX', 'PX', ARGV[3]) then state = 1 end
+    if redis.call('SET', claim, '1', 'NX', 'PX', ARGV[3]) then
+      state = 1
+    elseif redis.call('GET', claim) == 'told' then
+      state = 3
+    end
   end
   table.insert(out, state)
   table.insert(out, redis.call('HLEN', key))
@@ -86,11 +92,15 @@ impl Worker {
                 }
                 self.elsewhere.remove(&super::entry(channel, member));
                 // The node that claimed it announces it; the others hear it on the bus.
-                if state[0] == 1 {
-                    let env =
-                        membership(&quiet(channel, member), Membership::Unsubscribe, state[1]);
-                    hub.announce(Membership::Unsubscribe, &env, None, true);
-                    gone.push(env);
+                let env = membership(&quiet(channel, member), Membership::Unsubscribe, state[1]);
+                match state[0] {
+                    1 => {
+                        hub.announce(Membership::Unsubscribe, &env, None, true);
+                        gone.push(env);
+                    }
+                    // Its reaper told the monitor already: only this node's members.
+                    3 => hub.announce(Membership::Unsubscribe, &env, None, false),
+                    _ => {}
                 }
             }
         }
@@ -98,5 +108,50 @@ impl Worker {
             info!(node = %self.node, changes = gone.len(), "removed the members nobody wrote back after Redis lost its data");
         }
         self.send_many(conn, &gone).await
+    }
+
+    /// Leaves this node announced while reaping whose publish failed with Redis. When
+    /// Redis lost its data, the other nodes find them by the lost-data check, so they are
+    /// marked there as announced (each node's members hear them, the monitor not again);
+    /// otherwise they are published at the next heartbeat.
+    pub(super) async fn tell_unsent(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        lost_epoch: Option<&str>,
+    ) -> Result<(), ClusterError> {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        let Some(epoch) = lost_epoch else {
+            let unsent = std::mem::take(&mut self.unsent);
+            for (i, chunk) in unsent.chunks(BATCH).enumerate() {
+                if let Err(e) = self.send_many(conn, chunk).await {
+                    self.unsent.extend(unsent.into_iter().skip(i * BATCH));
+                    return Err(e);
+                }
+            }
+            return Ok(());
+        };
+        let keep = (self.timeout + self.window).saturating_mul(2);
+        let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        for env in &self.unsent {
+            let (Some(channel), Some(identity)) = (env.channel.as_deref(), env.identity.as_deref())
+            else {
+                continue;
+            };
+            let key = super::entry(channel, &member_key(Some(identity), ""));
+            pipe.cmd("SET")
+                .arg(format!("{}:gone:{epoch}:{key}", self.keys.prefix))
+                .arg("told")
+                .arg("PX")
+                .arg(keep_ms)
+                .ignore();
+        }
+        let _: () = pipe.query_async(conn).await.map_err(ClusterError::redis(
+            "marking leaves announced before Redis lost its data",
+        ))?;
+        self.unsent.clear();
+        Ok(())
     }
 }

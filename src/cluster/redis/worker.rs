@@ -218,6 +218,9 @@ impl Worker {
                     if let Err(e) = self.tell_pending(hub, &mut conn).await {
                         return Ended::Lost(e, true);
                     }
+                    if let Err(e) = self.tell_unsent(&mut conn, None).await {
+                        return Ended::Lost(e, true);
+                    }
                     if let Err(e) = self.settle_vanished(hub, &mut conn).await {
                         return Ended::Lost(e, true);
                     }
@@ -394,13 +397,18 @@ impl Worker {
                 let done: redis::RedisResult<()> = if on {
                     redis::cmd("HSET")
                         .arg(key)
-                        .arg(pid)
-                        .arg(member)
+                        .arg(&pid)
+                        .arg(&member)
                         .query_async(conn)
                         .await
                 } else {
-                    redis::cmd("HDEL").arg(key).arg(pid).query_async(conn).await
+                    redis::cmd("HDEL")
+                        .arg(key)
+                        .arg(&pid)
+                        .query_async(conn)
+                        .await
                 };
+                self.sessions.note(&pid, &member, on, done.is_ok());
                 done.map_err(ClusterError::redis("recording a session"))?;
             }
             Op::Resume {

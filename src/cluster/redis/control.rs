@@ -1,0 +1,182 @@
+//! Control messages (an identity joined or left a channel, so its sessions on every node
+//! follow), kept in a stream as well as published: a node that was away when one went
+//! out applies it when it is back, before it writes its presence back, so it does not
+//! re-add an identity that unsubscribed elsewhere meanwhile.
+
+use std::sync::{Arc, LazyLock};
+
+use redis::Script;
+use redis::aio::MultiplexedConnection;
+use tracing::{info, warn};
+
+use super::{Change, Worker, log};
+use crate::cluster::{ClusterError, Inbound, identity_of};
+
+/// Most control messages kept for a node that was away: far more than an outage makes.
+const KEPT: usize = 100_000;
+
+/// Appends a control message to the stream and publishes it with its id, in one step,
+/// so the stream's order is the order every node hears.
+/// KEYS: control stream, control topic. ARGV: message, most entries kept.
+const CONTROL_LUA: &str = r"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'p', ARGV[1])
+redis.call('PUBLISH', KEYS[2], id .. '\n' .. ARGV[1])
+return id
+";
+
+/// Stream entries as Redis answers them: id, then field/value pairs.
+type Entries<V> = Vec<(String, Vec<(String, V)>)>;
+
+static CONTROL: LazyLock<Script> = LazyLock::new(|| Script::new(CONTROL_LUA));
+/// The same on a Redis Cluster: sharded pub/sub, so it reaches only the slot's shard.
+static SCONTROL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&CONTROL_LUA.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"))
+});
+
+/// A control message: an identity joined or left a channel on node `n`.
+#[derive(serde::Deserialize)]
+struct Control {
+    n: String,
+    op: String,
+    m: String,
+    c: String,
+}
+
+impl Worker {
+    /// Tells the other nodes that an identity joined or left a channel, so its sessions
+    /// there follow (anonymous members live on one node: nothing to tell).
+    pub(super) async fn control(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        op: &str,
+        change: &Change,
+    ) -> Result<(), ClusterError> {
+        if identity_of(&change.member).is_none() {
+            return Ok(());
+        }
+        let payload = serde_json::json!({
+            "n": &*self.node, "op": op, "m": change.member, "c": change.channel,
+        })
+        .to_string();
+        let script = if self.keys.sharded {
+            &SCONTROL
+        } else {
+            &CONTROL
+        };
+        let id: String = script
+            .key(self.keys.control_log())
+            .key(self.keys.control())
+            .arg(payload)
+            .arg(KEPT)
+            .invoke_async(conn)
+            .await
+            .map_err(ClusterError::redis("publishing a control message"))?;
+        self.control_seen(&id);
+        Ok(())
+    }
+
+    /// Applies the control messages this node missed while it was away (everything the
+    /// stream holds when Redis lost its data); on its first connection it only notes
+    /// where the stream ends. Run before the resync reads the hub.
+    pub(super) async fn catch_up_control(
+        &mut self,
+        hub: &Arc<dyn Inbound>,
+        conn: &mut MultiplexedConnection,
+        data_lost: bool,
+    ) -> Result<(), ClusterError> {
+        let key = self.keys.control_log();
+        let start = match (&self.ctl_seen, data_lost) {
+            (None, _) => {
+                let last: Entries<String> = redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(conn)
+                    .await
+                    .map_err(ClusterError::redis("reading where control messages end"))?;
+                let end = last.into_iter().next().map(|(id, _)| id);
+                self.ctl_seen = Some(end.unwrap_or_else(|| "0-0".to_owned()));
+                return Ok(());
+            }
+            // The stream's ids start again with the new data set: all of it is news.
+            (Some(_), true) => {
+                self.ctl_seen = Some("0-0".to_owned());
+                "-".to_owned()
+            }
+            (Some(seen), false) => format!("({seen}"),
+        };
+        let missed: Entries<Vec<u8>> = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(start)
+            .arg("+")
+            .query_async(conn)
+            .await
+            .map_err(ClusterError::redis("reading missed control messages"))?;
+        let n = missed.len();
+        for (id, fields) in missed {
+            if let Some((_, raw)) = fields.into_iter().find(|(f, _)| f == "p") {
+                self.apply_control(hub, Some(&id), &raw);
+            }
+        }
+        if n > 0 {
+            info!(node = %self.node, messages = n, "applied the control messages missed while Redis was away");
+        }
+        Ok(())
+    }
+
+    /// A control message heard on the bus (`id\nmessage`), or read from the stream.
+    pub(super) fn inbound_control(&mut self, hub: &Arc<dyn Inbound>, raw: &[u8]) {
+        match log::split(raw) {
+            Some((id, raw)) => self.apply_control(hub, Some(id), raw),
+            None => self.apply_control(hub, None, raw),
+        }
+    }
+
+    fn apply_control(&mut self, hub: &Arc<dyn Inbound>, id: Option<&str>, raw: &[u8]) {
+        // Heard live and read from the stream too: applied once.
+        if let Some(id) = id
+            && !self.control_seen(id)
+        {
+            return;
+        }
+        let ctl: Control = match serde_json::from_slice(raw) {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!(redis_channel = %self.keys.control(), error = %e, "dropped a malformed control message from the bus");
+                return;
+            }
+        };
+        if ctl.n == *self.node {
+            return;
+        }
+        let valid = identity_of(&ctl.m).is_some() && hub.accepts_channel(&ctl.c);
+        match ctl.op.as_str() {
+            "join" if valid => hub.adopt(&ctl.m, &ctl.c),
+            "leave" if valid => hub.drop_remote(&ctl.m, &ctl.c),
+            _ => {
+                self.stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!(redis_channel = %self.keys.control(), op = %ctl.op, "dropped a control message that makes no sense");
+            }
+        }
+    }
+
+    /// Notes control message `id` as applied; false if it (or a later one) was already.
+    fn control_seen(&mut self, id: &str) -> bool {
+        let Some(offset) = log::offset_of(id) else {
+            return true;
+        };
+        let seen = self.ctl_seen.as_deref().and_then(log::offset_of);
+        if seen.is_some_and(|seen| offset <= seen) {
+            return false;
+        }
+        self.ctl_seen = Some(id.to_owned());
+        true
+    }
+}
