@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -144,16 +145,26 @@ impl std::fmt::Debug for Product {
 
 /// The product: the hub behind Socket.IO at the configured path.
 pub fn product(config: &Config) -> Result<Product, StartError> {
-    product_after(config, None, |_| {})
+    product_after(config, Carried::default(), |_| {})
 }
 
-/// The product of a process that takes over from a previous one: `succession` when that
-/// one was a cluster node (this process carries on as that node), and `restore` takes the
+/// What a process that takes over from a previous one carries on with, besides the
+/// sessions: the cluster node it is, and the monitor's events not posted yet.
+#[derive(Debug, Default)]
+pub struct Carried {
+    /// When the previous process was a cluster node: this process carries on as that node.
+    pub succession: Option<Succession>,
+    /// Event bodies, posted before any of this process's.
+    pub monitor: Vec<Bytes>,
+}
+
+/// The product of a process that takes over from a previous one, with what it `carried`;
+/// `restore` takes the
 /// handed-over sessions into the hub before the cluster worker first reads it (it would
 /// otherwise find this node's members gone from the hub, and announce them leaving).
 pub fn product_after(
     config: &Config,
-    succession: Option<Succession>,
+    carried: Carried,
     restore: impl FnOnce(&Arc<Hub>),
 ) -> Result<Product, StartError> {
     let s = &config.server;
@@ -173,7 +184,7 @@ pub fn product_after(
         ..EngineConfig::default()
     };
     let security = Arc::new(Security::from_config(config)?);
-    let monitor = Monitor::start(&config.monitor).map_err(StartError::Monitor)?;
+    let monitor = Monitor::start(&config.monitor, carried.monitor).map_err(StartError::Monitor)?;
     let mut hub = Hub::new(HubConfig {
         max_channel_name: config.messaging.max_channel_name,
         max_identity: config.messaging.max_identity,
@@ -203,7 +214,7 @@ pub fn product_after(
                 url,
                 s.reconnect_timeout,
                 history,
-                succession,
+                carried.succession,
             )
             .map_err(StartError::Cluster)?;
             hub = hub.with_cluster(cluster.clone(), cluster.clone());
@@ -318,8 +329,10 @@ pub async fn serve(
             "shutdown grace period over; HTTP connections dropped"
         );
     }
-    // Last, so what happened while sessions closed is posted too (bounded).
-    if let Some(monitor) = router.monitor_handle() {
+    // Last, so what happened while sessions closed is posted too (bounded). A hand-over
+    // passes on what is unposted instead (`Monitor::hand_over`): no wait on the endpoint.
+    let handing_over = engines.iter().any(Engine::is_handing_over);
+    if let Some(monitor) = router.monitor_handle().filter(|_| !handing_over) {
         monitor.flush(MONITOR_FLUSH).await;
     }
     Ok(())

@@ -158,6 +158,22 @@ async fn pass_node(product: &server::Product) -> Option<Succession> {
     })
 }
 
+/// The monitor's events not posted yet, for the next process to post first.
+fn unposted(product: &server::Product) -> Vec<Bytes> {
+    let left = product
+        .monitor
+        .as_ref()
+        .map(|m| m.hand_over())
+        .unwrap_or_default();
+    if !left.is_empty() {
+        info!(
+            count = left.len(),
+            "monitor: events not posted yet go to the next process"
+        );
+    }
+    left
+}
+
 /// How long shutdown waits for this node to leave the cluster.
 const CLUSTER_DEPART: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -185,16 +201,23 @@ pub async fn run(
         _ => None,
     };
 
-    // A cluster node's state carries the node: this process carries on as it.
-    let succession = handed.as_ref().and_then(|s| {
-        let node = s.node_id.clone()?;
-        Some(Succession {
-            node,
-            offset: s.offset,
-        })
-    });
+    // A cluster node's state carries the node: this process carries on as it; and the
+    // monitor's events still to post.
+    let carried = server::Carried {
+        succession: handed.as_ref().and_then(|s| {
+            let node = s.node_id.clone()?;
+            Some(Succession {
+                node,
+                offset: s.offset,
+            })
+        }),
+        monitor: handed
+            .as_ref()
+            .map(|s| s.monitor.clone())
+            .unwrap_or_default(),
+    };
     let mut restored = None;
-    let product = server::product_after(&config, succession, |hub| {
+    let product = server::product_after(&config, carried, |hub| {
         restored = handed.as_ref().map(|state| take_in(hub, state));
     })?;
     reloader.guard(product.security.clone());
@@ -291,8 +314,9 @@ pub async fn run(
     if let Some(plan) = handing_over {
         // A cluster node does not depart: the next process is the same node.
         let node = pass_node(&product).await;
+        let monitor = unposted(&product);
         // Returns only when no binary could be executed.
-        let e = handover::exec(plan, &product.hub, node);
+        let e = handover::exec(plan, &product.hub, node, monitor);
         return Err(ServiceError::Handover(e));
     }
     // Every session waits in its grace window: under systemd the state stays in the file
@@ -305,7 +329,13 @@ pub async fn run(
         None
     };
     let departs = node.is_none();
-    handover::store(&product.hub, product.cluster.is_some(), node);
+    // After a plain stop's drain, what the endpoint did not take; it goes nowhere then.
+    let monitor = if restarting {
+        unposted(&product)
+    } else {
+        Vec::new()
+    };
+    handover::store(&product.hub, product.cluster.is_some(), node, monitor);
     if departs && let Some(cluster) = &product.cluster {
         cluster.depart(CLUSTER_DEPART).await;
     }

@@ -303,6 +303,11 @@ impl Engine {
         self.inner.handing_over.store(true, Ordering::Release);
     }
 
+    /// Whether [`Engine::hand_over`] was called: the sessions go on in another process.
+    pub fn is_handing_over(&self) -> bool {
+        self.inner.handing_over.load(Ordering::Acquire)
+    }
+
     /// Resumes a WebSocket session the previous process handed over live: its socket,
     /// the bytes its client sent that were not read yet, and the recovery `auth` its main
     /// namespace rejoins with. On failure the socket is closed and its client recovers.

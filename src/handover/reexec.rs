@@ -8,6 +8,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use nix::sys::signal::{SigHandler, SigSet, Signal};
 use nix::unistd::{AccessFlags, access};
 use tracing::{error, info, warn};
@@ -56,11 +57,12 @@ pub fn prepare(http: &[RawFd], flash: &[RawFd]) -> io::Result<Plan> {
 
 /// Writes the hub's state and executes the new binary; returns only if neither it nor
 /// this very binary (`/proc/self/exe`, the fallback) could be executed. `node`: the
-/// cluster node the new process carries on as (its worker stopped already).
-pub fn exec(plan: Plan, hub: &Hub, node: Option<Succession>) -> io::Error {
+/// cluster node the new process carries on as (its worker stopped already); `monitor`: the
+/// monitor's events not posted yet.
+pub fn exec(plan: Plan, hub: &Hub, node: Option<Succession>, monitor: Vec<Bytes>) -> io::Error {
     // Kept open until the exec, which they cross.
     let mut sockets = Vec::new();
-    let (bytes, sessions, skipped) = state(hub, node, &mut sockets);
+    let (bytes, sessions, skipped) = state(hub, node, monitor, &mut sockets);
     let memfd = match pass::seal(&bytes) {
         Ok(fd) => fd,
         Err(e) => return io::Error::other(format!("cannot write the hand-over state: {e}")),
@@ -110,13 +112,13 @@ pub fn under_systemd() -> bool {
 /// the next process, which resumes the sessions; a plain stop empties the store. A cluster
 /// node leaves them only with `node` (a restart follows and the worker stopped): otherwise
 /// it departs, and its sessions cannot go on under its id.
-pub fn store(hub: &Hub, cluster: bool, node: Option<Succession>) {
+pub fn store(hub: &Hub, cluster: bool, node: Option<Succession>, monitor: Vec<Bytes>) {
     if !under_systemd() || (cluster && node.is_none()) {
         return;
     }
     // Kept open until this process ends: the store holds its own duplicates.
     let mut sockets = Vec::new();
-    let (bytes, sessions, _) = state(hub, node, &mut sockets);
+    let (bytes, sessions, _) = state(hub, node, monitor, &mut sockets);
     let stored = pass::seal(&bytes).and_then(|memfd| {
         sd_notify::notify_with_fds(
             &[
@@ -160,6 +162,7 @@ pub fn release_stored() {
 fn state(
     hub: &Hub,
     node: Option<Succession>,
+    monitor: Vec<Bytes>,
     sockets: &mut Vec<std::os::fd::OwnedFd>,
 ) -> (Vec<u8>, usize, usize) {
     let (members, skipped) = hub.handover_members(sockets);
@@ -172,7 +175,7 @@ fn state(
         written_ms: super::state::boot_ms().unwrap_or(0),
         node_id,
         offset,
-        monitor: Vec::new(),
+        monitor,
         members,
     };
     let mut bytes = match state.encode() {

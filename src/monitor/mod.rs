@@ -4,15 +4,17 @@
 //! The hub only ever `try_send`s into a bounded queue ([`Monitor`] is its [`Observer`]); one
 //! sender thread (`sender`) posts the events in order, with timeouts, retries and a
 //! signature. A full queue drops the event (counted, logged at a limited rate): a slow,
-//! dead or hostile endpoint costs events, never message delivery.
+//! dead or hostile endpoint costs events, never message delivery. At a hand-over the
+//! events not yet posted go to the next process with the sessions ([`Monitor::hand_over`]).
 
 mod sender;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tracing::{info, warn};
 
 use crate::config::MonitorConfig;
@@ -33,8 +35,19 @@ pub struct MonitorStats {
 }
 
 /// One queued event. The envelope is serialized on the sender thread, off the hub's path.
-struct Job {
-    envelope: Envelope,
+enum Job {
+    Event(Envelope),
+    /// An event the previous process had not posted yet: its body as it would have been.
+    Carried(Bytes),
+}
+
+impl Job {
+    fn body(self) -> Bytes {
+        match self {
+            Job::Event(envelope) => Bytes::from(envelope.to_json().to_string()),
+            Job::Carried(body) => body,
+        }
+    }
 }
 
 /// Shared between the hub side and the sender thread.
@@ -46,6 +59,14 @@ struct Shared {
     deadline: Mutex<Option<Instant>>,
     /// The sender thread has stopped.
     done: AtomicBool,
+    /// Set by [`Monitor::hand_over`]: the sender takes no further job.
+    handing_over: AtomicBool,
+    /// The queue's receiving end, shared so a hand-over can take what is left in it. The
+    /// sender holds it only while it waits for a job (briefly, [`sender::IDLE_POLL`]).
+    rx: Mutex<Receiver<Job>>,
+    /// The body being posted, until the endpoint answers: a hand-over passes it on too,
+    /// as the endpoint may not have it (at least once).
+    in_flight: Mutex<Option<Bytes>>,
 }
 
 impl Shared {
@@ -74,9 +95,19 @@ impl std::fmt::Debug for Monitor {
 }
 
 impl Monitor {
-    /// Starts the sender thread when `[Monitor] url` is set.
-    pub fn start(config: &MonitorConfig) -> std::io::Result<Option<Arc<Monitor>>> {
+    /// Starts the sender thread when `[Monitor] url` is set. `carried`: the events the
+    /// previous process handed over unposted, queued first, in their order.
+    pub fn start(
+        config: &MonitorConfig,
+        carried: Vec<Bytes>,
+    ) -> std::io::Result<Option<Arc<Monitor>>> {
         let Some(url) = config.url.clone() else {
+            if !carried.is_empty() {
+                warn!(
+                    count = carried.len(),
+                    "monitor: events handed over by the previous process dropped: no [Monitor] url now"
+                );
+            }
             return Ok(None);
         };
         let mut events = [false; 6];
@@ -89,19 +120,34 @@ impl Monitor {
             closing: AtomicBool::new(false),
             deadline: Mutex::new(None),
             done: AtomicBool::new(false),
+            handing_over: AtomicBool::new(false),
+            rx: Mutex::new(rx),
+            in_flight: Mutex::new(None),
         });
-        let s = sender::Sender::new(url.clone(), config, shared.clone());
-        std::thread::Builder::new()
-            .name("realtime-monitor".into())
-            .spawn(move || s.run(rx))?;
-        info!(url = %crate::config::redacted(&url), events = %config.events.join(","), queue = config.queue, "monitor on");
-        Ok(Some(Arc::new(Monitor {
+        let monitor = Monitor {
             tx,
             events,
             capacity: config.queue.max(1) as u64,
-            shared,
+            shared: shared.clone(),
             drop_log: LogLimit::new(Duration::from_secs(10)),
-        })))
+        };
+        // Before the sender runs and before any event of this process: first in line.
+        let count = carried.len();
+        for body in carried {
+            monitor.enqueue(Job::Carried(body));
+        }
+        let s = sender::Sender::new(url.clone(), config, shared);
+        std::thread::Builder::new()
+            .name("realtime-monitor".into())
+            .spawn(move || s.run())?;
+        info!(url = %crate::config::redacted(&url), events = %config.events.join(","), queue = config.queue, "monitor on");
+        if count > 0 {
+            info!(
+                count,
+                "monitor: posting first the events the previous process had not posted"
+            );
+        }
+        Ok(Some(Arc::new(monitor)))
     }
 
     pub fn stats(&self) -> &MonitorStats {
@@ -143,6 +189,42 @@ impl Monitor {
         }
     }
 
+    /// A hand-over: the sender stops taking events, and what it has not posted (the one it
+    /// is posting, then the queue, in order) is returned for the next process, which posts
+    /// it first. The one being posted may reach the endpoint twice: at least once, never
+    /// lost. Call once the sessions are closed, so no event follows.
+    pub fn hand_over(&self) -> Vec<Bytes> {
+        self.shared.handing_over.store(true, Ordering::Release);
+        // Locked between two waits of the sender, which then sees the flag and stops.
+        let rx = self.shared.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut left: Vec<Bytes> = self
+            .shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .into_iter()
+            .collect();
+        while let Ok(job) = rx.try_recv() {
+            self.shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            left.push(job.body());
+        }
+        left
+    }
+
+    /// Queues a job unless the queue is full.
+    fn enqueue(&self, job: Job) {
+        // Counted before the send, so the sender's decrement can never go below zero.
+        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.tx.try_send(job) {
+            self.shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(_) => self.drop_one("queue full (endpoint slow or down)"),
+                TrySendError::Disconnected(_) => self.drop_one("sender stopped"),
+            }
+        }
+    }
+
     fn drop_one(&self, why: &str) {
         self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
         if let Some(held) = self.drop_log.allow() {
@@ -163,29 +245,16 @@ impl Observer for Monitor {
     }
 
     fn observe(&self, _event: HubEvent, envelope: &Envelope) {
-        if self.shared.closing.load(Ordering::Relaxed) {
+        if self.shared.closing.load(Ordering::Relaxed)
+            || self.shared.handing_over.load(Ordering::Relaxed)
+        {
             return self.drop_one("shutting down");
         }
-        // Counted before the send, so the sender's decrement can never go below zero.
-        let queued = self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
-        if queued >= self.capacity {
+        if self.shared.stats.queued.load(Ordering::Relaxed) >= self.capacity {
             // Surely full: drop without copying the envelope (the common case while
             // the endpoint is down, on the publish path).
-            self.shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
             return self.drop_one("queue full (endpoint slow or down)");
         }
-        let job = Job {
-            envelope: envelope.clone(),
-        };
-        match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(e) => {
-                self.shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                match e {
-                    TrySendError::Full(_) => self.drop_one("queue full (endpoint slow or down)"),
-                    TrySendError::Disconnected(_) => self.drop_one("sender stopped"),
-                }
-            }
-        }
+        self.enqueue(Job::Event(envelope.clone()));
     }
 }

@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tracing::{debug, warn};
 
-use super::{Job, Shared};
+use super::Shared;
 use crate::config::MonitorConfig;
 use crate::ratelimit::LogLimit;
 
@@ -20,7 +21,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How much of an answer is read (and thrown away) so the connection can be reused.
 const MAX_ANSWER: u64 = 64 * 1024;
 /// How often an idle sender looks whether shutdown began.
-const IDLE_POLL: Duration = Duration::from_millis(50);
+pub(super) const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// How one POST went.
 enum Outcome {
@@ -66,25 +67,43 @@ impl Sender {
         }
     }
 
-    pub(super) fn run(self, rx: Receiver<Job>) {
+    pub(super) fn run(self) {
         loop {
-            let job = match rx.recv_timeout(IDLE_POLL) {
-                Ok(job) => job,
-                // Idle: during shutdown an empty queue means the drain is done.
-                Err(RecvTimeoutError::Timeout) if self.closing() => break,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let body = {
+                let rx = self.shared.rx.lock().unwrap_or_else(|e| e.into_inner());
+                if self.shared.handing_over.load(Ordering::Acquire) {
+                    break;
+                }
+                let job = match rx.recv_timeout(IDLE_POLL) {
+                    Ok(job) => job,
+                    // Idle: during shutdown an empty queue means the drain is done.
+                    Err(RecvTimeoutError::Timeout) if self.closing() => break,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                };
+                self.shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                if self.past_deadline() {
+                    self.shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let body = job.body();
+                // Marked before the queue is let go: a hand-over sees it either here or
+                // still queued, never in neither.
+                *self.in_flight() = Some(body.clone());
+                body
             };
-            self.shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            if self.past_deadline() {
-                self.shared.stats.failed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let body = job.envelope.to_json().to_string();
-            self.deliver(body.as_bytes());
+            self.deliver(&body);
+            self.in_flight().take();
         }
         self.shared.done.store(true, Ordering::Release);
         debug!("monitor sender stopped");
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, Option<Bytes>> {
+        self.shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn closing(&self) -> bool {

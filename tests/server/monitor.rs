@@ -359,3 +359,56 @@ async fn shutdown_flushes_the_queue_for_a_bounded_time() {
     );
     assert!(server.log().contains("unsent"), "{}", server.log());
 }
+
+#[tokio::test]
+async fn a_hand_over_passes_on_the_events_not_posted_yet() {
+    // The endpoint takes each POST but answers none until the gate opens: the first event
+    // is in flight, the others queued, when SIGUSR1 hands the process over.
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook = Endpoint::start(Behaviour::Gate(open.clone()));
+    let mut server = Server::start(&format!(
+        "[Monitor]\nurl = {}\nevents = message\ntimeout = 60s\n",
+        hook.url("/")
+    ));
+    let batch: Vec<Value> = (0..5).map(|i| json!({"channel": "c", "data": i})).collect();
+    let (status, _) = http(
+        server.port,
+        "POST",
+        "/api/publish",
+        Value::from(batch).to_string().as_bytes(),
+        "Content-Type: application/json\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(hook.wait_for(1, Duration::from_secs(5)).len(), 1);
+    server.signal(nix::sys::signal::Signal::SIGUSR1);
+    server.expect_log(
+        "took over the sessions of the previous process",
+        Duration::from_secs(10),
+    );
+    assert!(
+        server
+            .log()
+            .contains("events not posted yet go to the next process count=5"),
+        "{}",
+        server.log()
+    );
+    // The new process posts them first, in order, the one in flight again (at least
+    // once), then its own.
+    open.store(true, std::sync::atomic::Ordering::Release);
+    let (status, _) = http(
+        server.port,
+        "POST",
+        "/api/publish",
+        br#"{"channel":"c","data":5}"#,
+        "Content-Type: application/json\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let hits = hook.wait_for(7, Duration::from_secs(10));
+    let data: Vec<Value> = hits.iter().map(|h| h.json()["data"].clone()).collect();
+    let mut want = vec![json!(0)];
+    want.extend((0..6).map(Value::from));
+    assert_eq!(data, want, "{}", server.log());
+    assert!(server.alive());
+}

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub(crate) enum Behaviour {
     NeverAnswer,
     /// Wait, then answer 200.
     Slow(Duration),
+    /// Answer 200 once the gate is open (set to true); until then, nothing.
+    Gate(Arc<AtomicBool>),
 }
 
 /// One request the endpoint got.
@@ -113,6 +116,12 @@ fn serve(mut s: TcpStream, hits: &Mutex<Vec<Hit>>, behaviour: &Behaviour) {
             }
             Behaviour::Slow(d) => {
                 std::thread::sleep(*d);
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec()
+            }
+            Behaviour::Gate(open) => {
+                while !open.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec()
             }
         };
