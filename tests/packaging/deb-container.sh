@@ -131,12 +131,13 @@ scenario_begin() {
   in_ct sed -i -e "s|^#url = .*/monitor\$|url = http://127.0.0.1:$HOOK_PORT/|" \
     -e 's|^events = subscribe, unsubscribe$|events = subscribe, unsubscribe, connect, disconnect|' \
     /etc/realtime/realtime.conf || echo "    could not set the monitor's url"
+  SECTION_START=$(uptime_us) SECTION_FAIL=$FAIL
   in_ct systemctl restart realtime || echo "    systemctl restart failed"
   wait_for 30 healthz || true
   REPORT=''
   scenario_start http://127.0.0.1:8001 "$HOOK_PORT" timeout 1500 nsenter -t "$P" -n || return 0
   for i in 1 2 3 4 5; do
-    in_ct systemctl restart realtime || echo "    systemctl restart $i failed"
+    in_ct systemctl restart realtime || { echo "    systemctl restart $i failed"; service_story "$SECTION_START"; }
     wait_for 60 healthz || echo "    no healthz 60 s after restart $i"
     sleep 2
   done
@@ -146,10 +147,20 @@ scenario_begin() {
 scenario_end() {
   [[ -n $SCENARIO ]] && scenario_stop
   scenario_checks "$1"
+  ((FAIL == SECTION_FAIL)) || { echo "    the service since the section began:"; service_story "$SECTION_START"; }
   in_ct sed -i -e "s|^url = http://127.0.0.1:$HOOK_PORT/\$|#url = http://localhost:8080/api/realtime/monitor|" \
     -e 's|^events = subscribe, unsubscribe, connect, disconnect$|events = subscribe, unsubscribe|' \
     /etc/realtime/realtime.conf || echo "    could not restore the monitor's settings"
 }
+# Why the service failed, when it did: what systemd counted and the service's own journal
+# since SINCE (a monotonic timestamp, in µs), its routine lines left out.
+service_story() {
+  echo "    $(in_ct systemctl show -p NRestarts,Result,ExecMainStatus,ExecMainCode realtime.service | tr '\n' ' ')"
+  in_ct journalctl --no-pager -o short-monotonic -u realtime.service |
+    awk -v s="${1:-0}" '{ t = substr($0, 2, index($0, "]") - 2) * 1000000 } t >= s' |
+    grep -vE ' INFO (hand-over|resumed|adopted|stored|session)' | tail -n 60 | sed 's/^/    | /' || true
+}
+uptime_us() { in_ct cat /proc/uptime | awk '{ printf "%d", $1 * 1000000 }'; }
 lost_nothing() { [[ $1 == *'"refused":0,"failed":0'* && $1 != *'"ok":0,'* && $1 != *failed:* ]]; }
 
 check "before the install there is no realtime user" bash -c '! timeout 10 nsenter -t "$1" -a id realtime >/dev/null 2>&1' _ "$P"
