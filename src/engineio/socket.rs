@@ -23,11 +23,31 @@ pub use super::outgoing::Outgoing;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Sid(Box<str>);
 
+/// Sids taken from one `getrandom` call: a connection needs three (Engine.IO, Socket.IO,
+/// the pid's secret), and a system call each was a visible part of a handshake's cost.
+const SIDS_PER_DRAW: usize = 32;
+
+thread_local! {
+    /// OS random bytes not handed out yet, per thread; each byte goes to one sid only.
+    static RANDOM: std::cell::RefCell<(usize, [u8; 15 * SIDS_PER_DRAW])> =
+        const { std::cell::RefCell::new((15 * SIDS_PER_DRAW, [0; 15 * SIDS_PER_DRAW])) };
+}
+
 impl Sid {
     pub fn random() -> Sid {
-        let mut raw = [0u8; 15];
-        // The OS CSPRNG failing is not something a server can carry on from.
-        getrandom::fill(&mut raw).expect("the OS random number generator failed");
+        let raw = RANDOM.with_borrow_mut(|(used, pool)| {
+            if *used == pool.len() {
+                // The OS CSPRNG failing is not something a server can carry on from.
+                getrandom::fill(pool).expect("the OS random number generator failed");
+                *used = 0;
+            }
+            let mut raw = [0u8; 15];
+            raw.copy_from_slice(&pool[*used..*used + 15]);
+            // Handed out: wiped, so a later copy of this memory does not hold it.
+            pool[*used..*used + 15].fill(0);
+            *used += 15;
+            raw
+        });
         Sid(URL_SAFE_NO_PAD.encode(raw).into_boxed_str())
     }
 
@@ -432,6 +452,13 @@ mod tests {
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         );
+    }
+
+    #[test]
+    fn sids_drawn_across_many_refills_are_all_distinct() {
+        let sids: std::collections::HashSet<Sid> =
+            (0..SIDS_PER_DRAW * 40 + 7).map(|_| Sid::random()).collect();
+        assert_eq!(sids.len(), SIDS_PER_DRAW * 40 + 7);
     }
 
     #[test]
