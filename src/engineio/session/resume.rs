@@ -69,6 +69,7 @@ impl Session {
             Ok(()) => self.socket.close_reason(),
             Err(reason) => reason,
         };
-        self.finish(reason).await;
+        // Boxed, as in `run`: so it does not size the future of every resumed session.
+        Box::pin(self.finish(reason)).await;
     }
 }
