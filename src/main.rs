@@ -19,16 +19,27 @@ use realtime::{flash, handover, log, privileges, service, systemd};
 /// Every thread allocates from glibc's main heap. A worker thread's own arena grows a
 /// page or two at a time, one `mprotect` each: about two per connection opened, where the
 /// main heap grows by `brk` in 128 KiB steps; fewer arenas also fragment less. Each
-/// thread's cache (tcache) still serves most allocations without the arena's lock.
+/// thread's cache (tcache) still serves most allocations without the arena's lock. An
+/// operator's own setting (`MALLOC_ARENA_MAX`, `GLIBC_TUNABLES=glibc.malloc.arena_max=N`)
+/// wins, for a machine with many cores where the one lock would be contended.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: called first in main, before any other thread exists; mallopt only sets a
-    // parameter of the allocator.
-    unsafe {
-        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
+    let set_by_operator = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var_os("GLIBC_TUNABLES")
+            .is_some_and(|t| t.to_string_lossy().contains("glibc.malloc.arena_max"));
+    if !set_by_operator {
+        // SAFETY: called first in main, before any other thread exists; mallopt only sets
+        // a parameter of the allocator.
+        unsafe {
+            nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
+        }
     }
 }
+
+/// Another allocator than glibc's: nothing to set.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn one_malloc_arena() {}
 
 /// sysexits EX_USAGE: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
