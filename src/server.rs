@@ -26,6 +26,7 @@ use crate::auth::{AuthError, Security};
 use crate::cluster::redis::{Keeping, Succession};
 use crate::cluster::{ClusterError, RedisCluster};
 use crate::config::{Config, ServerConfig, Transport};
+use crate::engineio::client_tcp::ClientTcp;
 use crate::engineio::{Engine, EngineConfig};
 use crate::http::{Api, Metrics, Router, metrics};
 use crate::hub::{Hub, HubApp, HubConfig, Notices, Observer};
@@ -435,7 +436,7 @@ async fn accept_loop(
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(ClientTcp::new(stream)), service)
                 .with_upgrades();
             tokio::pin!(conn);
             let result = tokio::select! {

@@ -31,6 +31,16 @@ impl<S> Buffered<S> {
             done: 0,
         }
     }
+
+    /// With `first` to be written before anything else (a 101 the HTTP layer held back,
+    /// so it shares the first frame's write).
+    pub(crate) fn starting_with(inner: S, first: Vec<u8>) -> Buffered<S> {
+        Buffered {
+            inner,
+            buf: first,
+            done: 0,
+        }
+    }
 }
 
 impl<S> Buffered<S> {

@@ -17,12 +17,15 @@
 //!   `backlog`: what a closed session leaves for a replay;
 //! - `socket`: the handle shared with the layers above, with the send handle
 //!   [`SessionTx`]; `queue`: the outbound queue behind both;
+//! - `client_tcp`: the client's TCP stream under HTTP, which holds a 101 back so it
+//!   shares the first frame's write;
 //! - `packet`: the pure codec; `buffered`: the write buffer under the WebSocket;
 //!   `wsread`: its read side, frame by frame, on the client's TCP stream; `livews`: a live
 //!   WebSocket taken off its socket between two messages, and resumed on it.
 
 mod backlog;
 mod buffered;
+pub(crate) mod client_tcp;
 mod close;
 mod cors;
 mod engine;

@@ -66,9 +66,9 @@ pub(crate) fn accept(
                 return;
             }
         };
-        let (io, read_past) = WsIo::from_upgraded(upgraded);
-        let ws = WebSocketStream::from_raw_socket(
-            Buffered::new(FrameBounded::new(io, &read_past)),
+        let (io, read_past, answer) = WsIo::from_upgraded(upgraded);
+        let mut ws = WebSocketStream::from_raw_socket(
+            Buffered::starting_with(FrameBounded::new(io, &read_past), answer),
             Role::Server,
             Some(ws_config(inner.config.max_payload)),
         )
@@ -80,6 +80,12 @@ pub(crate) fn accept(
                 }
             }
             Some(entry) => {
+                // Here the client speaks first (`2probe`), so the 101 goes out now; a new
+                // session's goes with its OPEN packet.
+                if let Err(e) = ws.flush().await {
+                    debug!(?peer, error = %e, "websocket upgrade answer not sent");
+                    return;
+                }
                 let span = entry.socket.span().clone();
                 upgrade(&inner, entry, ws).instrument(span).await
             }

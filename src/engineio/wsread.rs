@@ -19,6 +19,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+
+use super::client_tcp::ClientTcp;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -153,11 +155,15 @@ pub(crate) enum WsIo {
 
 impl WsIo {
     /// The stream under an upgrade, with the bytes the HTTP layer read past the request
-    /// (a client may send its first frames right behind it).
-    pub(crate) fn from_upgraded(upgraded: Upgraded) -> (WsIo, Bytes) {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (WsIo::Tcp(parts.io.into_inner()), parts.read_buf),
-            Err(other) => (WsIo::Other(TokioIo::new(other)), Bytes::new()),
+    /// (a client may send its first frames right behind it) and the 101 answer it held
+    /// back, to be written before anything else.
+    pub(crate) fn from_upgraded(upgraded: Upgraded) -> (WsIo, Bytes, Vec<u8>) {
+        match upgraded.downcast::<TokioIo<ClientTcp>>() {
+            Ok(parts) => {
+                let (tcp, held) = parts.io.into_inner().into_parts();
+                (WsIo::Tcp(tcp), parts.read_buf, held)
+            }
+            Err(other) => (WsIo::Other(TokioIo::new(other)), Bytes::new(), Vec::new()),
         }
     }
 
@@ -305,11 +311,11 @@ mod tests {
     }
 
     /// The HTTP server's upgrade gives the TCP stream back (so its descriptor can be passed
-    /// on), with what the client sent right behind its request.
+    /// on), with what the client sent right behind its request, and the 101 not sent yet.
     #[tokio::test]
     async fn an_upgrade_gives_the_tcp_stream_back() {
         use hyper::server::conn::http1;
-        use tokio::io::AsyncReadExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -321,8 +327,8 @@ mod tests {
                 let on_upgrade = hyper::upgrade::on(&mut req);
                 let tx = tx.lock().unwrap().take();
                 tokio::spawn(async move {
-                    let (io, past) = WsIo::from_upgraded(on_upgrade.await.unwrap());
-                    let _ = tx.unwrap().send((io, past));
+                    let parts = WsIo::from_upgraded(on_upgrade.await.unwrap());
+                    let _ = tx.unwrap().send(parts);
                 });
                 let mut res = hyper::Response::new(http_body_util::Empty::<Bytes>::new());
                 *res.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
@@ -333,7 +339,7 @@ mod tests {
                 async move { Ok::<_, std::convert::Infallible>(res) }
             });
             let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(ClientTcp::new(stream)), service)
                 .with_upgrades()
                 .await;
         });
@@ -342,14 +348,20 @@ mod tests {
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nearly")
             .await
             .unwrap();
-        let mut head = [0u8; 12];
-        client.read_exact(&mut head).await.unwrap();
-        assert_eq!(&head, b"HTTP/1.1 101");
-        let (mut io, past) = rx.await.unwrap();
+        let (mut io, past, held) = rx.await.unwrap();
         assert!(
             io.as_fd().is_some(),
             "the upgrade is served on the TCP stream itself"
         );
+        assert!(held.starts_with(b"HTTP/1.1 101"), "{held:?}");
+        assert!(held.ends_with(b"\r\n\r\n"), "the whole head is held");
+        // The 101 and the first frame leave together.
+        io.write_all(&[&held[..], b"\x81\x010"].concat())
+            .await
+            .unwrap();
+        let mut got = vec![0u8; held.len() + 3];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[held.len()..], b"\x81\x010");
         // What the HTTP layer read past the request, then the socket: nothing lost.
         let mut rest = vec![0u8; 5 - past.len()];
         io.read_exact(&mut rest).await.unwrap();
