@@ -300,6 +300,86 @@ fn a_node_back_after_an_identity_unsubscribed_elsewhere_does_not_re_add_it() {
     );
 }
 
+/// What the previous test shows, when the control messages A missed were trimmed from
+/// the stream before it came back (over 100,000 of them, in production): A takes its
+/// identities' channels from Redis instead, both ways.
+#[test]
+fn a_node_back_after_its_control_messages_were_trimmed_follows_redis() {
+    let redis = Redis::start();
+    let user: [&[u8]; 8] = [
+        b"ACL", b"SETUSER", b"nodea", b"on", b">secret", b"~*", b"&*", b"+@all",
+    ];
+    redis.command(&user);
+    let url_a = redis.url().replace("redis://", "redis://nodea:secret@");
+    let (a_held, b_held) = (Arc::new(Held::default()), Arc::new(Held::default()));
+    let (_ra, a) = start_at(&url_a, "a", a_held.clone());
+    let (_rb, b) = start(&redis, "b", b_held.clone());
+    wait_until(Duration::from_secs(30), "both nodes to join", || {
+        a.is_up() && b.is_up()
+    });
+    a.watch("room", true);
+    b.watch("room", true);
+    listeners(&redis, 2);
+    // xena and yara are in the room with a tab on each node.
+    for who in ["@xena", "@yara"] {
+        settled(a.join("room", who, &Value::Null));
+        settled(b.join("room", who, &Value::Null));
+        for held in [&a_held, &b_held] {
+            let mut snap = held.snapshot.lock().unwrap();
+            snap.subscriptions.push(("room".to_owned(), who.to_owned()));
+            snap.members.push(who.to_owned());
+        }
+    }
+    let a_told = a_held.told.lock().unwrap().len();
+
+    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"off"]);
+    redis.command(&[b"CLIENT", b"KILL", b"USER", b"nodea"]);
+    wait_until(Duration::from_secs(10), "A to see Redis gone", || {
+        !a.is_up()
+    });
+    // On B, xena unsubscribes and yara joins the lobby; then the words A missed are
+    // trimmed away.
+    b_held
+        .snapshot
+        .lock()
+        .unwrap()
+        .subscriptions
+        .retain(|(_, m)| m != "@xena");
+    assert_eq!(settled(b.leave("room", "@xena", &Value::Null, true)), 1);
+    b.watch("lobby", true);
+    assert_eq!(settled(b.join("lobby", "@yara", &Value::Null)), 1);
+    assert!(int(&redis, &["XLEN", "realtime:ctlog"]) >= 2);
+    redis.command(&[b"XTRIM", b"realtime:ctlog", b"MAXLEN", b"0"]);
+    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"on"]);
+    wait_until(Duration::from_secs(30), "A back, following Redis", || {
+        a.is_up()
+            && !a_held.dropped.lock().unwrap().is_empty()
+            && !a_held.adopted.lock().unwrap().is_empty()
+    });
+    // Anything the next heartbeats would tell too (a wait for nothing: a fixed one).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        *a_held.dropped.lock().unwrap(),
+        vec![("@xena".to_owned(), "room".to_owned())],
+        "xena's tab on A leaves the room, once"
+    );
+    assert_eq!(
+        *a_held.adopted.lock().unwrap(),
+        vec![("@yara".to_owned(), "lobby".to_owned())],
+        "yara's tab on A joins the lobby, once"
+    );
+    assert_eq!(
+        int(&redis, &["HLEN", "realtime:ch:room"]),
+        1,
+        "only yara is in the room: xena was not written back"
+    );
+    let told = a_held.told.lock().unwrap()[a_told..].to_vec();
+    assert!(
+        told.is_empty(),
+        "A announced what others had told already: {told:?}"
+    );
+}
+
 #[test]
 fn sessions_begun_while_redis_was_away_are_recorded_for_resumption_once_it_is_back() {
     let mut redis = Redis::start();

@@ -40,6 +40,8 @@ pub(crate) struct Held {
     pub(crate) delivered: Mutex<Vec<(String, String, String)>>,
     /// Members another node told to leave a channel here: (member, channel).
     pub(crate) dropped: Mutex<Vec<(String, String)>>,
+    /// Members another node told to join a channel here: (member, channel).
+    pub(crate) adopted: Mutex<Vec<(String, String)>>,
     subscribes: AtomicUsize,
     unsubscribes: AtomicUsize,
     connects: AtomicUsize,
@@ -140,7 +142,17 @@ impl Inbound for Held {
         };
         n.fetch_add(1, Ordering::SeqCst);
     }
-    fn adopt(&self, _: &str, _: &str) {}
+    fn adopt(&self, member: &str, channel: &str) {
+        let adopted = (member.to_owned(), channel.to_owned());
+        self.adopted.lock().unwrap().push(adopted);
+        // Its tabs here join the channel, as in the hub: if it has any (in `members`),
+        // and joining twice is once.
+        let mut snap = self.snapshot.lock().unwrap();
+        let sub = (channel.to_owned(), member.to_owned());
+        if snap.members.iter().any(|m| m == member) && !snap.subscriptions.contains(&sub) {
+            snap.subscriptions.push(sub);
+        }
+    }
     fn drop_remote(&self, member: &str, channel: &str) {
         let dropped = (member.to_owned(), channel.to_owned());
         self.dropped.lock().unwrap().push(dropped);

@@ -3,13 +3,14 @@
 //! out applies it when it is back, before it writes its presence back, so it does not
 //! re-add an identity that unsubscribed elsewhere meanwhile.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use redis::Script;
 use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
-use super::{Change, Worker, log};
+use super::{BATCH, Change, Worker, entry, log};
 use crate::cluster::{ClusterError, Inbound, identity_of};
 
 /// Most control messages kept for a node that was away: far more than an outage makes.
@@ -85,6 +86,7 @@ impl Worker {
         data_lost: bool,
     ) -> Result<(), ClusterError> {
         let key = self.keys.control_log();
+        let mut gap = false;
         let start = match (&self.ctl_seen, data_lost) {
             (None, _) => {
                 let last: Entries<String> = redis::cmd("XREVRANGE")
@@ -105,7 +107,19 @@ impl Worker {
                 self.ctl_seen = Some("0-0".to_owned());
                 "-".to_owned()
             }
-            (Some(seen), false) => format!("({seen}"),
+            (Some(seen), false) => {
+                let first: Entries<String> = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(conn)
+                    .await
+                    .map_err(ClusterError::redis("reading where control messages begin"))?;
+                gap = trimmed_past(seen, first.first().map(|(id, _)| id.as_str()));
+                format!("({seen}")
+            }
         };
         let missed: Entries<Vec<u8>> = redis::cmd("XRANGE")
             .arg(&key)
@@ -123,6 +137,74 @@ impl Worker {
         if n > 0 {
             info!(node = %self.node, messages = n, "applied the control messages missed while Redis was away");
         }
+        if gap {
+            self.follow_identities(hub, conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Control messages were trimmed before this node read them: its identities' tabs
+    /// take their channels from Redis instead (`P:ms:{member}`, the channels each is in
+    /// cluster-wide), except where this node changed them while away. Not when the others
+    /// had reaped this node: a channel missing then may be the reaping's doing, and is
+    /// written back by the resync as before.
+    async fn follow_identities(
+        &mut self,
+        hub: &Arc<dyn Inbound>,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), ClusterError> {
+        let snap = hub.snapshot();
+        let mut identities: Vec<&str> = snap
+            .members
+            .iter()
+            .chain(snap.subscriptions.iter().map(|(_, m)| m))
+            .map(String::as_str)
+            .filter(|m| identity_of(m).is_some())
+            .collect();
+        identities.sort_unstable();
+        identities.dedup();
+        let mut cluster: HashMap<&str, HashSet<String>> = HashMap::new();
+        for chunk in identities.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for m in chunk {
+                pipe.cmd("SMEMBERS").arg(self.keys.member_channels(m));
+            }
+            let sets: Vec<HashSet<String>> = pipe
+                .query_async(conn)
+                .await
+                .map_err(ClusterError::redis("reading identities' channels"))?;
+            cluster.extend(chunk.iter().copied().zip(sets));
+        }
+        let here: HashSet<(&str, &str)> = snap
+            .subscriptions
+            .iter()
+            .map(|(c, m)| (c.as_str(), m.as_str()))
+            .collect();
+        let (mut joined, mut left) = (0usize, 0usize);
+        for (m, channels) in &cluster {
+            for c in channels {
+                if !here.contains(&(c.as_str(), *m))
+                    && !self.dirty.contains(&entry(c, m))
+                    && hub.accepts_channel(c)
+                {
+                    hub.adopt(m, c);
+                    joined += 1;
+                }
+            }
+        }
+        if !self.reaped {
+            for (c, m) in &here {
+                let gone = cluster.get(m).is_some_and(|chs| !chs.contains(*c));
+                if gone && !self.dirty.contains(&entry(c, m)) {
+                    hub.drop_remote(m, c);
+                    left += 1;
+                }
+            }
+        }
+        warn!(
+            node = %self.node, joined, left, reaped = self.reaped,
+            "control messages were trimmed before this node read them: its identities' channels taken from Redis"
+        );
         Ok(())
     }
 
@@ -178,5 +260,34 @@ impl Worker {
         }
         self.ctl_seen = Some(id.to_owned());
         true
+    }
+}
+
+/// Whether control messages after `seen` (the last applied) may have left the stream
+/// before they were read: `seen` itself is gone, and so may be what followed it.
+fn trimmed_past(seen: &str, first: Option<&str>) -> bool {
+    match log::offset_of(seen) {
+        None | Some(0) => false,
+        Some(seen) => first
+            .and_then(log::offset_of)
+            .is_none_or(|first| first > seen),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trimmed_past;
+
+    #[test]
+    fn a_gap_is_where_the_last_applied_message_is_gone() {
+        // Still there: whatever follows it is there too.
+        assert!(!trimmed_past("1700-3", Some("1700-3")));
+        assert!(!trimmed_past("1700-3", Some("1600-0")));
+        // Gone, and the stream starts later, or is empty.
+        assert!(trimmed_past("1700-3", Some("1700-4")));
+        assert!(trimmed_past("1700-3", None));
+        // Nothing applied yet (the stream was empty when first read).
+        assert!(!trimmed_past("0-0", None));
+        assert!(!trimmed_past("0-0", Some("5-0")));
     }
 }

@@ -194,6 +194,9 @@ pub struct Worker {
     caught_up: u64,
     /// The last control message applied (a stream id), for those missed while away.
     ctl_seen: Option<String>,
+    /// The others had reaped this node when it came back: what Redis lacks of its
+    /// holdings is then the reaping's doing, not an unsubscribe elsewhere.
+    reaped: bool,
     /// Leaves of a dead node's members announced here whose publish to the other nodes
     /// failed with Redis (`vanished.rs`).
     unsent: Vec<Envelope>,
@@ -355,6 +358,7 @@ impl RedisCluster {
             catch_up,
             caught_up: 0,
             ctl_seen: None,
+            reaped: false,
             unsent: Vec::new(),
             sessions: sessions::Sessions::default(),
         };

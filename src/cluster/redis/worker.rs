@@ -252,7 +252,7 @@ impl Worker {
             .map_err(ClusterError::redis("loading the publish script"))?;
         // Taken over from a previous process: what was published since it stopped first.
         self.catch_up(hub, conn).await?;
-        self.beat(hub, conn).await?;
+        self.reaped = self.beat(hub, conn).await?;
         self.resync(hub, conn).await?;
         self.refresh_floor(conn).await
     }
