@@ -12,6 +12,7 @@ mod control;
 mod endpoint;
 mod history;
 mod inbound;
+mod keys;
 mod log;
 mod offline;
 mod presence;
@@ -41,6 +42,7 @@ use super::{
 
 use crate::config::ClusterConfig;
 pub use history::Keeping;
+use keys::Keys;
 
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -207,74 +209,6 @@ pub struct Worker {
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker").finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone)]
-struct Keys {
-    /// The configured prefix; on a Redis Cluster within braces, a hash tag, so that every
-    /// key and shard channel hashes to one slot and each script touches one slot.
-    prefix: String,
-    /// A Redis Cluster: sharded pub/sub.
-    sharded: bool,
-}
-
-impl Keys {
-    /// The publish command: on a Redis Cluster `SPUBLISH`, which reaches only the shard
-    /// that owns the slot, where `PUBLISH` reaches every node of the cluster.
-    fn publish(&self) -> &'static str {
-        if self.sharded { "SPUBLISH" } else { "PUBLISH" }
-    }
-    fn topic(&self, channel: &str) -> String {
-        format!("{}:m:{channel}", self.prefix)
-    }
-    fn direct(&self) -> String {
-        format!("{}:direct", self.prefix)
-    }
-    /// Where nodes tell each other that a member joined or left a channel, so its
-    /// sessions on every node follow.
-    fn control(&self) -> String {
-        format!("{}:ctl", self.prefix)
-    }
-    /// The control messages kept, for a node that was away (`control.rs`).
-    fn control_log(&self) -> String {
-        format!("{}:ctlog", self.prefix)
-    }
-    fn member_channels(&self, member: &str) -> String {
-        format!("{}:ms:{member}", self.prefix)
-    }
-    fn sub(&self, node: &str) -> String {
-        format!("{}:sub:{node}", self.prefix)
-    }
-    fn channel(&self, channel: &str) -> String {
-        format!("{}:ch:{channel}", self.prefix)
-    }
-    fn channels(&self) -> String {
-        format!("{}:channels", self.prefix)
-    }
-    fn node_members(&self, node: &str) -> String {
-        format!("{}:nm:{node}", self.prefix)
-    }
-    fn members(&self) -> String {
-        format!("{}:members", self.prefix)
-    }
-    fn history(&self, channel: &str) -> String {
-        format!("{}:h:{channel}", self.prefix)
-    }
-    fn history_gone(&self, channel: &str) -> String {
-        format!("{}:hg:{channel}", self.prefix)
-    }
-    fn log(&self) -> String {
-        format!("{}:log", self.prefix)
-    }
-    fn pids(&self, node: &str) -> String {
-        format!("{}:pids:{node}", self.prefix)
-    }
-    fn epoch(&self) -> String {
-        format!("{}:epoch", self.prefix)
-    }
-    fn nodes(&self) -> String {
-        format!("{}:nodes", self.prefix)
     }
 }
 
