@@ -53,6 +53,14 @@ async fn an_identitys_subscriptions_follow_it_across_nodes() {
         assert_eq!(members(port, "room").await.0, 2, "on :{port}");
     }
 
+    // Whether her tab on B heard her own join depends on whether node B, told to join
+    // her to the room, watched it before the event went out (it came before message 1 if
+    // at all). Not what this test is about: set aside.
+    let _ = tab_b
+        .wait_for(Duration::ZERO, |e| {
+            is_event(e, "onSubscribe", "room", "alice")
+        })
+        .await;
     // An unsubscribe from any tab takes alice out everywhere, with one onUnsubscribe that
     // her tabs hear too.
     let ack = tab_b.request(r#""unsubscribe","room""#).await;
