@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use realtime::cluster::{Bus, Membership, Presence, Settle};
+use realtime::cluster::{Bus, Membership, Presence, RedisCluster, Settle};
 use serde_json::Value;
 
 use crate::scale::{Held, int, start, start_at};
@@ -227,24 +227,69 @@ fn a_node_killed_while_redis_restarts_empty_is_still_reaped_with_its_members_eve
     );
 }
 
+/// Two nodes watching the room, A reaching Redis as a user of its own so that it alone
+/// can be cut off ([`cut_off`]).
+struct Pair {
+    redis: Redis,
+    a: Arc<RedisCluster>,
+    b: Arc<RedisCluster>,
+    a_held: Arc<Held>,
+    b_held: Arc<Held>,
+    _runtimes: [tokio::runtime::Runtime; 2],
+}
+
+impl Pair {
+    fn start() -> Pair {
+        let redis = Redis::start();
+        let user: [&[u8]; 8] = [
+            b"ACL", b"SETUSER", b"nodea", b"on", b">secret", b"~*", b"&*", b"+@all",
+        ];
+        redis.command(&user);
+        let url_a = redis.url().replace("redis://", "redis://nodea:secret@");
+        let (a_held, b_held) = (Arc::new(Held::default()), Arc::new(Held::default()));
+        let (ra, a) = start_at(&url_a, "a", a_held.clone());
+        let (rb, b) = start(&redis, "b", b_held.clone());
+        wait_until(Duration::from_secs(30), "both nodes to join", || {
+            a.is_up() && b.is_up()
+        });
+        a.watch("room", true);
+        b.watch("room", true);
+        listeners(&redis, 2);
+        Pair {
+            redis,
+            a,
+            b,
+            a_held,
+            b_held,
+            _runtimes: [ra, rb],
+        }
+    }
+
+    /// A loses Redis; B keeps it.
+    fn cut_off(&self) {
+        self.redis.command(&[b"ACL", b"SETUSER", b"nodea", b"off"]);
+        self.redis.command(&[b"CLIENT", b"KILL", b"USER", b"nodea"]);
+        wait_until(Duration::from_secs(10), "A to see Redis gone", || {
+            !self.a.is_up()
+        });
+    }
+
+    fn reconnect(&self) {
+        self.redis.command(&[b"ACL", b"SETUSER", b"nodea", b"on"]);
+    }
+}
+
 #[test]
 fn a_node_back_after_an_identity_unsubscribed_elsewhere_does_not_re_add_it() {
-    let redis = Redis::start();
-    // Node A reaches Redis as a user of its own, so that it alone can be cut off.
-    let user: [&[u8]; 8] = [
-        b"ACL", b"SETUSER", b"nodea", b"on", b">secret", b"~*", b"&*", b"+@all",
-    ];
-    redis.command(&user);
-    let url_a = redis.url().replace("redis://", "redis://nodea:secret@");
-    let (a_held, b_held) = (Arc::new(Held::default()), Arc::new(Held::default()));
-    let (_ra, a) = start_at(&url_a, "a", a_held.clone());
-    let (_rb, b) = start(&redis, "b", b_held.clone());
-    wait_until(Duration::from_secs(30), "both nodes to join", || {
-        a.is_up() && b.is_up()
-    });
-    a.watch("room", true);
-    b.watch("room", true);
-    listeners(&redis, 2);
+    let pair = Pair::start();
+    let Pair {
+        redis,
+        a,
+        b,
+        a_held,
+        b_held,
+        ..
+    } = &pair;
     // xena is in the room with a tab on each node.
     assert_eq!(settled(a.join("room", "@xena", &Value::Null)), 1);
     assert_eq!(settled(b.join("room", "@xena", &Value::Null)), 1);
@@ -257,18 +302,13 @@ fn a_node_back_after_an_identity_unsubscribed_elsewhere_does_not_re_add_it() {
             .push(xena.clone());
     }
     let a_told = a_held.told.lock().unwrap().len();
-    let b_heard_joins = heard(&b_held, "onSubscribe");
+    let b_heard_joins = heard(b_held, "onSubscribe");
 
-    // A is cut off from Redis; B stays.
-    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"off"]);
-    redis.command(&[b"CLIENT", b"KILL", b"USER", b"nodea"]);
-    wait_until(Duration::from_secs(10), "A to see Redis gone", || {
-        !a.is_up()
-    });
+    pair.cut_off();
     // Meanwhile she unsubscribes on B: out on every node, and A misses the word.
     b_held.snapshot.lock().unwrap().subscriptions.clear();
     assert_eq!(settled(b.leave("room", "@xena", &Value::Null, true)), 0);
-    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"on"]);
+    pair.reconnect();
     wait_until(
         Duration::from_secs(30),
         "A back, told to drop her tabs",
@@ -277,7 +317,7 @@ fn a_node_back_after_an_identity_unsubscribed_elsewhere_does_not_re_add_it() {
     // Anything the next heartbeats would tell too (a wait for nothing: a fixed one).
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        int(&redis, &["HLEN", "realtime:ch:room"]),
+        int(redis, &["HLEN", "realtime:ch:room"]),
         0,
         "she stays out of the room"
     );
@@ -294,7 +334,7 @@ fn a_node_back_after_an_identity_unsubscribed_elsewhere_does_not_re_add_it() {
         "A announced her joining again: {told:?}"
     );
     assert_eq!(
-        heard(&b_held, "onSubscribe"),
+        heard(b_held, "onSubscribe"),
         b_heard_joins,
         "B's members hear no new onSubscribe"
     );
@@ -305,21 +345,15 @@ fn a_node_back_after_an_identity_unsubscribed_elsewhere_does_not_re_add_it() {
 /// identities' channels from Redis instead, both ways.
 #[test]
 fn a_node_back_after_its_control_messages_were_trimmed_follows_redis() {
-    let redis = Redis::start();
-    let user: [&[u8]; 8] = [
-        b"ACL", b"SETUSER", b"nodea", b"on", b">secret", b"~*", b"&*", b"+@all",
-    ];
-    redis.command(&user);
-    let url_a = redis.url().replace("redis://", "redis://nodea:secret@");
-    let (a_held, b_held) = (Arc::new(Held::default()), Arc::new(Held::default()));
-    let (_ra, a) = start_at(&url_a, "a", a_held.clone());
-    let (_rb, b) = start(&redis, "b", b_held.clone());
-    wait_until(Duration::from_secs(30), "both nodes to join", || {
-        a.is_up() && b.is_up()
-    });
-    a.watch("room", true);
-    b.watch("room", true);
-    listeners(&redis, 2);
+    let pair = Pair::start();
+    let Pair {
+        redis,
+        a,
+        b,
+        a_held,
+        b_held,
+        ..
+    } = &pair;
     // xena and yara are in the room with a tab on each node.
     for who in ["@xena", "@yara"] {
         settled(a.join("room", who, &Value::Null));
@@ -332,11 +366,7 @@ fn a_node_back_after_its_control_messages_were_trimmed_follows_redis() {
     }
     let a_told = a_held.told.lock().unwrap().len();
 
-    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"off"]);
-    redis.command(&[b"CLIENT", b"KILL", b"USER", b"nodea"]);
-    wait_until(Duration::from_secs(10), "A to see Redis gone", || {
-        !a.is_up()
-    });
+    pair.cut_off();
     // On B, xena unsubscribes and yara joins the lobby; then the words A missed are
     // trimmed away.
     b_held
@@ -348,9 +378,9 @@ fn a_node_back_after_its_control_messages_were_trimmed_follows_redis() {
     assert_eq!(settled(b.leave("room", "@xena", &Value::Null, true)), 1);
     b.watch("lobby", true);
     assert_eq!(settled(b.join("lobby", "@yara", &Value::Null)), 1);
-    assert!(int(&redis, &["XLEN", "realtime:ctlog"]) >= 2);
+    assert!(int(redis, &["XLEN", "realtime:ctlog"]) >= 2);
     redis.command(&[b"XTRIM", b"realtime:ctlog", b"MAXLEN", b"0"]);
-    redis.command(&[b"ACL", b"SETUSER", b"nodea", b"on"]);
+    pair.reconnect();
     wait_until(Duration::from_secs(30), "A back, following Redis", || {
         a.is_up()
             && !a_held.dropped.lock().unwrap().is_empty()
@@ -369,7 +399,7 @@ fn a_node_back_after_its_control_messages_were_trimmed_follows_redis() {
         "yara's tab on A joins the lobby, once"
     );
     assert_eq!(
-        int(&redis, &["HLEN", "realtime:ch:room"]),
+        int(redis, &["HLEN", "realtime:ch:room"]),
         1,
         "only yara is in the room: xena was not written back"
     );
