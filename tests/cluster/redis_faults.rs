@@ -410,6 +410,47 @@ fn a_node_back_after_its_control_messages_were_trimmed_follows_redis() {
     );
 }
 
+/// The same gap, and an identity subscribing on A just as A reads its hub to follow
+/// Redis: its change is not in Redis yet, and is not taken for a leave elsewhere.
+#[test]
+fn a_subscribe_queued_as_a_node_follows_redis_is_not_undone() {
+    let pair = Pair::start();
+    let Pair {
+        redis, a, a_held, ..
+    } = &pair;
+    // A control message, so that A has one to miss the successors of.
+    settled(a.join("room", "@xena", &Value::Null));
+    {
+        let mut snap = a_held.snapshot.lock().unwrap();
+        snap.subscriptions
+            .push(("room".to_owned(), "@xena".to_owned()));
+        snap.members.push("@xena".to_owned());
+    }
+    pair.cut_off();
+    redis.command(&[b"XTRIM", b"realtime:ctlog", b"MAXLEN", b"0"]);
+    let node = a.clone();
+    *a_held.hook.lock().unwrap() = Some(Box::new(move |snap| {
+        snap.subscriptions
+            .push(("lobby".to_owned(), "@xena".to_owned()));
+        let _ = node.join("lobby", "@xena", &Value::Null);
+    }));
+    pair.reconnect();
+    wait_until(
+        Duration::from_secs(30),
+        "her lobby subscription in Redis",
+        || a.is_up() && int(redis, &["HLEN", "realtime:ch:lobby"]) == 1,
+    );
+    // Anything the next heartbeats would do too (a wait for nothing: a fixed one).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        *a_held.dropped.lock().unwrap(),
+        Vec::<(String, String)>::new(),
+        "nothing taken out on A"
+    );
+    assert_eq!(int(redis, &["HLEN", "realtime:ch:lobby"]), 1);
+    assert_eq!(int(redis, &["HLEN", "realtime:ch:room"]), 1);
+}
+
 #[test]
 fn sessions_begun_while_redis_was_away_are_recorded_for_resumption_once_it_is_back() {
     let mut redis = Redis::start();

@@ -145,15 +145,21 @@ impl Worker {
 
     /// Control messages were trimmed before this node read them: its identities' tabs
     /// take their channels from Redis instead (`P:ms:{member}`, the channels each is in
-    /// cluster-wide), except where this node changed them while away. Not when the others
-    /// had reaped this node: a channel missing then may be the reaping's doing, and is
-    /// written back by the resync as before.
+    /// cluster-wide), except where this node changed them while away. Leaves are not
+    /// followed when the others had reaped this node (a channel missing then may be the
+    /// reaping's doing) or when a change is still queued: the resync writes those back,
+    /// as before.
     async fn follow_identities(
         &mut self,
         hub: &Arc<dyn Inbound>,
         conn: &mut MultiplexedConnection,
     ) -> Result<(), ClusterError> {
         let snap = hub.snapshot();
+        // The hub queues a change's op as it makes it: with none queued, every change the
+        // snapshot holds was settled, offline (then in `dirty`) or in Redis. One queued
+        // now (a subscribe in this very instant) is not in Redis yet and must not pass
+        // for a leave elsewhere.
+        let settled = self.ops.is_empty() && self.held == 0;
         let mut identities: Vec<&str> = snap
             .members
             .iter()
@@ -192,7 +198,7 @@ impl Worker {
                 }
             }
         }
-        if !self.reaped {
+        if !self.reaped && settled {
             for (c, m) in &here {
                 let gone = cluster.get(m).is_some_and(|chs| !chs.contains(*c));
                 if gone && !self.dirty.contains(&entry(c, m)) {
@@ -202,7 +208,7 @@ impl Worker {
             }
         }
         warn!(
-            node = %self.node, joined, left, reaped = self.reaped,
+            node = %self.node, joined, left, reaped = self.reaped, settled,
             "control messages were trimmed before this node read them: its identities' channels taken from Redis"
         );
         Ok(())
