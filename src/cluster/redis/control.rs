@@ -145,10 +145,9 @@ impl Worker {
 
     /// Control messages were trimmed before this node read them: its identities' tabs
     /// take their channels from Redis instead (`P:ms:{member}`, the channels each is in
-    /// cluster-wide), except where this node changed them while away. Leaves are not
-    /// followed when the others had reaped this node (a channel missing then may be the
-    /// reaping's doing) or when a change is still queued: the resync writes those back,
-    /// as before.
+    /// cluster-wide), except where this node changed them while away. Not when a change
+    /// is still queued, nor leaves when the others had reaped this node (a channel
+    /// missing then may be the reaping's doing): the resync writes those back, as before.
     async fn follow_identities(
         &mut self,
         hub: &Arc<dyn Inbound>,
@@ -157,9 +156,12 @@ impl Worker {
         let snap = hub.snapshot();
         // The hub queues a change's op as it makes it: with none queued, every change the
         // snapshot holds was settled, offline (then in `dirty`) or in Redis. One queued
-        // now (a subscribe in this very instant) is not in Redis yet and must not pass
-        // for a leave elsewhere.
-        let settled = self.ops.is_empty() && self.held == 0;
+        // now (a subscribe or unsubscribe in this very instant) is not in Redis yet, and
+        // would pass for a change made elsewhere.
+        if !(self.ops.is_empty() && self.held == 0) {
+            warn!(node = %self.node, "control messages were trimmed before this node read them, and a change is under way: its identities keep their channels here");
+            return Ok(());
+        }
         let mut identities: Vec<&str> = snap
             .members
             .iter()
@@ -198,7 +200,7 @@ impl Worker {
                 }
             }
         }
-        if !self.reaped && settled {
+        if !self.reaped {
             for (c, m) in &here {
                 let gone = cluster.get(m).is_some_and(|chs| !chs.contains(*c));
                 if gone && !self.dirty.contains(&entry(c, m)) {
@@ -208,7 +210,7 @@ impl Worker {
             }
         }
         warn!(
-            node = %self.node, joined, left, reaped = self.reaped, settled,
+            node = %self.node, joined, left, reaped = self.reaped,
             "control messages were trimmed before this node read them: its identities' channels taken from Redis"
         );
         Ok(())
