@@ -183,6 +183,7 @@ cluster.test("a reload that lands on the other node: a new session there, the sa
   const bob = cluster.connect(1, { auth: { identity: "reload-bob" } });
   await Promise.all([connected(tab0), connected(bob)]);
   const bobEvents = collect(bob, "message", { types: ["command"] });
+  const bobMessages = collect(bob);
   assertSubscribeAck(await ack(tab0, "subscribe", channel), channel, 1);
   assertSubscribeAck(await ack(bob, "subscribe", channel), channel, 2);
 
@@ -193,6 +194,9 @@ cluster.test("a reload that lands on the other node: a new session there, the sa
   await waitFor(async () => (await metric(cluster.url(0), 'realtime_connections{transport="websocket"}')) === 0,
     { what: "node 0 to see the page go" });
   assertPublishAck(await ack(bob, "publish", channel, { missed: true }));
+  // The ack leaves before the message comes back from Redis to node 1: until bob has his
+  // copy, a tab that joined node 1 meanwhile would be a member there when it arrives.
+  await bobMessages.next((e) => e.data?.missed === true);
   const tab1 = cluster.connect(1, { auth: { identity: "reload-alice" } });
   const inbox = collect(tab1);
   await connected(tab1);
