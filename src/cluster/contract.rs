@@ -124,6 +124,13 @@ pub trait Inbound: Send + Sync + 'static {
         leaving: Option<&str>,
         observe: bool,
     );
+    /// A membership change another node decided and published: delivered to this node's
+    /// members of the channel, except `except`'s sessions, which hear it with the control
+    /// message that joins them ([`Inbound::announce_to`]), once either way.
+    fn announce_heard(&self, envelope: &Envelope, except: Option<&str>);
+    /// Delivers a membership change to `member`'s sessions here that are in its channel:
+    /// the member's own join, decided on another node.
+    fn announce_to(&self, member: &str, envelope: &Envelope);
     /// Tells the observer only: a change this node's members already heard.
     fn observe_only(&self, change: Membership, envelope: &Envelope);
     /// A member's first connection anywhere (`onConnect`) or its last one gone

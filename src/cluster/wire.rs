@@ -2,7 +2,7 @@
 //! attachment lengths), then the binary attachments back to back.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,9 @@ pub(super) struct BusMessage {
     /// An identity for a direct message; `None` for a channel broadcast.
     pub to: Option<String>,
     pub attachments: Vec<Bytes>,
+    /// A membership event about this member, whose own sessions hear it with the control
+    /// message that follows instead.
+    pub except: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -34,6 +37,8 @@ struct HeaderOut<'a> {
     t: u64,
     d: &'a Value,
     a: Vec<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +51,8 @@ struct HeaderIn {
     t: u64,
     d: Value,
     a: Vec<usize>,
+    #[serde(default)]
+    x: Option<String>,
 }
 
 /// Why a bus message was dropped.
@@ -70,12 +77,9 @@ pub(super) fn encode(
     envelope: &Envelope,
     attachments: &[Bytes],
     to: Option<&str>,
+    except: Option<&str>,
 ) -> Bytes {
-    let millis = envelope
-        .timestamp
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+    let millis = millis_of(envelope.timestamp);
     let header = HeaderOut {
         n: origin,
         k: envelope.kind,
@@ -85,6 +89,7 @@ pub(super) fn encode(
         t: millis,
         d: &envelope.data,
         a: attachments.iter().map(Bytes::len).collect(),
+        x: except,
     };
     let body: usize = attachments.iter().map(Bytes::len).sum();
     let mut out = BytesMut::with_capacity(128 + body).writer();
@@ -110,9 +115,7 @@ pub(super) fn decode(raw: &[u8]) -> Result<BusMessage, WireError> {
     if h.c.is_none() && h.to.is_none() {
         return Err(WireError::NoTarget);
     }
-    if h.t > LAST_MILLISECOND {
-        return Err(WireError::Timestamp(h.t));
-    }
+    let timestamp = time_of(h.t).ok_or(WireError::Timestamp(h.t))?;
     let rest = &raw[nl + 1..];
     let announced =
         h.a.iter()
@@ -136,12 +139,25 @@ pub(super) fn decode(raw: &[u8]) -> Result<BusMessage, WireError> {
             kind,
             channel: h.c,
             identity: h.i.map(Arc::from),
-            timestamp: UNIX_EPOCH + Duration::from_millis(h.t),
+            timestamp,
             data: h.d,
         },
         to: h.to,
         attachments,
+        except: h.x,
     })
+}
+
+/// A timestamp as the bus carries it: milliseconds since the epoch.
+pub(super) fn millis_of(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The time `millis` after the epoch, if RFC 3339 (the envelope's timestamp) can say it.
+pub(super) fn time_of(millis: u64) -> Option<SystemTime> {
+    (millis <= LAST_MILLISECOND).then(|| UNIX_EPOCH + Duration::from_millis(millis))
 }
 
 /// Now, to the millisecond the wire keeps (so a round trip compares equal in tests).
@@ -156,6 +172,7 @@ fn now_millis() -> std::time::SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Membership;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -164,7 +181,7 @@ mod tests {
         let mut e = Envelope::message("news", Some("alice".into()), json!({"x": "a\nb"}));
         e.timestamp = now_millis();
         let att = vec![Bytes::from_static(b"\n\x00\xff"), Bytes::new()];
-        let raw = encode("n1", &e, &att, None);
+        let raw = encode("n1", &e, &att, None, None);
         let m = decode(&raw).unwrap();
         assert_eq!(m.origin, "n1");
         assert_eq!(m.envelope, e);
@@ -177,8 +194,19 @@ mod tests {
         let mut e = Envelope::command("c", None, "poke", json!(1));
         e.channel = None;
         e.timestamp = now_millis();
-        let m = decode(&encode("n2", &e, &[], Some("bob"))).unwrap();
+        let m = decode(&encode("n2", &e, &[], Some("bob"), None)).unwrap();
         assert_eq!((m.envelope, m.to.as_deref()), (e, Some("bob")));
+    }
+
+    #[test]
+    fn a_membership_event_names_the_member_that_hears_it_otherwise() {
+        let e = Envelope::membership("c", Some("al".into()), Membership::Subscribe, json!(1), 2);
+        let m = decode(&encode("n1", &e, &[], None, Some("@al"))).unwrap();
+        assert_eq!(m.except.as_deref(), Some("@al"));
+        // Left out when there is none, so the header is what an older node sends and reads.
+        let raw = encode("n1", &e, &[], None, None);
+        assert!(!String::from_utf8_lossy(&raw).contains("\"x\""));
+        assert_eq!(decode(&raw).unwrap().except, None);
     }
 
     #[test]
@@ -222,10 +250,10 @@ mod tests {
             let data: Value = serde_json::from_str(&d.text()).unwrap();
             let mut e = Envelope::command("c", None, "poke", data.clone());
             e.timestamp = now_millis();
-            let m = decode(&encode("n1", &e, &[], None)).unwrap();
+            let m = decode(&encode("n1", &e, &[], None, None)).unwrap();
             prop_assert!(d.is(&m.envelope.data["options"]), "{}", m.envelope.data);
             let e = Envelope::message("c", None, data);
-            let m = decode(&encode("n1", &e, &[], Some("bob"))).unwrap();
+            let m = decode(&encode("n1", &e, &[], Some("bob"), None)).unwrap();
             prop_assert!(d.is(&m.envelope.data), "{}", m.envelope.data);
         }
 

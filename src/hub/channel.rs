@@ -86,4 +86,13 @@ impl Channel {
         }
         f
     }
+
+    /// Queues one encoded item to every slot but those of member `except`.
+    pub(crate) fn deliver_except(&self, item: &Outgoing, limit: usize, except: &str) -> Fanout {
+        let mut f = Fanout::default();
+        for slot in self.slots.iter().filter(|s| *s.member.key != *except) {
+            f.add(slot.deliver(item, limit));
+        }
+        f
+    }
 }

@@ -56,6 +56,7 @@ impl Inbound for Hub {
             return;
         };
         let item = envelope.encode(self.next_offset(), Vec::new()).lazy();
+        let tell = self.config.notices.tell(channel, cluster_count(envelope));
         let mut f = Fanout::default();
         let mut in_channel = false;
         if let Ok(map) = self.shard(channel).channels.lock() {
@@ -63,16 +64,61 @@ impl Inbound for Hub {
                 self.observe(HubEvent::from(change), envelope);
             }
             if let Some(ch) = map.get(channel)
-                && self.config.notices.tell(channel, ch.count())
+                && tell
             {
                 f = ch.deliver(&item, self.config.cache_limit);
                 in_channel = leaving.is_some_and(|k| ch.members.contains_key(k));
             }
         }
         if let Some(key) = leaving
+            && tell
             && !in_channel
             && let Some(member) = self.member(key)
             && let Ok(st) = member.state.lock()
+        {
+            for slot in &st.slots {
+                f.add(slot.deliver(&item, self.config.cache_limit));
+            }
+        }
+        self.count_fanout(f);
+    }
+
+    fn announce_heard(&self, envelope: &Envelope, except: Option<&str>) {
+        let Some(channel) = envelope.channel.as_deref() else {
+            return;
+        };
+        if !self.config.notices.tell(channel, cluster_count(envelope)) {
+            return;
+        }
+        let item = envelope.encode(self.next_offset(), Vec::new()).lazy();
+        let Ok(map) = self.shard(channel).channels.lock() else {
+            return;
+        };
+        let Some(ch) = map.get(channel) else {
+            return;
+        };
+        let f = match except {
+            Some(key) => ch.deliver_except(&item, self.config.cache_limit, key),
+            None => ch.deliver(&item, self.config.cache_limit),
+        };
+        drop(map);
+        self.count_fanout(f);
+    }
+
+    fn announce_to(&self, key: &str, envelope: &Envelope) {
+        let Some(channel) = envelope.channel.as_deref() else {
+            return;
+        };
+        if !self.config.notices.tell(channel, cluster_count(envelope)) {
+            return;
+        }
+        let Some(member) = self.member(key) else {
+            return;
+        };
+        let item = envelope.encode(self.next_offset(), Vec::new()).lazy();
+        let mut f = Fanout::default();
+        if let Ok(st) = member.state.lock()
+            && st.channels.contains(channel)
         {
             for slot in &st.slots {
                 f.add(slot.deliver(&item, self.config.cache_limit));
@@ -168,4 +214,15 @@ impl Hub {
     fn member(&self, key: &str) -> Option<Arc<Member>> {
         self.registry(key).lock().ok()?.get(key).cloned()
     }
+}
+
+/// The member count a membership event carries: the cluster's, which is what the notices
+/// rule counts on every node alike (this node may hold few of the members).
+fn cluster_count(envelope: &Envelope) -> usize {
+    envelope
+        .data
+        .get("count")
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
 }

@@ -109,8 +109,8 @@ impl Held {
     }
 }
 
-impl Inbound for Held {
-    fn deliver(&self, env: &Envelope, _: Vec<Bytes>, _: Option<&str>, _: Option<u64>) {
+impl Held {
+    fn record_heard(&self, env: &Envelope) {
         if let Some(command) = env.data.get("command").and_then(|c| c.as_str()) {
             let channel = env.channel.clone().unwrap_or_default();
             let who = env.identity.as_deref().unwrap_or_default().to_owned();
@@ -120,6 +120,16 @@ impl Inbound for Held {
                 .push((command.to_owned(), channel, who));
         }
     }
+}
+
+impl Inbound for Held {
+    fn deliver(&self, env: &Envelope, _: Vec<Bytes>, _: Option<&str>, _: Option<u64>) {
+        self.record_heard(env);
+    }
+    fn announce_heard(&self, env: &Envelope, _: Option<&str>) {
+        self.record_heard(env);
+    }
+    fn announce_to(&self, _: &str, _: &Envelope) {}
     fn announce(&self, change: Membership, env: &Envelope, _: Option<&str>, observe: bool) {
         if observe && change == Membership::Unsubscribe {
             self.observed_leaves.fetch_add(1, Ordering::SeqCst);

@@ -34,12 +34,19 @@ enum Inbox {
         attachments: Vec<Bytes>,
         to: Option<String>,
     },
+    /// A membership event another node decided, not for `except`'s sessions (they hear
+    /// it with the control message that follows).
+    Announce {
+        envelope: Envelope,
+        except: Option<String>,
+    },
     /// An identity joined (`true`) or left a channel on another node: its sessions here
-    /// follow.
+    /// follow, and hear `told` (its join, when that was news).
     Control {
         join: bool,
         member: String,
         channel: String,
+        told: Option<Envelope>,
     },
 }
 

@@ -184,8 +184,12 @@ impl MemoryWorker {
                 };
                 self.forget_pending(&change);
                 if first {
-                    self.announce(hub, &change, Membership::Subscribe, count, true)?;
-                    self.control(true, &change)?;
+                    // Its own sessions elsewhere hear it with the control message.
+                    let env = membership(&change, Membership::Subscribe, count);
+                    hub.announce(Membership::Subscribe, &env, Some(&change.member), true);
+                    let identity = identity_of(&change.member).map(|_| change.member.as_str());
+                    self.broadcast(&env, identity)?;
+                    self.control(true, &change, Some(&env))?;
                 }
                 let _ = change.reply.send(count);
             }
@@ -209,7 +213,7 @@ impl MemoryWorker {
                 if last {
                     self.announce(hub, &change, Membership::Unsubscribe, count, true)?;
                     if change.explicit {
-                        self.control(false, &change)?;
+                        self.control(false, &change, None)?;
                     }
                 }
                 let _ = change.reply.send(count);
@@ -365,7 +369,7 @@ impl MemoryWorker {
             let count = self.with(|s, _| s.presence.count(&change.channel))?;
             let env = membership(change, *event, count);
             hub.observe_only(*event, &env);
-            self.broadcast(&env)?;
+            self.broadcast(&env, None)?;
             self.pending.remove(0);
         }
         Ok(())
@@ -383,21 +387,26 @@ impl MemoryWorker {
     ) -> Result<(), ClusterError> {
         let env = membership(change, event, count);
         hub.announce(event, &env, leaving.then_some(change.member.as_str()), true);
-        self.broadcast(&env)
+        self.broadcast(&env, None)
     }
 
-    fn broadcast(&self, env: &Envelope) -> Result<(), ClusterError> {
+    /// Sends a membership event to the other nodes.
+    fn broadcast(&self, env: &Envelope, except: Option<&str>) -> Result<(), ClusterError> {
         self.backplane
-            .send(&self.node, env.channel.as_deref(), || Inbox::Broadcast {
+            .send(&self.node, env.channel.as_deref(), || Inbox::Announce {
                 envelope: env.clone(),
-                attachments: Vec::new(),
-                to: None,
+                except: except.map(str::to_owned),
             })
     }
 
     /// Tells the other nodes that an identity joined or left a channel, so its sessions
     /// there follow (anonymous members live on one node: nothing to tell).
-    fn control(&self, join: bool, change: &Change) -> Result<(), ClusterError> {
+    fn control(
+        &self,
+        join: bool,
+        change: &Change,
+        told: Option<&Envelope>,
+    ) -> Result<(), ClusterError> {
         if identity_of(&change.member).is_none() {
             return Ok(());
         }
@@ -405,6 +414,7 @@ impl MemoryWorker {
             join,
             member: change.member.clone(),
             channel: change.channel.clone(),
+            told: told.cloned(),
         })
     }
 
@@ -416,16 +426,23 @@ impl MemoryWorker {
                 attachments,
                 to,
             } => hub.deliver(&envelope, attachments, to.as_deref(), None),
+            Inbox::Announce { envelope, except } => {
+                hub.announce_heard(&envelope, except.as_deref());
+            }
             Inbox::Control {
                 join,
                 member,
                 channel,
+                told,
             } => {
                 if identity_of(&member).is_none() || !hub.accepts_channel(&channel) {
                     return;
                 }
                 if join {
                     hub.adopt(&member, &channel);
+                    if let Some(env) = told {
+                        hub.announce_to(&member, &env);
+                    }
                 } else {
                     hub.drop_remote(&member, &channel);
                 }

@@ -11,7 +11,7 @@ use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
 use super::{BATCH, Change, Worker, entry, log};
-use crate::cluster::{ClusterError, Inbound, identity_of};
+use crate::cluster::{ClusterError, Envelope, Inbound, identity_of, wire};
 
 /// Most control messages kept for a node that was away: far more than an outage makes.
 const KEPT: usize = 100_000;
@@ -34,13 +34,36 @@ static SCONTROL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&CONTROL_LUA.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"))
 });
 
-/// A control message: an identity joined or left a channel on node `n`.
+/// A control message: an identity joined or left a channel on node `n`. A join that was
+/// news cluster-wide carries its `onSubscribe` (timestamp `t`, data `d`), which the
+/// identity's sessions on the other nodes hear from it, and not from the bus.
 #[derive(serde::Deserialize)]
 struct Control {
     n: String,
     op: String,
     m: String,
     c: String,
+    #[serde(default)]
+    t: Option<u64>,
+    #[serde(default)]
+    d: Option<serde_json::Value>,
+}
+
+impl Control {
+    /// The `onSubscribe` this join carries, if it carries a well-formed one.
+    fn told(&self) -> Option<Envelope> {
+        let d = self.d.as_ref()?;
+        if d.get("command").and_then(|c| c.as_str()) != Some("onSubscribe") {
+            return None;
+        }
+        Some(Envelope {
+            kind: "command",
+            channel: Some(self.c.clone()),
+            identity: identity_of(&self.m).map(Arc::from),
+            timestamp: wire::time_of(self.t?)?,
+            data: d.clone(),
+        })
+    }
 }
 
 impl Worker {
@@ -51,14 +74,19 @@ impl Worker {
         conn: &mut MultiplexedConnection,
         op: &str,
         change: &Change,
+        told: Option<&Envelope>,
     ) -> Result<(), ClusterError> {
         if identity_of(&change.member).is_none() {
             return Ok(());
         }
-        let payload = serde_json::json!({
+        let mut payload = serde_json::json!({
             "n": &*self.node, "op": op, "m": change.member, "c": change.channel,
-        })
-        .to_string();
+        });
+        if let Some(env) = told {
+            payload["t"] = wire::millis_of(env.timestamp).into();
+            payload["d"] = env.data.clone();
+        }
+        let payload = payload.to_string();
         let script = if self.keys.sharded {
             &SCONTROL
         } else {
@@ -131,7 +159,7 @@ impl Worker {
         let n = missed.len();
         for (id, fields) in missed {
             if let Some((_, raw)) = fields.into_iter().find(|(f, _)| f == "p") {
-                self.apply_control(hub, Some(&id), &raw);
+                self.apply_control(hub, Some(&id), &raw, false);
             }
         }
         if n > 0 {
@@ -219,12 +247,15 @@ impl Worker {
     /// A control message heard on the bus (`id\nmessage`), or read from the stream.
     pub(super) fn inbound_control(&mut self, hub: &Arc<dyn Inbound>, raw: &[u8]) {
         match log::split(raw) {
-            Some((id, raw)) => self.apply_control(hub, Some(id), raw),
-            None => self.apply_control(hub, None, raw),
+            Some((id, raw)) => self.apply_control(hub, Some(id), raw, true),
+            None => self.apply_control(hub, None, raw, true),
         }
     }
 
-    fn apply_control(&mut self, hub: &Arc<dyn Inbound>, id: Option<&str>, raw: &[u8]) {
+    /// Applies one control message; `live` when heard on the bus, where the membership
+    /// event it follows went out too (one read from the stream after an outage follows
+    /// an event nobody here heard, so its news is not told late to the identity alone).
+    fn apply_control(&mut self, hub: &Arc<dyn Inbound>, id: Option<&str>, raw: &[u8], live: bool) {
         // Heard live and read from the stream too: applied once.
         if let Some(id) = id
             && !self.control_seen(id)
@@ -246,7 +277,16 @@ impl Worker {
         }
         let valid = identity_of(&ctl.m).is_some() && hub.accepts_channel(&ctl.c);
         match ctl.op.as_str() {
-            "join" if valid => hub.adopt(&ctl.m, &ctl.c),
+            "join" if valid => {
+                hub.adopt(&ctl.m, &ctl.c);
+                match ctl.told() {
+                    Some(env) if live => hub.announce_to(&ctl.m, &env),
+                    None if ctl.d.is_some() => {
+                        warn!(redis_channel = %self.keys.control(), "a control message carried a malformed onSubscribe; joined without it");
+                    }
+                    _ => {}
+                }
+            }
             "leave" if valid => hub.drop_remote(&ctl.m, &ctl.c),
             _ => {
                 self.stats

@@ -51,9 +51,11 @@ impl Worker {
         }
         if *m.origin != *self.node {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
-            if offset.is_none() {
-                self.heard_membership(&m.envelope);
-            }
+        }
+        if offset.is_none() {
+            self.heard_membership(&m.envelope);
+            hub.announce_heard(&m.envelope, m.except.as_deref());
+            return;
         }
         hub.deliver(&m.envelope, m.attachments, m.to.as_deref(), offset);
     }

@@ -368,7 +368,7 @@ impl Bus for RedisCluster {
             (None, Some(channel)) => self.keys.topic(channel),
             (None, None) => return,
         };
-        let payload = wire::encode(&self.node, envelope, attachments, to);
+        let payload = wire::encode(&self.node, envelope, attachments, to, None);
         // A history answer is JSON: a broadcast with binary attachments is not kept.
         let channel = match (to, attachments.is_empty()) {
             (None, true) if self.history.size > 0 => envelope.channel.clone(),

@@ -10,7 +10,7 @@ use redis::aio::MultiplexedConnection;
 use tracing::info;
 
 use super::{BATCH, Change, Worker, entry, membership, quiet, scripts};
-use crate::cluster::{ClusterError, Envelope, Inbound, Membership, member_key, wire};
+use crate::cluster::{ClusterError, Envelope, Inbound, Membership, identity_of, member_key, wire};
 
 /// A dead node's entries undone in one script call: a few milliseconds of Redis.
 const REAP_CHUNK: usize = 2000;
@@ -120,6 +120,26 @@ impl Worker {
         self.send(conn, &env).await
     }
 
+    /// An identity's first join, decided here: announced like any change, except that
+    /// its own sessions on the other nodes hear it with the control message that joins
+    /// them. Heard on the bus, it would reach only those already in the channel there
+    /// (joined by a new tab's own lookup, with the channel watched in time), so some of
+    /// its tabs would hear their own join and some not.
+    pub(super) async fn announce_join(
+        &mut self,
+        hub: &Arc<dyn Inbound>,
+        conn: &mut MultiplexedConnection,
+        change: &Change,
+        count: usize,
+    ) -> Result<(), ClusterError> {
+        let env = membership(change, Membership::Subscribe, count);
+        hub.announce(Membership::Subscribe, &env, Some(&change.member), true);
+        let identity = identity_of(&change.member).map(|_| change.member.as_str());
+        self.publish_events(conn, std::slice::from_ref(&env), identity)
+            .await?;
+        self.control(conn, "join", change, Some(&env)).await
+    }
+
     pub(super) async fn send(
         &self,
         conn: &mut MultiplexedConnection,
@@ -134,6 +154,17 @@ impl Worker {
         conn: &mut MultiplexedConnection,
         envs: &[Envelope],
     ) -> Result<(), ClusterError> {
+        self.publish_events(conn, envs, None).await
+    }
+
+    /// Publishes membership events in pipelines of [`BATCH`], each marked as not for
+    /// `except`'s sessions when given.
+    async fn publish_events(
+        &self,
+        conn: &mut MultiplexedConnection,
+        envs: &[Envelope],
+        except: Option<&str>,
+    ) -> Result<(), ClusterError> {
         for chunk in envs.chunks(BATCH) {
             let mut pipe = redis::pipe();
             let mut sent = 0u64;
@@ -141,7 +172,7 @@ impl Worker {
                 let Some(channel) = env.channel.as_deref() else {
                     continue;
                 };
-                let payload = wire::encode(&self.node, env, &[], None);
+                let payload = wire::encode(&self.node, env, &[], None, except);
                 pipe.cmd(self.keys.publish())
                     .arg(self.keys.topic(channel))
                     .arg(payload.as_ref())

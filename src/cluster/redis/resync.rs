@@ -219,7 +219,7 @@ impl Worker {
                 hub.observe_only(event, &env);
                 self.send(conn, &env).await?;
             }
-            self.control(conn, "leave", &change).await?;
+            self.control(conn, "leave", &change, None).await?;
         }
         while !self.pending.is_empty() {
             beat_due = self.touch_if_due(conn, beat_due).await?;

@@ -448,9 +448,7 @@ impl Worker {
                         self.elsewhere.insert(key);
                     }
                     if first || took == Some(false) {
-                        self.announce(hub, conn, &change, Membership::Subscribe, count, true)
-                            .await?;
-                        self.control(conn, "join", &change).await?;
+                        self.announce_join(hub, conn, &change, count).await?;
                     } else if took == Some(true) {
                         let env = membership(&change, Membership::Subscribe, count);
                         hub.announce(Membership::Subscribe, &env, Some(&change.member), false);
@@ -480,7 +478,7 @@ impl Worker {
                             self.announce(hub, conn, &change, Membership::Unsubscribe, count, true)
                                 .await?;
                             if change.explicit {
-                                self.control(conn, "leave", &change).await?;
+                                self.control(conn, "leave", &change, None).await?;
                             }
                         } else if took == Some(true) {
                             let env = membership(&change, Membership::Unsubscribe, count);

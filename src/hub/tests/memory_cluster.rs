@@ -40,6 +40,10 @@ struct Node {
 }
 
 fn node(backplane: &Arc<MemoryBackplane>, name: &str) -> Node {
+    node_with(backplane, name, Notices::default())
+}
+
+fn node_with(backplane: &Arc<MemoryBackplane>, name: &str, notices: Notices) -> Node {
     let config = ClusterConfig {
         node_id: Some(name.to_owned()),
         heartbeat: HEARTBEAT,
@@ -50,6 +54,7 @@ fn node(backplane: &Arc<MemoryBackplane>, name: &str) -> Node {
     let heard = Arc::new(Heard::default());
     let hub = Hub::new(HubConfig {
         grace: Duration::ZERO,
+        notices,
         ..HubConfig::default()
     })
     .with_cluster(cluster.clone(), cluster.clone())
@@ -190,6 +195,82 @@ async fn an_identity_with_tabs_on_two_nodes_is_one_member() {
     assert_eq!(events(&mut carol.rx), [ev("onUnsubscribe", "alice", 1)]);
     assert_eq!(heard(HubEvent::Unsubscribe, "alice"), 1);
     assert_eq!(heard(HubEvent::Disconnect, "alice"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_tab_of_an_identity_hears_its_join_once_on_every_node() {
+    let backplane = MemoryBackplane::new();
+    let (a, b, c) = (
+        node(&backplane, "a"),
+        node(&backplane, "b"),
+        node(&backplane, "c"),
+    );
+    settle().await;
+    // B watches the room (carol is in it); C has nobody there, so it hears no event on
+    // the room at all.
+    let mut carol = tab(&b.hub, Some("carol"));
+    assert_eq!(join(&b.hub, &carol, "room").await, 1);
+    let mut alice_b = tab(&b.hub, Some("alice"));
+    let mut alice_c = tab(&c.hub, Some("alice"));
+    let mut alice_a = tab(&a.hub, Some("alice"));
+    settle().await;
+    events(&mut carol.rx);
+    assert_eq!(join(&a.hub, &alice_a, "room").await, 2);
+    settle().await;
+    let joined = [ev("onSubscribe", "alice", 2)];
+    assert_eq!(events(&mut carol.rx), joined);
+    for (at, tab) in [
+        ("a", &mut alice_a),
+        ("b", &mut alice_b),
+        ("c", &mut alice_c),
+    ] {
+        assert_eq!(events(&mut tab.rx), joined, "alice's tab on {at}");
+    }
+    assert_eq!((b.hub.count("room"), c.hub.count("room")), (2, 1));
+    // Her next join, from the tab on C, is news again once she left.
+    c.hub
+        .unsubscribe(&alice_c.conn, "room", Value::Null)
+        .expect("alice unsubscribes from C");
+    settle().await;
+    for tab in [&mut carol, &mut alice_a, &mut alice_b, &mut alice_c] {
+        assert_eq!(events(&mut tab.rx), [ev("onUnsubscribe", "alice", 1)]);
+    }
+    assert_eq!(join(&c.hub, &alice_c, "room").await, 2);
+    settle().await;
+    for tab in [&mut carol, &mut alice_a, &mut alice_b, &mut alice_c] {
+        assert_eq!(events(&mut tab.rx), joined);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_notices_rule_holds_on_every_node_with_the_clusters_count() {
+    let backplane = MemoryBackplane::new();
+    let notices = Notices {
+        quiet: vec!["quiet.*".to_owned()],
+        max_members: 2,
+    };
+    let (a, b) = (
+        node_with(&backplane, "a", notices.clone()),
+        node_with(&backplane, "b", notices),
+    );
+    settle().await;
+    let mut bob = tab(&b.hub, Some("bob"));
+    join(&b.hub, &bob, "quiet.room").await;
+    assert_eq!(join(&b.hub, &bob, "big").await, 1);
+    let alice = tab(&a.hub, Some("alice"));
+    join(&a.hub, &alice, "quiet.room").await;
+    assert_eq!(join(&a.hub, &alice, "big").await, 2);
+    let carol = tab(&a.hub, Some("carol"));
+    // The third member passes the limit: B holds one member, the cluster three.
+    assert_eq!(join(&a.hub, &carol, "big").await, 3);
+    settle().await;
+    assert_eq!(
+        events(&mut bob.rx),
+        [ev("onSubscribe", "bob", 1), ev("onSubscribe", "alice", 2)],
+        "bob heard only big's notices, up to two members"
+    );
+    // The observer hears every change either way.
+    assert_eq!(a.heard.of(HubEvent::Subscribe, "carol"), 1);
 }
 
 #[tokio::test(start_paused = true)]
