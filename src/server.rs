@@ -257,7 +257,7 @@ pub fn product_after(
         )
         .www(s.www.clone())
         .metrics(metrics)
-        .cluster(cluster.as_ref().map(|c| c.up_flag()))
+        .cluster(cluster.as_ref().map(|c| c.reachable()))
         .monitor(monitor.clone());
     Ok(Product {
         router: Arc::new(router),

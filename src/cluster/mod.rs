@@ -27,7 +27,7 @@ pub use envelope::Envelope;
 pub use error::ClusterError;
 pub use memory::{MemoryBackplane, MemoryCluster, MemoryWorker};
 
-pub use redis::RedisCluster;
+pub use redis::{Reachable, RedisCluster};
 pub use single::SingleNode;
 
 /// A node id for a node that was not given one: host, process and a random part, so a

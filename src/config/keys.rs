@@ -259,6 +259,10 @@ pub const KEYS: &[Key] = &[
         "A node silent this long is dead and its members are removed; must exceed `heartbeat`."),
     key!("Cluster" "answer-timeout", NonzeroDuration, "10s", Restart, cluster.answer_timeout,
         "How long a subscribe or unsubscribe ack waits for the cluster's member count."),
+    key!("Cluster" "bus-shards", Positive, "1", Restart, cluster.bus_shards,
+        "Redis Cluster shards broadcasts are spread over (1 to 64), each channel's on one; \
+         the same on every node. Above 1, a session resumes only on the node that held \
+         it and history is each node's own; needs a `redis+cluster://` URL."),
     key!("Log" "target", OneOf(&LOG_TARGETS), "auto", Restart, log.target,
         "Where logs go: auto is journald under systemd, else stderr."),
     key!("Log" "level", OneOf(&LOG_LEVELS), "info", Live, log.level,

@@ -271,6 +271,20 @@ impl Config {
                 },
             });
         }
+        // Spreading needs shards: one Redis (or Sentinel's) has one.
+        let cluster = &config.cluster;
+        if cluster.bus_shards > 1 && !cluster.redis.as_deref().is_some_and(ClusterUrl::is_cluster) {
+            return Err(ConfigError::InvalidValue {
+                file: origin.to_owned(),
+                line: seen
+                    .get(&("Cluster", "bus-shards".to_owned()))
+                    .copied()
+                    .unwrap_or(0),
+                section: "Cluster".to_owned(),
+                key: "bus-shards".to_owned(),
+                error: ValueError::BusShardsWithoutRedisCluster(cluster.bus_shards),
+            });
+        }
         Ok(config)
     }
 

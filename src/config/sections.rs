@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::SetError;
 use super::redis_cluster::ClusterUrl;
 use super::sentinel::SentinelUrl;
-use super::value::{boolean, count, list, nonzero_duration, one_of, optional, positive, url, word};
+use super::value::{
+    boolean, count, expected, list, nonzero_duration, one_of, optional, positive, url, word,
+};
 
 /// Monitor event names accepted in `[Monitor] events`.
 pub const MONITOR_EVENTS: [&str; 6] = [
@@ -23,6 +25,10 @@ pub const MONITOR_EVENTS: [&str; 6] = [
 pub(super) const LOG_TARGETS: [&str; 4] = ["auto", "journald", "syslog", "stderr"];
 
 /// Log levels accepted in `[Log] level`.
+/// The most Redis Cluster shards broadcasts may be spread over: a node holds two
+/// connections per shard.
+pub(crate) const MAX_BUS_SHARDS: usize = 64;
+
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 /// `[Monitor]`: webhooks (docs/design.md#monitor).
@@ -213,6 +219,9 @@ pub struct ClusterConfig {
     /// How long a subscribe or unsubscribe ack waits for the cluster's member count
     /// before answering with this node's.
     pub answer_timeout: Duration,
+    /// Redis Cluster shards the broadcasts are spread over (1: all in the one slot of
+    /// every other key, with the message log).
+    pub bus_shards: usize,
 }
 
 impl Default for ClusterConfig {
@@ -224,6 +233,7 @@ impl Default for ClusterConfig {
             heartbeat: Duration::from_secs(5),
             node_timeout: Duration::from_secs(15),
             answer_timeout: Duration::from_secs(10),
+            bus_shards: 1,
         }
     }
 }
@@ -253,6 +263,12 @@ impl ClusterConfig {
             "heartbeat" => self.heartbeat = nonzero_duration(v)?,
             "node-timeout" => self.node_timeout = nonzero_duration(v)?,
             "answer-timeout" => self.answer_timeout = nonzero_duration(v)?,
+            "bus-shards" => {
+                self.bus_shards = match positive(v)? {
+                    n if n <= MAX_BUS_SHARDS => n,
+                    _ => return Err(expected("a shard count from 1 to 64", v).into()),
+                }
+            }
             _ => return Err(SetError::UnknownKey),
         }
         Ok(())

@@ -291,12 +291,13 @@ keys = k1 k2
 secret = is
 require = 1
 [Cluster]
-redis = redis://r:6379/0
+redis = redis+cluster://r:7000,r:7001
 prefix = rt
 node-id = n1
 heartbeat = 2s
 node-timeout = 9s
 answer-timeout = 250ms
+bus-shards = 3
 [Log]
 target = stderr
 level = trace
@@ -366,7 +367,11 @@ fn every_key_is_read() {
             require: true
         }
     );
-    assert_eq!(c.cluster.redis.as_deref(), Some("redis://r:6379/0"));
+    assert_eq!(
+        c.cluster.redis.as_deref(),
+        Some("redis+cluster://r:7000,r:7001")
+    );
+    assert_eq!(c.cluster.bus_shards, 3);
     assert_eq!(
         (c.cluster.heartbeat, c.cluster.node_timeout),
         (Duration::from_secs(2), Duration::from_secs(9))
@@ -462,6 +467,35 @@ fn errors_name_file_line_section_and_key() {
         Some("node-timeout"),
     );
     assert!(e.contains("longer than heartbeat"), "{e}");
+    // Spreading needs a Redis Cluster; one Redis or Sentinel's primary is one shard.
+    for redis in [
+        "",
+        "redis = redis://r:6379/0\n",
+        "redis = redis+sentinel://s1/m\n",
+    ] {
+        let e = error_at(
+            &format!("[Cluster]\n{redis}bus-shards = 2\n"),
+            2 + u32::from(!redis.is_empty()),
+            Some("Cluster"),
+            Some("bus-shards"),
+        );
+        assert!(e.contains("redis+cluster://") && e.contains("got 2"), "{e}");
+    }
+    for shards in ["0", "65", "many"] {
+        let e = error_at(
+            &format!("[Cluster]\nredis = redis+cluster://r:7000\nbus-shards = {shards}\n"),
+            3,
+            Some("Cluster"),
+            Some("bus-shards"),
+        );
+        assert!(e.contains(&format!("{shards:?}")), "{e}");
+    }
+    assert_eq!(
+        parse("[Cluster]\nredis = redis+cluster://r:7000\nbus-shards = 64\n")
+            .map(|c| c.cluster.bus_shards)
+            .ok(),
+        Some(64)
+    );
     let e = error_at(
         "[Server]\nallowed-types = flashsocket, htmlfile\n",
         2,

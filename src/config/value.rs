@@ -22,6 +22,9 @@ pub enum ValueError {
         node_timeout: Duration,
         heartbeat: Duration,
     },
+    /// `[Cluster] bus-shards` above 1 without a Redis Cluster to spread over.
+    #[error("must be 1 unless [Cluster] redis is a redis+cluster:// URL (got {0})")]
+    BusShardsWithoutRedisCluster(usize),
 }
 
 /// The common "expected X, got "Y"" error.

@@ -18,6 +18,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
+use crate::cluster::Reachable;
 use crate::engineio::{Body, Engine};
 use crate::monitor::Monitor;
 
@@ -42,7 +43,7 @@ pub struct Router {
     /// Cleared when shutdown starts: `/readyz` then says not ready.
     ready: Arc<AtomicBool>,
     /// Whether Redis is reachable, in a cluster: `/readyz` says not ready without it.
-    cluster_up: Option<Arc<AtomicBool>>,
+    cluster_up: Option<Reachable>,
     /// `/metrics`, if any.
     metrics: Option<Arc<Metrics>>,
     /// The webhook queue, flushed at shutdown (see `server::serve`).
@@ -95,7 +96,7 @@ impl Router {
     }
 
     /// Makes `/readyz` follow `up` too (a cluster node without Redis is not ready).
-    pub fn cluster(mut self, up: Option<Arc<AtomicBool>>) -> Router {
+    pub fn cluster(mut self, up: Option<Reachable>) -> Router {
         self.cluster_up = up;
         self
     }
@@ -171,10 +172,7 @@ impl Router {
                 json_response(StatusCode::OK, json!({"ok": true}))
             }
             (&Method::GET | &Method::HEAD, "/readyz") => {
-                let redis_up = self
-                    .cluster_up
-                    .as_ref()
-                    .is_none_or(|up| up.load(Ordering::Acquire));
+                let redis_up = self.cluster_up.as_ref().is_none_or(Reachable::now);
                 if !self.ready.load(Ordering::Acquire) {
                     json_response(
                         StatusCode::SERVICE_UNAVAILABLE,

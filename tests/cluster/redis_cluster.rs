@@ -91,12 +91,10 @@ fn no_redis_cli() -> bool {
     true
 }
 
-#[tokio::test]
-async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_slot_move() {
-    if no_redis_cli() {
-        return;
-    }
-    let mut servers: Vec<Proc> = (0..6).map(|_| cluster_node()).collect();
+/// Three primaries with a replica each, the cluster whole; and its URL, every server a
+/// seed (the ones that die among them).
+fn redis_cluster() -> (Vec<Proc>, String) {
+    let servers: Vec<Proc> = (0..6).map(|_| cluster_node()).collect();
     let addrs: Vec<String> = servers
         .iter()
         .map(|s| format!("127.0.0.1:{}", s.port))
@@ -115,6 +113,15 @@ async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_sl
     wait_until(Duration::from_secs(20), "the cluster whole", || {
         servers.iter().all(cluster_ok)
     });
+    (servers, format!("redis+cluster://{}", addrs.join(",")))
+}
+
+#[tokio::test]
+async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_slot_move() {
+    if no_redis_cli() {
+        return;
+    }
+    let (mut servers, url) = redis_cluster();
     // The replicas join their primaries once the cluster is whole.
     let (primary, replicas) = poll_until(Duration::from_secs(20), || {
         owner(&servers[0]).filter(|(_, r)| r.len() == 1)
@@ -126,8 +133,6 @@ async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_sl
         text(&servers[replica].command(&["INFO", "replication"])).contains("master_link_status:up")
     });
 
-    // Every server a seed: the one that dies among them.
-    let url = format!("redis+cluster://{}", addrs.join(","));
     let nodes: Vec<Server> = ["a", "b"]
         .iter()
         .map(|id| {
@@ -368,4 +373,163 @@ fn move_slot(servers: &[Proc], from: usize, to: usize, dead: usize) {
     for i in (0..servers.len()).filter(|&i| i != to && i != from && i != dead) {
         let _ = servers[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
     }
+}
+
+/// Rooms the spread test publishes to: `n` goes to `r{n % ROOMS}`.
+const ROOMS: u64 = 9;
+
+/// Publishes `{"n": n}` to room `r{n % ROOMS}` for each `n`, through `/api/publish`.
+async fn publish_rooms(port: u16, ns: std::ops::Range<u64>) {
+    for n in ns {
+        let body = json!({"channel": format!("r{}", n % ROOMS), "data": {"n": n}}).to_string();
+        let (status, v) = api(port, "POST", "/api/publish", &body).await;
+        assert_eq!(status, 200, "publish {n} on :{port}: {v}");
+    }
+}
+
+/// `c` receives exactly `ns`, each once, every room's in order (rooms are on different
+/// shards: between rooms no order is promised).
+async fn receives_rooms(c: &mut Client, ns: std::ops::Range<u64>) {
+    let want = (ns.end - ns.start) as usize;
+    let got = c.numbers(want, PROPAGATE).await;
+    for room in 0..ROOMS {
+        let of = |v: &[u64]| {
+            v.iter()
+                .copied()
+                .filter(|n| n % ROOMS == room)
+                .collect::<Vec<_>>()
+        };
+        let expected: Vec<u64> = of(&ns.clone().collect::<Vec<_>>());
+        assert_eq!(of(&got), expected, "{}: room r{room}", c.name);
+    }
+    assert_eq!(
+        extra_numbers(c).await,
+        Vec::<serde_json::Value>::new(),
+        "{}",
+        c.name
+    );
+}
+
+/// Whether `p` is a primary now.
+fn is_primary(p: &Proc) -> bool {
+    text(&p.command(&["INFO", "replication"])).contains("role:master")
+}
+
+/// How many `SPUBLISH` commands `p` ran.
+fn spublished(p: &Proc) -> u64 {
+    let stats = text(&p.command(&["INFO", "commandstats"]));
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_spublish:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
+    if no_redis_cli() {
+        return;
+    }
+    let (mut servers, url) = redis_cluster();
+    wait_until(Duration::from_secs(20), "every replica in sync", || {
+        servers.iter().filter(|s| !is_primary(s)).count() == 3
+            && servers.iter().filter(|s| !is_primary(s)).all(|s| {
+                text(&s.command(&["INFO", "replication"])).contains("master_link_status:up")
+            })
+    });
+    // On b, a shard listens to a new channel only 300 ms after it is asked to.
+    let nodes: Vec<Server> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            let launch = Launch::new(&format!(
+                "[Server]\nreconnect-timeout = 1s\nping-timeout = 60s\n\
+                 [Cluster]\nredis = {url}\nnode-id = {id}\nheartbeat = 1s\n\
+                 node-timeout = 10s\nbus-shards = 3\n"
+            ));
+            match *id {
+                "b" => launch
+                    .env("REALTIME_TEST_HOOKS", "1")
+                    .env("REALTIME_TEST_SHARD_SUBSCRIBE_DELAY_MS", "300"),
+                _ => launch,
+            }
+            .start()
+        })
+        .collect();
+    let (a, b) = (nodes[0].port, nodes[1].port);
+    for n in &nodes {
+        assert!(
+            wait_readyz(n.port, 200, Duration::from_secs(10)).await,
+            "node never ready through the Redis Cluster; log:\n{}",
+            n.log()
+        );
+    }
+    let mut ann = Client::connect(a, "ann").await;
+    let mut bob = Client::connect(b, "bob").await;
+    for room in 0..ROOMS {
+        ann.subscribe(&format!("r{room}")).await;
+        bob.subscribe(&format!("r{room}")).await;
+    }
+    // A subscribe's ack comes once the channel's shard listens here: what another node
+    // publishes right after it is not missed.
+    for i in 0..10u64 {
+        let channel = format!("fresh-{i}");
+        bob.subscribe(&channel).await;
+        let body = json!({"channel": channel, "data": {"n": i}}).to_string();
+        assert_eq!(api(a, "POST", "/api/publish", &body).await.0, 200);
+        assert_eq!(bob.numbers(1, PROPAGATE).await, [i], "{channel}");
+    }
+    let before: Vec<u64> = servers.iter().map(spublished).collect();
+    publish_rooms(a, 0..90).await;
+    receives_rooms(&mut bob, 0..90).await;
+    publish_rooms(b, 90..180).await;
+    receives_rooms(&mut ann, 0..180).await;
+    receives_rooms(&mut bob, 90..180).await;
+
+    // Spread: every primary carried broadcasts, not only the one of the presence slot.
+    let carried: Vec<u64> = servers
+        .iter()
+        .zip(&before)
+        .filter(|(s, _)| is_primary(s))
+        .map(|(s, b)| spublished(s) - b)
+        .collect();
+    assert_eq!(carried.len(), 3);
+    assert!(
+        carried.iter().all(|&n| n >= 10),
+        "SPUBLISH calls per primary while 180 broadcasts went out: {carried:?}"
+    );
+
+    // A primary that carries a shard but not the presence slot dies: the nodes are not
+    // ready until its replica has taken over, then every room is whole again.
+    let presence = owner(&servers[0]).expect("the presence slot's primary").0;
+    let victim = servers
+        .iter()
+        .position(|s| is_primary(s) && s.port != presence)
+        .expect("another primary");
+    servers[victim].kill();
+    for port in [a, b] {
+        assert!(
+            wait_readyz(port, 503, Duration::from_secs(10)).await,
+            "/readyz on :{port} stayed 200 with a shard's primary dead"
+        );
+    }
+    for (n, port) in nodes.iter().zip([a, b]) {
+        assert!(
+            wait_readyz(port, 200, Duration::from_secs(30)).await,
+            "/readyz on :{port} not back within 30 s of the kill; log:\n{}",
+            n.log()
+        );
+    }
+    assert!(
+        nodes[0].log().contains("lost a bus shard"),
+        "the lost shard is not logged:\n{}",
+        nodes[0].log()
+    );
+    ann.drain(QUIET).await;
+    bob.drain(QUIET).await;
+    publish_rooms(a, 1000..1090).await;
+    receives_rooms(&mut bob, 1000..1090).await;
+    publish_rooms(b, 1090..1180).await;
+    receives_rooms(&mut ann, 1000..1180).await;
+    receives_rooms(&mut bob, 1090..1180).await;
 }

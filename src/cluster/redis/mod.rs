@@ -20,6 +20,7 @@ mod resync;
 mod scripts;
 mod sessions;
 mod shards;
+mod spread;
 mod subs;
 mod succession;
 mod vanished;
@@ -132,7 +133,19 @@ pub struct RedisCluster {
     conn: Arc<Mutex<Option<MultiplexedConnection>>>,
     /// Channel history kept in Redis, for every node to answer.
     history: Keeping,
+    /// Broadcasts spread over several shards (`[Cluster] bus-shards`), not logged.
+    spread: Option<spread::Spread>,
     pub stats: Arc<BusStats>,
+}
+
+/// Whether this node is joined to the cluster: Redis reachable, and every bus shard.
+#[derive(Clone, Debug)]
+pub struct Reachable(Vec<Arc<AtomicBool>>);
+
+impl Reachable {
+    pub fn now(&self) -> bool {
+        self.0.iter().all(|up| up.load(Ordering::Acquire))
+    }
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -204,6 +217,8 @@ pub struct Worker {
     unsent: Vec<Envelope>,
     /// This node's sessions, for writing them back after an outage (`sessions.rs`).
     sessions: sessions::Sessions,
+    /// The bus shards' tasks, started with the worker.
+    shards: Vec<spread::ShardTask>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -256,6 +271,19 @@ impl RedisCluster {
         let floor = Arc::new(AtomicU64::new(u64::MAX));
         let conn = Arc::new(Mutex::new(None));
         let stats = Arc::new(BusStats::default());
+        let (spread, shards) = if config.bus_shards > 1 {
+            let (s, tasks) = spread::Spread::new(
+                url,
+                &config.prefix,
+                config.bus_shards,
+                node.clone(),
+                &stats,
+                config.heartbeat,
+            );
+            (Some(s), tasks)
+        } else {
+            (None, Vec::new())
+        };
         let handle = Arc::new(RedisCluster {
             node: node.clone(),
             keys: keys.clone(),
@@ -263,7 +291,13 @@ impl RedisCluster {
             up: up.clone(),
             floor: floor.clone(),
             conn: conn.clone(),
-            history,
+            // Spread, the history is each node's own: nothing writes one for all.
+            history: if spread.is_some() {
+                Keeping { size: 0, ..history }
+            } else {
+                history
+            },
+            spread,
             stats: stats.clone(),
         });
         let worker = Worker {
@@ -295,6 +329,7 @@ impl RedisCluster {
             reaped: false,
             unsent: Vec::new(),
             sessions: sessions::Sessions::default(),
+            shards,
         };
         Ok((handle, worker))
     }
@@ -305,14 +340,18 @@ impl RedisCluster {
 }
 
 impl RedisCluster {
-    /// Whether Redis is reachable now.
+    /// Whether Redis is reachable now, and every bus shard.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        self.reachable().now()
     }
 
-    /// The flag behind [`RedisCluster::is_up`], for `/readyz`.
-    pub fn up_flag(&self) -> Arc<AtomicBool> {
-        self.up.clone()
+    /// What [`RedisCluster::is_up`] reads, for `/readyz`.
+    pub fn reachable(&self) -> Reachable {
+        let mut flags = vec![self.up.clone()];
+        if let Some(s) = &self.spread {
+            flags.extend(s.up_flags());
+        }
+        Reachable(flags)
     }
 
     /// Removes this node from the cluster now (its members leave, announced), waiting at
@@ -331,7 +370,15 @@ impl RedisCluster {
     pub async fn hand_over(&self, within: Duration) -> Option<u64> {
         let (tx, rx) = oneshot::channel();
         self.ops.send(Op::HandOver(tx)).ok()?;
-        tokio::time::timeout(within, rx).await.ok()?.ok()?
+        let offset = tokio::time::timeout(within, rx).await.ok()?.ok()?;
+        match &self.spread {
+            // Spread broadcasts are not logged: nothing to catch up from.
+            Some(s) => {
+                s.flush(within).await;
+                None
+            }
+            None => offset,
+        }
     }
 
     fn change(
@@ -363,6 +410,9 @@ impl RedisCluster {
 
 impl Bus for RedisCluster {
     fn publish(&self, envelope: &Envelope, attachments: &[Bytes], to: Option<&str>) {
+        if let Some(s) = &self.spread {
+            return s.publish(envelope, attachments, to);
+        }
         let topic = match (to, envelope.channel.as_deref()) {
             (Some(_), _) => self.keys.direct(),
             (None, Some(channel)) => self.keys.topic(channel),
@@ -382,11 +432,15 @@ impl Bus for RedisCluster {
     }
 
     fn watch(&self, channel: &str, on: bool) {
+        // Membership events stay with presence, in its slot; spread broadcasts on theirs.
         let _ = self.ops.send(Op::Watch(channel.to_owned(), on));
+        if let Some(s) = &self.spread {
+            s.watch(channel, on);
+        }
     }
 
     fn sequenced(&self) -> bool {
-        true
+        self.spread.is_none()
     }
 
     fn session(&self, pid: &str, member: &str, on: bool) {
@@ -395,10 +449,13 @@ impl Bus for RedisCluster {
     }
 
     fn replayable(&self, offset: u64) -> bool {
-        offset >= self.floor.load(Ordering::Acquire)
+        self.spread.is_none() && offset >= self.floor.load(Ordering::Acquire)
     }
 
     fn resume(&self, pid: &str, member: &str, offset: u64) -> Option<Replay> {
+        if self.spread.is_some() {
+            return None;
+        }
         let (reply, rx) = oneshot::channel();
         let (pid, member) = (pid.to_owned(), member.to_owned());
         let _ = self.ops.send(Op::Resume {
@@ -415,7 +472,12 @@ impl Presence for RedisCluster {
     fn join(&self, channel: &str, member: &str, options: &Value) -> Settle {
         let (change, settle) = self.change(channel, member, options, false);
         let _ = self.ops.send(Op::Join(change));
-        settle
+        match (&self.spread, settle) {
+            // The ack waits for the channel's shard to listen too: a broadcast published
+            // anywhere after it reaches the member.
+            (Some(s), Settle::Later(count)) => s.once_listening(channel, count),
+            (_, settle) => settle,
+        }
     }
 
     fn leave(&self, channel: &str, member: &str, options: &Value, explicit: bool) -> Settle {

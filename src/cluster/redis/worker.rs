@@ -39,7 +39,10 @@ struct Live {
 
 impl Worker {
     /// Runs until the hub is gone or the node departs.
-    pub fn start(self, hub: Arc<dyn Inbound>) {
+    pub fn start(mut self, hub: Arc<dyn Inbound>) {
+        for shard in std::mem::take(&mut self.shards) {
+            shard.start(hub.clone());
+        }
         tokio::spawn(self.run(hub));
     }
 
