@@ -159,7 +159,7 @@ mod tests {
             assert!(seen.insert((k.section, k.name)), "{} {}", k.section, k.name);
         }
         // Every field of every section: a new key must be classified here.
-        assert_eq!(KEYS.len(), 49);
+        assert_eq!(KEYS.len(), 50);
     }
 
     #[test]
@@ -212,13 +212,21 @@ mod tests {
             ("Cluster", "heartbeat", "2s"),
             ("Cluster", "node-timeout", "30s"),
             ("Cluster", "answer-timeout", "1s"),
+            ("Cluster", "bus-shards", "2"),
             ("Log", "target", "stderr"),
             ("Log", "level", "debug"),
         ];
         assert_eq!(values.len(), KEYS.len());
         for (section, name, value) in values {
-            let new = Config::parse(&format!("[{section}]\n{name} = {value}\n"), "t").unwrap();
-            let got: Vec<_> = changed(&Config::default(), &new)
+            // Spreading needs a Redis Cluster, in both.
+            let base = match name {
+                "bus-shards" => "[Cluster]\nredis = redis+cluster://h:1\n",
+                _ => "",
+            };
+            let old = Config::parse(base, "t").unwrap();
+            let new =
+                Config::parse(&format!("{base}[{section}]\n{name} = {value}\n"), "t").unwrap();
+            let got: Vec<_> = changed(&old, &new)
                 .iter()
                 .map(|k| (k.section, k.name))
                 .collect();
