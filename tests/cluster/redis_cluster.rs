@@ -443,7 +443,7 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
         .iter()
         .map(|id| {
             let launch = Launch::new(&format!(
-                "[Server]\nreconnect-timeout = 1s\nping-timeout = 60s\n\
+                "[Server]\nreconnect-timeout = 5s\nping-timeout = 60s\n\
                  [Cluster]\nredis = {url}\nnode-id = {id}\nheartbeat = 1s\n\
                  node-timeout = 10s\nbus-shards = 3\n"
             ));
@@ -485,6 +485,8 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
     publish_rooms(b, 90..180).await;
     receives_rooms(&mut ann, 0..180).await;
     receives_rooms(&mut bob, 90..180).await;
+
+    resumes_on_its_node_only(a, b).await;
 
     // Spread: every primary carried broadcasts, not only the one of the presence slot.
     let carried: Vec<u64> = servers
@@ -532,4 +534,76 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
     publish_rooms(b, 1090..1180).await;
     receives_rooms(&mut ann, 1000..1180).await;
     receives_rooms(&mut bob, 1090..1180).await;
+}
+
+/// A session with `auth` on `port` in room `r0`: its socket, sid and pid.
+async fn cat_in_r0(port: u16, auth: &str) -> (Ws, String, String) {
+    let (mut ws, reply) = connect_with(port, auth).await;
+    let hello: serde_json::Value = serde_json::from_str(&reply[1..]).unwrap();
+    let (sid, pid) = (
+        hello["sid"].as_str().unwrap().to_owned(),
+        hello["pid"]
+            .as_str()
+            .expect("a pid: recovery is on")
+            .to_owned(),
+    );
+    send(&mut ws, r#"421["subscribe","r0"]"#).await;
+    next_ack(&mut ws).await;
+    (ws, sid, pid)
+}
+
+/// The offset of the broadcast `{"n": n}` when it reaches `ws`, or `None` if it does not
+/// within `PROPAGATE`.
+async fn offset_of(ws: &mut Ws, n: u64) -> Option<String> {
+    let end = Instant::now() + PROPAGATE;
+    while Instant::now() < end {
+        let left = end.saturating_duration_since(Instant::now());
+        let Ok(Some(p)) = tokio::time::timeout(left, next_sio(ws)).await else {
+            return None;
+        };
+        let Some(json) = p.strip_prefix('2') else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        if v[1]["data"]["n"] == n {
+            return v[2].as_str().map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// Spread, a session resumes where it was held, with what it missed; on another node the
+/// client gets a new session, not a gap.
+async fn resumes_on_its_node_only(a: u16, b: u16) {
+    let (mut ws, sid, pid) = cat_in_r0(a, r#"{"identity":"cat"}"#).await;
+    let publish_r0 = |port: u16, n: u64| async move {
+        let body = json!({"channel": "r0", "data": {"n": n}}).to_string();
+        assert_eq!(api(port, "POST", "/api/publish", &body).await.0, 200);
+    };
+    publish_r0(b, 5000).await;
+    let offset = offset_of(&mut ws, 5000).await.expect("5000 with an offset");
+    drop(ws);
+    publish_r0(b, 5001).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let auth = json!({"identity": "cat", "pid": pid, "offset": offset}).to_string();
+    let (mut ws, reply) = connect_with(a, &auth).await;
+    assert!(
+        reply.contains(&format!("\"sid\":\"{sid}\"")),
+        "not resumed on its node: {reply}"
+    );
+    let offset = offset_of(&mut ws, 5001)
+        .await
+        .expect("5001 replayed on resuming");
+    drop(ws);
+    publish_r0(a, 5002).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let auth = json!({"identity": "cat", "pid": pid, "offset": offset}).to_string();
+    let (mut ws, reply) = connect_with(b, &auth).await;
+    assert!(reply.starts_with("0{"), "{reply}");
+    assert!(!reply.contains(&sid), "resumed on another node: {reply}");
+    assert_eq!(
+        offset_of(&mut ws, 5002).await,
+        None,
+        "a new session got 5002"
+    );
 }
