@@ -1,7 +1,9 @@
 //! Redis Cluster: three primaries with a replica each, on loopback ports of the test's own;
 //! two nodes deliver across it through sharded pub/sub, then the primary owning the slot
 //! of their keys is killed and they follow its replica; then the slot moves to another
-//! primary and they follow it.
+//! primary and they follow it. With `bus-shards = 3` the broadcasts spread over the three
+//! primaries; a session resumes on its node only; a shard's failover and a hand-over are
+//! followed.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -534,6 +536,27 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
     publish_rooms(b, 1090..1180).await;
     receives_rooms(&mut ann, 1000..1180).await;
     receives_rooms(&mut bob, 1090..1180).await;
+
+    // A hand-over on a: its sessions go on, on the same sockets, and its new process
+    // listens to every shard again, both ways.
+    let pid = nodes[0].pid();
+    nodes[0].signal(nix::sys::signal::Signal::SIGUSR1);
+    nodes[0].expect_log(
+        "took over the sessions of the previous process",
+        Duration::from_secs(10),
+    );
+    assert_eq!(nodes[0].pid(), pid);
+    assert!(
+        wait_readyz(a, 200, Duration::from_secs(10)).await,
+        "a not ready after its hand-over; log:\n{}",
+        nodes[0].log()
+    );
+    publish_rooms(b, 2000..2090).await;
+    receives_rooms(&mut ann, 2000..2090).await;
+    receives_rooms(&mut bob, 2000..2090).await;
+    publish_rooms(a, 2090..2180).await;
+    receives_rooms(&mut bob, 2090..2180).await;
+    receives_rooms(&mut ann, 2090..2180).await;
 }
 
 /// A session with `auth` on `port` in room `r0`: its socket, sid and pid.

@@ -233,6 +233,8 @@ struct Live {
     conn: MultiplexedConnection,
     sink: subs::Sink,
     stream: subs::Stream,
+    /// Ops queued before the connection, to apply first.
+    early: Vec<ShardOp>,
 }
 
 /// Why a connected stretch ended.
@@ -299,12 +301,29 @@ impl ShardTask {
             .map_err(ClusterError::redis("connecting to a bus shard"))?;
         endpoint.check(&mut conn).await?;
         let (mut sink, stream) = subs::open(&client, true).await?;
+        // Channels asked for meanwhile (a hand-over's, say) are listened to before the
+        // shard counts as up; what else was queued follows, in order.
+        let mut early = Vec::new();
+        while let Ok(op) = self.ops.try_recv() {
+            match op {
+                ShardOp::Watch(..) => self.away_op(op),
+                op => early.push(op),
+            }
+        }
         let mut topics: Vec<String> = self.watched.iter().map(|c| topic(&self.tag, c)).collect();
         topics.push(direct(&self.tag));
-        sink.subscribe(&topics)
-            .await
-            .map_err(ClusterError::redis("subscribing on a bus shard"))?;
-        Ok(Live { conn, sink, stream })
+        if let Err(e) = sink.subscribe(&topics).await {
+            for op in early {
+                self.away_op(op);
+            }
+            return Err(ClusterError::redis("subscribing on a bus shard")(e));
+        }
+        Ok(Live {
+            conn,
+            sink,
+            stream,
+            early,
+        })
     }
 
     /// Applies ops and delivers what the shard carries until the connection is lost.
@@ -313,7 +332,11 @@ impl ShardTask {
             mut conn,
             mut sink,
             mut stream,
+            early,
         } = live;
+        if let Err(e) = self.apply(&mut conn, &mut sink, early).await {
+            return Ended::Lost(e);
+        }
         let mut beat = tokio::time::interval(self.heartbeat);
         beat.tick().await;
         loop {
