@@ -281,7 +281,7 @@ async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_sl
                 && text(&servers[i].command(&["INFO", "replication"])).contains("role:master")
         })
         .expect("another primary");
-    move_slot(&servers, from, to, primary);
+    move_slot(&servers, TAG, from, to, primary);
     let target = &servers[to];
     wait_until(
         Duration::from_secs(30),
@@ -320,10 +320,10 @@ async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_sl
     );
 }
 
-/// Moves the slot of the tag from primary `from` to primary `to`, keys and all, and tells
+/// Moves the slot of `tag` from primary `from` to primary `to`, keys and all, and tells
 /// every running server but `dead`.
-fn move_slot(servers: &[Proc], from: usize, to: usize, dead: usize) {
-    let slot = text(&servers[from].command(&["CLUSTER", "KEYSLOT", TAG]));
+fn move_slot(servers: &[Proc], tag: &str, from: usize, to: usize, dead: usize) {
+    let slot = text(&servers[from].command(&["CLUSTER", "KEYSLOT", tag]));
     let id = |i: usize| text(&servers[i].command(&["CLUSTER", "MYID"]));
     let (from_id, to_id) = (id(from), id(to));
     let ok = Resp::Simple("OK".to_owned());
@@ -536,6 +536,48 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
     publish_rooms(b, 1090..1180).await;
     receives_rooms(&mut ann, 1000..1180).await;
     receives_rooms(&mut bob, 1090..1180).await;
+
+    // A shard's slot moves to another primary: the nodes follow it.
+    let (from, topic) = servers
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| *i != victim && s.port != presence && is_primary(s))
+        .find_map(|(i, s)| {
+            // A room both nodes listen to (`fresh-…` only b does).
+            let Resp::Array(Some(topics)) =
+                s.command(&["PUBSUB", "SHARDCHANNELS", "{realtime.*}:m:r*"])
+            else {
+                return None;
+            };
+            topics.first().map(|t| (i, text(t)))
+        })
+        .expect("a primary carrying a shard, not the presence slot");
+    let tag = &topic[..=topic.find('}').unwrap()];
+    let to = (0..servers.len())
+        .find(|&i| i != victim && i != from && is_primary(&servers[i]))
+        .expect("another primary");
+    move_slot(&servers, tag, from, to, victim);
+    wait_until(
+        Duration::from_secs(30),
+        "both nodes on the shard's new primary",
+        || {
+            servers[to].command(&["PUBSUB", "SHARDNUMSUB", &topic])
+                == Resp::Array(Some(vec![Resp::bulk(&topic), Resp::Int(2)]))
+        },
+    );
+    for port in [a, b] {
+        assert!(
+            wait_readyz(port, 200, Duration::from_secs(10)).await,
+            "/readyz on :{port} not 200 after the shard's slot moved"
+        );
+    }
+    ann.drain(QUIET).await;
+    bob.drain(QUIET).await;
+    publish_rooms(a, 1500..1590).await;
+    receives_rooms(&mut bob, 1500..1590).await;
+    publish_rooms(b, 1590..1680).await;
+    receives_rooms(&mut ann, 1500..1680).await;
+    receives_rooms(&mut bob, 1590..1680).await;
 
     // A hand-over on a: its sessions go on, on the same sockets, and its new process
     // listens to every shard again, both ways.
