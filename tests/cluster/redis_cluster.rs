@@ -145,13 +145,7 @@ async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_sl
         })
         .collect();
     let (a, b) = (nodes[0].port, nodes[1].port);
-    for n in &nodes {
-        assert!(
-            wait_readyz(n.port, 200, Duration::from_secs(10)).await,
-            "node never ready through the Redis Cluster; log:\n{}",
-            n.log()
-        );
-    }
+    ready(&nodes, "through the Redis Cluster", Duration::from_secs(10)).await;
     let mut ann = Client::connect(a, "ann").await;
     ann.subscribe("room").await;
     let mut bob = Client::connect(b, "bob").await;
@@ -203,19 +197,14 @@ async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_sl
     tokio::time::sleep(Duration::from_millis(300)).await;
     servers[primary].kill();
     let killed = Instant::now();
-    for port in [a, b] {
+    for n in &nodes {
         assert!(
-            wait_readyz(port, 503, Duration::from_secs(10)).await,
-            "/readyz on :{port} stayed 200 with the slot's primary dead"
+            wait_readyz(n.port, 503, Duration::from_secs(10)).await,
+            "/readyz on :{} stayed 200 with the slot's primary dead",
+            n.port
         );
     }
-    for (n, port) in nodes.iter().zip([a, b]) {
-        assert!(
-            wait_readyz(port, 200, Duration::from_secs(30)).await,
-            "/readyz on :{port} not back within 30 s of the kill; log:\n{}",
-            n.log()
-        );
-    }
+    ready(&nodes, "within 30 s of the kill", Duration::from_secs(30)).await;
     eprintln!("both nodes ready {:?} after the kill", killed.elapsed());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let published = publisher.await.unwrap();
@@ -291,12 +280,7 @@ async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_sl
                 == Resp::Array(Some(vec![Resp::bulk(&topic), Resp::Int(2)]))
         },
     );
-    for port in [a, b] {
-        assert!(
-            wait_readyz(port, 200, Duration::from_secs(10)).await,
-            "/readyz on :{port} not 200 after the slot moved"
-        );
-    }
+    ready(&nodes, "after the slot moved", Duration::from_secs(10)).await;
     assert_eq!(
         servers[from].command(&["PUBSUB", "SHARDNUMSUB", &topic]),
         Resp::Array(Some(vec![Resp::bulk(&topic), Resp::Int(0)]))
@@ -374,6 +358,18 @@ fn move_slot(servers: &[Proc], tag: &str, from: usize, to: usize, dead: usize) {
     }
     for i in (0..servers.len()).filter(|&i| i != to && i != from && i != dead) {
         let _ = servers[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+}
+
+/// Waits for every node's `/readyz` to answer 200 (`when`: for the failure message).
+async fn ready(nodes: &[Server], when: &str, within: Duration) {
+    for n in nodes {
+        assert!(
+            wait_readyz(n.port, 200, within).await,
+            "node on :{} not ready {when}; log:\n{}",
+            n.port,
+            n.log()
+        );
     }
 }
 
@@ -459,13 +455,7 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
         })
         .collect();
     let (a, b) = (nodes[0].port, nodes[1].port);
-    for n in &nodes {
-        assert!(
-            wait_readyz(n.port, 200, Duration::from_secs(10)).await,
-            "node never ready through the Redis Cluster; log:\n{}",
-            n.log()
-        );
-    }
+    ready(&nodes, "through the Redis Cluster", Duration::from_secs(10)).await;
     let mut ann = Client::connect(a, "ann").await;
     let mut bob = Client::connect(b, "bob").await;
     for room in 0..ROOMS {
@@ -511,19 +501,14 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
         .position(|s| is_primary(s) && s.port != presence)
         .expect("another primary");
     servers[victim].kill();
-    for port in [a, b] {
+    for n in &nodes {
         assert!(
-            wait_readyz(port, 503, Duration::from_secs(10)).await,
-            "/readyz on :{port} stayed 200 with a shard's primary dead"
+            wait_readyz(n.port, 503, Duration::from_secs(10)).await,
+            "/readyz on :{} stayed 200 with a shard's primary dead",
+            n.port
         );
     }
-    for (n, port) in nodes.iter().zip([a, b]) {
-        assert!(
-            wait_readyz(port, 200, Duration::from_secs(30)).await,
-            "/readyz on :{port} not back within 30 s of the kill; log:\n{}",
-            n.log()
-        );
-    }
+    ready(&nodes, "within 30 s of the kill", Duration::from_secs(30)).await;
     assert!(
         nodes[0].log().contains("lost a bus shard"),
         "the lost shard is not logged:\n{}",
@@ -565,12 +550,12 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
                 == Resp::Array(Some(vec![Resp::bulk(&topic), Resp::Int(2)]))
         },
     );
-    for port in [a, b] {
-        assert!(
-            wait_readyz(port, 200, Duration::from_secs(10)).await,
-            "/readyz on :{port} not 200 after the shard's slot moved"
-        );
-    }
+    ready(
+        &nodes,
+        "after the shard's slot moved",
+        Duration::from_secs(10),
+    )
+    .await;
     ann.drain(QUIET).await;
     bob.drain(QUIET).await;
     publish_rooms(a, 1500..1590).await;
