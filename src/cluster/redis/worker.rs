@@ -260,8 +260,9 @@ impl Worker {
         self.refresh_floor(conn).await
     }
 
-    /// Applies ops in order, pipelining consecutive broadcasts. On an error the rest are
-    /// settled locally and the error returned.
+    /// Applies ops in order, pipelining consecutive broadcasts. Once Redis fails, the rest
+    /// (broadcasts queued after the failure included) are settled locally and the error
+    /// returned.
     async fn apply(
         &mut self,
         hub: &Arc<dyn Inbound>,
@@ -271,63 +272,42 @@ impl Worker {
     ) -> Result<Flow, ClusterError> {
         let mut pipe = redis::pipe();
         let mut queued = Vec::new();
-        let mut ops = batch.into_iter();
         let mut failed: Option<ClusterError> = None;
-        while let Some(op) = ops.next() {
-            if let Op::Publish {
-                topic,
-                payload,
-                channel,
-            } = op
-            {
-                self.logged(&mut pipe, &topic, &payload, channel.as_deref())
-                    .ignore();
-                queued.push(payload);
-                continue;
-            }
-            if let Op::HandOver(reply) = op {
-                // Nothing comes after it: the hub no longer changes.
-                if !queued.is_empty()
-                    && failed.is_none()
-                    && let Err(e) = self.flush(hub, conn, &mut pipe, &mut queued).await
-                {
-                    failed = Some(e);
-                }
-                if failed.is_some() {
-                    let _ = reply.send(None);
-                    return Ok(Flow::Stop);
-                }
-                return Ok(Flow::HandOver(reply));
-            }
-            if !queued.is_empty()
+        for op in batch {
+            // The broadcasts pipelined so far go before any other op.
+            if failed.is_none()
+                && !matches!(op, Op::Publish { .. })
                 && let Err(e) = self.flush(hub, conn, &mut pipe, &mut queued).await
             {
                 failed = Some(e);
             }
             if failed.is_some() {
-                // Redis failed under the broadcasts before it: settled here.
                 if self.offline_op(hub, op) {
                     return Ok(Flow::Stop);
                 }
                 continue;
             }
-            let result = self.online_op(hub, conn, sink, op).await;
-            match result {
-                Ok(true) => return Ok(Flow::Stop),
-                Ok(false) => {}
-                Err(e) => {
-                    // The op that failed was handed back to be settled locally.
-                    failed.get_or_insert(e);
-                    for op in ops.by_ref() {
-                        if self.offline_op(hub, op) {
-                            return Ok(Flow::Stop);
-                        }
-                    }
+            match op {
+                Op::Publish {
+                    topic,
+                    payload,
+                    channel,
+                } => {
+                    self.logged(&mut pipe, &topic, &payload, channel.as_deref())
+                        .ignore();
+                    queued.push(payload);
                 }
+                // Nothing comes after it: the hub no longer changes.
+                Op::HandOver(reply) => return Ok(Flow::HandOver(reply)),
+                op => match self.online_op(hub, conn, sink, op).await {
+                    Ok(true) => return Ok(Flow::Stop),
+                    Ok(false) => {}
+                    // The op that failed was handed back to be settled locally.
+                    Err(e) => failed = Some(e),
+                },
             }
         }
-        if !queued.is_empty()
-            && failed.is_none()
+        if failed.is_none()
             && let Err(e) = self.flush(hub, conn, &mut pipe, &mut queued).await
         {
             failed = Some(e);
@@ -347,6 +327,9 @@ impl Worker {
         pipe: &mut redis::Pipeline,
         queued: &mut Vec<bytes::Bytes>,
     ) -> Result<(), ClusterError> {
+        if queued.is_empty() {
+            return Ok(());
+        }
         let sent = std::mem::take(queued);
         let result: redis::RedisResult<()> = pipe.query_async(conn).await;
         pipe.clear();
