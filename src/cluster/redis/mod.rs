@@ -1,6 +1,7 @@
 //! Nodes joined through Redis: broadcasts through a message log and pub/sub (`log.rs`),
-//! presence in Redis (see `scripts.rs`), channel history (`history.rs`), a heartbeat per
-//! node, and what a node does while Redis is away.
+//! or spread over the shards of a Redis Cluster (`spread/`), presence in Redis (see
+//! `scripts.rs`), channel history (`history.rs`), a heartbeat per node, and what a node
+//! does while Redis is away. What the hub calls is in `handle.rs`.
 //!
 //! The hub only queues ops (it calls in with its locks held); one worker task per node
 //! applies them in order, so a publisher's messages to a channel leave in the order they
@@ -10,12 +11,15 @@
 
 mod control;
 mod endpoint;
+mod handle;
 mod history;
 mod inbound;
 mod keys;
 mod log;
 mod offline;
+mod online;
 mod presence;
+mod queries;
 mod resync;
 mod scripts;
 mod sessions;
@@ -36,10 +40,7 @@ use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    Bus, ChannelInfo, ClusterError, Envelope, History, Membership, Presence, Query, Replay, Settle,
-    wire,
-};
+use super::{ClusterError, Envelope, Membership, Settle};
 
 use crate::config::ClusterConfig;
 pub use history::Keeping;
@@ -405,146 +406,6 @@ impl RedisCluster {
             .ok()
             .and_then(|c| c.clone())
             .ok_or(ClusterError::Unavailable)
-    }
-}
-
-impl Bus for RedisCluster {
-    fn publish(&self, envelope: &Envelope, attachments: &[Bytes], to: Option<&str>) {
-        if let Some(s) = &self.spread {
-            return s.publish(envelope, attachments, to);
-        }
-        let topic = match (to, envelope.channel.as_deref()) {
-            (Some(_), _) => self.keys.direct(),
-            (None, Some(channel)) => self.keys.topic(channel),
-            (None, None) => return,
-        };
-        let payload = wire::encode(&self.node, envelope, attachments, to, None);
-        // A history answer is JSON: a broadcast with binary attachments is not kept.
-        let channel = match (to, attachments.is_empty()) {
-            (None, true) if self.history.size > 0 => envelope.channel.clone(),
-            _ => None,
-        };
-        let _ = self.ops.send(Op::Publish {
-            topic,
-            payload,
-            channel,
-        });
-    }
-
-    fn watch(&self, channel: &str, on: bool) {
-        // Membership events stay with presence, in its slot; spread broadcasts on theirs.
-        let _ = self.ops.send(Op::Watch(channel.to_owned(), on));
-        if let Some(s) = &self.spread {
-            s.watch(channel, on);
-        }
-    }
-
-    fn sequenced(&self) -> bool {
-        self.spread.is_none()
-    }
-
-    fn session(&self, pid: &str, member: &str, on: bool) {
-        let (pid, member) = (pid.to_owned(), member.to_owned());
-        let _ = self.ops.send(Op::Session { pid, member, on });
-    }
-
-    fn replayable(&self, offset: u64) -> bool {
-        self.spread.is_none() && offset >= self.floor.load(Ordering::Acquire)
-    }
-
-    fn resume(&self, pid: &str, member: &str, offset: u64) -> Option<Replay> {
-        if self.spread.is_some() {
-            return None;
-        }
-        let (reply, rx) = oneshot::channel();
-        let (pid, member) = (pid.to_owned(), member.to_owned());
-        let _ = self.ops.send(Op::Resume {
-            pid,
-            member,
-            offset,
-            reply,
-        });
-        Some(rx)
-    }
-}
-
-impl Presence for RedisCluster {
-    fn join(&self, channel: &str, member: &str, options: &Value) -> Settle {
-        let (change, settle) = self.change(channel, member, options, false);
-        let _ = self.ops.send(Op::Join(change));
-        match (&self.spread, settle) {
-            // The ack waits for the channel's shard to listen too: a broadcast published
-            // anywhere after it reaches the member.
-            (Some(s), Settle::Later(count)) => s.once_listening(channel, count),
-            (_, settle) => settle,
-        }
-    }
-
-    fn leave(&self, channel: &str, member: &str, options: &Value, explicit: bool) -> Settle {
-        let (change, settle) = self.change(channel, member, options, explicit);
-        let _ = self.ops.send(Op::Leave(change));
-        settle
-    }
-
-    fn online(&self, member: &str, on: bool) -> bool {
-        let _ = self.ops.send(Op::Online(member.to_owned(), on));
-        false
-    }
-
-    fn channels(&self) -> Query<Vec<(String, usize)>> {
-        let conn = self.connection();
-        let keys = self.keys.clone();
-        Some(Box::pin(async move {
-            let mut conn = conn?;
-            let mut names: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(keys.channels())
-                .query_async(&mut conn)
-                .await
-                .map_err(ClusterError::redis("listing channels"))?;
-            names.sort();
-            let mut pipe = redis::pipe();
-            for n in &names {
-                pipe.hlen(keys.channel(n));
-            }
-            let counts: Vec<usize> = if names.is_empty() {
-                Vec::new()
-            } else {
-                pipe.query_async(&mut conn)
-                    .await
-                    .map_err(ClusterError::redis("counting channel members"))?
-            };
-            Ok(names
-                .into_iter()
-                .zip(counts)
-                .filter(|(_, c)| *c > 0)
-                .collect())
-        }))
-    }
-
-    fn history(&self, channel: &str, since: Option<u64>, limit: usize) -> Query<History> {
-        if self.history.size == 0 {
-            return None;
-        }
-        let conn = self.connection();
-        let (keys, keeping, channel) = (self.keys.clone(), self.history, channel.to_owned());
-        Some(Box::pin(async move {
-            history::read(&mut conn?, &keys, keeping, &channel, since, limit).await
-        }))
-    }
-
-    fn channel(&self, name: &str) -> Query<ChannelInfo> {
-        let conn = self.connection();
-        let key = self.keys.channel(name);
-        let name = name.to_owned();
-        Some(Box::pin(async move {
-            let mut conn = conn?;
-            let members: Vec<String> = redis::cmd("HKEYS")
-                .arg(key)
-                .query_async(&mut conn)
-                .await
-                .map_err(ClusterError::redis("listing channel members"))?;
-            Ok(ChannelInfo::of(&name, members.iter().map(String::as_str)))
-        }))
     }
 }
 
