@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::server::AcceptBackoff;
+use crate::accept::AcceptBackoff;
 
 /// The only request answered, NUL included.
 pub const REQUEST: &[u8] = b"<policy-file-request/>\0";
@@ -126,20 +126,7 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let mut backoff = AcceptBackoff::new("flash accept failed");
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    if backoff.failed(&e, &shutdown).await {
-                        continue;
-                    }
-                    return;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        backoff.succeeded();
+    while let Some((stream, peer)) = backoff.accept(&listener, &shutdown).await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             debug!(%peer, "flash: too many connections; closed");
             continue;

@@ -37,6 +37,7 @@
 //!
 //! How a message flows through these, and what each area promises: `docs/design.md`.
 
+pub mod accept;
 pub mod auth;
 pub mod cli;
 pub mod cluster;

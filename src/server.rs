@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::accept::AcceptBackoff;
 use crate::auth::{AuthError, Security};
 use crate::cluster::redis::{Keeping, Succession};
 use crate::cluster::{ClusterError, RedisCluster};
@@ -31,7 +32,6 @@ use crate::engineio::{Engine, EngineConfig};
 use crate::http::{Api, Metrics, Router, metrics};
 use crate::hub::{Hub, HubApp, HubConfig, Notices, Observer};
 use crate::monitor::Monitor;
-use crate::ratelimit::LogLimit;
 use crate::socketio::{SocketIo, SocketIoConfig};
 
 /// Broadcasts each session keeps after writing them, for connection state recovery.
@@ -45,13 +45,6 @@ const ATTACHMENT_BUDGET_PACKETS: usize = 64;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// At shutdown, how long a connection accepted without a request yet may take to send one.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
-/// After a failed accept (usually out of file descriptors), the wait before the next one:
-/// doubled on each failure in a row up to the maximum, as servers usually do, so the loop
-/// neither spins nor stays away long once descriptors are free again.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// At most one `accept failed` line per period: the failure lasts as long as the load.
-const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long shutdown keeps posting queued monitor events (docs/design.md#monitor: a few seconds).
 const MONITOR_FLUSH: Duration = Duration::from_secs(3);
 
@@ -339,44 +332,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// What an accept loop does when `accept` fails: log now and then, and wait a little
-/// longer each time in a row, until one succeeds.
-#[derive(Debug)]
-pub struct AcceptBackoff {
-    /// The log line, e.g. `accept failed`.
-    what: &'static str,
-    log: LogLimit,
-    wait: Duration,
-}
-
-impl AcceptBackoff {
-    pub fn new(what: &'static str) -> AcceptBackoff {
-        AcceptBackoff {
-            what,
-            log: LogLimit::new(ACCEPT_LOG_EVERY),
-            wait: ACCEPT_BACKOFF_MIN,
-        }
-    }
-
-    /// After a failed accept: logs (at most once a period) and waits. False when
-    /// `shutdown` came first.
-    pub async fn failed(&mut self, e: &io::Error, shutdown: &CancellationToken) -> bool {
-        if let Some(held) = self.log.allow() {
-            warn!(error = %e, suppressed = held, retry_in = ?self.wait, "{}", self.what);
-        }
-        let waited = tokio::select! {
-            _ = tokio::time::sleep(self.wait) => true,
-            _ = shutdown.cancelled() => false,
-        };
-        self.wait = (self.wait * 2).min(ACCEPT_BACKOFF_MAX);
-        waited
-    }
-
-    pub fn succeeded(&mut self) {
-        self.wait = ACCEPT_BACKOFF_MIN;
-    }
-}
-
 async fn accept_loop(
     listener: TcpListener,
     router: Arc<Router>,
@@ -385,20 +340,7 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
 ) {
     let mut backoff = AcceptBackoff::new("accept failed");
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    if backoff.failed(&e, &shutdown).await {
-                        continue;
-                    }
-                    return;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        backoff.succeeded();
+    while let Some((stream, peer)) = backoff.accept(&listener, &shutdown).await {
         // Like the Flash listener: past the cap a connection is closed at once, rather than
         // left in the backlog where it would look accepted to the client.
         let Ok(permit) = permits.clone().try_acquire_owned() else {
