@@ -4,57 +4,18 @@
 // sends the reconnecting clients to node C, which resumes their sessions.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import net from "node:net";
 import { io } from "socket.io-client";
 import { ack, connected, sleep, uniqueChannel, useCluster, waitFor } from "./lib/server.mjs";
+import { startProxy } from "./lib/proxy.mjs";
 
 const WINDOW_S = 10;
 const cluster = useCluster({ nodes: 3, config: `[Server]\nreconnect-timeout = ${WINDOW_S}s\n` });
-
-/** A TCP balancer with one target at a time: `to(port)` sends new connections there. */
-async function startBalancer(port) {
-  let target = port;
-  let held = false;
-  const sockets = new Set();
-  const server = net.createServer((client) => {
-    if (held) {
-      client.destroy();
-      return;
-    }
-    const upstream = net.connect(target, "127.0.0.1");
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on("close", () => sockets.delete(s));
-      s.on("error", () => {});
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-  });
-  await new Promise((res) => server.listen(0, "127.0.0.1", res));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    to(p) { target = p; },
-    /** While held, new connections are dropped at once (the network is down). */
-    hold() { held = true; },
-    release() { held = false; },
-    /** Cuts every connection through the balancer. */
-    cut() {
-      for (const s of sockets) s.destroy();
-    },
-    close() {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
 
 const portOf = (url) => Number(new URL(url).port);
 
 cluster.test("a session is not resumed when the message log lost its offset: a new session, never a gap", async () => {
   const channel = uniqueChannel("lost-log");
-  const lb = await startBalancer(portOf(cluster.url(1)));
+  const lb = await startProxy(portOf(cluster.url(1)));
   const sockets = [];
   try {
     const rita = io(lb.url, {
@@ -79,7 +40,7 @@ cluster.test("a session is not resumed when the message log lost its offset: a n
     // While rita is away, n: 2 is published, then the log is lost (as when Redis restarts
     // empty); n: 3 starts a new one. Her session cannot be told n: 2.
     lb.hold();
-    lb.cut();
+    lb.cutAll();
     await ack(publisher, "publish", channel, { n: 2 });
     execFileSync("redis-cli", ["-u", cluster.redis.url, "DEL", "realtime:log"]);
     await ack(publisher, "publish", channel, { n: 3 });
@@ -98,7 +59,7 @@ cluster.test("a session is not resumed when the message log lost its offset: a n
     assert.deepEqual(connections.at(-1).got, [4]);
   } finally {
     for (const s of sockets) s.close();
-    lb.close();
+    await lb.close();
   }
 });
 
@@ -110,7 +71,7 @@ cluster.test("a session is not resumed when the message log lost its offset: a n
 async function failover({ transport, CLIENTS, from, via, to }) {
   const CHANNELS = 10;
   const channels = Array.from({ length: CHANNELS }, () => uniqueChannel("failover"));
-  const lb = await startBalancer(portOf(cluster.url(from)));
+  const lb = await startProxy(portOf(cluster.url(from)));
   const sockets = [];
   try {
     // Half the clients have an identity, half are anonymous: both kinds of member resume.
@@ -198,7 +159,7 @@ async function failover({ transport, CLIENTS, from, via, to }) {
     assert.equal(info.count ?? info.members?.length, CLIENTS / CHANNELS + 1, JSON.stringify(info).slice(0, 300));
   } finally {
     for (const s of sockets) s.close();
-    lb.close();
+    await lb.close();
   }
 }
 

@@ -4,6 +4,7 @@
 import net from "node:net";
 
 export async function startProxy(targetPort) {
+  let target = targetPort;
   const sockets = new Set();
   // Per connection, the order of the last bytes each way: a request is in flight while
   // the client spoke last.
@@ -16,7 +17,7 @@ export async function startProxy(targetPort) {
       client.destroy();
       return;
     }
-    const upstream = net.connect(targetPort, "127.0.0.1");
+    const upstream = net.connect(target, "127.0.0.1");
     const pair = { up: 0, down: 0, since: 0, get: false, client, upstream, silent: false };
     pairs.add(pair);
     client.on("data", (chunk) => {
@@ -44,6 +45,10 @@ export async function startProxy(targetPort) {
     /** Whether a connection carries a GET unanswered for `ms` or more. */
     getInFlight(ms = 0) {
       return [...pairs].some((p) => p.get && p.up > p.down && Date.now() - p.since >= ms);
+    },
+    /** Sends new connections to another port (a load balancer that picked another node). */
+    to(port) {
+      target = port;
     },
     /** Keeps the network down (new connections dropped) until `release()`. */
     hold() {

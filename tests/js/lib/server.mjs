@@ -1,7 +1,7 @@
 // The one launcher of the tests: the realtime binary (one server per test file, or
 // several nodes joined through a throwaway redis-server), clients connected to them, and
 // bounded waits for things (on an event, or on a condition polled until it holds).
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -221,14 +221,14 @@ export function freePort() {
  * Start `redis-server` on a free port, no persistence, in a temp dir. Resolves to
  * {port, url, log(), stop()}; retries on another port if the one picked was taken.
  */
-export async function startRedis() {
+export async function startRedis(extraArgs = []) {
   let lastError;
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), "realtime-redis-"));
     const proc = spawn("redis-server", [
       "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-      "--dir", dir,
+      "--dir", dir, ...extraArgs,
     ], { stdio: ["ignore", "pipe", "pipe"] });
     let log = "";
     proc.stdout.on("data", (c) => { log += c; });
@@ -255,6 +255,28 @@ export async function startRedis() {
   throw lastError;
 }
 
+/**
+ * A Redis Cluster of three primaries (no replicas) on free ports, made whole with
+ * `redis-cli --cluster create`. Resolves to {url: "redis+cluster://…", stop()}.
+ */
+export async function startRedisCluster() {
+  const servers = [];
+  const stop = async () => { for (const s of servers) await s.stop(); };
+  try {
+    for (let i = 0; i < 3; i++) servers.push(await startRedis(["--cluster-enabled", "yes"]));
+    const addrs = servers.map((s) => `127.0.0.1:${s.port}`);
+    execFileSync("redis-cli", ["--cluster", "create", ...addrs, "--cluster-replicas", "0", "--cluster-yes"],
+      { stdio: "pipe", timeout: 20_000 });
+    await waitFor(() => servers.every((s) =>
+      execFileSync("redis-cli", ["-p", String(s.port), "CLUSTER", "INFO"]).toString().includes("cluster_state:ok")),
+    { timeout: 20_000, interval: 200, what: "the Redis Cluster whole" });
+    return { url: `redis+cluster://${addrs.join(",")}`, servers, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
 /** Resolve once `GET url/readyz` answers 200 (the node has joined the cluster). */
 export async function ready(url, ms = READY_TIMEOUT_MS) {
   let last = "no answer";
@@ -271,18 +293,19 @@ export async function ready(url, ms = READY_TIMEOUT_MS) {
 }
 
 /**
- * Per test file: one redis-server and `nodes` realtime nodes joined through it, started
- * before the tests and stopped after them. `config` is appended to every node's file.
- * Returns {nodes: [{url, log()}], redis, url(i), connect(i, opts), test(name, fn), log()}:
+ * Per test file: one redis-server (a Redis Cluster of three with `redisCluster`) and `nodes`
+ * realtime nodes joined through it, started before the tests and stopped after them. `config` is appended to every node's file.
+ * Returns {nodes: [{url, log()}], redis, url(i), connect(i, opts), connectTo(url, opts),
+ * test(name, fn), log()}:
  * `test` prints every node's output when the test fails and closes the clients it opened.
  * Clients connect over WebSocket unless `opts.transports` says otherwise.
  */
-export function useCluster({ nodes = 2, config = "" } = {}) {
+export function useCluster({ nodes = 2, config = "", redisCluster = false } = {}) {
   const handle = { redis: null, servers: [], nodes: [] };
   const clients = trackClients();
 
   before(async () => {
-    handle.redis = await startRedis();
+    handle.redis = redisCluster ? await startRedisCluster() : await startRedis();
     for (let i = 0; i < nodes; i++) {
       const server = await startServer({
         config: `[Cluster]\nredis = ${handle.redis.url}\nnode-id = node-${i}\n` +
@@ -303,8 +326,10 @@ export function useCluster({ nodes = 2, config = "" } = {}) {
   handle.log = () => handle.servers
     .map((s, i) => `--- node-${i} ---\n${s.log().slice(-10_000)}`)
     .join("\n");
-  handle.connect = (i, opts = {}) =>
-    openClient(clients, handle.url(i), { transports: ["websocket"], ...opts });
+  handle.connect = (i, opts = {}) => handle.connectTo(handle.url(i), opts);
+  /** A client of `url` (a proxy in front of a node, say), closed after the test. */
+  handle.connectTo = (url, opts = {}) =>
+    openClient(clients, url, { transports: ["websocket"], ...opts });
   handle.test = testPrinting(handle.log);
   return handle;
 }
