@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::cluster::redis::Succession;
 use crate::config::Config;
-use crate::hub::{Hub, HubStats, Restored};
+use crate::hub::{Hub, Restored};
 use crate::reload::Reloader;
 use crate::systemd::{self, Inherited, notify};
 use crate::{flash, handover, server};
@@ -251,14 +251,20 @@ pub async fn run(
             shutdown.clone(),
         )))
     };
-    tokio::spawn(systemd::supervise(
-        product.hub.clone(),
-        product.engine.clone(),
-        shutdown.clone(),
-    ));
+    // The watchdog pings only after every hub shard's lock was taken: a stuck hub stops them.
+    let (hub, engine) = (product.hub.clone(), product.engine.clone());
+    let probe: systemd::Probe = Arc::new(move || {
+        let stats = hub.probe().then(|| hub.stats())?;
+        Some(systemd::status_line(
+            engine.session_count(),
+            stats.members,
+            stats.channels,
+        ))
+    });
+    tokio::spawn(systemd::supervise(probe, shutdown.clone()));
     // The sockets are bound and listening: connections wait in their backlog until the
     // accept loops (already spawned) take them.
-    notify::ready(&systemd::status_line(0, HubStats::default()));
+    notify::ready(&systemd::status_line(0, 0, 0));
 
     loop {
         tokio::select! {
@@ -316,7 +322,7 @@ pub async fn run(
         let node = pass_node(&product).await;
         let monitor = unposted(&product);
         // Returns only when no binary could be executed.
-        let e = handover::exec(plan, &product.hub, node, monitor);
+        let e = handover::exec(plan, &*product.hub, node, monitor);
         return Err(ServiceError::Handover(e));
     }
     // Every session waits in its grace window: under systemd the state stays in the file
@@ -335,7 +341,7 @@ pub async fn run(
     } else {
         Vec::new()
     };
-    handover::store(&product.hub, product.cluster.is_some(), node, monitor);
+    handover::store(&*product.hub, product.cluster.is_some(), node, monitor);
     if departs && let Some(cluster) = &product.cluster {
         cluster.depart(CLUSTER_DEPART).await;
     }

@@ -18,7 +18,7 @@ pub use decode::{DecodeError, decode};
 pub use fdstore::{MAX_LIVE, adopt_stored, close_unclaimed};
 pub use pass::{ENV, Passed, adopt_socket, close_strays, inherit, keep_open};
 pub use reexec::{
-    Plan, exec, note_start_path, prepare, release_stored, store, take_state, under_systemd,
+    Plan, Source, exec, note_start_path, prepare, release_stored, store, take_state, under_systemd,
 };
 pub use state::{
     Connection, Frame, Item, MAX_STATE, MemberState, SessionState, SocketState, State, Transport,

@@ -14,9 +14,17 @@ use nix::unistd::{AccessFlags, access};
 use tracing::{error, info, warn};
 
 use super::pass::{self, Kept};
-use super::state::State;
+use super::state::{MemberState, State};
 use crate::cluster::redis::Succession;
-use crate::hub::Hub;
+
+/// What is handed over is taken from this: the hub (`hub/handover.rs`).
+pub trait Source {
+    /// Every member and its sessions waiting in the grace window, with how many sessions
+    /// were left out; the sockets of WebSockets kept open go in `sockets`.
+    fn members(&self, sockets: &mut Vec<std::os::fd::OwnedFd>) -> (Vec<MemberState>, usize);
+    /// The last offset given to a broadcast.
+    fn offset(&self) -> u64;
+}
 
 static START_PATH: OnceLock<PathBuf> = OnceLock::new();
 
@@ -59,7 +67,12 @@ pub fn prepare(http: &[RawFd], flash: &[RawFd]) -> io::Result<Plan> {
 /// this very binary (`/proc/self/exe`, the fallback) could be executed. `node`: the
 /// cluster node the new process carries on as (its worker stopped already); `monitor`: the
 /// monitor's events not posted yet.
-pub fn exec(plan: Plan, hub: &Hub, node: Option<Succession>, monitor: Vec<Bytes>) -> io::Error {
+pub fn exec(
+    plan: Plan,
+    hub: &dyn Source,
+    node: Option<Succession>,
+    monitor: Vec<Bytes>,
+) -> io::Error {
     // Kept open until the exec, which they cross.
     let mut sockets = Vec::new();
     let (bytes, sessions, skipped) = state(hub, node, monitor, &mut sockets);
@@ -112,7 +125,7 @@ pub fn under_systemd() -> bool {
 /// the next process, which resumes the sessions; a plain stop empties the store. A cluster
 /// node leaves them only with `node` (a restart follows and the worker stopped): otherwise
 /// it departs, and its sessions cannot go on under its id.
-pub fn store(hub: &Hub, cluster: bool, node: Option<Succession>, monitor: Vec<Bytes>) {
+pub fn store(hub: &dyn Source, cluster: bool, node: Option<Succession>, monitor: Vec<Bytes>) {
     if !under_systemd() || (cluster && node.is_none()) {
         return;
     }
@@ -160,12 +173,12 @@ pub fn release_stored() {
 /// left out. A cluster node's offset is where the next process catches up in the
 /// message log; the members stay in Redis under the node's id.
 fn state(
-    hub: &Hub,
+    hub: &dyn Source,
     node: Option<Succession>,
     monitor: Vec<Bytes>,
     sockets: &mut Vec<std::os::fd::OwnedFd>,
 ) -> (Vec<u8>, usize, usize) {
-    let (members, skipped) = hub.handover_members(sockets);
+    let (members, skipped) = hub.members(sockets);
     let sessions: usize = members.iter().map(|m| m.sessions.len()).sum();
     let (node_id, offset) = match node {
         Some(n) => (Some(n.node), n.offset.max(hub.offset())),

@@ -47,6 +47,15 @@ pub struct Live {
     pub auth: serde_json::Value,
 }
 
+impl handover::Source for Hub {
+    fn members(&self, sockets: &mut Vec<OwnedFd>) -> (Vec<handover::MemberState>, usize) {
+        self.handover_members(sockets)
+    }
+    fn offset(&self) -> u64 {
+        Hub::offset(self)
+    }
+}
+
 impl Hub {
     /// The last offset given to a broadcast.
     pub fn offset(&self) -> u64 {

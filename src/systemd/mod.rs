@@ -11,4 +11,4 @@ mod watchdog;
 
 pub use job::restart_follows;
 pub use listen::{Inherited, STATE_NAME, check_listener, inherited_listeners};
-pub use watchdog::{status_line, supervise};
+pub use watchdog::{Probe, status_line, supervise};
