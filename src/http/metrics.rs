@@ -222,6 +222,14 @@ impl Collector for Sources {
                 "1 while Redis is reachable (this node is joined to the cluster), else 0.",
                 u64::from(c.is_up()),
             )?;
+            if let Some(up) = c.shards_up() {
+                gauge(
+                    e,
+                    "cluster_bus_shards_up",
+                    "Bus shards reachable, of [Cluster] bus-shards (spread bus only).",
+                    up as u64,
+                )?;
+            }
             let zero = ConstCounter::new(0u64);
             let mut family = e.encode_descriptor(
                 "cluster_bus_messages",

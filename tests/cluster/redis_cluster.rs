@@ -146,6 +146,9 @@ async fn the_nodes_deliver_across_a_redis_cluster_and_follow_a_failover_and_a_sl
         .collect();
     let (a, b) = (nodes[0].port, nodes[1].port);
     ready(&nodes, "through the Redis Cluster", Duration::from_secs(10)).await;
+    // Not spread: no shard count.
+    let (_, metrics) = get(a, "/metrics").await;
+    assert_eq!(metric(&metrics, "realtime_cluster_bus_shards_up"), None);
     let mut ann = Client::connect(a, "ann").await;
     ann.subscribe("room").await;
     let mut bob = Client::connect(b, "bob").await;
@@ -500,6 +503,13 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
         .iter()
         .position(|s| is_primary(s) && s.port != presence)
         .expect("another primary");
+    let shards_up = |port: u16| async move {
+        metric(
+            &get(port, "/metrics").await.1,
+            "realtime_cluster_bus_shards_up",
+        )
+    };
+    assert_eq!(shards_up(a).await, Some(3.0));
     servers[victim].kill();
     for n in &nodes {
         assert!(
@@ -508,7 +518,13 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
             n.port
         );
     }
+    let one_down = poll_until_async(Duration::from_secs(10), || async {
+        (shards_up(a).await == Some(2.0)).then_some(())
+    })
+    .await;
+    assert!(one_down.is_some(), "/metrics never counted the shard down");
     ready(&nodes, "within 30 s of the kill", Duration::from_secs(30)).await;
+    assert_eq!(shards_up(a).await, Some(3.0));
     assert!(
         nodes[0].log().contains("lost a bus shard"),
         "the lost shard is not logged:\n{}",

@@ -346,6 +346,18 @@ impl RedisCluster {
         self.reachable().now()
     }
 
+    /// How many bus shards are reachable now, when the bus is spread.
+    pub fn shards_up(&self) -> Option<usize> {
+        let spread = self.spread.as_ref()?;
+        Some(
+            spread
+                .up_flags()
+                .iter()
+                .filter(|up| up.load(Ordering::Acquire))
+                .count(),
+        )
+    }
+
     /// What [`RedisCluster::is_up`] reads, for `/readyz`.
     pub fn reachable(&self) -> Reachable {
         let mut flags = vec![self.up.clone()];
