@@ -482,6 +482,7 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
     receives_rooms(&mut bob, 90..180).await;
 
     resumes_on_its_node_only(a, b).await;
+    hostile_input_on_a_shard(&servers, &nodes, &mut ann, &mut bob).await;
 
     // Spread: every primary carried broadcasts, not only the one of the presence slot.
     let carried: Vec<u64> = servers
@@ -672,4 +673,77 @@ async fn resumes_on_its_node_only(a: u16, b: u16) {
         None,
         "a new session got 5002"
     );
+}
+
+/// What arrives on a shard's topics from anyone else than a node: dropped with a warning
+/// naming the topic, counted, nothing delivered; the next real message is.
+async fn hostile_input_on_a_shard(
+    servers: &[Proc],
+    nodes: &[Server],
+    ann: &mut Client,
+    bob: &mut Client,
+) {
+    let (primary, topic) = servers
+        .iter()
+        .filter(|s| is_primary(s))
+        .find_map(|s| {
+            let Resp::Array(Some(topics)) =
+                s.command(&["PUBSUB", "SHARDCHANNELS", "{realtime.*}:m:r0"])
+            else {
+                return None;
+            };
+            topics.first().map(|t| (s, text(t)))
+        })
+        .expect("the primary carrying room r0");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let for_r1 = format!(r#"{{"n":"x","k":"message","c":"r1","t":{now},"d":{{"n":999}},"a":[]}}"#);
+    // What the resumption test published is behind us.
+    ann.drain(QUIET).await;
+    bob.drain(QUIET).await;
+    let dropped_before = metric(
+        &get(nodes[0].port, "/metrics").await.1,
+        "realtime_cluster_bus_dropped_total",
+    );
+    // The commands of the test's Redis client are text: no invalid UTF-8 here (the
+    // logged bus's test has it, and both decode the same way).
+    let hostile = [
+        "garbage".to_owned(),
+        String::new(),
+        "{}\n".to_owned(),
+        r#"{"n":"x","k":"message","c":"r0","t":1,"d":1,"a":[9]}"#.to_owned() + "\n",
+        format!("{for_r1}\n"),
+    ];
+    for payload in &hostile {
+        assert_eq!(
+            primary.command(&["SPUBLISH", &topic, payload]),
+            Resp::Int(2),
+            "both nodes listen on {topic}"
+        );
+    }
+    for n in nodes {
+        for why in [
+            "dropped a malformed message",
+            "dropped a bus message addressed elsewhere",
+        ] {
+            assert!(
+                n.wait_log_line(&[" WARN ", why, &topic], PROPAGATE).await,
+                "no warning {why:?} naming {topic} on :{}",
+                n.port
+            );
+        }
+    }
+    let dropped = metric(
+        &get(nodes[0].port, "/metrics").await.1,
+        "realtime_cluster_bus_dropped_total",
+    );
+    assert!(
+        dropped.unwrap_or(0.0) >= dropped_before.unwrap_or(0.0) + 5.0,
+        "not counted: {dropped_before:?} then {dropped:?}"
+    );
+    publish_rooms(nodes[0].port, 0..1).await;
+    receives_rooms(ann, 0..1).await;
+    receives_rooms(bob, 0..1).await;
 }
