@@ -474,6 +474,21 @@ async fn broadcasts_spread_over_the_shards_and_follow_a_shards_failover() {
         assert_eq!(api(a, "POST", "/api/publish", &body).await.0, 200);
         assert_eq!(bob.numbers(1, PROPAGATE).await, [i], "{channel}");
     }
+    // Left and joined again, many times: the shard listens again each time, and nothing
+    // is taken for the slot moving away.
+    for _ in 0..10 {
+        let ack = bob.request(r#""unsubscribe","fresh-0""#).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        bob.subscribe("fresh-0").await;
+    }
+    let body = json!({"channel": "fresh-0", "data": {"n": 77}}).to_string();
+    assert_eq!(api(a, "POST", "/api/publish", &body).await.0, 200);
+    assert_eq!(bob.numbers(1, PROPAGATE).await, [77]);
+    assert!(
+        !nodes[1].log().contains("lost a bus shard"),
+        "a shard was taken for lost:\n{}",
+        nodes[1].log()
+    );
     let before: Vec<u64> = servers.iter().map(spublished).collect();
     publish_rooms(a, 0..90).await;
     receives_rooms(&mut bob, 0..90).await;

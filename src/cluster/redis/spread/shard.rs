@@ -170,17 +170,15 @@ impl ShardTask {
                     }
                 }
                 heard = stream.next() => match heard {
-                    None => return Ended::Lost(ClusterError::Unavailable),
+                    None => return Ended::Lost(ClusterError::Closed),
                     Some(subs::Heard::Message(msg)) => self.inbound(hub, &msg),
-                    Some(subs::Heard::Dropped(t)) => {
-                        // The server dropped a topic still wanted: its slot moved away.
-                        let wanted = t == direct(&self.tag)
-                            || self.watched.iter().any(|c| topic(&self.tag, c) == t);
-                        if wanted {
-                            return Ended::Lost(ClusterError::Answer("the bus shard's slot moved"));
-                        }
+                    // The slot moved: the direct topic, never left, is dropped with the
+                    // rest. (A channel's may also be this node's own unsubscribe,
+                    // confirmed after the channel was asked for again.)
+                    Some(subs::Heard::Dropped(t)) if t == direct(&self.tag) => {
+                        return Ended::Lost(ClusterError::Moved);
                     }
-                    Some(subs::Heard::Nothing) => {}
+                    Some(subs::Heard::Dropped(_) | subs::Heard::Nothing) => {}
                 },
                 _ = beat.tick() => {
                     let ping = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping()).await;
@@ -192,7 +190,9 @@ impl ShardTask {
         }
     }
 
-    /// Sends a batch: publishes in one pipeline, in the order the hub made them.
+    /// Sends a batch: publishes in one pipeline, in the order the hub made them. Once
+    /// Redis fails, the rest is settled as while away (what to listen to is kept for the
+    /// next connection) and the error returned; flushes are answered either way.
     async fn apply(
         &mut self,
         conn: &mut MultiplexedConnection,
@@ -202,7 +202,12 @@ impl ShardTask {
         let mut pipe = redis::pipe();
         let mut sent = 0u64;
         let mut flushed = Vec::new();
+        let mut failed = None;
         for op in batch {
+            if failed.is_some() {
+                self.away_op(op);
+                continue;
+            }
             match op {
                 ShardOp::Publish { topic, payload } => {
                     pipe.cmd("SPUBLISH")
@@ -212,29 +217,41 @@ impl ShardTask {
                     sent += 1;
                 }
                 ShardOp::Watch(channel, on) => {
-                    // What was queued before the change goes first.
-                    self.send(conn, &mut pipe, &mut sent).await?;
                     let t = topic(&self.tag, &channel);
+                    if on {
+                        self.watched.insert(channel);
+                    } else {
+                        self.watched.remove(&channel);
+                    }
+                    // What was queued before the change goes first.
+                    if let Err(e) = self.send(conn, &mut pipe, &mut sent).await {
+                        failed = Some(e);
+                        continue;
+                    }
                     let done = if on {
                         if let Some(delay) = self.subscribe_delay {
                             tokio::time::sleep(delay).await;
                         }
-                        self.watched.insert(channel);
                         sink.subscribe(&[t]).await
                     } else {
-                        self.watched.remove(&channel);
                         sink.unsubscribe(&t).await
                     };
-                    done.map_err(ClusterError::redis("subscribing on a bus shard"))?;
+                    if let Err(e) = done {
+                        failed = Some(ClusterError::redis("subscribing on a bus shard")(e));
+                    }
                 }
                 ShardOp::Flush(reply) => flushed.push(reply),
             }
         }
-        self.send(conn, &mut pipe, &mut sent).await?;
+        if failed.is_none()
+            && let Err(e) = self.send(conn, &mut pipe, &mut sent).await
+        {
+            failed = Some(e);
+        }
         for reply in flushed {
             let _ = reply.send(());
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     async fn send(
