@@ -374,6 +374,10 @@ impl RedisCluster {
         if self.ops.send(Op::Depart(tx)).is_ok() {
             let _ = tokio::time::timeout(within, rx).await;
         }
+        // The broadcasts the bus shards still hold go out too.
+        if let Some(s) = &self.spread {
+            s.flush(within).await;
+        }
     }
 
     /// Stops the worker for a hand-over, waiting at most `within`: what it had queued
